@@ -1,0 +1,45 @@
+"""Shared fixtures: small random collections with planted shared structure."""
+
+from __future__ import annotations
+
+import torch
+
+from unisub_hub.io.memory import InMemoryCheckpoint, InMemoryLora
+
+
+def planted_collection(count: int, shapes: dict[str, tuple[int, ...]], *, rank: int = 3, noise: float = 0.05, seed: int = 0) -> list[InMemoryCheckpoint]:
+    """``count`` checkpoints: a common base, a shared rank-``rank`` subspace per layer, plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    shared = {}
+    for name, shape in shapes.items():
+        p, q = shape[0], int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
+        shared[name] = (torch.randn(shape, generator=gen, dtype=torch.float64), torch.randn(p, rank, generator=gen, dtype=torch.float64), torch.randn(rank, q, generator=gen, dtype=torch.float64))
+    sources = []
+    for m in range(count):
+        tensors = {}
+        for name, shape in shapes.items():
+            base, left, right = shared[name]
+            p = shape[0]
+            mix = torch.randn(rank, rank, generator=gen, dtype=torch.float64)
+            delta = (left @ mix @ right).reshape(shape)
+            tensors[name] = base + delta + noise * torch.randn(shape, generator=gen, dtype=torch.float64)
+        sources.append(InMemoryCheckpoint(f"model-{m}", tensors))
+    return sources
+
+
+def random_loras(count: int, shapes: dict[str, tuple[int, int]], *, ranks: list[int] | None = None, rslora: bool = False, seed: int = 0) -> list[InMemoryLora]:
+    """LoRA adapters with a shared column space in ``B`` (planted structure) and random ``A``."""
+    from unisub_hub.engine import lora_scale
+
+    gen = torch.Generator().manual_seed(seed)
+    shared = {n: torch.randn(p, 4, generator=gen, dtype=torch.float64) for n, (p, q) in shapes.items()}
+    out = []
+    for m in range(count):
+        r = (ranks or [4])[m % len(ranks or [4])]
+        factors = {}
+        for name, (p, q) in shapes.items():
+            lora_b = shared[name] @ torch.randn(4, r, generator=gen, dtype=torch.float64) + 0.1 * torch.randn(p, r, generator=gen, dtype=torch.float64)
+            lora_a = torch.randn(r, q, generator=gen, dtype=torch.float64)
+            factors[name] = (lora_b, lora_a, lora_scale(2.0 * r, r, use_rslora=rslora))
+        out.append(InMemoryLora(f"lora-{m}", factors))
+    return out

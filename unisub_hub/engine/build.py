@@ -1,0 +1,334 @@
+"""Building a basis: truncated HOSVD per layer, streamed over sources (DESIGN.md section 2).
+
+A build makes these passes over the collection:
+
+1. per group of layers whose accumulators fit ``max_memory``, one fold over the sources
+   summing the mode-2/3 second moments (and the sum for the centre); mode-1 layers instead
+   fold over row blocks, each block read from every source, for the ``N x N`` Gram;
+2. for mode-1 layers, a second fold over row blocks that forms the component matrices;
+3. one quality pass that projects every source (held-out ones too) onto the new basis.
+
+Each source is read through :class:`MatrixSource`, which hands out one group of layers at a
+time, so no more than one source's share of one group is in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from ..constants import DEFAULT_MAX_MEMORY
+from ..errors import EngineError, NonFiniteError
+from .accumulate import LayerAccumulator
+from .basis import LayerBasis, parse_modes
+from .device import resolve_device
+from .executor import Executor, SerialExecutor
+from .matrix import LayerMatrix
+from .quality import BuildReport, LayerReport, assess_layer
+from .rank import RankRule, numerical_rank
+
+__all__ = ["BuildOptions", "BuildResult", "LayerSpec", "MatrixSource", "Progress", "build_basis"]
+
+
+class MatrixSource(Protocol):
+    """One model of the collection, as the engine sees it: named layers as matrices."""
+
+    @property
+    def name(self) -> str: ...
+
+    def load(self, names: Sequence[str]) -> Mapping[str, LayerMatrix]:
+        """The listed layers, each as a :class:`Dense` or :class:`LowRank` matrix view."""
+
+    def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of one layer's dense matrix view (mode 1 streams these)."""
+
+
+class Progress(Protocol):
+    """Receives the build's progress; ``task`` returns the function that advances one step."""
+
+    def task(self, description: str, total: int) -> Callable[[], None]: ...
+
+
+class _NoProgress:
+    def task(self, description: str, total: int) -> Callable[[], None]:
+        return lambda: None
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer to decompose: its tensor name and the tensor's own shape."""
+
+    name: str
+    tensor_shape: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        cols = 1
+        for size in self.tensor_shape[1:]:
+            cols *= size
+        return self.tensor_shape[0], cols
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to decompose: modes, rank rule, centring, device, precision and memory budget."""
+
+    modes: tuple[int, ...] = (2, 3)
+    rank: RankRule = field(default_factory=lambda: RankRule(k=8))
+    center: bool = True
+    device: str | torch.device = "cpu"
+    accumulate_dtype: torch.dtype = torch.float64
+    max_memory: int = DEFAULT_MAX_MEMORY
+    null_baseline: bool = True
+    seed: int = 0
+    check_finite: bool = True
+
+
+@dataclass
+class BuildResult:
+    """The basis of every layer (tensors on the build device, accumulate dtype) and its report."""
+
+    layers: dict[str, LayerBasis]
+    report: BuildReport
+
+
+def build_basis(
+    layers: Sequence[LayerSpec],
+    sources: Sequence[MatrixSource],
+    *,
+    options: BuildOptions = BuildOptions(),
+    holdout: Sequence[MatrixSource] = (),
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Decompose every layer of a collection and measure how well the basis fits.
+
+    Args:
+        layers: the layers to decompose (same names and shapes in every source).
+        sources: the models the basis is built from (at least two).
+        options: see :class:`BuildOptions`.
+        holdout: models left out of the basis, only projected for honest error figures.
+        executor: runs the folds over sources; :class:`SerialExecutor` by default.
+        progress: receives per-pass progress.
+
+    Returns:
+        The per-layer bases and a :class:`BuildReport`.
+
+    Raises:
+        EngineError: fewer than two sources, no layers, or a rank the data cannot have.
+        NonFiniteError: a source holds NaN or Inf in a selected layer.
+
+    Example:
+        >>> result = build_basis(specs, sources, options=BuildOptions(modes=(2, 3), rank=RankRule(k=4)))
+        >>> result.layers["fc.weight"].left.shape
+        torch.Size([64, 4])
+    """
+    modes = parse_modes(options.modes)
+    if len(sources) < 2:
+        raise EngineError(f"a basis needs at least 2 sources, got {len(sources)}")
+    if not layers:
+        raise EngineError("no layers to decompose: the layer selection is empty")
+    device = resolve_device(options.device)
+    progress = progress or _NoProgress()
+    context = _Context(options, modes, device, executor, progress)
+    bases: dict[str, LayerBasis] = {}
+    passes = 0
+    if modes == (1,):
+        for spec in layers:
+            bases[spec.name], used = _build_flat(spec, sources, context)
+            passes += used
+    else:
+        groups = _plan_groups(layers, modes, options)
+        for number, group in enumerate(groups, 1):
+            bases.update(_build_sides(group, sources, context, f"pass {number}/{len(groups)}"))
+        passes += len(groups)
+    layer_reports, quality_passes = _quality_pass(layers, bases, sources, holdout, context)
+    report = BuildReport(
+        modes=modes,
+        centered=options.center,
+        device=str(device),
+        passes=passes + quality_passes,
+        max_memory=options.max_memory,
+        sources=[s.name for s in sources],
+        holdout=[s.name for s in holdout],
+        layers=layer_reports,
+    )
+    return BuildResult(layers=bases, report=report)
+
+
+@dataclass
+class _Context:
+    options: BuildOptions
+    modes: tuple[int, ...]
+    device: torch.device
+    executor: Executor | None
+    progress: Progress
+
+    def executor_for(self, description: str, total: int) -> Executor:
+        return self.executor or SerialExecutor(self.progress.task(description, total))
+
+    def cast(self, matrix: LayerMatrix, source: str, layer: str) -> LayerMatrix:
+        moved = matrix.to(self.device, self.options.accumulate_dtype)
+        if self.options.check_finite:
+            parts = (moved.value,) if hasattr(moved, "value") else (moved.left, moved.singular_values, moved.right)
+            if not all(bool(torch.isfinite(part).all()) for part in parts):
+                raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
+        return moved
+
+
+def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions) -> list[list[LayerSpec]]:
+    """Greedy groups of layers whose accumulators fit the memory budget together."""
+    itemsize = torch.empty((), dtype=options.accumulate_dtype).element_size()
+    groups: list[list[LayerSpec]] = []
+    current: list[LayerSpec] = []
+    used = 0
+    for spec in layers:
+        need = LayerAccumulator.bytes_needed(spec.shape, modes, options.center, itemsize)
+        if current and used + need > options.max_memory:
+            groups.append(current)
+            current, used = [], 0
+        current.append(spec)
+        used += need
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _build_sides(
+    group: list[LayerSpec], sources: Sequence[MatrixSource], context: _Context, description: str
+) -> dict[str, LayerBasis]:
+    """One fold over the sources for a group of mode-2/3 layers, then the eigenproblems."""
+    opts = context.options
+    names = [spec.name for spec in group]
+
+    def zero() -> dict[str, LayerAccumulator]:
+        return {
+            spec.name: LayerAccumulator.empty(spec.shape, context.modes, opts.center, context.device, opts.accumulate_dtype)
+            for spec in group
+        }
+
+    def step(acc: dict[str, LayerAccumulator], source: MatrixSource) -> dict[str, LayerAccumulator]:
+        for name, matrix in source.load(names).items():
+            acc[name].add(context.cast(matrix, source.name, name))
+        return acc
+
+    def merge(a: dict[str, LayerAccumulator], b: dict[str, LayerAccumulator]) -> dict[str, LayerAccumulator]:
+        for name in a:
+            a[name].merge(b[name])
+        return a
+
+    totals = context.executor_for(description, len(sources)).aggregate(sources, zero, step, merge)
+    bases = {}
+    for spec in group:
+        acc = totals.pop(spec.name)
+        bases[spec.name] = _finish_sides(spec, acc, context.modes, opts.rank)
+    return bases
+
+
+def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...], rule: RankRule) -> LayerBasis:
+    mean = acc.mean()
+    basis = LayerBasis(spec.name, spec.tensor_shape, modes, mean=mean)
+    for mode, side, side_mean in ((2, acc.left, mean), (3, acc.right, None if mean is None else mean.T)):
+        if side is None:
+            continue
+        values, vectors = side.eigen(side_mean, acc.count)
+        limit = numerical_rank(values)
+        k = rule.choose(values, limit)
+        if mode == 2:
+            basis.left = vectors[:, :k].contiguous()
+        else:
+            basis.right = vectors[:, :k].contiguous()
+        basis.spectra[mode] = values[:limit].sqrt()
+    return basis
+
+
+def _row_blocks(spec: LayerSpec, count: int, options: BuildOptions) -> list[tuple[int, int]]:
+    p, q = spec.shape
+    itemsize = torch.empty((), dtype=options.accumulate_dtype).element_size()
+    rows = max(1, min(p, options.max_memory // max(1, count * q * itemsize)))
+    return [(start, min(p, start + rows)) for start in range(0, p, rows)]
+
+
+def _load_block(sources: Sequence[MatrixSource], spec: LayerSpec, block: tuple[int, int], context: _Context) -> torch.Tensor:
+    """Rows of one layer from every source, as an ``N x (rows * q)`` matrix."""
+    rows = []
+    for source in sources:
+        value = source.load_rows(spec.name, *block).to(context.device, context.options.accumulate_dtype)
+        if context.options.check_finite and not bool(torch.isfinite(value).all()):
+            raise NonFiniteError(f"tensor {spec.name} holds NaN or Inf", source=source.name)
+        rows.append(value.reshape(-1))
+    return torch.stack(rows)
+
+
+def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Context) -> tuple[LayerBasis, int]:
+    """Mode 1 (PCA across models) of one layer: ``N x N`` Gram by row blocks, then components."""
+    opts = context.options
+    count = len(sources)
+    blocks = _row_blocks(spec, count, opts)
+
+    def zero() -> torch.Tensor:
+        return torch.zeros(count, count, device=context.device, dtype=opts.accumulate_dtype)
+
+    def step(gram: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+        stacked = _load_block(sources, spec, block, context)
+        return gram.addmm_(stacked, stacked.T)
+
+    gram = context.executor_for(f"{spec.name}: Gram", len(blocks)).aggregate(blocks, zero, step, torch.Tensor.add_)
+    if opts.center:
+        centering = torch.eye(count, device=context.device, dtype=gram.dtype) - 1.0 / count
+        gram = centering @ gram @ centering
+    values, vectors = torch.linalg.eigh((gram + gram.T) / 2)
+    values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
+    limit = min(numerical_rank(values), count - 1 if opts.center else count)
+    k = opts.rank.choose(values, limit)
+    weights = vectors[:, :k] / values[:k].sqrt()  # phi_j = sum_m weights[m, j] X_c[m]
+    p, q = spec.shape
+    components = torch.empty(k, p, q, device=context.device, dtype=opts.accumulate_dtype)
+    mean = torch.empty(p, q, device=context.device, dtype=opts.accumulate_dtype) if opts.center else None
+    advance = context.progress.task(f"{spec.name}: components", len(blocks))
+    for start, stop in blocks:
+        stacked = _load_block(sources, spec, (start, stop), context)
+        if mean is not None:
+            block_mean = stacked.mean(0)
+            mean[start:stop] = block_mean.reshape(stop - start, q)
+            stacked = stacked - block_mean
+        components[:, start:stop] = (weights.T @ stacked).reshape(k, stop - start, q)
+        advance()
+    basis = LayerBasis(spec.name, spec.tensor_shape, (1,), mean=mean, components=components)
+    basis.spectra[1] = values[:limit].sqrt()
+    return basis, 2 * len(blocks)
+
+
+def _quality_pass(
+    layers: Sequence[LayerSpec],
+    bases: dict[str, LayerBasis],
+    sources: Sequence[MatrixSource],
+    holdout: Sequence[MatrixSource],
+    context: _Context,
+) -> tuple[list[LayerReport], int]:
+    """Project every source onto the basis: per-source errors, then the null baseline."""
+    from .project import project_layer, residual_sq_norm
+
+    everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
+    groups = _plan_groups(layers, (2, 3), context.options) if context.modes != (1,) else [list(layers)]
+    residuals: dict[str, dict[str, tuple[float, float, float, bool]]] = {spec.name: {} for spec in layers}
+    advance = context.progress.task("quality pass", len(everyone))
+    for source, is_holdout in everyone:
+        for group in groups:
+            for name, matrix in source.load([spec.name for spec in group]).items():
+                matrix = context.cast(matrix, source.name, name)
+                coef = project_layer(bases[name], matrix)
+                residual = float(residual_sq_norm(bases[name], matrix, coef))
+                total = float(matrix.sq_norm())
+                centered_total = residual + float(coef.square().sum())
+                residuals[name][source.name] = (residual, total, centered_total, is_holdout)
+        advance()
+    generator = torch.Generator().manual_seed(context.options.seed)
+    reports = [
+        assess_layer(bases[spec.name], residuals[spec.name], null=context.options.null_baseline, generator=generator)
+        for spec in layers
+    ]
+    return reports, 1

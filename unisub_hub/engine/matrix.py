@@ -1,0 +1,138 @@
+"""One layer of one source, seen as a ``p x q`` matrix, dense or in low-rank factors.
+
+The engine never needs more of a source than the handful of products defined here, so a
+LoRA adapter can take part in every decomposition through its ``p x r`` and ``q x r``
+factors without ever forming the ``p x q`` update ``B A`` (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Dense", "LayerMatrix", "LowRank", "lora_canonical", "matrix_view"]
+
+
+def matrix_view(tensor: torch.Tensor) -> torch.Tensor:
+    """View a weight as a matrix: ``(out, in, kh, kw)`` conv kernels become ``out x (in*kh*kw)``."""
+    if tensor.ndim < 2:
+        raise ValueError(f"a {tensor.ndim}-D tensor has no matrix view")
+    return tensor.reshape(tensor.shape[0], -1)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A layer given as its full ``p x q`` matrix."""
+
+    value: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.value.shape)  # type: ignore[return-value]
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Dense:
+        return Dense(self.value.to(device=device, dtype=dtype))
+
+    def dense(self) -> torch.Tensor:
+        return self.value
+
+    def left_factor(self) -> torch.Tensor:
+        """A matrix ``L`` with ``L L^T = X X^T``."""
+        return self.value
+
+    def right_factor(self) -> torch.Tensor:
+        """A matrix ``R`` with ``R R^T = X^T X``."""
+        return self.value.T
+
+    def sq_norm(self) -> torch.Tensor:
+        return self.value.square().sum()
+
+    def left_project(self, left: torch.Tensor) -> torch.Tensor:
+        """``left^T X``."""
+        return left.T @ self.value
+
+    def right_project(self, right: torch.Tensor) -> torch.Tensor:
+        """``X right``."""
+        return self.value @ right
+
+    def core(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """``left^T X right``."""
+        return left.T @ self.value @ right
+
+    def inner(self, other: torch.Tensor) -> torch.Tensor:
+        """Frobenius inner product with a dense matrix."""
+        return (self.value * other).sum()
+
+
+@dataclass(frozen=True)
+class LowRank:
+    """A layer given as ``P diag(s) Q^T`` with orthonormal ``P (p x r)`` and ``Q (q x r)``."""
+
+    left: torch.Tensor
+    singular_values: torch.Tensor
+    right: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.left.shape[0], self.right.shape[0])
+
+    @property
+    def rank(self) -> int:
+        return self.singular_values.shape[0]
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> LowRank:
+        return LowRank(*(t.to(device=device, dtype=dtype) for t in (self.left, self.singular_values, self.right)))
+
+    def dense(self) -> torch.Tensor:
+        return (self.left * self.singular_values) @ self.right.T
+
+    def left_factor(self) -> torch.Tensor:
+        return self.left * self.singular_values
+
+    def right_factor(self) -> torch.Tensor:
+        return self.right * self.singular_values
+
+    def sq_norm(self) -> torch.Tensor:
+        return self.singular_values.square().sum()
+
+    def left_project(self, left: torch.Tensor) -> torch.Tensor:
+        return ((left.T @ self.left) * self.singular_values) @ self.right.T
+
+    def right_project(self, right: torch.Tensor) -> torch.Tensor:
+        return (self.left * self.singular_values) @ (self.right.T @ right)
+
+    def core(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return ((left.T @ self.left) * self.singular_values) @ (self.right.T @ right)
+
+    def inner(self, other: torch.Tensor) -> torch.Tensor:
+        return ((self.left.T @ other @ self.right).diagonal() * self.singular_values).sum()
+
+
+LayerMatrix = Dense | LowRank
+
+
+def lora_canonical(lora_b: torch.Tensor, lora_a: torch.Tensor, scale: float) -> LowRank:
+    """Canonical form ``P diag(s) Q^T`` of the LoRA update ``scale * B A``.
+
+    A thin QR of ``B`` and of ``A^T`` and an ``r x r`` SVD of ``R_B R_A^T`` give the exact
+    SVD of ``scale * B A`` at ``O((p + q) r^2)`` cost. The result no longer depends on
+    LoRA's gauge freedom (``B G, G^-1 A`` give the same factors).
+
+    Args:
+        lora_b: ``p x r`` matrix ``lora_B``.
+        lora_a: ``r x q`` matrix ``lora_A`` (conv adapters already flattened to ``r x q``).
+        scale: ``lora_alpha / r`` (or ``/ sqrt(r)`` with rsLoRA).
+    """
+    if lora_b.ndim != 2 or lora_a.ndim != 2 or lora_b.shape[1] != lora_a.shape[0]:
+        raise ValueError(f"LoRA factors do not chain: B {tuple(lora_b.shape)} and A {tuple(lora_a.shape)}")
+    q_b, r_b = torch.linalg.qr(lora_b)
+    q_a, r_a = torch.linalg.qr(lora_a.T)
+    small_u, small_s, small_vh = torch.linalg.svd(r_b @ r_a.T * scale)
+    return LowRank(q_b @ small_u, small_s, q_a @ small_vh.T)
+
+
+def lora_scale(alpha: float, rank: int, *, use_rslora: bool) -> float:
+    """PEFT's scaling of ``B A``: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
+    return alpha / math.sqrt(rank) if use_rslora else alpha / rank

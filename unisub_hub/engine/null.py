@@ -1,0 +1,89 @@
+"""The null baseline: spectra of Gaussian matrices with the shapes and norms of the data.
+
+A family is "really low-rank" only if its top-``k`` explained variance beats what ``N``
+random matrices of the same shapes and norms give. Small layers are sampled exactly; for
+large ones the sampled cost would rival the build, so the Marchenko-Pastur law (equal norms,
+the large-matrix limit) stands in, and the report says which was used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .accumulate import SideAccumulator
+
+__all__ = ["SAMPLE_LIMIT", "flat_null_eigenvalues", "marchenko_pastur_curve", "side_null_eigenvalues"]
+
+SAMPLE_LIMIT = 2e9
+"""Largest multiply-add count for which the null of a side is sampled rather than approximated."""
+
+
+def flat_null_eigenvalues(norms: torch.Tensor, dim: int, *, center: bool, generator: torch.Generator) -> torch.Tensor:
+    """Eigenvalues of the ``N x N`` Gram of ``N`` Gaussian vectors in ``dim`` dimensions with given norms.
+
+    Uses Bartlett's decomposition of the Wishart matrix, so the cost is ``O(N^3)`` however
+    large ``dim`` is, and the sample is exact.
+    """
+    count = norms.shape[0]
+    chi2 = torch.distributions.Chi2(torch.tensor([float(dim - i) for i in range(count)], dtype=torch.float64).clamp_min(1))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        diagonal = chi2.sample().sqrt()
+    lower = torch.randn(count, count, generator=generator, dtype=torch.float64).tril(-1) + torch.diag(diagonal)
+    gram = lower @ lower.T / dim
+    scale = norms.double() / gram.diagonal().sqrt()
+    gram = gram * scale[:, None] * scale[None, :]
+    if center:
+        centering = torch.eye(count, dtype=torch.float64) - 1.0 / count
+        gram = centering @ gram @ centering
+    return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
+
+
+def side_null_eigenvalues(
+    shape: tuple[int, int], side: int, norms: torch.Tensor, *, generator: torch.Generator
+) -> tuple[torch.Tensor, str]:
+    """Eigenvalues of ``sum_m G_m G_m^T`` (side 2) or ``G_m^T G_m`` (side 3) for Gaussian ``G_m``.
+
+    Returns the descending eigenvalues and the method: ``"sampled"`` or ``"marchenko-pastur"``
+    (then as a smooth curve of ``min(dim, N*other)`` values with the same total).
+    """
+    p, q = shape
+    dim, other = (p, q) if side == 2 else (q, p)
+    count = norms.shape[0]
+    if count * p * q * min(dim, count * other) <= SAMPLE_LIMIT:
+        acc = SideAccumulator(dim)
+        for norm in norms.tolist():
+            sample = torch.randn(dim, other, generator=generator, dtype=torch.float64)
+            acc.add(sample * (norm / sample.norm()))
+        values, _ = acc.eigen(None, count)
+        return values, "sampled"
+    total = float(norms.double().square().sum())
+    curve = marchenko_pastur_curve(dim, count * other)
+    values = torch.diff(curve, prepend=curve.new_zeros(1)) * total
+    return values, "marchenko-pastur"
+
+
+def marchenko_pastur_curve(dim: int, samples: int, grid: int = 20000) -> torch.Tensor:
+    """Limiting explained-variance curve of ``Z Z^T`` for a ``dim x samples`` Gaussian ``Z``.
+
+    Entry ``k - 1`` is the expected share of the top ``k`` eigenvalues, for ``k`` up to
+    ``min(dim, samples)`` (the nonzero eigenvalues).
+    """
+    small, large = min(dim, samples), max(dim, samples)
+    ratio = small / large
+    lo, hi = (1 - math.sqrt(ratio)) ** 2, (1 + math.sqrt(ratio)) ** 2
+    # Grid from the top edge down; the density is sqrt((hi - x)(x - lo)) / (2 pi ratio x).
+    x = torch.linspace(hi, lo, grid + 1, dtype=torch.float64)
+    mid = (x[1:] + x[:-1]) / 2
+    width = (x[:-1] - x[1:])
+    density = ((hi - mid) * (mid - lo)).clamp_min(0).sqrt() / (2 * math.pi * ratio * mid)
+    mass = torch.cat([x.new_zeros(1), (density * width).cumsum(0)])
+    moment = torch.cat([x.new_zeros(1), (mid * density * width).cumsum(0)])
+    mass, moment = mass / mass[-1], moment / moment[-1]
+    targets = torch.arange(1, small + 1, dtype=torch.float64) / small
+    index = torch.searchsorted(mass, targets).clamp(1, grid)
+    left_mass, right_mass = mass[index - 1], mass[index]
+    weight = ((targets - left_mass) / (right_mass - left_mass).clamp_min(1e-300)).clamp(0, 1)
+    return moment[index - 1] + weight * (moment[index] - moment[index - 1])

@@ -1,0 +1,98 @@
+"""Coefficients of a source against a basis, and weights rebuilt from coefficients."""
+
+from __future__ import annotations
+
+import torch
+
+from .basis import LayerBasis
+from .matrix import Dense, LayerMatrix
+
+__all__ = ["project_layer", "reconstruct_layer", "reconstruct_lora", "residual_sq_norm"]
+
+
+def _same(basis: LayerBasis, like: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """Basis factors on the device and dtype of ``like``."""
+    cast = lambda t: None if t is None else t.to(device=like.device, dtype=like.dtype)  # noqa: E731
+    return {
+        "mean": cast(basis.mean),
+        "left": cast(basis.left),
+        "right": cast(basis.right),
+        "components": cast(basis.components),
+    }
+
+
+def _reference(matrix: LayerMatrix) -> torch.Tensor:
+    return matrix.value if isinstance(matrix, Dense) else matrix.left
+
+
+def project_layer(basis: LayerBasis, matrix: LayerMatrix) -> torch.Tensor:
+    """Coefficients of one layer of one source: the orthogonal projection onto the basis.
+
+    Returns ``C = U^T (X - M) V`` for Tucker, ``U^T (X - M)`` for mode 2, ``(X - M) V`` for
+    mode 3, ``<phi_j, X - M>`` for mode 1, computed on the matrix's device and dtype. LoRA
+    sources in low-rank form are never expanded, except against a mean.
+    """
+    f = _same(basis, _reference(matrix))
+    mean, left, right, comps = f["mean"], f["left"], f["right"], f["components"]
+    if basis.modes == (1,):
+        coef = torch.stack([matrix.inner(c) for c in comps])  # type: ignore[union-attr]
+        if mean is not None:
+            coef = coef - torch.einsum("kpq,pq->k", comps, mean)
+        return coef
+    if basis.modes == (2, 3):
+        coef = matrix.core(left, right)
+        return coef if mean is None else coef - left.T @ mean @ right  # type: ignore[union-attr]
+    if basis.modes == (2,):
+        coef = matrix.left_project(left)
+        return coef if mean is None else coef - left.T @ mean  # type: ignore[union-attr]
+    coef = matrix.right_project(right)
+    return coef if mean is None else coef - mean @ right  # type: ignore[operator]
+
+
+def reconstruct_layer(basis: LayerBasis, coef: torch.Tensor) -> torch.Tensor:
+    """The ``p x q`` weight (or LoRA update) that ``coef`` stands for: ``M + U C V^T`` etc."""
+    f = _same(basis, coef)
+    if basis.modes == (1,):
+        out = torch.einsum("k,kpq->pq", coef, f["components"])
+    elif basis.modes == (2, 3):
+        out = f["left"] @ coef @ f["right"].T  # type: ignore[union-attr]
+    elif basis.modes == (2,):
+        out = f["left"] @ coef  # type: ignore[operator]
+    else:
+        out = coef @ f["right"].T  # type: ignore[union-attr]
+    return out if f["mean"] is None else out + f["mean"]
+
+
+def residual_sq_norm(basis: LayerBasis, matrix: LayerMatrix, coef: torch.Tensor) -> torch.Tensor:
+    """``||X - X_hat||^2`` from norms alone (the projection is orthogonal, so no ``p x q`` work)."""
+    sq = matrix.sq_norm()
+    if basis.mean is not None:
+        mean = basis.mean.to(device=coef.device, dtype=coef.dtype)
+        sq = sq - 2 * matrix.inner(mean) + mean.square().sum()
+    return (sq - coef.square().sum()).clamp_min(0)
+
+
+def reconstruct_lora(basis: LayerBasis, coef: torch.Tensor, max_rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA factors ``B' (p x r')`` and ``A' (r' x q)`` with ``B' A' ~ reconstruct_layer``, ``r' <= max_rank``.
+
+    Without a mean, ``U C V^T`` factors exactly through the SVD of the small ``C``; the
+    singular values are split evenly between both factors. With a mean (or in mode 1) the
+    dense update is truncated to ``max_rank`` by SVD, which is exact only when its rank allows.
+    """
+    f = _same(basis, coef)
+    if basis.mean is None and basis.modes != (1,):
+        small_u, small_s, small_vh = torch.linalg.svd(coef, full_matrices=False)
+        keep = min(max_rank, int((small_s > small_s.max() * 1e-12).sum()) if small_s.numel() else 0) or 1
+        root = small_s[:keep].sqrt()
+        lora_b = small_u[:, :keep] * root
+        lora_a = root[:, None] * small_vh[:keep]
+        if f["left"] is not None:
+            lora_b = f["left"] @ lora_b
+        if f["right"] is not None:
+            lora_a = lora_a @ f["right"].T
+        return lora_b, lora_a
+    dense = reconstruct_layer(basis, coef)
+    full_u, full_s, full_vh = torch.linalg.svd(dense, full_matrices=False)
+    root = full_s[:max_rank].sqrt()
+    return full_u[:, :max_rank] * root, root[:, None] * full_vh[:max_rank]
+

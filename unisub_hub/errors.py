@@ -1,0 +1,112 @@
+"""Every exception unisub-hub raises on purpose, grouped by topic.
+
+Each class derives from :class:`UnisubError` and also from the matching builtin, so callers
+can catch either. Messages name the file, tensor or field at fault and what was expected;
+the CLI prints ``str(error)`` as one line and exits 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UnisubError(Exception):
+    """Base class of all expected unisub-hub errors."""
+
+    hint: str | None = None
+
+
+# --- artifacts and format -------------------------------------------------------------------
+
+
+class FormatError(UnisubError, ValueError):
+    """An artifact or manifest does not follow the unisub-hub format."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class SchemaError(FormatError):
+    """A manifest fails its JSON Schema."""
+
+
+class UnsupportedVersionError(FormatError):
+    """A manifest's major ``format_version`` is not the one this reader understands."""
+
+
+class ContentIdMismatchError(FormatError):
+    """The tensor files' bytes do not hash to the content id the manifest states."""
+
+
+class ArtifactExistsError(UnisubError, FileExistsError):
+    """The output folder already exists and would be overwritten."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: output folder already exists (remove it or choose another --out)")
+
+
+# --- sources --------------------------------------------------------------------------------
+
+
+class SourceError(UnisubError, ValueError):
+    """A source model (checkpoint or adapter) cannot be used."""
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)
+
+
+class PickleRefusedError(SourceError):
+    """A source holds only pickle files and ``--allow-pickle`` was not given."""
+
+    hint = "pickle files can run code when loaded; convert them to safetensors or pass --allow-pickle"
+
+
+class NonFiniteError(SourceError):
+    """A tensor holds NaN or Inf values."""
+
+
+class IncompatibleSourcesError(SourceError):
+    """Sources of one collection disagree (shapes, kinds, or duplicates)."""
+
+
+# --- engine ---------------------------------------------------------------------------------
+
+
+class EngineError(UnisubError, ValueError):
+    """A decomposition cannot be computed as asked (rank, modes, empty selection)."""
+
+
+class DeviceError(UnisubError, RuntimeError):
+    """The requested device is not available."""
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+class RegistryError(UnisubError, LookupError):
+    """A registry lookup or change failed."""
+
+
+class ReferenceNotFoundError(RegistryError, KeyError):
+    """A registry reference matches nothing."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line.
+        return str(self.args[0])
+
+
+class AmbiguousReferenceError(RegistryError):
+    """A content id prefix or name matches several artifacts."""
+
+
+class DependencyError(RegistryError):
+    """An artifact cannot be removed because others depend on it."""
+
+
+# --- hub ------------------------------------------------------------------------------------
+
+
+class HubError(UnisubError, ConnectionError):
+    """A Hugging Face Hub operation failed."""

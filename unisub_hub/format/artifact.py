@@ -1,0 +1,223 @@
+"""Artifact folders: a manifest, tensor files (sharded HF-style when large) and a model card.
+
+Writing happens in a hidden temporary folder beside the target that is renamed into place
+only once every file is complete, so an interrupted write leaves no artifact behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from ..constants import (
+    BASIS_FORMAT,
+    BASIS_MANIFEST,
+    COEFFICIENTS_FORMAT,
+    COEFFICIENTS_MANIFEST,
+    DEFAULT_SHARD_SIZE,
+    FORMAT_VERSION,
+)
+from ..errors import ArtifactExistsError, ContentIdMismatchError, FormatError
+from .schema import validate_manifest
+from .tensorfile import content_id, read_header, write_tensor_file
+
+__all__ = ["MANIFEST_NAMES", "Artifact", "atomic_folder", "read_artifact", "write_artifact"]
+
+MANIFEST_NAMES = {BASIS_FORMAT: BASIS_MANIFEST, COEFFICIENTS_FORMAT: COEFFICIENTS_MANIFEST}
+TENSOR_STEMS = {BASIS_FORMAT: "basis", COEFFICIENTS_FORMAT: "coefficients"}
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``out`` when the block completes, or vanishes on error."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ArtifactExistsError(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _shard_plan(tensors: Mapping[str, torch.Tensor], shard_size: int) -> list[list[str]]:
+    """Tensor names per shard, in sorted order, each shard at most ``shard_size`` bytes (one tensor at least)."""
+    shards: list[list[str]] = [[]]
+    used = 0
+    for name in sorted(tensors):
+        size = tensors[name].numel() * tensors[name].element_size()
+        if shards[-1] and used + size > shard_size:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += size
+    return shards
+
+
+def write_tensors(folder: Path, stem: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], shard_size: int) -> list[str]:
+    """Write ``stem.safetensors``, or ``stem-0000i-of-0000N.safetensors`` plus ``stem.safetensors.index.json``."""
+    plan = _shard_plan(tensors, shard_size)
+    if len(plan) == 1:
+        write_tensor_file(folder / f"{stem}.safetensors", tensors, metadata)
+        return [f"{stem}.safetensors"]
+    files, weight_map, total = [], {}, 0
+    for number, names in enumerate(plan, 1):
+        file_name = f"{stem}-{number:05d}-of-{len(plan):05d}.safetensors"
+        write_tensor_file(folder / file_name, {n: tensors[n] for n in names}, metadata)
+        files.append(file_name)
+        for name in names:
+            weight_map[name] = file_name
+            total += tensors[name].numel() * tensors[name].element_size()
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return files
+
+
+def write_artifact(
+    out: Path,
+    manifest: dict[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    readme: str | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> Artifact:
+    """Write a complete artifact folder at ``out`` and return it, opened.
+
+    ``manifest`` needs every field but ``content_id`` and ``tensor_files``, which are filled
+    in from the written files; the caller's dict is not changed.
+
+    Raises:
+        ArtifactExistsError: ``out`` exists and is not empty.
+        SchemaError: the manifest does not validate (nothing is written).
+    """
+    kind = manifest["format"]
+    if shard_size < 1:
+        raise FormatError(f"shard size must be a positive number of bytes, got {shard_size}")
+    metadata = {"format": kind, "format_version": FORMAT_VERSION}
+    with atomic_folder(out) as tmp:
+        files = write_tensors(tmp, TENSOR_STEMS[kind], tensors, metadata, shard_size)
+        final = {**manifest, "tensor_files": files, "content_id": content_id(tmp / f for f in files)}
+        final = validate_manifest(final, kind, path=out / MANIFEST_NAMES[kind])
+        (tmp / MANIFEST_NAMES[kind]).write_text(json.dumps(final, indent=2) + "\n")
+        if readme is not None:
+            (tmp / "README.md").write_text(readme)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return read_artifact(out, kind)
+
+
+@dataclass
+class Artifact:
+    """An artifact folder on disk whose manifest has been validated; tensors load lazily."""
+
+    path: Path
+    manifest: dict[str, Any]
+    kind: str
+    _locations: dict[str, str] = field(default_factory=dict, repr=False)
+    _headers: dict[str, dict] = field(default_factory=dict, repr=False)
+
+    @property
+    def content_id(self) -> str:
+        return self.manifest["content_id"]
+
+    @property
+    def tensor_files(self) -> list[Path]:
+        return [self.path / name for name in self.manifest["tensor_files"]]
+
+    def tensor_names(self) -> list[str]:
+        return sorted(self._locations)
+
+    def tensor(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Load one tensor (only its bytes are read)."""
+        try:
+            file_name = self._locations[name]
+        except KeyError:
+            raise FormatError(f"tensor {name!r} is not in the artifact", path=self.path) from None
+        with safe_open(self.path / file_name, framework="pt", device=str(device)) as handle:
+            return handle.get_tensor(name)
+
+    def tensor_info(self, name: str) -> dict[str, Any]:
+        """dtype and shape of a stored tensor, from its file header."""
+        return self._headers[self._locations[name]][name]
+
+    def size_bytes(self) -> int:
+        """Bytes of the tensor files."""
+        return sum(path.stat().st_size for path in self.tensor_files)
+
+    def verify(self) -> None:
+        """Recompute the content id from the tensor files.
+
+        Raises:
+            ContentIdMismatchError: the bytes no longer hash to the manifest's content id.
+        """
+        actual = content_id(self.tensor_files)
+        if actual != self.content_id:
+            raise ContentIdMismatchError(
+                f"tensor files hash to {actual[:19]}..., manifest says {self.content_id[:19]}... (modified or corrupt)",
+                path=self.path,
+            )
+
+
+def detect_kind(path: Path) -> str:
+    """Which kind of artifact a folder holds, from its manifest file name."""
+    for kind, manifest_name in MANIFEST_NAMES.items():
+        if (path / manifest_name).is_file():
+            return kind
+    raise FormatError(f"no {BASIS_MANIFEST} or {COEFFICIENTS_MANIFEST} found: not a unisub-hub artifact", path=path)
+
+
+def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = False) -> Artifact:
+    """Open an artifact folder: validate its manifest and check its tensor files' headers.
+
+    Args:
+        path: the artifact folder.
+        kind: ``unisub-hub/basis`` or ``unisub-hub/coefficients``; detected when ``None``.
+        verify: also recompute the content id (reads every byte).
+
+    Raises:
+        FormatError: missing or malformed manifest or tensor file (subclasses say which).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FormatError("no such artifact folder", path=path)
+    kind = kind or detect_kind(path)
+    manifest_path = path / MANIFEST_NAMES[kind]
+    if not manifest_path.is_file():
+        raise FormatError(f"missing {MANIFEST_NAMES[kind]}", path=path)
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FormatError(f"manifest is not valid JSON ({error})", path=manifest_path) from None
+    manifest = validate_manifest(raw, kind, path=manifest_path)
+    artifact = Artifact(path=path, manifest=manifest, kind=kind)
+    for file_name in manifest["tensor_files"]:
+        file_path = path / file_name
+        if not file_path.is_file():
+            raise FormatError(f"tensor file {file_name} listed in the manifest is missing", path=path)
+        header = read_header(file_path)
+        meta = header.pop("__metadata__", None) or {}
+        if meta.get("format") != kind:
+            raise FormatError(f"safetensors metadata format is {meta.get('format')!r}, expected {kind!r}", path=file_path)
+        artifact._headers[file_name] = header
+        for name in header:
+            artifact._locations[name] = file_name
+    if verify:
+        artifact.verify()
+    return artifact

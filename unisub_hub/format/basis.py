@@ -1,0 +1,164 @@
+"""A basis on disk: per-layer factors in safetensors, described by ``unisub_basis.json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..constants import BASIS_FORMAT, DEFAULT_SHARD_SIZE, QUALITY_REPORT
+from ..engine.basis import LayerBasis
+from ..errors import EngineError, FormatError
+from .artifact import Artifact, read_artifact, write_artifact
+from .common import architecture_fingerprint, dtype_name, manifest_header, stored_name
+
+__all__ = ["BasisArtifact", "load_basis", "save_basis"]
+
+_FACTOR_ROLES = {"mean": "mean", "U": "left", "V": "right", "components": "components"}
+
+
+def save_basis(
+    out: str | Path,
+    layers: Mapping[str, LayerBasis],
+    *,
+    name: str,
+    architecture_name: str,
+    source_kind: str,
+    sources: Sequence[dict[str, Any]],
+    base_model: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+    quality: Mapping[str, Any] | None = None,
+    quality_report: Mapping[str, Any] | None = None,
+    sizes: Mapping[str, int] | None = None,
+    command: str | None = None,
+    readme: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> BasisArtifact:
+    """Write a basis artifact folder.
+
+    Args:
+        out: the folder to create (must not exist or be empty).
+        layers: per-layer bases, as the engine returns them.
+        name: a short name (letters, digits, ``._-``).
+        architecture_name: the model family, e.g. the base model's id.
+        source_kind: ``"checkpoint"`` or ``"lora"``.
+        sources: provenance entries ``{"id", "revision", "sha256", "role", "kind"}``.
+        dtype: storage dtype of the factors and the mean; spectra are always float32.
+        quality: per-layer summary for the manifest; ``quality_report`` goes to ``quality.json``.
+
+    Returns:
+        The written artifact, opened.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    entries = []
+    for layer in layers.values():
+        layer.check()
+        names: dict[str, str] = {}
+        for role, attribute in _FACTOR_ROLES.items():
+            value = getattr(layer, attribute)
+            if value is not None:
+                names[role] = stored_name(layer.name, role)
+                tensors[names[role]] = value.detach().to(device="cpu", dtype=dtype).contiguous()
+        for mode, spectrum in layer.spectra.items():
+            names[f"S{mode}"] = stored_name(layer.name, f"S{mode}")
+            tensors[names[f"S{mode}"]] = spectrum.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        entry: dict[str, Any] = {
+            "name": layer.name,
+            "shape": list(layer.tensor_shape),
+            "modes": list(layer.modes),
+            "ranks": {str(m): r for m, r in layer.ranks.items()},
+            "centered": layer.centered,
+            "tensors": names,
+        }
+        if quality and layer.name in quality:
+            entry["explained_variance"] = quality[layer.name].get("explained_variance", {})
+        entries.append(entry)
+    modes = sorted({m for layer in layers.values() for m in layer.modes})
+    manifest = {
+        **manifest_header(BASIS_FORMAT, name),
+        "architecture": {
+            "name": architecture_name,
+            "fingerprint": architecture_fingerprint((l.name, l.tensor_shape) for l in layers.values()),
+            "base_model": base_model,
+        },
+        "source_kind": source_kind,
+        "modes": modes,
+        "centered": any(layer.centered for layer in layers.values()),
+        "dtype": dtype_name(dtype),
+        "layers": entries,
+        "sources": list(sources),
+        "quality": dict(quality or {}),
+    }
+    if sizes is not None:
+        manifest["sizes"] = dict(sizes)
+    if command is not None:
+        manifest["command"] = command
+    extra = {QUALITY_REPORT: json.dumps(quality_report, indent=1) + "\n"} if quality_report is not None else None
+    artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, readme=readme, extra_files=extra)
+    return BasisArtifact(artifact)
+
+
+@dataclass
+class BasisArtifact:
+    """A basis folder opened for reading; layers load on demand."""
+
+    artifact: Artifact
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.artifact.manifest
+
+    @property
+    def path(self) -> Path:
+        return self.artifact.path
+
+    @property
+    def content_id(self) -> str:
+        return self.artifact.content_id
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [entry["name"] for entry in self.manifest["layers"]]
+
+    def entry(self, name: str) -> dict[str, Any]:
+        for entry in self.manifest["layers"]:
+            if entry["name"] == name:
+                return entry
+        raise FormatError(f"layer {name!r} is not in the basis", path=self.path)
+
+    def layer(self, name: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LayerBasis:
+        """Load one layer's basis, optionally cast to ``dtype`` (e.g. float64 for projection)."""
+        entry = self.entry(name)
+        load = lambda stored: _cast(self.artifact.tensor(stored, device), dtype)  # noqa: E731
+        tensors = entry["tensors"]
+        layer = LayerBasis(
+            name=name,
+            tensor_shape=tuple(entry["shape"]),
+            modes=tuple(entry["modes"]),
+            **{attribute: load(tensors[role]) for role, attribute in _FACTOR_ROLES.items() if role in tensors},
+        )
+        layer.spectra = {int(key[1:]): load(value) for key, value in tensors.items() if key.startswith("S")}
+        try:
+            layer.check()
+        except EngineError as error:
+            raise FormatError(str(error), path=self.path) from None
+        if {str(m): r for m, r in layer.ranks.items()} != entry["ranks"]:
+            raise FormatError(f"layer {name}: stored factors have ranks {layer.ranks}, manifest says {entry['ranks']}", path=self.path)
+        return layer
+
+    def quality_report(self) -> dict[str, Any] | None:
+        path = self.path / QUALITY_REPORT
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return tensor if dtype is None else tensor.to(dtype)
+
+
+def load_basis(path: str | Path, *, verify: bool = False) -> BasisArtifact:
+    """Open a basis folder (validating its manifest; ``verify`` re-hashes the tensors)."""
+    return BasisArtifact(read_artifact(path, BASIS_FORMAT, verify=verify))

@@ -1,0 +1,116 @@
+"""A coefficient set ("task") on disk: per-layer coefficients plus passthrough tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..constants import COEFFICIENTS_FORMAT, DEFAULT_SHARD_SIZE
+from ..errors import FormatError
+from .artifact import Artifact, read_artifact, write_artifact
+from .common import ROLE_SEPARATOR, dtype_name, manifest_header, stored_name
+
+__all__ = ["CoefficientSet", "load_coefficients", "save_coefficients"]
+
+
+def save_coefficients(
+    out: str | Path,
+    coefficients: Mapping[str, torch.Tensor],
+    passthrough: Mapping[str, torch.Tensor],
+    *,
+    name: str,
+    basis_manifest: Mapping[str, Any],
+    source: Mapping[str, Any] | None = None,
+    lora: Mapping[str, Any] | None = None,
+    layer_extras: Mapping[str, Mapping[str, Any]] | None = None,
+    passthrough_reasons: Mapping[str, str] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    sizes: Mapping[str, int] | None = None,
+    command: str | None = None,
+    readme: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> CoefficientSet:
+    """Write a coefficient set that refers to the basis described by ``basis_manifest``.
+
+    Coefficients are stored float32; passthrough tensors keep their own dtype and name.
+    ``layer_extras`` adds per-layer fields (``lora_rank``, ``rel_error``).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    layers = []
+    for layer, coef in coefficients.items():
+        tensors[stored_name(layer, "coef")] = coef.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        layers.append({"name": layer, "tensor": stored_name(layer, "coef"), "shape": list(coef.shape), **dict((layer_extras or {}).get(layer, {}))})
+    entries = []
+    for key, value in passthrough.items():
+        if ROLE_SEPARATOR in key:
+            raise FormatError(f"passthrough tensor name {key!r} contains {ROLE_SEPARATOR!r}")
+        tensors[key] = value.detach().to("cpu").contiguous()
+        entry = {"name": key, "shape": list(value.shape), "dtype": dtype_name(value.dtype)}
+        if passthrough_reasons and key in passthrough_reasons:
+            entry["reason"] = passthrough_reasons[key]
+        entries.append(entry)
+    basis_ref = {"content_id": basis_manifest["content_id"], "name": basis_manifest.get("name")}
+    if hub := basis_manifest.get("hub"):
+        basis_ref.update(repo_id=hub["repo_id"], revision=hub["revision"])
+    manifest: dict[str, Any] = {
+        **manifest_header(COEFFICIENTS_FORMAT, name),
+        "basis": basis_ref,
+        "architecture": basis_manifest["architecture"],
+        "source_kind": basis_manifest["source_kind"],
+        "layers": layers,
+        "passthrough": entries,
+    }
+    for key, value in (("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
+        if value is not None:
+            manifest[key] = dict(value) if isinstance(value, Mapping) else value
+    artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, readme=readme)
+    return CoefficientSet(artifact)
+
+
+@dataclass
+class CoefficientSet:
+    """A coefficient-set folder opened for reading."""
+
+    artifact: Artifact
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.artifact.manifest
+
+    @property
+    def path(self) -> Path:
+        return self.artifact.path
+
+    @property
+    def content_id(self) -> str:
+        return self.artifact.content_id
+
+    @property
+    def basis_id(self) -> str:
+        return self.manifest["basis"]["content_id"]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [entry["name"] for entry in self.manifest["layers"]]
+
+    @property
+    def passthrough_names(self) -> list[str]:
+        return [entry["name"] for entry in self.manifest["passthrough"]]
+
+    def coefficient(self, layer: str, device: str | torch.device = "cpu") -> torch.Tensor:
+        for entry in self.manifest["layers"]:
+            if entry["name"] == layer:
+                return self.artifact.tensor(entry["tensor"], device)
+        raise FormatError(f"layer {layer!r} has no coefficients in this set", path=self.path)
+
+    def passthrough(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
+        return self.artifact.tensor(name, device)
+
+
+def load_coefficients(path: str | Path, *, verify: bool = False) -> CoefficientSet:
+    """Open a coefficient-set folder (validating its manifest; ``verify`` re-hashes the tensors)."""
+    return CoefficientSet(read_artifact(path, COEFFICIENTS_FORMAT, verify=verify))

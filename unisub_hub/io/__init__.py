@@ -1,0 +1,1 @@
+"""Reading sources and writing models: names and tensors, never math."""

@@ -1,0 +1,44 @@
+"""Sources held in memory: handy for tests, notebooks and models built on the fly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..engine.matrix import Dense, LowRank, lora_canonical, matrix_view
+
+__all__ = ["InMemoryCheckpoint", "InMemoryLora"]
+
+
+class InMemoryCheckpoint:
+    """A full checkpoint given as ``{tensor name: tensor}``."""
+
+    def __init__(self, name: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.name = name
+        self.tensors = dict(tensors)
+
+    def load(self, names: Sequence[str]) -> dict[str, Dense]:
+        return {n: Dense(matrix_view(self.tensors[n])) for n in names}
+
+    def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        return matrix_view(self.tensors[name])[start:stop]
+
+
+class InMemoryLora:
+    """A LoRA adapter given as ``{base weight name: (lora_B, lora_A, scale)}``."""
+
+    def __init__(self, name: str, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor, float]]) -> None:
+        self.name = name
+        self.factors = dict(factors)
+
+    def load(self, names: Sequence[str]) -> dict[str, LowRank]:
+        out = {}
+        for n in names:
+            lora_b, lora_a, scale = self.factors[n]
+            out[n] = lora_canonical(lora_b.double(), lora_a.double(), scale)
+        return out
+
+    def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        lora_b, lora_a, scale = self.factors[name]
+        return (lora_b[start:stop].double() @ lora_a.double()) * scale
