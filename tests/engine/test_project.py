@@ -1,0 +1,50 @@
+"""Projection and reconstruction, including LoRA factors of bounded rank."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import random_loras
+from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis, project_layer, reconstruct_layer, reconstruct_lora
+
+
+@pytest.mark.parametrize("modes", [(2, 3), (2,), (3,), (1,)])
+def test_lora_reconstruction_is_exact_when_the_basis_spans_the_update(modes):
+    shapes = {"q.weight": (20, 12)}
+    loras = random_loras(4, shapes, ranks=[3])
+    # Keep every direction the data has: the basis spans each update exactly.
+    result = build_basis([LayerSpec("q.weight", (20, 12))], loras, options=BuildOptions(modes=modes, rank=RankRule(k=50), center=False))
+    basis = result.layers["q.weight"]
+    for lora in loras:
+        matrix = lora.load(["q.weight"])["q.weight"]
+        coef = project_layer(basis, matrix)
+        torch.testing.assert_close(reconstruct_layer(basis, coef), matrix.dense(), rtol=1e-8, atol=1e-9)
+        lora_b, lora_a = reconstruct_lora(basis, coef, max_rank=3)
+        assert lora_b.shape[1] <= 3 and lora_a.shape[0] <= 3
+        torch.testing.assert_close(lora_b @ lora_a, matrix.dense(), rtol=1e-7, atol=1e-8)
+
+
+def test_lora_reconstruction_from_truncated_basis_is_the_projection():
+    shapes = {"q.weight": (20, 12)}
+    loras = random_loras(6, shapes, ranks=[4])
+    result = build_basis([LayerSpec("q.weight", (20, 12))], loras, options=BuildOptions(rank=RankRule(k=3), center=False))
+    basis = result.layers["q.weight"]
+    matrix = loras[0].load(["q.weight"])["q.weight"]
+    coef = project_layer(basis, matrix)
+    lora_b, lora_a = reconstruct_lora(basis, coef, max_rank=4)
+    u, v = basis.left, basis.right
+    torch.testing.assert_close(lora_b @ lora_a, u @ u.T @ matrix.dense() @ v @ v.T, rtol=1e-8, atol=1e-9)
+
+
+def test_lora_gauge_does_not_change_the_canonical_form():
+    from unisub_hub.engine import lora_canonical
+
+    gen = torch.Generator().manual_seed(3)
+    lora_b, lora_a = torch.randn(10, 3, generator=gen, dtype=torch.float64), torch.randn(3, 7, generator=gen, dtype=torch.float64)
+    gauge = torch.randn(3, 3, generator=gen, dtype=torch.float64) + 3 * torch.eye(3, dtype=torch.float64)
+    one = lora_canonical(lora_b, lora_a, 0.5)
+    two = lora_canonical(lora_b @ gauge, torch.linalg.solve(gauge, lora_a), 0.5)
+    torch.testing.assert_close(one.singular_values, two.singular_values)
+    torch.testing.assert_close(one.dense(), two.dense())
+    torch.testing.assert_close(one.dense(), 0.5 * lora_b @ lora_a)
