@@ -64,12 +64,29 @@ def reconstruct_layer(basis: LayerBasis, coef: torch.Tensor) -> torch.Tensor:
 
 
 def residual_sq_norm(basis: LayerBasis, matrix: LayerMatrix, coef: torch.Tensor) -> torch.Tensor:
-    """``||X - X_hat||^2`` from norms alone (the projection is orthogonal, so no ``p x q`` work)."""
+    """``||X - X_hat||^2`` without forming ``p x q`` residuals, exact for any stored basis.
+
+    ``||X - M - R||^2 = ||X - M||^2 - 2 <P, C> + ||R||^2`` where ``R`` is the reconstruction
+    without the mean, ``P = project_layer(X)`` is its adjoint applied to ``X - M`` and
+    ``||R||^2`` comes from the factors' small Gram matrices. It does not assume orthonormal
+    factors, so a basis stored in float32 or bfloat16 gets its true error, not a
+    rounding-inflated one.
+    """
+    f = _same(basis, coef)
     sq = matrix.sq_norm()
-    if basis.mean is not None:
-        mean = basis.mean.to(device=coef.device, dtype=coef.dtype)
-        sq = sq - 2 * matrix.inner(mean) + mean.square().sum()
-    return (sq - coef.square().sum()).clamp_min(0)
+    if f["mean"] is not None:
+        sq = sq - 2 * matrix.inner(f["mean"]) + f["mean"].square().sum()
+    adjoint = project_layer(basis, matrix)
+    if basis.modes == (1,):
+        comps = f["components"].reshape(coef.shape[0], -1)
+        rebuilt = coef @ (comps @ comps.T) @ coef
+    else:
+        left_gram = None if f["left"] is None else f["left"].T @ f["left"]
+        right_gram = None if f["right"] is None else f["right"].T @ f["right"]
+        weighted = coef if left_gram is None else left_gram @ coef
+        weighted = weighted if right_gram is None else weighted @ right_gram
+        rebuilt = (weighted * coef).sum()
+    return (sq - 2 * (adjoint * coef).sum() + rebuilt).clamp_min(0)
 
 
 def reconstruct_lora(basis: LayerBasis, coef: torch.Tensor, max_rank: int) -> tuple[torch.Tensor, torch.Tensor]:

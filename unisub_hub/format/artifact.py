@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,8 @@ from ..constants import (
 )
 from ..errors import ArtifactExistsError, ContentIdMismatchError, FormatError
 from .schema import validate_manifest
-from .tensorfile import content_id, read_header, write_tensor_file
+from .shards import ShardWriter
+from .tensorfile import content_id, read_header
 
 __all__ = ["MANIFEST_NAMES", "Artifact", "atomic_folder", "read_artifact", "write_artifact"]
 
@@ -56,52 +57,20 @@ def atomic_folder(out: Path) -> Iterator[Path]:
         raise
 
 
-def _shard_plan(tensors: Mapping[str, torch.Tensor], shard_size: int) -> list[list[str]]:
-    """Tensor names per shard, in sorted order, each shard at most ``shard_size`` bytes (one tensor at least)."""
-    shards: list[list[str]] = [[]]
-    used = 0
-    for name in sorted(tensors):
-        size = tensors[name].numel() * tensors[name].element_size()
-        if shards[-1] and used + size > shard_size:
-            shards.append([])
-            used = 0
-        shards[-1].append(name)
-        used += size
-    return shards
-
-
-def write_tensors(folder: Path, stem: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], shard_size: int) -> list[str]:
-    """Write ``stem.safetensors``, or ``stem-0000i-of-0000N.safetensors`` plus ``stem.safetensors.index.json``."""
-    plan = _shard_plan(tensors, shard_size)
-    if len(plan) == 1:
-        write_tensor_file(folder / f"{stem}.safetensors", tensors, metadata)
-        return [f"{stem}.safetensors"]
-    files, weight_map, total = [], {}, 0
-    for number, names in enumerate(plan, 1):
-        file_name = f"{stem}-{number:05d}-of-{len(plan):05d}.safetensors"
-        write_tensor_file(folder / file_name, {n: tensors[n] for n in names}, metadata)
-        files.append(file_name)
-        for name in names:
-            weight_map[name] = file_name
-            total += tensors[name].numel() * tensors[name].element_size()
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (folder / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    return files
-
-
 def write_artifact(
     out: Path,
     manifest: dict[str, Any],
     tensors: Mapping[str, torch.Tensor],
     *,
     shard_size: int = DEFAULT_SHARD_SIZE,
-    readme: str | None = None,
+    card: Callable[[dict[str, Any]], str] | None = None,
     extra_files: Mapping[str, str] | None = None,
 ) -> Artifact:
     """Write a complete artifact folder at ``out`` and return it, opened.
 
     ``manifest`` needs every field but ``content_id`` and ``tensor_files``, which are filled
-    in from the written files; the caller's dict is not changed.
+    in from the written files; the caller's dict is not changed. ``card`` makes the
+    ``README.md`` from the final manifest.
 
     Raises:
         ArtifactExistsError: ``out`` exists and is not empty.
@@ -109,15 +78,18 @@ def write_artifact(
     """
     kind = manifest["format"]
     if shard_size < 1:
-        raise FormatError(f"shard size must be a positive number of bytes, got {shard_size}")
+        raise FormatError(f"--shard-size must be a positive number of bytes, got {shard_size}")
     metadata = {"format": kind, "format_version": FORMAT_VERSION}
     with atomic_folder(out) as tmp:
-        files = write_tensors(tmp, TENSOR_STEMS[kind], tensors, metadata, shard_size)
+        writer = ShardWriter(tmp, TENSOR_STEMS[kind], shard_size, metadata)
+        for tensor_name in sorted(tensors):
+            writer.add(tensor_name, tensors[tensor_name])
+        files = writer.close()
         final = {**manifest, "tensor_files": files, "content_id": content_id(tmp / f for f in files)}
         final = validate_manifest(final, kind, path=out / MANIFEST_NAMES[kind])
         (tmp / MANIFEST_NAMES[kind]).write_text(json.dumps(final, indent=2) + "\n")
-        if readme is not None:
-            (tmp / "README.md").write_text(readme)
+        if card is not None:
+            (tmp / "README.md").write_text(card(final))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
     return read_artifact(out, kind)

@@ -13,6 +13,7 @@ import torch
 from ..constants import BASIS_FORMAT, DEFAULT_SHARD_SIZE, QUALITY_REPORT
 from ..engine.basis import LayerBasis
 from ..errors import EngineError, FormatError
+from .card import basis_card
 from .artifact import Artifact, read_artifact, write_artifact
 from .common import architecture_fingerprint, dtype_name, manifest_header, stored_name
 
@@ -35,7 +36,6 @@ def save_basis(
     quality_report: Mapping[str, Any] | None = None,
     sizes: Mapping[str, int] | None = None,
     command: str | None = None,
-    readme: str | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> BasisArtifact:
     """Write a basis artifact folder.
@@ -98,7 +98,7 @@ def save_basis(
     if command is not None:
         manifest["command"] = command
     extra = {QUALITY_REPORT: json.dumps(quality_report, indent=1) + "\n"} if quality_report is not None else None
-    artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, readme=readme, extra_files=extra)
+    artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, card=basis_card, extra_files=extra)
     return BasisArtifact(artifact)
 
 

@@ -11,6 +11,7 @@ import torch
 
 from ..constants import COEFFICIENTS_FORMAT, DEFAULT_SHARD_SIZE
 from ..errors import FormatError
+from .card import coefficients_card
 from .artifact import Artifact, read_artifact, write_artifact
 from .common import ROLE_SEPARATOR, dtype_name, manifest_header, stored_name
 
@@ -31,7 +32,6 @@ def save_coefficients(
     metrics: Mapping[str, Any] | None = None,
     sizes: Mapping[str, int] | None = None,
     command: str | None = None,
-    readme: str | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> CoefficientSet:
     """Write a coefficient set that refers to the basis described by ``basis_manifest``.
@@ -67,7 +67,7 @@ def save_coefficients(
     for key, value in (("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
         if value is not None:
             manifest[key] = dict(value) if isinstance(value, Mapping) else value
-    artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, readme=readme)
+    artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, card=coefficients_card)
     return CoefficientSet(artifact)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +23,12 @@ ROLE_SEPARATOR = "::"
 
 def stored_name(layer: str, role: str) -> str:
     return f"{layer}{ROLE_SEPARATOR}{role}"
+
+
+def safe_name(text: str) -> str:
+    """A valid artifact name made from any text (folder names, repo ids)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:128]
+    return cleaned or "unnamed"
 
 
 def dtype_name(dtype: torch.dtype) -> str:

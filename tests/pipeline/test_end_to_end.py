@@ -1,0 +1,105 @@
+"""The core journey on real model files: build, project, materialize, load with transformers/peft."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import logits_of, save_adapters, save_base, save_finetunes
+from unisub_hub.format import load_basis
+from unisub_hub.engine import reconstruct_layer
+from unisub_hub.pipeline.build import build
+from unisub_hub.pipeline.materialize import materialize
+from unisub_hub.pipeline.project import project
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module")
+def checkpoint_zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    base = save_base(root / "base")
+    return base, save_finetunes(base, root, 6)
+
+
+@pytest.fixture(scope="module")
+def lora_zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loras")
+    base = save_base(root / "base")
+    return base, save_adapters(base, root, 6, ranks=(4, 2, 3), rslora_every=3)
+
+
+def test_checkpoint_collection_round_trip_through_transformers(checkpoint_zoo, tmp_path):
+    base, finetunes = checkpoint_zoo
+    assert (finetunes[0] / "model.safetensors.index.json").is_file()  # sharded input is read
+    outcome = build([str(p) for p in finetunes], tmp_path / "basis", modes="1", k=4, holdout=1, device="cpu")
+    basis = outcome.basis
+    assert not any(name.endswith(".bias") for name in basis.layer_names)
+    assert "1-D tensor" in outcome.selection.passthrough["bert.embeddings.LayerNorm.weight"]
+    # A training source is spanned exactly by N - 1 = 4 centred flat components.
+    task = project(str(finetunes[1]), basis, tmp_path / "task", device="cpu")
+    assert max(e["rel_error"] for e in task.errors.values()) < 1e-5
+    model_dir = materialize(task.coefficients, basis, tmp_path / "model", base=base, fmt="hf", device="cpu").path
+    assert (model_dir / "config.json").is_file()
+    original = transformers.BertForSequenceClassification.from_pretrained(finetunes[1]).eval()
+    rebuilt = transformers.BertForSequenceClassification.from_pretrained(model_dir).eval()
+    torch.testing.assert_close(logits_of(rebuilt), logits_of(original), rtol=1e-4, atol=1e-4)
+    # The held-out source is not spanned: its error is what the report says it is.
+    held = project(str(finetunes[-1]), basis, tmp_path / "held", device="cpu")
+    held_dir = materialize(held.coefficients, basis, tmp_path / "held-model", base=base, device="cpu").path
+    weights = transformers.BertForSequenceClassification.from_pretrained(held_dir).state_dict()
+    truth = transformers.BertForSequenceClassification.from_pretrained(finetunes[-1]).state_dict()
+    for layer, error in held.errors.items():
+        measured = float((weights[layer].double() - truth[layer].double()).norm() / truth[layer].double().norm())
+        assert measured == pytest.approx(error["rel_error"], rel=1e-3, abs=1e-6)
+    report = {l.name: l for l in outcome.report.layers}
+    layer = basis.layer_names[0]
+    assert report[layer].fits[str(finetunes[-1])].rel_error == pytest.approx(held.errors[layer]["rel_error"], rel=1e-6)
+
+
+def test_sharded_materialize_writes_hf_index(checkpoint_zoo, tmp_path):
+    base, finetunes = checkpoint_zoo
+    basis = build([str(p) for p in finetunes[:4]], tmp_path / "basis", k=2, device="cpu").basis
+    task = project(str(finetunes[0]), basis, tmp_path / "task", device="cpu")
+    out = materialize(task.coefficients, basis, tmp_path / "model", base=base, shard_size=50_000, device="cpu").path
+    assert (out / "model.safetensors.index.json").is_file()
+    model = transformers.BertForSequenceClassification.from_pretrained(out)
+    layer = basis.layer_names[0]
+    layer_basis = basis.layer(layer, dtype=torch.float64)
+    expected = reconstruct_layer(layer_basis, task.coefficients.coefficient(layer).double())
+    torch.testing.assert_close(model.state_dict()[layer], expected.float())
+
+
+def test_lora_collection_round_trip_through_peft(lora_zoo, tmp_path):
+    base, adapters = lora_zoo
+    # Mixed ranks (4, 2, 3) and one rsLoRA adapter; k large enough to span every update.
+    outcome = build([str(p) for p in adapters[:5]], tmp_path / "basis", k=64, holdout=1, device="cpu")
+    basis = outcome.basis
+    assert basis.manifest["source_kind"] == "lora" and not basis.manifest["centered"]
+    assert len(basis.layer_names) == 4  # query and value of 2 layers
+    task = project(str(adapters[0]), basis, tmp_path / "task", device="cpu")
+    assert max(e["rel_error"] for e in task.errors.values()) < 1e-6
+    assert "base_model.model.classifier.weight" in task.coefficients.passthrough_names
+    adapter_dir = materialize(task.coefficients, basis, tmp_path / "adapter", device="cpu").path
+    model = transformers.BertForSequenceClassification.from_pretrained(base)
+    rebuilt = peft.PeftModel.from_pretrained(model, adapter_dir).eval()
+    original = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), adapters[0]).eval()
+    torch.testing.assert_close(logits_of(rebuilt), logits_of(original), rtol=1e-4, atol=1e-4)
+    # Ranks of the rebuilt adapter are the source's own.
+    config = peft.LoraConfig.from_pretrained(adapter_dir)
+    assert config.r == 4 and config.lora_alpha == 4
+    # merged: the base checkpoint plus the updates, loadable by transformers alone.
+    merged = materialize(task.coefficients, basis, tmp_path / "merged", base=base, fmt="merged", device="cpu").path
+    merged_model = transformers.BertForSequenceClassification.from_pretrained(merged).eval()
+    torch.testing.assert_close(logits_of(merged_model), logits_of(original), rtol=1e-4, atol=1e-4)
+
+
+def test_rslora_rank2_adapter_reconstructs(lora_zoo, tmp_path):
+    base, adapters = lora_zoo
+    basis = build([str(p) for p in adapters], tmp_path / "basis", k=64, device="cpu").basis
+    task = project(str(adapters[3]), basis, tmp_path / "task", device="cpu")  # rsLoRA, r=4
+    out = materialize(task.coefficients, basis, tmp_path / "adapter", device="cpu").path
+    rebuilt = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), out).eval()
+    original = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), adapters[3]).eval()
+    torch.testing.assert_close(logits_of(rebuilt), logits_of(original), rtol=1e-4, atol=1e-4)

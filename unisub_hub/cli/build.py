@@ -1,0 +1,110 @@
+"""``unisub-hub build``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ..constants import DEFAULT_MAX_MEMORY
+from ..engine.basis import MODE_SETS
+from ..pipeline.build import BuildOutcome, build
+from .options import device_option, json_option, parse_bytes, shard_size_option
+from .output import emit_json, human_bytes, print_table, progress_bar, stdout
+
+
+def command_line() -> str:
+    """The command as the user typed it, for provenance."""
+    return "unisub-hub " + shlex.join(sys.argv[1:])
+
+
+def _holdout(value: str | None) -> int | list[str] | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else [v for v in value.split(",") if v]
+
+
+def _read_patterns(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+@click.command("build")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the basis into (must not exist).")
+@click.option("--modes", type=click.Choice(list(MODE_SETS)), default="2,3", show_default=True, help="1: PCA across models; 2/3: one shared side; 2,3: Tucker.")
+@click.option("--k", type=click.IntRange(min=1), default=None, help="Rank per mode (default 8 unless --variance is given).")
+@click.option("--variance", type=click.FloatRange(0, 1, min_open=True), default=None, help="Smallest rank reaching this explained variance, per mode.")
+@click.option("--center/--no-center", default=None, help="Subtract the mean (default: on for checkpoints, off for LoRA).")
+@click.option("--holdout", default=None, help="Leave sources out of the basis and report their error: a count (the last N) or comma-separated names.")
+@click.option("--include", multiple=True, help="Glob of tensor names to decompose (repeatable).")
+@click.option("--include-from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="File of --include globs, one per line (e.g. from `analyze --select`).")
+@click.option("--exclude", multiple=True, help="Glob of tensor names to pass through instead (repeatable).")
+@click.option("--max-memory", callback=parse_bytes, default=str(DEFAULT_MAX_MEMORY), show_default=True, help="Accumulator bytes per pass; layers are grouped to fit.")
+@device_option
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True, help="Storage dtype of the basis.")
+@click.option("--name", default=None, help="Basis name (default: the --out folder name).")
+@click.option("--arch", default=None, help="Architecture name (default: from the adapter or model config).")
+@shard_size_option("5GB")
+@click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
+@json_option
+def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, as_json):
+    """Build a basis from a collection of checkpoints or LoRA adapters.
+
+    SOURCES are folders, globs, Hub repo ids (org/name[@revision]) or text files listing
+    one source per line.
+
+    Example:
+
+        unisub-hub build adapters/* --out minilm-basis --k 8 --holdout 2
+    """
+    if k is not None and variance is not None:
+        raise click.UsageError("give --k or --variance, not both")
+    with progress_bar(enabled=not as_json) as bars:
+        outcome = build(
+            sources, out, modes=modes, k=k, variance=variance, center=center, holdout=_holdout(holdout),
+            include=[*include, *_read_patterns(include_from)], exclude=exclude, max_memory=max_memory, device=device,
+            dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle, progress=bars,
+            command=command_line(),
+        )
+    if as_json:
+        emit_json(build_json(outcome))
+    else:
+        print_build(outcome)
+
+
+def build_json(outcome: BuildOutcome) -> dict:
+    return {
+        "basis": str(outcome.basis.path),
+        "content_id": outcome.basis.content_id,
+        "layers": [spec.name for spec in outcome.selection.layers],
+        "passthrough": outcome.selection.passthrough,
+        "sizes": outcome.sizes,
+        "report": outcome.report.to_dict(),
+    }
+
+
+def print_build(outcome: BuildOutcome) -> None:
+    rows = []
+    for layer in outcome.report.layers:
+        ev = " ".join(f"{m}:{r.explained_variance:.3f}" for m, r in layer.mode_reports.items())
+        null = " ".join(f"{m}:{r.null_explained_variance:.3f}" for m, r in layer.mode_reports.items() if r.null_explained_variance is not None)
+        held = layer.mean_error(holdout=True)
+        rows.append([
+            layer.name, "x".join(map(str, layer.shape)), " ".join(f"{m}:{r}" for m, r in layer.ranks.items()), ev, null,
+            f"{layer.mean_error(holdout=False):.4f}", "-" if held is None else f"{held:.4f}",
+        ])
+    print_table("Layers", ["layer", "shape", "ranks", "explained var.", "Gaussian null", "train rel. err", "holdout rel. err"], rows)
+    if outcome.selection.passthrough:
+        reasons: dict[str, int] = {}
+        for reason in outcome.selection.passthrough.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        stdout.print("Passthrough: " + "; ".join(f"{n} tensor(s): {r}" for r, n in sorted(reasons.items())))
+    sizes = outcome.sizes
+    stdout.print(
+        f"Basis {outcome.basis.content_id[:19]}... written to {outcome.basis.path} "
+        f"({human_bytes(sizes['basis_bytes'])}; sources {human_bytes(sizes['sources_bytes'])}; {outcome.report.passes} passes)"
+    )

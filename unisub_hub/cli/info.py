@@ -1,0 +1,53 @@
+"""``unisub-hub info``."""
+
+from __future__ import annotations
+
+import click
+
+from ..format import read_artifact
+from .options import json_option
+from .output import emit_json, human_bytes, print_table, stdout
+
+
+@click.command("info")
+@click.argument("artifact")
+@click.option("--verify", is_flag=True, help="Also re-hash the tensor files against the content id.")
+@json_option
+def info_command(artifact, verify, as_json):
+    """Show an artifact's manifest, layers, ranks, sizes and quality numbers.
+
+    Example:
+
+        unisub-hub info minilm-basis
+    """
+    opened = read_artifact(artifact, verify=verify)
+    manifest = opened.manifest
+    size = opened.size_bytes()
+    if as_json:
+        emit_json({"path": str(opened.path), "kind": opened.kind, "size_bytes": size, "verified": verify, "manifest": manifest})
+        return
+    kind = "basis" if opened.kind.endswith("basis") else "coefficient set"
+    stdout.print(f"[bold]{manifest['name']}[/bold]: {kind}, format {manifest['format_version']}, {human_bytes(size)}")
+    stdout.print(f"content id {manifest['content_id']}" + (" (verified)" if verify else ""))
+    stdout.print(f"architecture {manifest['architecture']['name']} ({manifest['source_kind']}), created {manifest['created']}")
+    if opened.kind.endswith("basis"):
+        quality = manifest.get("quality", {})
+        rows = []
+        for layer in manifest["layers"]:
+            q = quality.get(layer["name"], {})
+            rows.append([
+                layer["name"], "x".join(map(str, layer["shape"])), ",".join(map(str, layer["modes"])),
+                " ".join(f"{m}:{r}" for m, r in layer["ranks"].items()),
+                " ".join(f"{m}:{v:.3f}" for m, v in layer.get("explained_variance", {}).items()),
+                " ".join(f"{m}:{v:.3f}" for m, v in q.get("null_explained_variance", {}).items()),
+                q.get("holdout_mean_rel_error", q.get("mean_rel_error", "")),
+            ])
+        print_table("Layers", ["layer", "shape", "modes", "ranks", "explained var.", "null", "rel. err"], rows)
+        roles = [s.get("role", "train") for s in manifest["sources"]]
+        stdout.print(f"{roles.count('train')} training sources, {roles.count('holdout')} held out")
+    else:
+        basis = manifest["basis"]
+        stdout.print(f"basis {basis['content_id']}" + (f" ({basis['repo_id']}@{basis['revision'][:8]})" if basis.get("repo_id") else ""))
+        rows = [[e["name"], "x".join(map(str, e["shape"])), e.get("rel_error", "")] for e in manifest["layers"]]
+        print_table("Coefficients", ["layer", "shape", "rel. error"], rows)
+        stdout.print(f"{len(manifest['passthrough'])} passthrough tensor(s)")

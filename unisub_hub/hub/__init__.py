@@ -1,0 +1,1 @@
+"""Hugging Face Hub I/O: push, pull, downloads of sources, model cards, a local test Hub."""

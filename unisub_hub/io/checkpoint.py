@@ -1,0 +1,164 @@
+"""Full checkpoints on disk: safetensors (single file or HF-style shards), read lazily.
+
+Only the tensors asked for are read (safetensors' ``safe_open``), and row slices are read
+without loading the rest of the tensor. Pickle files are refused unless explicitly allowed,
+and then loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from safetensors import safe_open
+
+from ..engine.matrix import Dense, matrix_view
+from ..errors import FormatError, PickleRefusedError, SourceError
+from ..format.tensorfile import read_header
+
+__all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "sha256_files"]
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class TensorInfo(NamedTuple):
+    """Shape and dtype name of a stored tensor, as its file header gives them."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def sha256_files(paths: Sequence[Path]) -> str:
+    """Hex sha256 over the files' bytes in sorted file-name order (the content-id rule)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_tensor_files(folder: Path, stem: str = "model") -> list[Path]:
+    """The safetensors files of a checkpoint folder: the index's shards, ``<stem>.safetensors``, or all."""
+    index = folder / f"{stem}.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise FormatError(f"not a valid safetensors index ({error.__class__.__name__})", path=index) from None
+        files = sorted({folder / name for name in weight_map.values()})
+        for path in files:
+            if not path.is_file() or Path(path).resolve().parent != folder.resolve():
+                raise SourceError(f"shard {path.name} named in {index.name} is missing", source=str(folder))
+        return files
+    single = folder / f"{stem}.safetensors"
+    if single.is_file():
+        return [single]
+    return sorted(folder.glob("*.safetensors"))
+
+
+class CheckpointSource:
+    """A full checkpoint folder (or one ``.safetensors`` file) as a :class:`MatrixSource`.
+
+    Args:
+        path: folder with ``model.safetensors``, HF-style shards and index, or any
+            ``*.safetensors``; or a single ``.safetensors`` file.
+        name: how reports refer to it (defaults to the path).
+        revision: a Hub commit sha when the folder is a Hub snapshot.
+        allow_pickle: accept ``.bin``/``.pt`` weights (loaded with ``weights_only=True``).
+    """
+
+    kind = "checkpoint"
+
+    def __init__(self, path: str | Path, *, name: str | None = None, revision: str | None = None, allow_pickle: bool = False) -> None:
+        self.path = Path(path)
+        self.name = name or str(path)
+        self.revision = revision
+        self._pickled: dict[str, torch.Tensor] | None = None
+        if self.path.is_file():
+            self.files = [self.path]
+        elif self.path.is_dir():
+            self.files = find_tensor_files(self.path)
+        else:
+            raise SourceError("no such file or folder", source=self.name)
+        if not self.files:
+            pickles = sorted(p for p in self.path.iterdir() if p.suffix in PICKLE_SUFFIXES) if self.path.is_dir() else []
+            if not pickles:
+                raise SourceError("no .safetensors weights found", source=self.name)
+            if not allow_pickle:
+                raise PickleRefusedError(f"{pickles[0].name} is a pickle file; refusing to load it", source=self.name)
+            self.files = pickles
+            self._pickled = {}
+            for path in pickles:
+                self._pickled.update(torch.load(path, map_location="cpu", weights_only=True))
+
+    @property
+    def tensors(self) -> dict[str, TensorInfo]:
+        """Every tensor's shape and dtype, from the file headers alone."""
+        return self._index[0]
+
+    @cached_property
+    def _index(self) -> tuple[dict[str, TensorInfo], dict[str, Path]]:
+        if self._pickled is not None:
+            table = {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}
+            return table, {}
+        table: dict[str, TensorInfo] = {}
+        where: dict[str, Path] = {}
+        for path in self.files:
+            header = read_header(path)
+            header.pop("__metadata__", None)
+            for tensor_name, entry in header.items():
+                try:
+                    table[tensor_name] = TensorInfo(tuple(entry["shape"]), entry["dtype"])
+                except (KeyError, TypeError):
+                    raise FormatError(f"header entry for {tensor_name!r} has no shape/dtype", path=path) from None
+                where[tensor_name] = path
+        return table, where
+
+    def _file_of(self, name: str) -> Path:
+        try:
+            return self._index[1][name]
+        except KeyError:
+            raise SourceError(f"tensor {name} not found", source=self.name) from None
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """One tensor, read from its file."""
+        if self._pickled is not None:
+            return self._pickled[name]
+        with safe_open(self._file_of(name), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def load(self, names: Sequence[str]) -> dict[str, Dense]:
+        if self._pickled is not None:
+            return {n: Dense(matrix_view(self._pickled[n])) for n in names}
+        out: dict[str, Dense] = {}
+        by_file: dict[Path, list[str]] = {}
+        for name in names:
+            by_file.setdefault(self._file_of(name), []).append(name)
+        for path, file_names in by_file.items():
+            with safe_open(path, framework="pt") as handle:
+                for name in file_names:
+                    out[name] = Dense(matrix_view(handle.get_tensor(name)))
+        return out
+
+    def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        if self._pickled is not None:
+            return matrix_view(self._pickled[name])[start:stop]
+        with safe_open(self._file_of(name), framework="pt") as handle:
+            return matrix_view(handle.get_slice(name)[start:stop])
+
+    def provenance(self) -> dict[str, Any]:
+        """``id``, ``revision``, ``sha256`` (over the weight files) and ``kind`` for manifests."""
+        return {"id": self.name, "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
+
+    @cached_property
+    def sha256(self) -> str:
+        return sha256_files(self.files)
+
+    def size_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files)

@@ -1,0 +1,64 @@
+"""Turning what a user typed (paths, globs, list files, Hub repo ids) into opened sources."""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..errors import IncompatibleSourcesError, SourceError
+from .checkpoint import CheckpointSource
+from .peft_adapter import LoraSource, is_lora_folder
+
+__all__ = ["REPO_ID", "Source", "expand_source_args", "open_source", "open_sources"]
+
+Source = CheckpointSource | LoraSource
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_./-]+)?$")
+
+
+def expand_source_args(args: Iterable[str]) -> list[str]:
+    """Expand globs and ``@list.txt`` files (one source per line, ``#`` comments) in order.
+
+    A plain ``.txt`` file is also read as a list. Anything else is kept as typed (a path or a
+    Hub repo id).
+    """
+    out: list[str] = []
+    for arg in args:
+        list_file = Path(arg[1:]) if arg.startswith("@") else Path(arg)
+        if (arg.startswith("@") or arg.endswith(".txt")) and list_file.is_file():
+            lines = (line.split("#", 1)[0].strip() for line in list_file.read_text().splitlines())
+            base = list_file.parent
+            out.extend(line if REPO_ID.match(line) and not (base / line).exists() else str(base / line) for line in lines if line)
+        elif any(ch in arg for ch in "*?[") and (matches := sorted(glob.glob(arg))):
+            out.extend(matches)
+        else:
+            out.append(arg)
+    return out
+
+
+def open_source(spec: str, *, allow_pickle: bool = False, hub_files: Sequence[str] | None = None) -> Source:
+    """Open one source: a local folder or file, else a Hub repo id ``org/name[@revision]``."""
+    path = Path(spec)
+    if path.exists():
+        if path.is_dir() and is_lora_folder(path):
+            return LoraSource(path, name=spec, allow_pickle=allow_pickle)
+        return CheckpointSource(path, name=spec, allow_pickle=allow_pickle)
+    if REPO_ID.match(spec):
+        from ..hub.download import download_source
+
+        folder, revision = download_source(spec, allow_patterns=hub_files)
+        if is_lora_folder(folder):
+            return LoraSource(folder, name=spec.split("@")[0], revision=revision, allow_pickle=allow_pickle)
+        return CheckpointSource(folder, name=spec.split("@")[0], revision=revision, allow_pickle=allow_pickle)
+    raise SourceError("no such file or folder (nor a Hub repo id org/name[@revision])", source=spec)
+
+
+def open_sources(specs: Sequence[str], *, allow_pickle: bool = False) -> list[Source]:
+    """Open every source of a collection; all must be of one kind (checkpoints or LoRA)."""
+    sources = [open_source(spec, allow_pickle=allow_pickle) for spec in expand_source_args(specs)]
+    kinds = {s.kind for s in sources}
+    if len(kinds) > 1:
+        lora = next(s for s in sources if s.kind == "lora")
+        raise IncompatibleSourcesError("mixes LoRA adapters and full checkpoints in one collection", source=lora.name)
+    return sources

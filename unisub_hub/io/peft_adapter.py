@@ -1,0 +1,200 @@
+"""PEFT LoRA adapters on disk (``adapter_config.json`` + ``adapter_model.safetensors``).
+
+Each adapted module becomes one layer named after the base weight it changes
+(``<module>.weight``), in canonical low-rank form ``P diag(s) Q^T`` of ``scale * B A``,
+so the engine never forms ``B A``. Linear, conv (``out x in*kh*kw``), embedding
+(``lora_embedding_A/B``) and ``fan_in_fan_out`` (GPT-2 ``Conv1D``) modules are understood;
+per-module ``rank_pattern``/``alpha_pattern`` and rsLoRA set each module's scale.
+Tensors that are not LoRA factors (``modules_to_save`` heads, ...) are passthrough.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from ..engine.matrix import LowRank, lora_canonical, lora_scale
+from ..errors import PickleRefusedError, SourceError
+from ..format.tensorfile import read_header
+from .checkpoint import TensorInfo, sha256_files
+
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora_folder", "pattern_value"]
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$")
+_PEFT_PREFIX = "base_model.model."
+
+
+def is_lora_folder(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).is_file()
+
+
+def pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
+    """PEFT's ``rank_pattern``/``alpha_pattern`` lookup: a key matches a module name's dotted suffix."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One adapted module: its key stem in the adapter file, its kind and its scale."""
+
+    module: str
+    """Module name without the ``base_model.model.`` prefix (also the layer name stem)."""
+    stem: str
+    """The key stem in the file (``base_model.model.<module>``)."""
+    kind: str
+    """``linear``, ``conv`` or ``embedding``."""
+    rank: int
+    scale: float
+    tensor_shape: tuple[int, ...]
+    transposed: bool
+    """``fan_in_fan_out``: the base weight is ``in x out`` and the update is ``(B A)^T``."""
+
+    @property
+    def layer(self) -> str:
+        return f"{self.module}.weight"
+
+
+class LoraSource:
+    """A PEFT LoRA adapter folder as a :class:`MatrixSource` of low-rank updates."""
+
+    kind = "lora"
+
+    def __init__(self, path: str | Path, *, name: str | None = None, revision: str | None = None, allow_pickle: bool = False) -> None:
+        self.path = Path(path)
+        self.name = name or str(path)
+        self.revision = revision
+        config_path = self.path / ADAPTER_CONFIG
+        try:
+            self.config = json.loads(config_path.read_text())
+        except FileNotFoundError:
+            raise SourceError(f"no {ADAPTER_CONFIG}: not a PEFT adapter folder", source=self.name) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SourceError(f"{ADAPTER_CONFIG} is not valid JSON ({error.__class__.__name__})", source=self.name) from None
+        if not isinstance(self.config, dict):
+            raise SourceError(f"{ADAPTER_CONFIG} is not a JSON object", source=self.name)
+        if str(self.config.get("peft_type", "LORA")).upper() != "LORA":
+            raise SourceError(f"peft_type is {self.config.get('peft_type')!r}; only LoRA adapters are supported", source=self.name)
+        if self.config.get("use_dora"):
+            raise SourceError("DoRA adapters (use_dora) are not a plain low-rank update; not supported", source=self.name)
+        self.weights = self.path / ADAPTER_WEIGHTS
+        self._pickled: dict[str, torch.Tensor] | None = None
+        if not self.weights.is_file():
+            pickled = self.path / "adapter_model.bin"
+            if not pickled.is_file():
+                raise SourceError(f"no {ADAPTER_WEIGHTS} found", source=self.name)
+            if not allow_pickle:
+                raise PickleRefusedError(f"{pickled.name} is a pickle file; refusing to load it", source=self.name)
+            self.weights = pickled
+            self._pickled = torch.load(pickled, map_location="cpu", weights_only=True)
+
+    @cached_property
+    def header(self) -> dict[str, TensorInfo]:
+        if self._pickled is not None:
+            return {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}
+        raw = read_header(self.weights)
+        raw.pop("__metadata__", None)
+        return {n: TensorInfo(tuple(e["shape"]), e["dtype"]) for n, e in raw.items()}
+
+    @cached_property
+    def modules(self) -> dict[str, LoraModule]:
+        """Adapted modules keyed by layer name (``<module>.weight``)."""
+        parts: dict[str, dict[str, TensorInfo]] = {}
+        for key, info in self.header.items():
+            if match := _KEY.match(key):
+                parts.setdefault(match["module"], {})[match["part"]] = info
+        default_r = int(self.config.get("r", 8))
+        default_alpha = float(self.config.get("lora_alpha", default_r))
+        rslora = bool(self.config.get("use_rslora", False))
+        fan_in_fan_out = bool(self.config.get("fan_in_fan_out", False))
+        out: dict[str, LoraModule] = {}
+        for stem, found in parts.items():
+            module = stem.removeprefix(_PEFT_PREFIX)
+            embedding = "lora_embedding_A" in found
+            a = found.get("lora_embedding_A" if embedding else "lora_A")
+            b = found.get("lora_embedding_B" if embedding else "lora_B")
+            if a is None or b is None:
+                raise SourceError(f"module {module} has only one of its LoRA factors", source=self.name)
+            if embedding:  # A: r x num_embeddings, B: dim x r; base weight num_embeddings x dim
+                rank, shape, kind = a.shape[0], (a.shape[1], b.shape[0]), "embedding"
+            else:
+                rank = a.shape[0]
+                kind = "conv" if len(a.shape) > 2 else "linear"
+                shape = (b.shape[0], *a.shape[1:])
+            transposed = fan_in_fan_out and kind == "linear"
+            if transposed:
+                shape = (shape[1], shape[0])
+            alpha = float(pattern_value(self.config.get("alpha_pattern") or {}, module, default_alpha))
+            r_config = int(pattern_value(self.config.get("rank_pattern") or {}, module, default_r))
+            if r_config != rank:
+                raise SourceError(f"module {module}: factors have rank {rank} but the config says r={r_config}", source=self.name)
+            scale = lora_scale(alpha, rank, use_rslora=rslora)
+            out[f"{module}.weight"] = LoraModule(module, stem, kind, rank, scale, tuple(shape), transposed)
+        return out
+
+    @property
+    def tensors(self) -> dict[str, TensorInfo]:
+        """Layer table: each adapted module's base weight shape (what the update has)."""
+        return {layer: TensorInfo(m.tensor_shape, "float32") for layer, m in self.modules.items()}
+
+    @property
+    def passthrough_names(self) -> list[str]:
+        """Keys in the adapter file that are not LoRA factors (e.g. ``modules_to_save`` heads)."""
+        return [key for key in self.header if not _KEY.match(key)]
+
+    def raw_tensor(self, key: str) -> torch.Tensor:
+        if self._pickled is not None:
+            return self._pickled[key]
+        with safe_open(self.weights, framework="pt") as handle:
+            return handle.get_tensor(key)
+
+    def factors(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, A)`` as ``p x r`` and ``r x q`` matrices of the layer's matrix view (unscaled)."""
+        try:
+            module = self.modules[layer]
+        except KeyError:
+            raise SourceError(f"no LoRA update for {layer}", source=self.name) from None
+        if module.kind == "embedding":
+            a = self.raw_tensor(f"{module.stem}.lora_embedding_A")
+            b = self.raw_tensor(f"{module.stem}.lora_embedding_B")
+            return a.T, b.T  # update (B A)^T = A^T B^T
+        a = self.raw_tensor(f"{module.stem}.lora_A.weight").flatten(1)
+        b = self.raw_tensor(f"{module.stem}.lora_B.weight").flatten(1)
+        return (a.T, b.T) if module.transposed else (b, a)
+
+    def load(self, names: Sequence[str]) -> dict[str, LowRank]:
+        out = {}
+        for layer in names:
+            left, right = self.factors(layer)
+            out[layer] = lora_canonical(left.double(), right.double(), self.modules[layer].scale)
+        return out
+
+    def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        left, right = self.factors(name)
+        return (left[start:stop].double() @ right.double()) * self.modules[name].scale
+
+    def provenance(self) -> dict[str, Any]:
+        return {"id": self.name, "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
+
+    @cached_property
+    def sha256(self) -> str:
+        return sha256_files([self.weights])
+
+    def size_bytes(self) -> int:
+        return self.weights.stat().st_size
+
+    @property
+    def base_model(self) -> str | None:
+        return self.config.get("base_model_name_or_path")

@@ -1,0 +1,1 @@
+"""The user-level operations (build, project, materialize, ...) over engine, io and format."""

@@ -1,0 +1,140 @@
+"""``build``: a collection of sources in, a basis artifact and its quality report out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..constants import DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
+from ..engine import BuildOptions, BuildReport, Progress, RankRule, build_basis, parse_modes
+from ..errors import EngineError, IncompatibleSourcesError
+from ..format import BasisArtifact, save_basis
+from ..format.common import DTYPES, safe_name
+from ..io.collection import Source, open_sources
+from .selection import Selection, select_layers
+
+__all__ = ["BuildOutcome", "architecture_of", "build", "split_holdout"]
+
+
+@dataclass
+class BuildOutcome:
+    basis: BasisArtifact
+    report: BuildReport
+    selection: Selection
+    sizes: dict[str, int]
+
+
+def split_holdout(sources: list[Source], holdout: int | Sequence[str] | None) -> tuple[list[Source], list[Source]]:
+    """Held-out sources: the last ``N``, or those named (by the path or id as given)."""
+    if holdout is None or holdout == 0 or holdout == []:
+        return sources, []
+    if isinstance(holdout, int):
+        if holdout < 0 or holdout >= len(sources) - 1:
+            raise EngineError(f"--holdout {holdout} leaves fewer than 2 of {len(sources)} sources to build from")
+        return sources[:-holdout], sources[-holdout:]
+    wanted = set(holdout)
+    unknown = wanted - {s.name for s in sources}
+    if unknown:
+        raise EngineError(f"--holdout names unknown sources: {', '.join(sorted(unknown))}")
+    return [s for s in sources if s.name not in wanted], [s for s in sources if s.name in wanted]
+
+
+def architecture_of(sources: Sequence[Source]) -> tuple[str, dict[str, Any] | None]:
+    """Architecture name and base model of a collection, from adapter or model configs."""
+    first = sources[0]
+    if first.kind == "lora" and first.base_model:
+        return first.base_model, {"id": first.base_model, "revision": None}
+    folder = first.path if first.path.is_dir() else first.path.parent
+    config_path = folder / "config.json"
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            config = {}
+        if isinstance(config, dict):
+            arch = (config.get("architectures") or [None])[0] or config.get("model_type")
+            if arch:
+                return str(arch), None
+    return "unknown", None
+
+
+def _check_duplicates(sources: Sequence[Source]) -> None:
+    seen: dict[str, str] = {}
+    for source in sources:
+        if source.sha256 in seen:
+            raise IncompatibleSourcesError(f"has the same bytes (sha256) as {seen[source.sha256]}: duplicate source", source=source.name)
+        seen[source.sha256] = source.name
+
+
+def build(
+    source_specs: Sequence[str],
+    out: str | Path,
+    *,
+    modes: str = "2,3",
+    k: int | None = None,
+    variance: float | None = None,
+    center: bool | None = None,
+    holdout: int | Sequence[str] | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    device: str = "auto",
+    dtype: str = "float32",
+    name: str | None = None,
+    arch: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    allow_pickle: bool = False,
+    progress: Progress | None = None,
+    command: str | None = None,
+) -> BuildOutcome:
+    """Build a basis from sources (paths, globs, list files or Hub ids) and write it to ``out``.
+
+    ``center`` defaults to on for full checkpoints and off for LoRA adapters; the rank is
+    ``k`` per mode, or the smallest reaching ``variance``, or 8 when neither is given.
+
+    Example:
+        >>> outcome = build(["ft/*"], "my-basis", modes="2,3", k=16, holdout=2)
+        >>> outcome.report.layers[0].fit
+    """
+    try:
+        storage = DTYPES[dtype]
+    except KeyError:
+        raise EngineError(f"unknown --dtype {dtype!r}: use float32, float16 or bfloat16") from None
+    sources = open_sources(source_specs, allow_pickle=allow_pickle)
+    train, held = split_holdout(sources, holdout)
+    if len(train) < 2:
+        raise EngineError(f"a basis needs at least 2 sources, got {len(train)}")
+    kind = train[0].kind
+    if center is None:
+        center = kind == "checkpoint"
+    rule = RankRule(k=k, variance=variance) if (k is not None or variance is not None) else RankRule(k=8)
+    selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
+    _check_duplicates(sources)
+    options = BuildOptions(
+        modes=parse_modes(modes), rank=rule, center=center, device=device, max_memory=max_memory
+    )
+    result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress)
+    arch_name, base_model = architecture_of(train)
+    provenance = [{**s.provenance(), "role": "train"} for s in train] + [{**s.provenance(), "role": "holdout"} for s in held]
+    sizes = {"sources_bytes": sum(s.size_bytes() for s in train)}
+    basis = save_basis(
+        out,
+        result.layers,
+        name=name or safe_name(Path(out).name),
+        architecture_name=arch or arch_name,
+        source_kind=kind,
+        sources=provenance,
+        base_model=base_model,
+        dtype=storage,
+        quality=result.report.summary(),
+        quality_report=result.report.to_dict(),
+        sizes=sizes,
+        command=command,
+        shard_size=shard_size,
+    )
+    sizes["basis_bytes"] = basis.artifact.size_bytes()
+    return BuildOutcome(basis=basis, report=result.report, selection=selection, sizes=sizes)
+

@@ -1,0 +1,240 @@
+"""``materialize``: basis + coefficients (+ base model) -> a folder ``transformers``/``peft`` load.
+
+Formats:
+- ``hf``: a full checkpoint (``model.safetensors`` or HF shards + index), with the base
+  model's config and tokenizer files copied when a base is given;
+- ``peft``: a LoRA adapter (``adapter_model.safetensors`` + ``adapter_config.json``) whose
+  factors are rebuilt from the basis at each module's original rank, scale 1;
+- ``merged``: the base model's weights with each layer replaced (checkpoint sets) or
+  increased by its update (LoRA sets).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..constants import DEFAULT_SHARD_SIZE
+from ..engine import reconstruct_layer, reconstruct_lora, resolve_device
+from ..errors import FormatError, SourceError
+from ..format import BasisArtifact, CoefficientSet, atomic_folder
+from ..format.shards import ShardWriter
+from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
+from ..io.peft_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+__all__ = ["FORMATS", "MaterializeOutcome", "materialize"]
+
+FORMATS = ("auto", "hf", "peft", "merged")
+_WEIGHT_FILES = (".safetensors", ".safetensors.index.json", ".bin.index.json", *PICKLE_SUFFIXES)
+
+
+@dataclass
+class MaterializeOutcome:
+    path: Path
+    format: str
+    files: list[str]
+
+
+def check_pair(coefficients: CoefficientSet, basis: BasisArtifact) -> None:
+    """The coefficient set must name this basis and fit its layer table."""
+    if coefficients.basis_id != basis.content_id:
+        raise FormatError(f"coefficient set refers to basis {coefficients.basis_id[:19]}..., but the basis given is {basis.content_id[:19]}...", path=coefficients.path)
+    for entry in coefficients.manifest["layers"]:
+        expected = basis.layer(entry["name"]).coefficient_shape() if entry["name"] in basis.layer_names else None
+        if expected is None:
+            raise FormatError(f"layer {entry['name']} is not in the basis", path=coefficients.path)
+        if tuple(entry["shape"]) != expected:
+            raise FormatError(f"layer {entry['name']}: coefficients are {entry['shape']}, the basis expects {list(expected)}", path=coefficients.path)
+
+
+def materialize(
+    coefficients: CoefficientSet,
+    basis: BasisArtifact,
+    out: str | Path,
+    *,
+    base: str | Path | None = None,
+    fmt: str = "auto",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    device: str = "auto",
+) -> MaterializeOutcome:
+    """Write a loadable model or adapter for ``coefficients`` into ``out``.
+
+    Args:
+        base: local folder of the base model (needed for ``merged``; config and tokenizer
+            files are copied from it for ``hf``/``merged``).
+        fmt: ``auto`` (``peft`` for LoRA sets, ``hf`` otherwise), ``hf``, ``peft`` or ``merged``.
+
+    Raises:
+        FormatError: the pair does not match, or the format does not fit the set.
+        SourceError: ``merged`` without a usable base model.
+    """
+    if fmt not in FORMATS:
+        raise FormatError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    check_pair(coefficients, basis)
+    kind = coefficients.manifest["source_kind"]
+    if fmt == "auto":
+        fmt = "peft" if kind == "lora" else "hf"
+    if fmt == "peft" and kind != "lora":
+        raise FormatError("--format peft needs a coefficient set made from LoRA adapters; this one is from full checkpoints", path=coefficients.path)
+    if kind == "lora" and fmt == "hf":
+        fmt = "merged"
+    base_source = CheckpointSource(base, name=str(base)) if base is not None else None
+    if fmt == "merged" and base_source is None:
+        raise SourceError("--format merged needs --base (the base model folder)")
+    target = resolve_device(device)
+    with atomic_folder(Path(out)) as tmp:
+        if fmt == "peft":
+            files = _write_peft(coefficients, basis, tmp, target)
+        else:
+            files = _write_full(coefficients, basis, tmp, target, base_source, shard_size)
+            if base_source is not None:
+                files += _copy_side_files(base_source.path, tmp)
+    return MaterializeOutcome(path=Path(out), format=fmt, files=sorted(files))
+
+
+def _layer_update(coefficients: CoefficientSet, basis: BasisArtifact, layer: str, device: torch.device) -> torch.Tensor:
+    layer_basis = basis.layer(layer, device=device, dtype=torch.float64)
+    coef = coefficients.coefficient(layer, device).double()
+    return reconstruct_layer(layer_basis, coef).reshape(layer_basis.tensor_shape)
+
+
+def _key_mapper(layers: list[str], base_keys: set[str]) -> tuple[Callable[[str], str], str]:
+    """Map adapter-side layer names to base checkpoint keys, and the prefix base keys lack.
+
+    PEFT names modules inside the task model (``bert.encoder...``) while a base checkpoint
+    may be saved without the backbone prefix (``encoder...``), or the other way round.
+    """
+    for layer in layers:
+        if layer in base_keys:
+            return (lambda name: name), ""
+        for key in base_keys:
+            if layer.endswith("." + key):
+                prefix = layer[: -len(key)]
+                return (lambda name, p=prefix: name.removeprefix(p)), prefix
+            if key.endswith("." + layer):
+                prefix = key[: -len(layer)]
+                return (lambda name, p=prefix: p + name), ""
+    raise SourceError(f"the base model has no tensor matching layer {layers[0]} (wrong base model?)")
+
+
+def _write_full(
+    coefficients: CoefficientSet,
+    basis: BasisArtifact,
+    folder: Path,
+    device: torch.device,
+    base: CheckpointSource | None,
+    shard_size: int,
+) -> list[str]:
+    kind = coefficients.manifest["source_kind"]
+    layers = coefficients.layer_names
+    writer = ShardWriter(folder, "model", shard_size, {"format": "pt"})
+    base_keys = set(base.tensors) if base is not None else set()
+    if kind == "lora":
+        to_base, out_prefix = _key_mapper(layers, base_keys)
+        updates = {to_base(layer): layer for layer in layers}
+        key_prefix = (coefficients.manifest.get("lora") or {}).get("key_prefix", "base_model.model.")
+        passthrough = {name.removeprefix(key_prefix): name for name in coefficients.passthrough_names}
+        for key in sorted(base_keys):  # type: ignore[union-attr]
+            out_key = out_prefix + key
+            if out_key in passthrough:
+                continue
+            weight = base.tensor(key)  # type: ignore[union-attr]
+            if key in updates:
+                delta = _layer_update(coefficients, basis, updates[key], device)
+                weight = (weight.to(device, torch.float64) + delta).to(weight.dtype)
+            writer.add(out_key, weight)
+        for out_key, stored in sorted(passthrough.items()):
+            if ".lora_" not in out_key:
+                writer.add(out_key, coefficients.passthrough(stored))
+        return writer.close()
+    written = set()
+    for layer in layers:
+        weight = _layer_update(coefficients, basis, layer, device)
+        dtype = _st_dtype(base.tensors[layer].dtype) if base is not None and layer in base_keys else torch.float32
+        writer.add(layer, weight.to(dtype))
+        written.add(layer)
+    for name in coefficients.passthrough_names:
+        writer.add(name, coefficients.passthrough(name))
+        written.add(name)
+    for key in sorted(base_keys - written):
+        writer.add(key, base.tensor(key))  # type: ignore[union-attr]
+    return writer.close()
+
+
+def _st_dtype(name: str) -> torch.dtype:
+    table = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+    return table.get(name, torch.float32)
+
+
+def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path, device: torch.device) -> list[str]:
+    manifest = coefficients.manifest
+    lora = manifest.get("lora") or {}
+    prefix = lora.get("key_prefix", "base_model.model.")
+    tensors: dict[str, torch.Tensor] = {}
+    ranks: dict[str, int] = {}
+    for entry in manifest["layers"]:
+        layer = entry["name"]
+        module = layer.removesuffix(".weight")
+        layer_basis = basis.layer(layer, device=device, dtype=torch.float64)
+        coef = coefficients.coefficient(layer, device).double()
+        left, right = reconstruct_lora(layer_basis, coef, entry.get("lora_rank", lora.get("r", 8)))
+        rank = left.shape[1]
+        kind = entry.get("lora_kind", "linear")
+        stem = prefix + module
+        if kind == "embedding":
+            tensors[f"{stem}.lora_embedding_A"] = left.T
+            tensors[f"{stem}.lora_embedding_B"] = right.T
+        elif kind == "linear_fan_in_fan_out":
+            tensors[f"{stem}.lora_A.weight"] = left.T
+            tensors[f"{stem}.lora_B.weight"] = right.T
+        elif kind == "conv":
+            tensors[f"{stem}.lora_A.weight"] = right.reshape(rank, *layer_basis.tensor_shape[1:])
+            tensors[f"{stem}.lora_B.weight"] = left.reshape(left.shape[0], rank, *([1] * (len(layer_basis.tensor_shape) - 2)))
+        else:
+            tensors[f"{stem}.lora_A.weight"] = right
+            tensors[f"{stem}.lora_B.weight"] = left
+        ranks[module] = rank
+    tensors = {name: value.to(torch.float32) for name, value in tensors.items()}
+    for name in coefficients.passthrough_names:
+        tensors[name] = coefficients.passthrough(name)
+    writer = ShardWriter(folder, ADAPTER_WEIGHTS.removesuffix(".safetensors"), 2**62, {"format": "pt"})  # PEFT reads one file
+    for name in sorted(tensors):
+        writer.add(name, tensors[name])
+    files = writer.close()
+    top = max(ranks.values())
+    base = manifest["architecture"].get("base_model") or {}
+    config = {
+        "peft_type": "LORA",
+        "task_type": lora.get("task_type"),
+        "base_model_name_or_path": base.get("id"),
+        "r": top,
+        "lora_alpha": top,
+        "rank_pattern": {m: r for m, r in ranks.items() if r != top},
+        "alpha_pattern": {m: r for m, r in ranks.items() if r != top},
+        "target_modules": sorted(ranks),
+        "modules_to_save": lora.get("modules_to_save"),
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": any(e.get("lora_kind") == "linear_fan_in_fan_out" for e in manifest["layers"]),
+        "use_rslora": False,
+        "inference_mode": True,
+    }
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return [*files, ADAPTER_CONFIG]
+
+
+def _copy_side_files(base: Path, folder: Path) -> list[str]:
+    """Copy config, tokenizer and other non-weight files of the base model folder."""
+    copied = []
+    if not base.is_dir():
+        return copied
+    for path in sorted(base.iterdir()):
+        if path.is_file() and not path.name.endswith(_WEIGHT_FILES) and not path.name.startswith(".") and path.name != "README.md":
+            shutil.copy2(path, folder / path.name)
+            copied.append(path.name)
+    return copied

@@ -1,0 +1,135 @@
+"""``project``: one source and a basis in, a coefficient set (a "task") out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..constants import DEFAULT_SHARD_SIZE
+from ..engine import project_layer, residual_sq_norm, resolve_device
+from ..errors import IncompatibleSourcesError
+from ..format import BasisArtifact, CoefficientSet, save_coefficients
+from ..format.common import safe_name
+from ..io.collection import Source, open_source
+
+__all__ = ["ProjectOutcome", "project"]
+
+
+@dataclass
+class ProjectOutcome:
+    coefficients: CoefficientSet
+    errors: dict[str, dict[str, float]]
+    """Per layer: ``rel_error`` (``||X - X_hat|| / ||X||``) and ``rel_error_centered``."""
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def _check_layer(basis: BasisArtifact, source: Source, layer: str) -> None:
+    expected = tuple(basis.entry(layer)["shape"])
+    info = source.tensors.get(layer)
+    if info is None:
+        raise IncompatibleSourcesError(f"has no tensor {layer}, which the basis decomposes (wrong architecture?)", source=source.name)
+    if tuple(info.shape) != expected:
+        raise IncompatibleSourcesError(
+            f"tensor {layer} has shape {'x'.join(map(str, info.shape))}, the basis expects {'x'.join(map(str, expected))}", source=source.name
+        )
+
+
+def project(
+    source: str | Source,
+    basis: BasisArtifact,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    device: str = "auto",
+    allow_pickle: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    command: str | None = None,
+) -> ProjectOutcome:
+    """Project a source onto ``basis`` and write its coefficient set to ``out``.
+
+    Every tensor the basis does not decompose is stored whole as passthrough (for LoRA:
+    the adapter's other tensors, and the raw factors of modules outside the basis).
+    """
+    if isinstance(source, str):
+        source = open_source(source, allow_pickle=allow_pickle)
+    if source.kind != basis.manifest["source_kind"]:
+        raise IncompatibleSourcesError(f"is a {source.kind} source but the basis was built from {basis.manifest['source_kind']} sources", source=source.name)
+    target = resolve_device(device)
+    coefficients: dict[str, torch.Tensor] = {}
+    errors: dict[str, dict[str, float]] = {}
+    extras: dict[str, dict[str, Any]] = {}
+    for layer in basis.layer_names:
+        _check_layer(basis, source, layer)
+        layer_basis = basis.layer(layer, device=target, dtype=torch.float64)
+        matrix = source.load([layer])[layer].to(target, torch.float64)
+        coef = project_layer(layer_basis, matrix)
+        residual = float(residual_sq_norm(layer_basis, matrix, coef))
+        total = float(matrix.sq_norm())
+        centered = residual + float(coef.square().sum())
+        errors[layer] = {
+            "rel_error": math.sqrt(residual / total) if total > 0 else 0.0,
+            "rel_error_centered": math.sqrt(residual / centered) if centered > 0 else 0.0,
+        }
+        coefficients[layer] = coef
+        extras[layer] = {"rel_error": errors[layer]["rel_error"]}
+        if source.kind == "lora":
+            module = source.modules[layer]
+            extras[layer]["lora_rank"] = module.rank
+            extras[layer]["lora_kind"] = "linear_fan_in_fan_out" if module.transposed else module.kind
+    passthrough, reasons = _passthrough(source, set(basis.layer_names))
+    lora_info = None
+    if source.kind == "lora":
+        lora_info = {
+            "r": max(m.rank for m in source.modules.values()),
+            "key_prefix": "base_model.model.",
+            "task_type": source.config.get("task_type"),
+            "modules_to_save": source.config.get("modules_to_save"),
+        }
+    passthrough_bytes = sum(t.numel() * t.element_size() for t in passthrough.values())
+    mean_error = sum(e["rel_error"] for e in errors.values()) / max(len(errors), 1)
+    saved = save_coefficients(
+        out,
+        coefficients,
+        passthrough,
+        name=name or safe_name(Path(out).name),
+        basis_manifest=basis.manifest,
+        source=source.provenance(),
+        lora=lora_info,
+        layer_extras=extras,
+        passthrough_reasons=reasons,
+        metrics={"mean_rel_error": mean_error, "layers": errors},
+        sizes={"source_bytes": source.size_bytes(), "passthrough_bytes": passthrough_bytes},
+        command=command,
+        shard_size=shard_size,
+    )
+    sizes = {
+        "source_bytes": source.size_bytes(),
+        "coefficients_bytes": saved.artifact.size_bytes(),
+        "passthrough_bytes": passthrough_bytes,
+    }
+    return ProjectOutcome(coefficients=saved, errors=errors, sizes=sizes)
+
+
+def _passthrough(source: Source, covered: set[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors: dict[str, torch.Tensor] = {}
+    reasons: dict[str, str] = {}
+    if source.kind == "lora":
+        for key in source.passthrough_names:
+            tensors[key] = source.raw_tensor(key)
+            reasons[key] = "not a LoRA factor"
+        for layer, module in source.modules.items():
+            if layer not in covered:
+                for key in source.header:
+                    if key.startswith(module.stem + ".lora_"):
+                        tensors[key] = source.raw_tensor(key)
+                        reasons[key] = "module outside the basis"
+        return tensors, reasons
+    for key, info in source.tensors.items():
+        if key not in covered:
+            tensors[key] = source.tensor(key)
+            reasons[key] = f"{len(info.shape)}-D tensor" if len(info.shape) < 2 else "not in the basis"
+    return tensors, reasons
