@@ -32,18 +32,24 @@ from .schema import validate_manifest
 from .shards import ShardWriter
 from .tensorfile import content_id, read_header
 
-__all__ = ["MANIFEST_NAMES", "Artifact", "atomic_folder", "read_artifact", "write_artifact"]
+__all__ = ["MANIFEST_NAMES", "Artifact", "atomic_folder", "check_output", "read_artifact", "write_artifact"]
 
 MANIFEST_NAMES = {BASIS_FORMAT: BASIS_MANIFEST, COEFFICIENTS_FORMAT: COEFFICIENTS_MANIFEST}
 TENSOR_STEMS = {BASIS_FORMAT: "basis", COEFFICIENTS_FORMAT: "coefficients"}
 
 
-@contextmanager
-def atomic_folder(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder that becomes ``out`` when the block completes, or vanishes on error."""
+def check_output(out: str | Path) -> Path:
+    """Refuse an output path that exists and is not an empty folder (call before long work)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ArtifactExistsError(out)
+    return out
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``out`` when the block completes, or vanishes on error."""
+    out = check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

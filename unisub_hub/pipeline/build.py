@@ -11,7 +11,7 @@ from typing import Any
 from ..constants import DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
 from ..engine import BuildOptions, BuildReport, Progress, RankRule, build_basis, parse_modes
 from ..errors import EngineError, IncompatibleSourcesError
-from ..format import BasisArtifact, save_basis
+from ..format import check_output, BasisArtifact, save_basis
 from ..format.common import DTYPES, safe_name
 from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers
@@ -99,6 +99,7 @@ def build(
         >>> outcome = build(["ft/*"], "my-basis", modes="2,3", k=16, holdout=2)
         >>> outcome.report.layers[0].fit
     """
+    check_output(out)
     try:
         storage = DTYPES[dtype]
     except KeyError:

@@ -22,7 +22,7 @@ import torch
 from ..constants import DEFAULT_SHARD_SIZE
 from ..engine import reconstruct_layer, reconstruct_lora, resolve_device
 from ..errors import FormatError, SourceError
-from ..format import BasisArtifact, CoefficientSet, atomic_folder
+from ..format import check_output, BasisArtifact, CoefficientSet, atomic_folder
 from ..format.shards import ShardWriter
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
 from ..io.peft_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
@@ -73,6 +73,7 @@ def materialize(
         FormatError: the pair does not match, or the format does not fit the set.
         SourceError: ``merged`` without a usable base model.
     """
+    check_output(out)
     if fmt not in FORMATS:
         raise FormatError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     check_pair(coefficients, basis)

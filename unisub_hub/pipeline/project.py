@@ -12,7 +12,7 @@ import torch
 from ..constants import DEFAULT_SHARD_SIZE
 from ..engine import project_layer, residual_sq_norm, resolve_device
 from ..errors import IncompatibleSourcesError
-from ..format import BasisArtifact, CoefficientSet, save_coefficients
+from ..format import check_output, BasisArtifact, CoefficientSet, save_coefficients
 from ..format.common import safe_name
 from ..io.collection import Source, open_source
 
@@ -54,6 +54,7 @@ def project(
     Every tensor the basis does not decompose is stored whole as passthrough (for LoRA:
     the adapter's other tensors, and the raw factors of modules outside the basis).
     """
+    check_output(out)
     if isinstance(source, str):
         source = open_source(source, allow_pickle=allow_pickle)
     if source.kind != basis.manifest["source_kind"]:

@@ -1,0 +1,148 @@
+"""The command line: JSON output parsed back, exact error lines and exit codes, help texts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from unisub_hub.cli import cli
+
+
+def run(*args: str, ok: bool = True):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def write_checkpoints(root: Path, count: int, shapes: dict[str, tuple[int, ...]], seed: int = 0) -> list[Path]:
+    gen = torch.Generator().manual_seed(seed)
+    base = {n: torch.randn(s, generator=gen) for n, s in shapes.items()}
+    paths = []
+    for m in range(count):
+        folder = root / f"model-{m}"
+        folder.mkdir(parents=True)
+        save_file({n: (t + 0.1 * torch.randn(t.shape, generator=gen)).contiguous() for n, t in base.items()}, folder / "model.safetensors")
+        paths.append(folder)
+    return paths
+
+
+SHAPES = {"layers.0.w": (16, 12), "layers.1.w": (12, 16), "norm.weight": (16,)}
+
+
+def test_build_project_materialize_info_json_round_trip(tmp_path):
+    paths = write_checkpoints(tmp_path / "zoo", 6, SHAPES)
+    built = json.loads(run("build", *paths[:5], "--out", tmp_path / "basis", "--k", "3", "--holdout", "1", "--device", "cpu", "--json").output)
+    assert built["layers"] == ["layers.0.w", "layers.1.w"]
+    assert built["passthrough"] == {"norm.weight": "1-D tensor"}
+    assert built["content_id"].startswith("sha256:")
+    fits = built["report"]["layers"][0]["fits"]
+    assert [name for name, fit in fits.items() if fit["holdout"]] == [str(paths[4])]
+    projected = json.loads(run("project", paths[5], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").output)
+    assert projected["basis"] == built["content_id"]
+    assert set(projected["errors"]) == {"layers.0.w", "layers.1.w"}
+    assert projected["sizes"]["passthrough_bytes"] == 16 * 4
+    assert projected["compression_ratio"] == pytest.approx(projected["sizes"]["source_bytes"] / projected["sizes"]["coefficients_bytes"])
+    made = json.loads(run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model", "--json").output)
+    assert made == {"path": str(tmp_path / "model"), "format": "hf", "files": ["model.safetensors"]}
+    info = json.loads(run("info", tmp_path / "task", "--verify", "--json").output)
+    assert info["kind"] == "unisub-hub/coefficients" and info["verified"] is True
+    assert info["manifest"]["basis"]["content_id"] == built["content_id"]
+    human = run("info", tmp_path / "basis").output
+    assert "layers.0.w" in human and "4 training sources, 1 held out" in human
+
+
+def test_build_prints_table_and_passthrough_reasons(tmp_path):
+    paths = write_checkpoints(tmp_path / "a", 3, SHAPES)
+    odd = write_checkpoints(tmp_path / "b", 1, {**SHAPES, "layers.1.w": (12, 8)}, seed=5)
+    out = run("build", *paths, *odd, "--out", tmp_path / "basis", "--k", "2").output
+    assert "Layers" in out and "layers.0." in out and "16x12" in out
+    assert "Passthrough: 1 tensor(s): 1-D tensor; 1 tensor(s): shape differs across sources: 12x8, 12x16" in out
+    assert "written to" in out
+
+
+def test_pickle_sources_are_refused_with_one_line(tmp_path):
+    paths = write_checkpoints(tmp_path / "zoo", 2, SHAPES)
+    evil = tmp_path / "zoo" / "pickled"
+    evil.mkdir()
+    torch.save({n: torch.randn(s) for n, s in SHAPES.items()}, evil / "pytorch_model.bin")
+    result = run("build", *paths, evil, "--out", tmp_path / "basis", ok=False)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {evil}: pytorch_model.bin is a pickle file; refusing to load it "
+        "(hint: pickle files can run code when loaded; convert them to safetensors or pass --allow-pickle)"
+    ]
+    assert not (tmp_path / "basis").exists()
+    allowed = run("build", *paths, evil, "--out", tmp_path / "basis", "--k", "1", "--allow-pickle", "--json")
+    assert json.loads(allowed.output)["layers"] == ["layers.0.w", "layers.1.w"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "missing-a", "missing-b", "--out", "x"], "Error: missing-a: no such file or folder (nor a Hub repo id org/name[@revision])"),
+        (["info", "nowhere"], "Error: nowhere: no such artifact folder"),
+        (["build", "a", "--out", "x", "--k", "2", "--variance", "0.9"], "Error: give --k or --variance, not both"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code(tmp_path, args, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args, ok=False)
+    assert result.exit_code in (1, 2)
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_existing_output_folder_is_refused_and_kept(tmp_path):
+    paths = write_checkpoints(tmp_path / "zoo", 3, SHAPES)
+    (tmp_path / "basis").mkdir()
+    (tmp_path / "basis" / "mine.txt").write_text("keep")
+    result = run("build", *paths, "--out", tmp_path / "basis", ok=False)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {tmp_path / 'basis'}: output folder already exists (remove it or choose another --out)"
+    assert (tmp_path / "basis" / "mine.txt").read_text() == "keep"
+
+
+def test_sources_from_glob_and_list_file(tmp_path):
+    paths = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
+    listing = tmp_path / "sources.txt"
+    listing.write_text("# my collection\nzoo/model-0\nzoo/model-1\n")
+    from_list = json.loads(run("build", listing, "--out", tmp_path / "b1", "--k", "1", "--json").output)
+    assert [s for s in from_list["report"]["sources"]] == [str(tmp_path / "zoo/model-0"), str(tmp_path / "zoo/model-1")]
+    from_glob = json.loads(run("build", str(tmp_path / "zoo" / "model-*"), "--out", tmp_path / "b2", "--k", "1", "--json").output)
+    assert from_glob["report"]["sources"] == [str(p) for p in paths]
+
+
+def test_every_command_has_help_with_an_example():
+    def walk(group, prefix=()):
+        for name, command in group.commands.items():
+            yield (*prefix, name), command
+            if hasattr(command, "commands"):
+                yield from walk(command, (*prefix, name))
+
+    for path, command in walk(cli):
+        result = run(*path, "--help")
+        assert "Example:" in result.output, f"unisub-hub {' '.join(path)} --help has no example"
+        assert command.help and len(command.help.splitlines()[0]) > 10
+
+
+def test_real_subprocess_with_json(tmp_path):
+    paths = write_checkpoints(tmp_path / "zoo", 3, SHAPES)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-m", "unisub_hub", "build", *map(str, paths), "--out", str(tmp_path / "basis"), "--k", "2", "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["layers"] == ["layers.0.w", "layers.1.w"]
+    bad = subprocess.run([sys.executable, "-m", "unisub_hub", "info", str(tmp_path / "nope")], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == f"Error: {tmp_path / 'nope'}: no such artifact folder"
