@@ -43,3 +43,14 @@ def random_loras(count: int, shapes: dict[str, tuple[int, int]], *, ranks: list[
             factors[name] = (lora_b, lora_a, lora_scale(2.0 * r, r, use_rslora=rslora))
         out.append(InMemoryLora(f"lora-{m}", factors))
     return out
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own registry home; nothing touches the user's cache."""
+    home = tmp_path / "unisub-home"
+    monkeypatch.setenv("UNISUB_HOME", str(home))
+    return home

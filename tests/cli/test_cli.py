@@ -89,7 +89,7 @@ def test_pickle_sources_are_refused_with_one_line(tmp_path):
     ("args", "message"),
     [
         (["build", "missing-a", "missing-b", "--out", "x"], "Error: missing-a: no such file or folder (nor a Hub repo id org/name[@revision])"),
-        (["info", "nowhere"], "Error: nowhere: no such artifact folder"),
+        (["info", "nowhere"], "Error: nowhere: no such folder, and no registered artifact matches (see `unisub-hub registry list`)"),
         (["build", "a", "--out", "x", "--k", "2", "--variance", "0.9"], "Error: give --k or --variance, not both"),
     ],
 )
@@ -145,4 +145,4 @@ def test_real_subprocess_with_json(tmp_path):
     assert json.loads(done.stdout)["layers"] == ["layers.0.w", "layers.1.w"]
     bad = subprocess.run([sys.executable, "-m", "unisub_hub", "info", str(tmp_path / "nope")], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1
-    assert bad.stderr.strip() == f"Error: {tmp_path / 'nope'}: no such artifact folder"
+    assert bad.stderr.strip().startswith(f"Error: {tmp_path / 'nope'}: no such folder, and no registered artifact matches")

@@ -8,6 +8,7 @@ traceback instead.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -41,8 +42,10 @@ class UnisubGroup(click.Group):
 @click.group(cls=UnisubGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="unisub-hub")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="UNISUB_HOME", default=None,
+              help="Registry and store folder (default: $UNISUB_HOME or ~/.cache/unisub-hub).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, home: Path | None) -> None:
     """Universal weight subspaces: shared bases, kilobyte fine-tunes.
 
     Example:
@@ -50,6 +53,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
         unisub-hub build finetunes/* --out my-basis --k 16 --holdout 2
     """
     ctx.meta["debug"] = debug
+    ctx.meta["home"] = home
 
 
 def _register_commands() -> None:
@@ -57,8 +61,9 @@ def _register_commands() -> None:
     from .info import info_command
     from .materialize import materialize_command
     from .project import project_command
+    from .registry import registry_group
 
-    for command in (build_command, project_command, materialize_command, info_command):
+    for command in (build_command, project_command, materialize_command, info_command, registry_group):
         cli.add_command(command)
 
 

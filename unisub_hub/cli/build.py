@@ -11,7 +11,8 @@ import click
 from ..constants import DEFAULT_MAX_MEMORY
 from ..engine.basis import MODE_SETS
 from ..pipeline.build import BuildOutcome, build
-from .options import device_option, json_option, parse_bytes, shard_size_option
+from .options import device_option, json_option, parse_bytes, register_option, shard_size_option
+from .refs import open_registry
 from .output import emit_json, human_bytes, print_table, progress_bar, stdout
 
 
@@ -50,8 +51,9 @@ def _read_patterns(path: Path | None) -> list[str]:
 @click.option("--arch", default=None, help="Architecture name (default: from the adapter or model config).")
 @shard_size_option("5GB")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
+@register_option
 @json_option
-def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, as_json):
+def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, register, as_json):
     """Build a basis from a collection of checkpoints or LoRA adapters.
 
     SOURCES are folders, globs, Hub repo ids (org/name[@revision]) or text files listing
@@ -70,10 +72,13 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
             dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle, progress=bars,
             command=command_line(),
         )
+    entry = open_registry().add(outcome.basis.path) if register else None
     if as_json:
-        emit_json(build_json(outcome))
+        emit_json({**build_json(outcome), "registered": entry.to_dict() if entry else None})
     else:
         print_build(outcome)
+        if entry:
+            stdout.print(f"Registered as basis {entry.ref} in {open_registry().home}")
 
 
 def build_json(outcome: BuildOutcome) -> dict:

@@ -7,10 +7,11 @@ import click
 from ..format import read_artifact
 from .options import json_option
 from .output import emit_json, human_bytes, print_table, stdout
+from .refs import resolve_folder
 
 
 @click.command("info")
-@click.argument("artifact")
+@click.argument("artifact", metavar="PATH_OR_REF")
 @click.option("--verify", is_flag=True, help="Also re-hash the tensor files against the content id.")
 @json_option
 def info_command(artifact, verify, as_json):
@@ -20,7 +21,7 @@ def info_command(artifact, verify, as_json):
 
         unisub-hub info minilm-basis
     """
-    opened = read_artifact(artifact, verify=verify)
+    opened = read_artifact(resolve_folder(artifact), verify=verify)
     manifest = opened.manifest
     size = opened.size_bytes()
     if as_json:

@@ -7,11 +7,15 @@ from typing import Any
 
 import click
 
-__all__ = ["device_option", "json_option", "parse_bytes", "shard_size_option"]
+__all__ = ["device_option", "json_option", "parse_bytes", "register_option", "shard_size_option"]
 
 F = Callable[..., Any]
 
 json_option: Callable[[F], F] = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+register_option: Callable[[F], F] = click.option(
+    "--register/--no-register", default=True, show_default=True, help="Record the result in the registry (see --home)."
+)
 
 device_option: Callable[[F], F] = click.option(
     "--device",

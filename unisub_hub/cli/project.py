@@ -6,33 +6,38 @@ from pathlib import Path
 
 import click
 
-from ..format import load_basis
 from ..pipeline.project import ProjectOutcome, project
 from .build import command_line
-from .options import device_option, json_option, shard_size_option
+from .options import device_option, json_option, register_option, shard_size_option
+from .refs import open_basis, open_registry
 from .output import emit_json, human_bytes, print_table, stdout
 
 
 @click.command("project")
 @click.argument("source")
-@click.option("--basis", "basis_ref", required=True, help="The basis folder.")
+@click.option("--basis", "basis_ref", required=True, help="The basis: a folder or a registry reference (name, name:version, name@alias, id prefix).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the coefficient set into.")
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
 @device_option
 @shard_size_option("5GB")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
+@register_option
 @json_option
-def project_command(source, basis_ref, out, name, device, shard_size, allow_pickle, as_json):
+def project_command(source, basis_ref, out, name, device, shard_size, allow_pickle, register, as_json):
     """Store one fine-tune as coefficients on a basis (plus passthrough tensors).
 
     Example:
 
         unisub-hub project adapters/sst2 --basis minilm-basis --out sst2-task
     """
-    basis = load_basis(basis_ref)
+    basis = open_basis(basis_ref)
     outcome = project(source, basis, out, name=name, device=device, allow_pickle=allow_pickle, shard_size=shard_size, command=command_line())
+    entry = None
+    if register:
+        open_registry().add(basis.path)
+        entry = open_registry().add(outcome.coefficients.path)
     if as_json:
-        emit_json(project_json(outcome))
+        emit_json({**project_json(outcome), "registered": entry.to_dict() if entry else None})
         return
     rows = [[layer, f"{e['rel_error']:.5f}", f"{e['rel_error_centered']:.4f}"] for layer, e in outcome.errors.items()]
     print_table("Reconstruction error per layer", ["layer", "rel. error", "rel. error (centred)"], rows)
@@ -42,6 +47,8 @@ def project_command(source, basis_ref, out, name, device, shard_size, allow_pick
         f"{human_bytes(sizes['coefficients_bytes'])} (passthrough {human_bytes(sizes['passthrough_bytes'])}) "
         f"for a {human_bytes(sizes['source_bytes'])} source, {sizes['source_bytes'] / sizes['coefficients_bytes']:.1f}x smaller"
     )
+    if entry:
+        stdout.print(f"Registered as task {entry.ref}")
 
 
 def project_json(outcome: ProjectOutcome) -> dict:

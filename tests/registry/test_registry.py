@@ -1,0 +1,139 @@
+"""Registry: immutability, versions, references, lineage, removal, gc and verify."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import make_basis, make_task
+from unisub_hub.errors import AmbiguousReferenceError, DependencyError, ReferenceNotFoundError, RegistryError
+from unisub_hub.registry import Registry
+
+
+@pytest.fixture
+def registry(tmp_path):
+    reg = Registry(tmp_path / "home")
+    yield reg
+    reg.close()
+
+
+def test_adding_known_content_is_a_no_op(registry, tmp_path):
+    basis = make_basis(tmp_path / "b")
+    first = registry.add(basis.path)
+    stored = first.path / "basis.safetensors"
+    before = stored.stat().st_mtime_ns
+    again = registry.add(basis.path)
+    assert first.created and not again.created
+    assert (again.content_id, again.version) == (first.content_id, 1)
+    assert stored.stat().st_mtime_ns == before
+    assert len(registry.list("bases")) == 1
+    # The same content written to another folder is still the same artifact.
+    assert not registry.add(make_basis(tmp_path / "b-copy").path).created
+
+
+def test_new_content_under_a_name_is_a_new_version_and_latest_moves(registry, tmp_path):
+    one = registry.add(make_basis(tmp_path / "b1", k=1).path)
+    two = registry.add(make_basis(tmp_path / "b2", k=2).path)
+    assert (one.version, two.version) == (1, 2)
+    assert registry.resolve("toy").content_id == two.content_id
+    assert registry.resolve("toy@latest").content_id == two.content_id
+    assert registry.resolve("toy:1").content_id == one.content_id
+    registry.alias("toy", 1, "prod")
+    assert registry.resolve("toy@prod").version == 1
+    registry.alias("toy", 2, "prod")  # aliases move
+    assert registry.resolve("toy@prod").version == 2
+    assert registry.resolve(one.content_id[7:19]).version == 1
+    assert registry.resolve(one.content_id).version == 1
+
+
+def test_reference_errors_name_the_problem(registry, tmp_path):
+    basis = make_basis(tmp_path / "b", name="same")
+    registry.add(basis.path)
+    registry.add(make_task(tmp_path / "t", basis, name="same").path)
+    with pytest.raises(AmbiguousReferenceError, match=r"same: matches 2 artifacts: basis same:1 .*, task same:1"):
+        registry.resolve("same")
+    assert registry.resolve("same", "task").kind == "task"
+    with pytest.raises(ReferenceNotFoundError, match="nope:3: no registered artifact matches"):
+        registry.resolve("nope:3")
+    with pytest.raises(ReferenceNotFoundError, match="same@prod"):
+        registry.resolve("same@prod")
+
+
+def test_ambiguous_content_id_prefix_lists_matches(registry, tmp_path):
+    basis = make_basis(tmp_path / "b")
+    registry.add(basis.path)
+    ids = [registry.add(make_task(tmp_path / f"t{i}", basis, name=f"t{i}", seed=i).path).content_id for i in range(20)]
+    first_chars = [cid[7] for cid in ids]
+    shared = next(c for c in first_chars if first_chars.count(c) > 1)
+    with pytest.raises(AmbiguousReferenceError, match=f"sha256:{shared}: matches"):
+        registry.resolve(f"sha256:{shared}", "task")
+
+
+def test_lineage_queries(registry, tmp_path):
+    basis = make_basis(tmp_path / "b")
+    registry.add(basis.path)
+    for i in range(3):
+        registry.add(make_task(tmp_path / f"t{i}", basis, name=f"task{i}", seed=i).path)
+    assert [s["locator"] for s in registry.sources_of(basis.content_id)] == [f"src-{m}" for m in range(4)]
+    assert [t.name for t in registry.tasks_of("toy")] == ["task0", "task1", "task2"]
+    assert [b.name for b in registry.bases_built_from("src-2")] == ["toy"]
+    shown = registry.show("task1")
+    assert shown["basis"]["ref"] == "toy:1" and shown["source"]["locator"] == "finetune-1"
+    assert registry.show("toy")["tasks"] == ["task0:1", "task1:1", "task2:1"]
+
+
+def test_task_needs_its_basis_registered(registry, tmp_path):
+    basis = make_basis(tmp_path / "b")
+    task = make_task(tmp_path / "t", basis)
+    with pytest.raises(RegistryError, match="is not registered; register the basis first"):
+        registry.add(task.path)
+    assert registry.list("tasks") == []
+    assert not (registry.home / "store").exists() or registry.store.folders() == []
+
+
+def test_remove_refuses_dependents_unless_forced_and_leaves_no_dangling_rows(registry, tmp_path):
+    basis = make_basis(tmp_path / "b")
+    entry = registry.add(basis.path)
+    task = registry.add(make_task(tmp_path / "t", basis).path)
+    with pytest.raises(DependencyError, match="1 task\\(s\\) use this basis \\(task:1\\); pass --force"):
+        registry.remove("toy")
+    assert entry.path.is_dir()
+    removed = registry.remove("toy", force=True)
+    assert {e.kind for e in removed} == {"basis", "task"}
+    assert not entry.path.exists() and not task.path.exists()
+    assert registry.list("bases") == [] and registry.list("tasks") == []
+    assert registry.verify()["ok"]
+
+
+def test_gc_and_verify(registry, tmp_path):
+    basis = make_basis(tmp_path / "b")
+    entry = registry.add(basis.path)
+    orphan = registry.store.root / ("ab" * 32)
+    orphan.mkdir()
+    assert registry.verify()["unreferenced_folders"] == [str(orphan)]
+    assert registry.gc() == [orphan] and not orphan.exists()
+    data = bytearray((entry.path / "basis.safetensors").read_bytes())
+    data[-1] ^= 1
+    (entry.path / "basis.safetensors").write_bytes(bytes(data))
+    report = registry.verify()
+    assert not report["ok"] and "modified or corrupt" in report["problems"][0]["problem"]
+
+
+def test_tags_and_hub_location(registry, tmp_path):
+    basis = make_basis(tmp_path / "b")
+    registry.add(basis.path)
+    registry.tag("toy", "owner", "me")
+    registry.set_hub(basis.content_id, "org/toy", "a" * 40)
+    shown = registry.show("toy")
+    assert shown["tags"] == {"owner": "me"}
+    assert (shown["hub_repo"], shown["hub_revision"]) == ("org/toy", "a" * 40)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    reg = Registry(tmp_path / "home")
+    reg.close()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(RegistryError, match="schema version 99 is newer"):
+        Registry(tmp_path / "home")

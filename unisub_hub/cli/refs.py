@@ -1,0 +1,43 @@
+"""Opening artifacts from what the user typed: a folder, or a registry reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..format import BasisArtifact, CoefficientSet, load_basis, load_coefficients
+from ..errors import ReferenceNotFoundError
+from ..registry import Registry
+
+__all__ = ["open_basis", "open_coefficients", "open_registry", "resolve_folder"]
+
+
+def open_registry() -> Registry:
+    """The registry of this invocation (``--home``, ``UNISUB_HOME`` or the default), opened once."""
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if "registry" not in root.meta:
+        root.meta["registry"] = Registry(root.meta.get("home"))
+        root.call_on_close(root.meta["registry"].close)
+    return root.meta["registry"]
+
+
+def resolve_folder(ref: str, kind: str | None = None) -> Path:
+    """An existing folder as is; anything else is looked up in the registry."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    try:
+        return open_registry().resolve(ref, kind).path
+    except ReferenceNotFoundError:
+        what = {"basis": "basis", "task": "coefficient set"}.get(kind or "", "artifact")
+        raise ReferenceNotFoundError(f"{ref}: no such folder, and no registered {what} matches (see `unisub-hub registry list`)") from None
+
+
+def open_basis(ref: str) -> BasisArtifact:
+    return load_basis(resolve_folder(ref, "basis"))
+
+
+def open_coefficients(ref: str) -> CoefficientSet:
+    return load_coefficients(resolve_folder(ref, "task"))

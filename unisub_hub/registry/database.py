@@ -1,0 +1,77 @@
+"""Opening the SQLite file safely for several processes: WAL, busy timeout, immediate writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, event
+from sqlmodel import Session, SQLModel, create_engine
+
+from ..errors import RegistryError
+from . import models
+from .migrations import migrate
+
+__all__ = ["BUSY_TIMEOUT_MS", "Database"]
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def _engine(path: Path, begin: str) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:  # noqa: ANN001
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:  # noqa: ANN001
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """Two engines on one file: deferred transactions for reads, ``BEGIN IMMEDIATE`` for writes.
+
+    Taking the write lock at the start of a write transaction (rather than upgrading a read
+    lock midway) is what lets SQLite's busy timeout serialise concurrent writers instead of
+    failing them with "database is locked".
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._reader = _engine(path, "BEGIN")
+        self._writer = _engine(path, "BEGIN IMMEDIATE")
+        with self.write() as session:
+            connection = session.connection()
+            version = connection.exec_driver_sql("PRAGMA user_version").scalar() or 0
+            tables = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type='table'").scalar()
+            if version > models.SCHEMA_VERSION:
+                raise RegistryError(f"{path}: registry schema version {version} is newer than this unisub-hub's ({models.SCHEMA_VERSION}); upgrade unisub-hub")
+            if tables and version < models.SCHEMA_VERSION:
+                migrate(connection, version)
+            SQLModel.metadata.create_all(connection)
+            connection.exec_driver_sql(f"PRAGMA user_version={models.SCHEMA_VERSION}")
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One short write transaction: committed when the block ends, rolled back on error."""
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self._reader.dispose()
+        self._writer.dispose()

@@ -1,0 +1,108 @@
+"""Registry tables (SQLModel over SQLite). Rows of a content id are never changed, only added or removed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlmodel import Field, SQLModel, UniqueConstraint
+
+__all__ = ["SCHEMA_VERSION", "Alias", "Architecture", "Basis", "BasisLayer", "BasisSource", "Layer", "Source", "Tag", "Task"]
+
+SCHEMA_VERSION = 1
+"""Recorded in ``PRAGMA user_version``; :mod:`unisub_hub.registry.migrations` upgrades older files."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Architecture(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    fingerprint: str = Field(unique=True)
+    base_model_id: str | None = None
+    base_model_revision: str | None = None
+
+
+class Layer(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("architecture_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    architecture_id: int = Field(foreign_key="architecture.id", index=True)
+    name: str
+    shape: str
+    """``"768x3072"``."""
+
+
+class Source(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("locator", "revision", "sha256"),)
+    id: int | None = Field(default=None, primary_key=True)
+    locator: str = Field(index=True)
+    """Local path or Hub repo id, as given."""
+    revision: str | None = None
+    sha256: str | None = Field(default=None, index=True)
+    kind: str | None = None
+
+
+class Basis(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    content_id: str = Field(primary_key=True)
+    name: str = Field(index=True)
+    version: int
+    architecture_id: int = Field(foreign_key="architecture.id", index=True)
+    source_kind: str
+    modes: str
+    ranks: str
+    """JSON ``{layer: {mode: rank}}``."""
+    centered: bool
+    dtype: str
+    size_bytes: int
+    quality: str
+    """JSON per-layer summary from the manifest."""
+    path: str
+    """Folder in the store, relative to the registry home."""
+    hub_repo: str | None = None
+    hub_revision: str | None = None
+    created: str = Field(default_factory=_now)
+
+
+class BasisLayer(SQLModel, table=True):
+    basis_id: str = Field(foreign_key="basis.content_id", primary_key=True, ondelete="CASCADE")
+    layer_id: int = Field(foreign_key="layer.id", primary_key=True)
+    ranks: str
+    explained_variance: str
+
+
+class BasisSource(SQLModel, table=True):
+    basis_id: str = Field(foreign_key="basis.content_id", primary_key=True, ondelete="CASCADE")
+    source_id: int = Field(foreign_key="source.id", primary_key=True, index=True)
+    role: str
+
+
+class Task(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    content_id: str = Field(primary_key=True)
+    name: str = Field(index=True)
+    version: int
+    basis_id: str = Field(foreign_key="basis.content_id", index=True)
+    source_id: int | None = Field(default=None, foreign_key="source.id")
+    metrics: str
+    """JSON from the manifest (mean and per-layer errors)."""
+    size_bytes: int
+    path: str
+    hub_repo: str | None = None
+    hub_revision: str | None = None
+    created: str = Field(default_factory=_now)
+
+
+class Alias(SQLModel, table=True):
+    kind: str = Field(primary_key=True)
+    """``basis`` or ``task``."""
+    name: str = Field(primary_key=True)
+    alias: str = Field(primary_key=True)
+    version: int
+
+
+class Tag(SQLModel, table=True):
+    content_id: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    value: str

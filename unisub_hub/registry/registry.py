@@ -1,0 +1,375 @@
+"""The registry: what artifacts exist, where they are stored, how they relate.
+
+Registration order is what keeps the registry consistent when a process dies: the folder
+is placed in the store first (atomically), then all rows are written in one transaction.
+A crash leaves at most an unreferenced folder (``gc`` removes it), never a row without its
+folder. Removal deletes the rows first, then the folder, for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from ..constants import BASIS_FORMAT, unisub_home
+from ..errors import AmbiguousReferenceError, ContentIdMismatchError, DependencyError, FormatError, ReferenceNotFoundError, RegistryError
+from ..format import read_artifact
+from ..format.artifact import Artifact
+from .database import Database
+from .models import Alias, Architecture, Basis, BasisLayer, BasisSource, Layer, Source, Tag, Task
+from .store import Store
+
+__all__ = ["KINDS", "Entry", "Registry"]
+
+KINDS = ("basis", "task")
+_HEX_PREFIX = re.compile(r"^(sha256:[0-9a-f]{1,64}|[0-9a-f]{6,64})$")
+_NAME_VERSION = re.compile(r"^(?P<name>[^:@]+):(?P<version>\d+)$")
+_NAME_ALIAS = re.compile(r"^(?P<name>[^:@]+)@(?P<alias>[^:@]+)$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered artifact, as a reference resolves to it."""
+
+    kind: str
+    content_id: str
+    name: str
+    version: int
+    path: Path
+    hub_repo: str | None = None
+    hub_revision: str | None = None
+    created: bool = False
+    """True when :meth:`Registry.add` made new rows, False when the content was known."""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "content_id": self.content_id, "name": self.name, "version": self.version,
+            "path": str(self.path), "hub_repo": self.hub_repo, "hub_revision": self.hub_revision,
+        }
+
+
+class Registry:
+    """An embedded registry at ``home`` (``registry.db`` + ``store/``).
+
+    Example:
+        >>> registry = Registry(Path("~/.cache/unisub-hub").expanduser())
+        >>> entry = registry.add(Path("my-basis"))
+        >>> registry.resolve("my-basis@latest").path
+    """
+
+    def __init__(self, home: str | Path | None = None) -> None:
+        self.home = Path(home).expanduser() if home is not None else unisub_home()
+        self.db = Database(self.home / "registry.db")
+        self.store = Store(self.home / "store")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- adding ---------------------------------------------------------------------------
+
+    def add(self, folder: str | Path, *, hub_repo: str | None = None, hub_revision: str | None = None) -> Entry:
+        """Register an artifact folder (copied into the store); a no-op for known content.
+
+        Raises:
+            FormatError: the folder is not a valid artifact or its bytes do not match its id.
+            RegistryError: a coefficient set whose basis is not registered.
+        """
+        artifact = read_artifact(folder, verify=True)
+        kind = "basis" if artifact.kind == BASIS_FORMAT else "task"
+        known = self._find(kind, artifact.content_id)
+        if known is not None:
+            if hub_repo and (known.hub_repo, known.hub_revision) != (hub_repo, hub_revision):
+                self._set_hub(kind, artifact.content_id, hub_repo, hub_revision)
+                return self._find(kind, artifact.content_id)  # type: ignore[return-value]
+            return known
+        if kind == "task" and self._find("basis", artifact.manifest["basis"]["content_id"]) is None:
+            raise RegistryError(f"{folder}: its basis {artifact.manifest['basis']['content_id'][:19]}... is not registered; register the basis first")
+        self.store.put(Path(folder), artifact.content_id)
+        self._insert(kind, artifact, hub_repo, hub_revision)
+        entry = self.resolve(artifact.content_id, kind)
+        return Entry(**{**entry.__dict__, "created": True})
+
+    def _insert(self, kind: str, artifact: Artifact, hub_repo: str | None, hub_revision: str | None) -> None:
+        manifest = artifact.manifest
+        with self.db.write() as session:
+            model = Basis if kind == "basis" else Task
+            if session.get(model, artifact.content_id) is not None:
+                return  # another process registered it meanwhile
+            version = (session.exec(select(func.max(model.version)).where(model.name == manifest["name"])).one() or 0) + 1
+            common = {
+                "content_id": artifact.content_id, "name": manifest["name"], "version": version,
+                "size_bytes": artifact.size_bytes(), "path": self.store.relative(artifact.content_id),
+                "hub_repo": hub_repo, "hub_revision": hub_revision,
+            }
+            if kind == "basis":
+                architecture = self._architecture(session, manifest)
+                session.add(Basis(
+                    **common, architecture_id=architecture.id, source_kind=manifest["source_kind"],
+                    modes=",".join(map(str, manifest["modes"])), centered=manifest["centered"], dtype=manifest["dtype"],
+                    ranks=json.dumps({l["name"]: l["ranks"] for l in manifest["layers"]}),
+                    quality=json.dumps(manifest.get("quality", {})),
+                ))
+                session.flush()
+                for entry in manifest["layers"]:
+                    layer = self._layer(session, architecture.id, entry["name"], entry["shape"])
+                    session.add(BasisLayer(basis_id=artifact.content_id, layer_id=layer.id, ranks=json.dumps(entry["ranks"]), explained_variance=json.dumps(entry.get("explained_variance", {}))))
+                for provenance in manifest["sources"]:
+                    source = self._source(session, provenance)
+                    session.add(BasisSource(basis_id=artifact.content_id, source_id=source.id, role=provenance.get("role", "train")))
+            else:
+                source = self._source(session, manifest["source"]) if manifest.get("source") else None
+                session.add(Task(
+                    **common, basis_id=manifest["basis"]["content_id"], source_id=source.id if source else None,
+                    metrics=json.dumps(manifest.get("metrics", {})),
+                ))
+            session.merge(Alias(kind=kind, name=manifest["name"], alias="latest", version=version))
+
+    @staticmethod
+    def _architecture(session: Session, manifest: dict[str, Any]) -> Architecture:
+        arch = manifest["architecture"]
+        found = session.exec(select(Architecture).where(Architecture.fingerprint == arch["fingerprint"])).first()
+        if found is None:
+            base = arch.get("base_model") or {}
+            found = Architecture(name=arch["name"], fingerprint=arch["fingerprint"], base_model_id=base.get("id"), base_model_revision=base.get("revision"))
+            session.add(found)
+            session.flush()
+        return found
+
+    @staticmethod
+    def _layer(session: Session, architecture_id: int, name: str, shape: list[int]) -> Layer:
+        found = session.exec(select(Layer).where(Layer.architecture_id == architecture_id, Layer.name == name)).first()
+        if found is None:
+            found = Layer(architecture_id=architecture_id, name=name, shape="x".join(map(str, shape)))
+            session.add(found)
+            session.flush()
+        return found
+
+    @staticmethod
+    def _source(session: Session, provenance: dict[str, Any]) -> Source:
+        query = select(Source).where(Source.locator == provenance["id"], Source.revision == provenance.get("revision"), Source.sha256 == provenance.get("sha256"))
+        found = session.exec(query).first()
+        if found is None:
+            found = Source(locator=provenance["id"], revision=provenance.get("revision"), sha256=provenance.get("sha256"), kind=provenance.get("kind"))
+            session.add(found)
+            session.flush()
+        return found
+
+    def _set_hub(self, kind: str, content_id: str, repo: str, revision: str | None) -> None:
+        with self.db.write() as session:
+            row = session.get(Basis if kind == "basis" else Task, content_id)
+            row.hub_repo, row.hub_revision = repo, revision
+            session.add(row)
+
+    def set_hub(self, content_id: str, repo: str, revision: str) -> None:
+        """Record where an artifact was pushed (location metadata, not content)."""
+        for kind in KINDS:
+            if self._find(kind, content_id) is not None:
+                self._set_hub(kind, content_id, repo, revision)
+                return
+        raise ReferenceNotFoundError(f"{content_id}: not in the registry")
+
+    # --- finding --------------------------------------------------------------------------
+
+    def _entry(self, kind: str, row: Basis | Task) -> Entry:
+        return Entry(kind, row.content_id, row.name, row.version, self.home / row.path, row.hub_repo, row.hub_revision)
+
+    def _find(self, kind: str, content_id: str) -> Entry | None:
+        with self.db.read() as session:
+            row = session.get(Basis if kind == "basis" else Task, content_id)
+            return None if row is None else self._entry(kind, row)
+
+    def resolve(self, ref: str, kind: str | None = None) -> Entry:
+        """Find an artifact by ``name``, ``name:version``, ``name@alias`` or content id prefix.
+
+        Raises:
+            ReferenceNotFoundError: nothing matches.
+            AmbiguousReferenceError: a prefix or name matches several artifacts.
+        """
+        kinds = [kind] if kind else list(KINDS)
+        matches: list[Entry] = []
+        with self.db.read() as session:
+            for each in kinds:
+                model = Basis if each == "basis" else Task
+                if _HEX_PREFIX.match(ref):
+                    prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+                    rows = session.exec(select(model).where(col(model.content_id).startswith(prefix))).all()
+                    matches += [self._entry(each, r) for r in rows]
+                    continue
+                name, version = ref, None
+                if m := _NAME_VERSION.match(ref):
+                    name, version = m["name"], int(m["version"])
+                elif m := _NAME_ALIAS.match(ref):
+                    alias = session.get(Alias, (each, m["name"], m["alias"]))
+                    if alias is None:
+                        continue
+                    name, version = m["name"], alias.version
+                query = select(model).where(model.name == name)
+                query = query.where(model.version == version) if version is not None else query.order_by(col(model.version).desc()).limit(1)
+                matches += [self._entry(each, r) for r in session.exec(query).all()]
+        what = kind or "artifact"
+        if not matches:
+            raise ReferenceNotFoundError(f"{ref}: no registered {what} matches (try `unisub-hub registry list`)")
+        if len(matches) > 1:
+            listed = ", ".join(f"{e.kind} {e.ref} ({e.content_id[7:19]})" for e in matches[:10])
+            raise AmbiguousReferenceError(f"{ref}: matches {len(matches)} artifacts: {listed}; give more of the content id or name:version")
+        return matches[0]
+
+    def list(self, kind: str, *, arch: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Registered bases, tasks or architectures, as plain dicts (newest first)."""
+        with self.db.read() as session:
+            if kind == "architectures":
+                rows = session.exec(select(Architecture).order_by(Architecture.name)).all()
+                return [{"name": a.name, "fingerprint": a.fingerprint, "base_model": a.base_model_id,
+                         "bases": session.exec(select(func.count()).select_from(Basis).where(Basis.architecture_id == a.id)).one()} for a in rows]
+            if kind == "bases":
+                query = select(Basis, Architecture).join(Architecture)
+                if arch:
+                    query = query.where(Architecture.name == arch)
+                if name:
+                    query = query.where(Basis.name == name)
+                rows = session.exec(query.order_by(col(Basis.created).desc(), col(Basis.version).desc())).all()
+                return [{**self._entry("basis", b).to_dict(), "architecture": a.name, "modes": b.modes, "size_bytes": b.size_bytes, "created": b.created} for b, a in rows]
+            query = select(Task, Basis, Architecture).join(Basis, Task.basis_id == Basis.content_id).join(Architecture)
+            if arch:
+                query = query.where(Architecture.name == arch)
+            if name:
+                query = query.where(Task.name == name)
+            rows = session.exec(query.order_by(col(Task.created).desc(), col(Task.version).desc())).all()
+            return [{**self._entry("task", t).to_dict(), "basis": f"{b.name}:{b.version}", "architecture": a.name,
+                     "size_bytes": t.size_bytes, "mean_rel_error": json.loads(t.metrics).get("mean_rel_error"), "created": t.created} for t, b, a in rows]
+
+    def show(self, ref: str) -> dict[str, Any]:
+        """Everything known of one artifact: row, aliases, tags, lineage."""
+        entry = self.resolve(ref)
+        with self.db.read() as session:
+            aliases = [a.alias for a in session.exec(select(Alias).where(Alias.kind == entry.kind, Alias.name == entry.name, Alias.version == entry.version)).all()]
+            tags = {t.key: t.value for t in session.exec(select(Tag).where(Tag.content_id == entry.content_id)).all()}
+            out: dict[str, Any] = {**entry.to_dict(), "aliases": sorted(aliases), "tags": tags}
+            if entry.kind == "basis":
+                basis = session.get(Basis, entry.content_id)
+                out["architecture"] = session.get(Architecture, basis.architecture_id).name
+                out.update(modes=basis.modes, centered=basis.centered, dtype=basis.dtype, size_bytes=basis.size_bytes, ranks=json.loads(basis.ranks))
+                out["sources"] = self.sources_of(entry.content_id, session=session)
+                out["tasks"] = [f"{t.name}:{t.version}" for t in session.exec(select(Task).where(Task.basis_id == entry.content_id)).all()]
+            else:
+                task = session.get(Task, entry.content_id)
+                basis = session.get(Basis, task.basis_id)
+                out.update(basis={"content_id": basis.content_id, "ref": f"{basis.name}:{basis.version}"}, size_bytes=task.size_bytes, metrics=json.loads(task.metrics))
+                source = session.get(Source, task.source_id) if task.source_id else None
+                out["source"] = None if source is None else {"locator": source.locator, "revision": source.revision, "sha256": source.sha256}
+        return out
+
+    def sources_of(self, content_id: str, *, session: Session | None = None) -> list[dict[str, Any]]:
+        """Which sources built a basis (lineage)."""
+        def query(s: Session) -> list[dict[str, Any]]:
+            rows = s.exec(select(Source, BasisSource).join(BasisSource).where(BasisSource.basis_id == content_id)).all()
+            return [{"locator": src.locator, "revision": src.revision, "sha256": src.sha256, "role": link.role} for src, link in rows]
+        if session is not None:
+            return query(session)
+        with self.db.read() as s:
+            return query(s)
+
+    def tasks_of(self, basis_ref: str) -> list[Entry]:
+        """Which tasks use a basis."""
+        basis = self.resolve(basis_ref, "basis")
+        with self.db.read() as session:
+            return [self._entry("task", t) for t in session.exec(select(Task).where(Task.basis_id == basis.content_id).order_by(Task.name, Task.version)).all()]
+
+    def bases_built_from(self, locator: str) -> list[Entry]:
+        """Which bases a source took part in."""
+        with self.db.read() as session:
+            rows = session.exec(select(Basis).join(BasisSource).join(Source).where(Source.locator == locator)).all()
+            return [self._entry("basis", b) for b in rows]
+
+    # --- changing -------------------------------------------------------------------------
+
+    def alias(self, name: str, version: int, alias: str, *, kind: str | None = None) -> Entry:
+        """Point ``name@alias`` at ``name:version`` (moving it if it pointed elsewhere)."""
+        entry = self.resolve(f"{name}:{version}", kind)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", alias) or alias.isdigit():
+            raise RegistryError(f"alias {alias!r} must be letters, digits, '.', '_' or '-', and not a number")
+        with self.db.write() as session:
+            session.merge(Alias(kind=entry.kind, name=name, alias=alias, version=version))
+        return entry
+
+    def tag(self, ref: str, key: str, value: str) -> Entry:
+        entry = self.resolve(ref)
+        with self.db.write() as session:
+            session.merge(Tag(content_id=entry.content_id, key=key, value=value))
+        return entry
+
+    def remove(self, ref: str, *, force: bool = False) -> list[Entry]:
+        """Remove an artifact (rows, then folder). A basis with tasks needs ``force``, which removes them too."""
+        entry = self.resolve(ref)
+        removed = [entry]
+        with self.db.write() as session:
+            if entry.kind == "basis":
+                tasks = session.exec(select(Task).where(Task.basis_id == entry.content_id)).all()
+                if tasks and not force:
+                    names = ", ".join(f"{t.name}:{t.version}" for t in tasks[:5])
+                    raise DependencyError(f"{entry.ref}: {len(tasks)} task(s) use this basis ({names}{', ...' if len(tasks) > 5 else ''}); pass --force to remove them too")
+                for task in tasks:
+                    removed.append(self._entry("task", task))
+                    self._delete_rows(session, "task", task)
+            self._delete_rows(session, entry.kind, session.get(Basis if entry.kind == "basis" else Task, entry.content_id))
+        for gone in removed:
+            self.store.remove(gone.content_id)
+        return removed
+
+    @staticmethod
+    def _delete_rows(session: Session, kind: str, row: Basis | Task) -> None:
+        if kind == "basis":
+            for link in session.exec(select(BasisLayer).where(BasisLayer.basis_id == row.content_id)).all():
+                session.delete(link)
+            for link in session.exec(select(BasisSource).where(BasisSource.basis_id == row.content_id)).all():
+                session.delete(link)
+        for tag in session.exec(select(Tag).where(Tag.content_id == row.content_id)).all():
+            session.delete(tag)
+        alias_rows = session.exec(select(Alias).where(Alias.kind == kind, Alias.name == row.name, Alias.version == row.version)).all()
+        for alias in alias_rows:
+            session.delete(alias)
+        session.delete(row)
+        session.flush()
+        if any(a.alias == "latest" for a in alias_rows):
+            model = Basis if kind == "basis" else Task
+            newest = session.exec(select(func.max(model.version)).where(model.name == row.name)).one()
+            if newest:
+                session.merge(Alias(kind=kind, name=row.name, alias="latest", version=newest))
+
+    def known_ids(self) -> set[str]:
+        with self.db.read() as session:
+            return set(session.exec(select(Basis.content_id)).all()) | set(session.exec(select(Task.content_id)).all())
+
+    def gc(self) -> list[Path]:
+        """Remove store folders that no row refers to (left by crashes or interrupted copies)."""
+        garbage = self.store.garbage(self.known_ids())
+        for folder in garbage:
+            self.store.remove(folder.name)
+        return garbage
+
+    def verify(self) -> dict[str, Any]:
+        """Re-hash every stored artifact; report rows whose folder is missing or changed."""
+        problems: list[dict[str, str]] = []
+        checked = 0
+        with self.db.read() as session:
+            rows = [("basis", b) for b in session.exec(select(Basis)).all()] + [("task", t) for t in session.exec(select(Task)).all()]
+        for kind, row in rows:
+            folder = self.home / row.path
+            checked += 1
+            try:
+                artifact = read_artifact(folder, verify=True)
+                if artifact.content_id != row.content_id:
+                    raise ContentIdMismatchError(f"manifest names {artifact.content_id}, registry row {row.content_id}", path=folder)
+            except FormatError as error:
+                problems.append({"kind": kind, "ref": f"{row.name}:{row.version}", "content_id": row.content_id, "problem": str(error)})
+        unreferenced = [str(p) for p in self.store.garbage({row.content_id for _, row in rows})]
+        return {"checked": checked, "problems": problems, "unreferenced_folders": unreferenced, "ok": not problems}
