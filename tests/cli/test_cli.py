@@ -40,20 +40,20 @@ SHAPES = {"layers.0.w": (16, 12), "layers.1.w": (12, 16), "norm.weight": (16,)}
 
 def test_build_project_materialize_info_json_round_trip(tmp_path):
     paths = write_checkpoints(tmp_path / "zoo", 6, SHAPES)
-    built = json.loads(run("build", *paths[:5], "--out", tmp_path / "basis", "--k", "3", "--holdout", "1", "--device", "cpu", "--json").output)
+    built = json.loads(run("build", *paths[:5], "--out", tmp_path / "basis", "--k", "3", "--holdout", "1", "--device", "cpu", "--json").stdout)
     assert built["layers"] == ["layers.0.w", "layers.1.w"]
     assert built["passthrough"] == {"norm.weight": "1-D tensor"}
     assert built["content_id"].startswith("sha256:")
     fits = built["report"]["layers"][0]["fits"]
     assert [name for name, fit in fits.items() if fit["holdout"]] == [str(paths[4])]
-    projected = json.loads(run("project", paths[5], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").output)
+    projected = json.loads(run("project", paths[5], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout)
     assert projected["basis"] == built["content_id"]
     assert set(projected["errors"]) == {"layers.0.w", "layers.1.w"}
     assert projected["sizes"]["passthrough_bytes"] == 16 * 4
     assert projected["compression_ratio"] == pytest.approx(projected["sizes"]["source_bytes"] / projected["sizes"]["coefficients_bytes"])
-    made = json.loads(run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model", "--json").output)
+    made = json.loads(run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model", "--json").stdout)
     assert made == {"path": str(tmp_path / "model"), "format": "hf", "files": ["model.safetensors"]}
-    info = json.loads(run("info", tmp_path / "task", "--verify", "--json").output)
+    info = json.loads(run("info", tmp_path / "task", "--verify", "--json").stdout)
     assert info["kind"] == "unisub-hub/coefficients" and info["verified"] is True
     assert info["manifest"]["basis"]["content_id"] == built["content_id"]
     human = run("info", tmp_path / "basis").output
@@ -82,7 +82,7 @@ def test_pickle_sources_are_refused_with_one_line(tmp_path):
     ]
     assert not (tmp_path / "basis").exists()
     allowed = run("build", *paths, evil, "--out", tmp_path / "basis", "--k", "1", "--allow-pickle", "--json")
-    assert json.loads(allowed.output)["layers"] == ["layers.0.w", "layers.1.w"]
+    assert json.loads(allowed.stdout)["layers"] == ["layers.0.w", "layers.1.w"]
 
 
 @pytest.mark.parametrize(
@@ -115,9 +115,9 @@ def test_sources_from_glob_and_list_file(tmp_path):
     paths = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
     listing = tmp_path / "sources.txt"
     listing.write_text("# my collection\nzoo/model-0\nzoo/model-1\n")
-    from_list = json.loads(run("build", listing, "--out", tmp_path / "b1", "--k", "1", "--json").output)
+    from_list = json.loads(run("build", listing, "--out", tmp_path / "b1", "--k", "1", "--json").stdout)
     assert [s for s in from_list["report"]["sources"]] == [str(tmp_path / "zoo/model-0"), str(tmp_path / "zoo/model-1")]
-    from_glob = json.loads(run("build", str(tmp_path / "zoo" / "model-*"), "--out", tmp_path / "b2", "--k", "1", "--json").output)
+    from_glob = json.loads(run("build", str(tmp_path / "zoo" / "model-*"), "--out", tmp_path / "b2", "--k", "1", "--json").stdout)
     assert from_glob["report"]["sources"] == [str(p) for p in paths]
 
 

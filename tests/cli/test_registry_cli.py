@@ -9,33 +9,33 @@ from test_cli import SHAPES, run, write_checkpoints
 
 def test_build_and_project_register_and_references_resolve(tmp_path, isolated_home):
     paths = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
-    built = json.loads(run("build", *paths[:4], "--out", tmp_path / "basis", "--k", "2", "--name", "zoo-basis", "--json").output)
+    built = json.loads(run("build", *paths[:4], "--out", tmp_path / "basis", "--k", "2", "--name", "zoo-basis", "--json").stdout)
     assert built["registered"]["name"] == "zoo-basis" and built["registered"]["version"] == 1
     assert built["registered"]["path"].startswith(str(isolated_home))
     # project takes the basis by registry reference and registers the task.
-    task = json.loads(run("project", paths[4], "--basis", "zoo-basis@latest", "--out", tmp_path / "task", "--name", "t4", "--json").output)
+    task = json.loads(run("project", paths[4], "--basis", "zoo-basis@latest", "--out", tmp_path / "task", "--name", "t4", "--json").stdout)
     assert task["registered"]["name"] == "t4"
     # materialize finds the basis through the registry when --basis is left out.
-    made = json.loads(run("materialize", "t4", "--out", tmp_path / "model", "--json").output)
+    made = json.loads(run("materialize", "t4", "--out", tmp_path / "model", "--json").stdout)
     assert made["files"] == ["model.safetensors"]
-    info = json.loads(run("info", "zoo-basis:1", "--json").output)
+    info = json.loads(run("info", "zoo-basis:1", "--json").stdout)
     assert info["manifest"]["content_id"] == built["content_id"]
-    bases = json.loads(run("registry", "list", "bases", "--json").output)
+    bases = json.loads(run("registry", "list", "bases", "--json").stdout)
     assert [b["name"] for b in bases] == ["zoo-basis"]
-    tasks = json.loads(run("registry", "list", "tasks", "--arch", "unknown", "--json").output)
+    tasks = json.loads(run("registry", "list", "tasks", "--arch", "unknown", "--json").stdout)
     assert [t["basis"] for t in tasks] == ["zoo-basis:1"]
-    assert json.loads(run("registry", "list", "tasks", "--arch", "other", "--json").output) == []
-    archs = json.loads(run("registry", "list", "architectures", "--json").output)
+    assert json.loads(run("registry", "list", "tasks", "--arch", "other", "--json").stdout) == []
+    archs = json.loads(run("registry", "list", "architectures", "--json").stdout)
     assert archs[0]["bases"] == 1
-    shown = json.loads(run("registry", "show", built["content_id"][7:20], "--json").output)
+    shown = json.loads(run("registry", "show", built["content_id"][7:20], "--json").stdout)
     assert [s["role"] for s in shown["sources"]] == ["train"] * 4 and shown["tasks"] == ["t4:1"]
 
 
 def test_no_register_leaves_registry_empty(tmp_path, isolated_home):
     paths = write_checkpoints(tmp_path / "zoo", 3, SHAPES)
-    out = json.loads(run("build", *paths, "--out", tmp_path / "basis", "--k", "1", "--no-register", "--json").output)
+    out = json.loads(run("build", *paths, "--out", tmp_path / "basis", "--k", "1", "--no-register", "--json").stdout)
     assert out["registered"] is None
-    assert json.loads(run("registry", "list", "--json").output) == []
+    assert json.loads(run("registry", "list", "--json").stdout) == []
 
 
 def test_alias_tag_rm_gc_verify_commands(tmp_path, isolated_home):
@@ -44,20 +44,20 @@ def test_alias_tag_rm_gc_verify_commands(tmp_path, isolated_home):
     run("build", *paths[:3], "--out", tmp_path / "b2", "--k", "2", "--name", "zb")
     run("project", paths[3], "--basis", "zb:1", "--out", tmp_path / "task", "--name", "t")
     assert "zb@prod -> zb:1" in run("registry", "alias", "zb", "1", "prod").output
-    assert json.loads(run("registry", "show", "zb@prod", "--json").output)["aliases"] == ["prod"]
-    tagged = json.loads(run("registry", "tag", "t", "dataset=digits", "owner=me", "--json").output)
+    assert json.loads(run("registry", "show", "zb@prod", "--json").stdout)["aliases"] == ["prod"]
+    tagged = json.loads(run("registry", "tag", "t", "dataset=digits", "owner=me", "--json").stdout)
     assert tagged["tags"] == {"dataset": "digits", "owner": "me"}
     bad = run("registry", "tag", "t", "novalue", ok=False)
     assert bad.exit_code == 2 and "'novalue' is not KEY=VALUE" in bad.output
     refused = run("registry", "rm", "zb:1", ok=False)
     assert refused.exit_code == 1
     assert refused.output.strip() == "Error: zb:1: 1 task(s) use this basis (t:1); pass --force to remove them too"
-    removed = json.loads(run("registry", "rm", "zb:1", "--force", "--json").output)
+    removed = json.loads(run("registry", "rm", "zb:1", "--force", "--json").stdout)
     assert sorted(e["kind"] for e in removed) == ["basis", "task"]
-    assert json.loads(run("registry", "show", "zb", "--json").output)["version"] == 2
+    assert json.loads(run("registry", "show", "zb", "--json").stdout)["version"] == 2
     (isolated_home / "store" / ("cd" * 32)).mkdir()
-    assert json.loads(run("registry", "gc", "--json").output)["removed"] == [str(isolated_home / "store" / ("cd" * 32))]
-    assert json.loads(run("registry", "verify", "--json").output)["ok"] is True
+    assert json.loads(run("registry", "gc", "--json").stdout)["removed"] == [str(isolated_home / "store" / ("cd" * 32))]
+    assert json.loads(run("registry", "verify", "--json").stdout)["ok"] is True
     stored = next((isolated_home / "store").iterdir()) / "basis.safetensors"
     stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")
     failed = run("registry", "verify", ok=False)
@@ -73,6 +73,6 @@ def test_unknown_reference_is_one_line(tmp_path, isolated_home):
 def test_registry_add_command(tmp_path, isolated_home):
     paths = write_checkpoints(tmp_path / "zoo", 3, SHAPES)
     run("build", *paths, "--out", tmp_path / "basis", "--k", "1", "--no-register")
-    first = json.loads(run("registry", "add", tmp_path / "basis", "--json").output)
-    second = json.loads(run("registry", "add", tmp_path / "basis", "--json").output)
+    first = json.loads(run("registry", "add", tmp_path / "basis", "--json").stdout)
+    second = json.loads(run("registry", "add", tmp_path / "basis", "--json").stdout)
     assert first[0]["created"] is True and second[0]["created"] is False

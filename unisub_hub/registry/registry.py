@@ -182,6 +182,22 @@ class Registry:
     def _entry(self, kind: str, row: Basis | Task) -> Entry:
         return Entry(kind, row.content_id, row.name, row.version, self.home / row.path, row.hub_repo, row.hub_revision)
 
+    def find(self, kind: str, content_id: str) -> Entry | None:
+        """The registered ``kind`` (``basis`` or ``task``) with exactly this content id, if any."""
+        return self._find(kind, content_id)
+
+    def find_by_hub(self, repo_id: str, revision: str | None = None) -> Entry | None:
+        """The artifact last pulled from or pushed to ``repo_id`` (at ``revision``, when given)."""
+        with self.db.read() as session:
+            for kind, model in (("task", Task), ("basis", Basis)):
+                query = select(model).where(model.hub_repo == repo_id)
+                if revision is not None:
+                    query = query.where(model.hub_revision == revision)
+                row = session.exec(query.order_by(col(model.created).desc())).first()
+                if row is not None:
+                    return self._entry(kind, row)
+        return None
+
     def _find(self, kind: str, content_id: str) -> Entry | None:
         with self.db.read() as session:
             row = session.get(Basis if kind == "basis" else Task, content_id)

@@ -278,6 +278,8 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                     return self._commit_route(repo, "/".join(rest[1:]), query)
                 if method == "POST" and rest[:1] == ["tag"]:
                     return self._tag(repo, "/".join(rest[1:]))
+                if method == "POST" and rest[:1] == ["branch"]:
+                    return self._branch(repo, "/".join(rest[1:]))
             if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
                 repo = self._repo(f"{parts[0]}/{parts[1]}")
                 return self._resolve(repo, parts[3], "/".join(parts[4:]), head)
@@ -352,6 +354,15 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 raise _HubError(409, f"tag {tag} already exists")
             repo.tags[tag] = commit.oid
             self._json(200, {"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": commit.oid})
+
+        def _branch(self, repo: _Repo, branch: str) -> None:
+            self._require_write()
+            payload = json.loads(self._body() or b"{}")
+            if branch in repo.branches:
+                raise _HubError(409, f"branch {branch} already exists")
+            start = self._commit(repo, payload.get("startingPoint") or "main")
+            repo.branches[branch] = start.oid
+            self._json(200, {"name": branch})
 
         def _resolve(self, repo: _Repo, revision: str, path: str, head: bool) -> None:
             commit = self._commit(repo, revision)

@@ -1,0 +1,191 @@
+"""Push and pull through the real huggingface_hub client against the local Hub server."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from models import save_adapters, save_base
+from test_cli import run
+from unisub_hub.testing import LocalHub
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hubzoo")
+    base = save_base(root / "base")
+    return base, save_adapters(base, root, 7, ranks=(4, 2))
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    with LocalHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import
+        yield server
+
+
+def publish(zoo, tmp_path, hub):
+    """Build a basis from 4 adapters, project 3 others, push basis and the 3 tasks."""
+    base, adapters = zoo
+    run("build", *adapters[:4], "--out", tmp_path / "basis", "--k", "6", "--name", "tiny-basis")
+    tasks = []
+    for i, adapter in enumerate(adapters[4:]):
+        run("project", adapter, "--basis", "tiny-basis", "--out", tmp_path / f"task{i}", "--name", f"task{i}")
+        tasks.append(tmp_path / f"task{i}")
+    pushed = json.loads(run("push", "tiny-basis", "me/tiny-basis", "--json").stdout)
+    assert pushed[0]["kind"] == "basis" and len(pushed[0]["commit"]) == 40
+    for i in range(3):
+        run("push", f"task{i}", f"me/task{i}")
+    return base, tasks
+
+
+def test_push_then_pull_into_empty_home_materializes_identically(zoo, tmp_path, hub, monkeypatch):
+    base, tasks = publish(zoo, tmp_path, hub)
+    readme = hub.repos["me/task0"].resolve("main").files["README.md"].decode()
+    assert "library_name: unisub-hub" in readme and "- universal-subspace" in readme and "basis_repo: me/tiny-basis" in readme
+    manifest = json.loads(hub.repos["me/task0"].resolve("main").files["unisub_coefficients.json"])
+    assert manifest["basis"]["repo_id"] == "me/tiny-basis" and len(manifest["basis"]["revision"]) == 40
+    run("materialize", "task0", "--out", tmp_path / "local-adapter")
+    # A fresh machine: empty registry home.
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh-home"))
+    pulled = json.loads(run("pull", "me/task0", "--materialize", "--out", tmp_path / "remote-adapter", "--json").stdout)
+    assert pulled["pulled"]["hub_repo"] == "me/task0"
+    local = (tmp_path / "local-adapter" / "adapter_model.safetensors").read_bytes()
+    remote = (tmp_path / "remote-adapter" / "adapter_model.safetensors").read_bytes()
+    assert local == remote
+    assert json.loads((tmp_path / "local-adapter" / "adapter_config.json").read_text()) == json.loads((tmp_path / "remote-adapter" / "adapter_config.json").read_text())
+    # A second task on the same basis downloads no basis bytes.
+    basis_bytes = hub.bytes_downloaded("me/tiny-basis")
+    assert basis_bytes > 0
+    task_bytes_before = hub.bytes_downloaded("me/task1")
+    run("pull", "me/task1")
+    assert hub.bytes_downloaded("me/tiny-basis") == basis_bytes
+    assert hub.bytes_downloaded("me/task1") > task_bytes_before
+    tasks_listed = json.loads(run("registry", "list", "tasks", "--json").stdout)
+    assert sorted(t["name"] for t in tasks_listed) == ["task0", "task1"]
+    # Offline, what is stored still resolves.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = json.loads(run("pull", "me/task1", "--json").stdout)
+    assert again["pulled"]["name"] == "task1"
+    missing = run("pull", "me/task2", ok=False)
+    assert missing.exit_code == 1
+    assert missing.output.strip() == "Error: me/task2: HF_HUB_OFFLINE is set and this repo is not in the registry"
+
+
+def test_pull_at_an_older_revision_gets_the_old_content(zoo, tmp_path, hub, monkeypatch):
+    publish(zoo, tmp_path, hub)
+    first = hub.repos["me/task0"].branches["main"]
+    run("push", "task1", "me/task0")  # a newer version of the repo holds other content
+    assert hub.repos["me/task0"].branches["main"] != first
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh"))
+    old = json.loads(run("pull", f"me/task0@{first}", "--json").stdout)["pulled"]
+    new = json.loads(run("pull", "me/task0", "--json").stdout)["pulled"]
+    assert old["name"] == "task0" and new["name"] == "task1"
+    assert old["hub_revision"] == first
+
+
+def test_tampered_download_fails_and_registers_nothing(zoo, tmp_path, hub, monkeypatch):
+    publish(zoo, tmp_path, hub)
+    data = bytearray(hub.repos["me/task2"].resolve("main").files["coefficients.safetensors"])
+    data[-1] ^= 0xFF
+    hub.tamper("me/task2", "coefficients.safetensors", bytes(data))
+    home = tmp_path / "fresh"
+    monkeypatch.setenv("UNISUB_HOME", str(home))
+    result = run("pull", "me/task2", ok=False)
+    assert result.exit_code == 1
+    sha = hub.repos["me/task2"].branches["main"]
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: me/task2@{sha}: downloaded tensor files do not hash to the manifest's content id (modified or corrupt)"
+    )
+    assert json.loads(run("registry", "list", "tasks", "--json").stdout) == []
+    assert list((home / "downloads").iterdir()) == []
+
+
+def test_push_without_basis_on_hub_stops_or_pushes_it(zoo, tmp_path, hub):
+    base, adapters = zoo
+    run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "4", "--name", "b2")
+    run("project", adapters[5], "--basis", "b2", "--out", tmp_path / "task", "--name", "t")
+    refused = run("push", "t", "me/t", ok=False)
+    assert refused.exit_code == 1
+    assert "is not on the Hub yet; push it first or pass --push-basis REPO_ID" in refused.output
+    assert "me/t" not in hub.repos
+    both = json.loads(run("push", "t", "me/t", "--push-basis", "me/b2", "--json").stdout)
+    assert [p["kind"] for p in both] == ["basis", "task"]
+    shown = json.loads(run("registry", "show", "t", "--json").stdout)
+    assert shown["hub_repo"] == "me/t" and shown["hub_revision"] == hub.repos["me/t"].branches["main"]
+
+
+def test_create_pr_and_branch(zoo, tmp_path, hub):
+    base, adapters = publish(zoo, tmp_path, hub)[0], zoo[1]
+    main_before = hub.repos["me/tiny-basis"].branches["main"]
+    again = json.loads(run("push", "tiny-basis", "me/tiny-basis", "--json").stdout)
+    assert again[0]["commit"] == main_before  # unchanged content makes no new commit
+    run("build", *adapters[:4], "--out", tmp_path / "other", "--k", "3", "--name", "other")
+    pr = json.loads(run("push", "other", "me/tiny-basis", "--create-pr", "--commit-message", "k=3", "--json").stdout)
+    assert pr[0]["pr_url"].endswith("/me/tiny-basis/discussions/1")
+    assert hub.repos["me/tiny-basis"].branches["main"] == main_before
+    assert hub.repos["me/tiny-basis"].branches["refs/pr/1"] == pr[0]["commit"]
+    branch = json.loads(run("push", "tiny-basis", "me/tiny-basis", "--revision", "dev", "--json").stdout)
+    assert hub.repos["me/tiny-basis"].branches["dev"] == branch[0]["commit"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_hub_errors_are_one_line(zoo, tmp_path, hub, monkeypatch):
+    publish(zoo, tmp_path, hub)
+    cases = [
+        (["pull", "me/nothing"], "Error: me/nothing: repository not found on "),
+        (["pull", "me/task0@v9"], "Error: me/task0@v9: revision not found on "),
+        (["pull", "not a repo"], "Error: not a repo: not a Hub repo id (expected org/name[@revision])"),
+    ]
+    for args, message in cases:
+        result = run(*args, ok=False)
+        last = result.output.strip().splitlines()[-1]
+        assert result.exit_code == 1 and last.startswith(message) and result.output.count("Error:") == 1, result.output
+    with LocalHub(token="right-token") as locked:
+        monkeypatch.setenv("HF_ENDPOINT", locked.url)
+        result = run("push", "tiny-basis", "me/locked", "--token", "wrong-token-123", ok=False)
+        assert result.exit_code == 1 and "unauthorized" in result.output and "wrong-token-123" not in result.output
+        ok = json.loads(run("push", "tiny-basis", "me/locked", "--token", "right-token", "--private", "--json").stdout)
+        assert ok[0]["repo_id"] == "me/locked"
+        monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "other"))
+        hidden = run("pull", "me/locked", ok=False)
+        assert hidden.exit_code == 1 and "repository not found" in hidden.output
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    down = run("pull", "me/task0", ok=False)
+    assert down.exit_code == 1 and "cannot reach http://127.0.0.1:" in down.output and "network down?" in down.output
+
+
+def test_hub_sources_are_pinned_and_only_needed_files_fetched(zoo, tmp_path, hub):
+    from huggingface_hub import HfApi
+
+    base, adapters = zoo
+    api = HfApi(endpoint=hub.url)
+    for i, adapter in enumerate(adapters[:3]):
+        api.create_repo(f"me/lora-{i}")
+        api.upload_folder(repo_id=f"me/lora-{i}", folder_path=adapter)
+        api.upload_file(repo_id=f"me/lora-{i}", path_or_fileobj=b"not needed", path_in_repo="training_args.bin")
+    shas = [hub.repos[f"me/lora-{i}"].branches["main"] for i in range(3)]
+    built = json.loads(run("build", "me/lora-0", f"me/lora-1@{shas[1]}", "me/lora-2", "--out", tmp_path / "basis", "--k", "2", "--json").stdout)
+    manifest = json.loads((tmp_path / "basis" / "unisub_basis.json").read_text())
+    assert [(s["id"], s["revision"]) for s in manifest["sources"]] == [(f"me/lora-{i}", shas[i]) for i in range(3)]
+    assert built["report"]["sources"] == ["me/lora-0", "me/lora-1", "me/lora-2"]
+    fetched = {r.path.rsplit("/", 1)[-1] for r in hub.requests if r.method == "GET" and "/resolve/" in r.path}
+    assert "training_args.bin" not in fetched and "README.md" not in fetched
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= fetched
+    projected = json.loads(run("project", "me/lora-0", "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout)
+    task_manifest = json.loads((tmp_path / "task" / "unisub_coefficients.json").read_text())
+    assert task_manifest["source"]["revision"] == shas[0] and projected["errors"]

@@ -1,0 +1,94 @@
+"""One place that talks to ``huggingface_hub``: the client, and its errors as one-line messages.
+
+The endpoint is read from ``HF_ENDPOINT`` at call time (not at import), so a local Hub
+started after ``huggingface_hub`` was imported is still used. ``HF_TOKEN``, ``HF_HOME`` and
+``HF_HUB_OFFLINE`` are honoured by the library itself. Tokens never appear in messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import HubError
+
+__all__ = ["api", "endpoint", "hub_errors", "is_offline", "split_revision"]
+
+_DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", _DEFAULT_ENDPOINT).rstrip("/")
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def api(token: str | None = None):
+    """An ``HfApi`` for the current endpoint (the token defaults to ``HF_TOKEN`` / the login)."""
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint(), token=token)
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """``"org/name@rev"`` -> ``("org/name", "rev")``; the repo id is checked for path tricks."""
+    repo_id, _, revision = spec.partition("@")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*", repo_id) or ".." in repo_id:
+        raise HubError(f"{spec}: not a Hub repo id (expected org/name[@revision])")
+    return repo_id, revision or None
+
+
+@contextmanager
+def hub_errors(what: str) -> Iterator[None]:
+    """Turn ``huggingface_hub`` and network exceptions into :class:`HubError` naming ``what``."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except GatedRepoError:
+        raise HubError(f"{what}: gated repository; accept its terms on the Hub and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise HubError(f"{what}: repository not found on {endpoint()} (or private: set HF_TOKEN or --token)") from None
+    except RevisionNotFoundError:
+        raise HubError(f"{what}: revision not found on {endpoint()}") from None
+    except EntryNotFoundError as error:
+        raise HubError(f"{what}: file not found on {endpoint()} ({_first_line(error)})") from None
+    except OfflineModeIsEnabled:
+        raise HubError(f"{what}: HF_HUB_OFFLINE is set and this is not stored locally") from None
+    except LocalEntryNotFoundError:
+        raise HubError(f"{what}: cannot reach {endpoint()} and nothing is cached (network down?)") from None
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status in (401, 403):
+            raise HubError(f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or --token") from None
+        raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(error)}") from None
+    except OSError as error:  # httpx/requests connection errors derive from OSError or wrap it
+        if _is_network_error(error):
+            raise HubError(f"{what}: cannot reach {endpoint()} (network down?)") from None
+        raise
+    except Exception as error:
+        if _is_network_error(error):
+            raise HubError(f"{what}: cannot reach {endpoint()} (network down?)") from None
+        raise
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else error.__class__.__name__
+
+
+def _is_network_error(error: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError", "ReadTimeout"})

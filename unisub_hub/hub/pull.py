@@ -1,0 +1,70 @@
+"""Pulling artifacts from the Hub into the registry, pinned and verified.
+
+A pull resolves the revision to a commit sha, downloads that snapshot into a temporary
+folder under the registry home, checks the content id, and only then registers it. A
+coefficient set's basis is looked up in the registry by content id first and downloaded
+only if it is not stored yet.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+from ..constants import COEFFICIENTS_FORMAT
+from ..errors import ContentIdMismatchError, HubError
+from ..format import read_artifact
+from ..registry import Entry, Registry
+from .client import api, endpoint, hub_errors, is_offline, split_revision
+
+__all__ = ["pull"]
+
+
+def pull(spec: str, registry: Registry, *, token: str | None = None, expected_id: str | None = None) -> Entry:
+    """Pull ``org/name[@revision]`` (and its basis, when needed) into ``registry``.
+
+    Raises:
+        HubError: the repo, revision or network is unavailable, or offline and not stored.
+        ContentIdMismatchError: downloaded bytes do not match the manifest (nothing registered).
+    """
+    from huggingface_hub import snapshot_download
+
+    repo_id, revision = split_revision(spec)
+    if is_offline():
+        pinned = revision if revision and len(revision) == 40 else None
+        entry = registry.find_by_hub(repo_id, pinned)
+        if entry is None:
+            raise HubError(f"{spec}: HF_HUB_OFFLINE is set and this repo is not in the registry")
+        return entry
+    with hub_errors(spec):
+        sha = api(token).repo_info(repo_id, revision=revision).sha
+    if (entry := registry.find_by_hub(repo_id, sha)) is not None:
+        return entry
+    downloads = registry.home / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    folder = downloads / f"{repo_id.replace('/', '--')}-{uuid.uuid4().hex[:8]}"
+    try:
+        with hub_errors(spec):
+            snapshot_download(repo_id, revision=sha, local_dir=folder, token=token, endpoint=endpoint())
+        shutil.rmtree(folder / ".cache", ignore_errors=True)
+        try:
+            artifact = read_artifact(folder, verify=True)
+        except ContentIdMismatchError:
+            raise ContentIdMismatchError("downloaded tensor files do not hash to the manifest's content id (modified or corrupt)", path=f"{repo_id}@{sha}") from None
+        if expected_id is not None and artifact.content_id != expected_id:
+            raise ContentIdMismatchError(f"holds {artifact.content_id[:19]}..., but {expected_id[:19]}... was expected", path=f"{repo_id}@{sha}")
+        if artifact.kind == COEFFICIENTS_FORMAT:
+            _ensure_basis(artifact.manifest, registry, token=token, spec=spec)
+        return registry.add(folder, hub_repo=repo_id, hub_revision=sha)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ensure_basis(manifest: dict, registry: Registry, *, token: str | None, spec: str) -> None:
+    basis = manifest["basis"]
+    if registry.find("basis", basis["content_id"]) is not None:
+        return
+    if not basis.get("repo_id"):
+        raise HubError(f"{spec}: its basis {basis['content_id'][:19]}... is not stored and the manifest does not say where it is")
+    location = basis["repo_id"] + (f"@{basis['revision']}" if basis.get("revision") else "")
+    pull(location, registry, token=token, expected_id=basis["content_id"])
