@@ -14,13 +14,21 @@ from contextlib import contextmanager
 
 from ..errors import HubError
 
-__all__ = ["api", "endpoint", "hub_errors", "is_offline", "split_revision"]
+__all__ = ["api", "cache_dir", "endpoint", "hub_errors", "is_offline", "split_revision"]
 
 _DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", _DEFAULT_ENDPOINT).rstrip("/")
+
+
+def cache_dir() -> str:
+    """The Hugging Face cache, from ``HF_HUB_CACHE`` or ``HF_HOME`` as set now (the library reads them once)."""
+    if hub_cache := os.environ.get("HF_HUB_CACHE"):
+        return hub_cache
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(home, "hub")
 
 
 def is_offline() -> bool:

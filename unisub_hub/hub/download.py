@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .client import api, endpoint, hub_errors, is_offline, split_revision
+from .client import api, cache_dir, endpoint, hub_errors, is_offline, split_revision
 
 __all__ = ["SOURCE_FILES", "download_source"]
 
@@ -24,8 +24,8 @@ def download_source(spec: str, *, allow_patterns: Sequence[str] | None = None) -
     repo_id, revision = split_revision(spec)
     with hub_errors(spec):
         if is_offline():
-            folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(allow_patterns or SOURCE_FILES), endpoint=endpoint())
+            folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(allow_patterns or SOURCE_FILES), endpoint=endpoint(), cache_dir=cache_dir())
             return Path(folder), Path(folder).name
         sha = api().repo_info(repo_id, revision=revision).sha
-        folder = snapshot_download(repo_id, revision=sha, allow_patterns=list(allow_patterns or SOURCE_FILES), endpoint=endpoint())
+        folder = snapshot_download(repo_id, revision=sha, allow_patterns=list(allow_patterns or SOURCE_FILES), endpoint=endpoint(), cache_dir=cache_dir())
     return Path(folder), sha
