@@ -57,14 +57,16 @@ def cli(ctx: click.Context, debug: bool, home: Path | None) -> None:
 
 
 def _register_commands() -> None:
+    from .analyze import analyze_command
     from .build import build_command
+    from .demo import demo_command
     from .hub import pull_command, push_command
     from .info import info_command
     from .materialize import materialize_command
     from .project import project_command
     from .registry import registry_group
 
-    for command in (build_command, project_command, materialize_command, push_command, pull_command, info_command, registry_group):
+    for command in (build_command, project_command, materialize_command, push_command, pull_command, info_command, analyze_command, demo_command, registry_group):
         cli.add_command(command)
 
 

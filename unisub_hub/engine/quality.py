@@ -12,7 +12,9 @@ from .basis import LayerBasis
 from .null import flat_null_eigenvalues, side_null_eigenvalues
 from .rank import VARIANCE_TARGETS, explained_variance, k_for_variance
 
-__all__ = ["BuildReport", "LayerReport", "ModeReport", "SourceFit", "assess_layer"]
+CURVE_POINTS = 64
+
+__all__ = ["CURVE_POINTS", "BuildReport", "LayerReport", "ModeReport", "SourceFit", "assess_layer"]
 
 
 @dataclass
@@ -28,6 +30,9 @@ class ModeReport:
     null_explained_variance: float | None = None
     null_k_for: dict[str, int] | None = None
     null_method: str | None = None
+    curve: list[float] | None = None
+    """Explained variance of the top 1, 2, ... directions (first :data:`CURVE_POINTS`)."""
+    null_curve: list[float] | None = None
 
 
 @dataclass
@@ -132,6 +137,7 @@ def assess_layer(
             singular_values=[float(s) for s in singular.cpu()],
             explained_variance=_share(eigenvalues, ranks[mode]),
             k_for=_k_table(eigenvalues),
+            curve=[round(v, 6) for v in explained_variance(eigenvalues)[:CURVE_POINTS].tolist()],
         )
         if null and len(train) > 1:
             if mode == 1:
@@ -143,6 +149,7 @@ def assess_layer(
             report.null_explained_variance = _share(null_values, ranks[mode])
             report.null_k_for = _k_table(null_values)
             report.null_method = method
+            report.null_curve = [round(v, 6) for v in explained_variance(null_values)[:CURVE_POINTS].tolist()]
         mode_reports[str(mode)] = report
     fits = {
         name: SourceFit(

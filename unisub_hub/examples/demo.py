@@ -1,0 +1,272 @@
+"""``unisub-hub demo``: the whole journey on the built-in example collections.
+
+For each collection: build a basis with held-out members, project the held-out ones,
+evaluate their task accuracy as original, rebuilt from the universal subspace (top ``k``),
+rebuilt from the next ``k`` directions (the paper's "secondary" control) and mean only;
+then publish basis and tasks to a local Hub, pull one task into a fresh home, materialize
+it and check that the pulled model scores what the local reconstruction scored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..engine import BuildOptions, LayerBasis, LayerSpec, RankRule, build_basis, project_layer, reconstruct_layer
+from ..format import load_basis, load_coefficients
+from ..hub.pull import pull
+from ..hub.push import push_artifact
+from ..io.collection import open_sources
+from ..pipeline.build import build
+from ..pipeline.materialize import materialize
+from ..pipeline.project import project
+from ..pipeline.selection import select_layers
+from ..registry import Registry
+from ..testing import LocalHub
+
+__all__ = ["DemoResult", "run_demo"]
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class CollectionResult:
+    name: str
+    kind: str
+    k: int
+    sweep: dict[str, dict[int, float]] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, float] = field(default_factory=dict)
+    explained_variance: dict[str, float] = field(default_factory=dict)
+    null_explained_variance: dict[str, float] = field(default_factory=dict)
+    scree: list[dict[str, Any]] = field(default_factory=list)
+    heldout: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DemoResult:
+    collections: list[CollectionResult]
+    hub: dict[str, Any]
+    seconds: dict[str, float]
+    report_dir: Path
+
+
+def _truncate(layer: LayerBasis, start: int, stop: int) -> LayerBasis:
+    """Directions ``start:stop`` of every mode (``0:k`` universal, ``k:2k`` secondary)."""
+    return LayerBasis(
+        layer.name, layer.tensor_shape, layer.modes, mean=layer.mean,
+        left=None if layer.left is None else layer.left[:, start:stop],
+        right=None if layer.right is None else layer.right[:, start:stop],
+        components=None if layer.components is None else layer.components[start:stop],
+    )
+
+
+def _rebuilt(layers: dict[str, LayerBasis], matrices: dict[str, Any], start: int, stop: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, layer in layers.items():
+        part = _truncate(layer, start, stop)
+        out[name] = reconstruct_layer(part, project_layer(part, matrices[name])).reshape(layer.tensor_shape)
+    return out
+
+
+def _sweep_ks(limit: int, main_k: int) -> list[int]:
+    return sorted({k for k in (1, 2, 4, 8, 16, 32, main_k) if k <= limit})
+
+
+def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: int) -> tuple[CollectionResult, list[Path], Path]:
+    from ..examples.minilm import accuracy, ensure_lora_zoo, load_task_model
+    from ..examples.text_tasks import TASKS, make_task
+
+    tasks = TASKS[:5] if quick else TASKS
+    start = time.perf_counter()
+    base, adapters = ensure_lora_zoo(root / "minilm", tasks=tasks, steps=30 if quick else 100,
+                                     on_adapter=lambda r: log(f"  trained LoRA for {r['task']}: accuracy {r['accuracy']:.3f} in {r['seconds']}s"))
+    log(f"LoRA collection ready: {len(adapters)} adapters of all-MiniLM-L6-v2 ({time.perf_counter() - start:.0f}s)")
+    holdout = 2
+    train, held = adapters[:-holdout], adapters[-holdout:]
+    outcome = build([str(a) for a in adapters], work / "minilm-basis", k=main_k, holdout=holdout, name="minilm-lora-basis", device="cpu")
+    result = CollectionResult("minilm-lora", "lora", main_k, heldout=[a.name for a in held])
+    _summarise_build(result, outcome.report)
+    # In memory, a wider basis of the same training set gives every k of the sweep and the secondary directions.
+    sources = open_sources([str(a) for a in adapters])
+    specs = select_layers([s.tensors for s in sources]).layers
+    wide = build_basis(specs, sources[:-holdout], options=BuildOptions(rank=RankRule(k=64), center=False, null_baseline=False)).layers
+    limit = min(min(layer.ranks.values()) for layer in wide.values())
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    base_state = load_task_model(base).state_dict()
+    series: dict[str, dict[int, list[float]]] = {"universal": {}, "secondary": {}}
+    originals, means, coefficient_sizes = [], [], []
+    for folder, source in zip(held, sources[-holdout:]):
+        task = make_task(folder.name.removeprefix("lora-"))
+        head = {name.removeprefix("base_model.model."): source.raw_tensor(name) for name in source.passthrough_names}
+        matrices = source.load([spec.name for spec in specs])
+
+        def score(deltas: dict[str, torch.Tensor]) -> float:
+            state = dict(head)
+            for name, delta in deltas.items():
+                state[name] = (base_state[name].double() + delta).float()
+            return accuracy(load_task_model(base, state), tokenizer, task.test)
+
+        originals.append(score({name: m.dense() for name, m in matrices.items()}))
+        means.append(score({}))
+        for k in _sweep_ks(limit, main_k):
+            series["universal"].setdefault(k, []).append(score(_rebuilt(wide, matrices, 0, k)))
+            if 2 * k <= limit:
+                series["secondary"].setdefault(k, []).append(score(_rebuilt(wide, matrices, k, 2 * k)))
+        projected = project(source, outcome.basis, work / f"task-{folder.name}", name=folder.name.removeprefix("lora-"), device="cpu")
+        coefficient_sizes.append(projected.sizes["coefficients_bytes"])
+        log(f"  held-out {task.name}: original {originals[-1]:.3f}, universal k={main_k} {_mean(series['universal'][main_k][-1:]):.3f}, mean only {means[-1]:.3f}")
+    result.sweep = {label: {k: _mean(v) for k, v in points.items()} for label, points in series.items()}
+    result.accuracy = {
+        "original": _mean(originals),
+        f"universal k={main_k}": result.sweep["universal"][main_k],
+        f"secondary k={main_k}": result.sweep["secondary"].get(main_k, float("nan")),
+        "mean only": _mean(means),
+    }
+    adapter_bytes = _mean([float((a / "adapter_model.safetensors").stat().st_size) for a in held])
+    result.sizes = {"original_bytes": adapter_bytes, "coefficients_bytes": _mean(coefficient_sizes),
+                    "ratio": adapter_bytes / _mean(coefficient_sizes), "basis_bytes": float(outcome.sizes["basis_bytes"])}
+    return result, [work / f"task-{f.name}" for f in held], base
+
+
+def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k: int) -> tuple[CollectionResult, list[Path]]:
+    from ..examples.digits import accuracy, ensure_digits_zoo, pair_of
+
+    label = "digits-shared-init" if shared else "digits-random-init"
+    folders = ensure_digits_zoo(root / label, shared_init=shared)
+    holdout = 4
+    held = folders[-holdout:]
+    outcome = build([str(f) for f in folders], work / f"{label}-basis", modes="1", k=main_k, holdout=holdout, name=label, device="cpu")
+    result = CollectionResult(label, "checkpoint", main_k, heldout=[f.name for f in held])
+    _summarise_build(result, outcome.report)
+    sources = open_sources([str(f) for f in folders])
+    specs = [LayerSpec(n, tuple(sources[0].tensors[n].shape)) for n in outcome.basis.layer_names]
+    wide = build_basis(specs, sources[:-holdout], options=BuildOptions(modes=(1,), rank=RankRule(k=64), null_baseline=False)).layers
+    limit = min(layer.ranks[1] for layer in wide.values())
+    series: dict[str, dict[int, list[float]]] = {"universal": {}, "secondary": {}}
+    originals, means, coefficient_sizes = [], [], []
+    for folder, source in zip(held, sources[-holdout:]):
+        pair = pair_of(folder)
+        own = {name: source.tensor(name) for name in source.tensors}
+        matrices = source.load([s.name for s in specs])
+        originals.append(accuracy(own, pair))
+        means.append(accuracy({**own, **{n: l.mean.reshape(l.tensor_shape) for n, l in wide.items()}}, pair))
+        for k in _sweep_ks(limit, main_k):
+            series["universal"].setdefault(k, []).append(accuracy({**own, **_rebuilt(wide, matrices, 0, k)}, pair))
+            if 2 * k <= limit:
+                series["secondary"].setdefault(k, []).append(accuracy({**own, **_rebuilt(wide, matrices, k, 2 * k)}, pair))
+        projected = project(source, outcome.basis, work / f"task-{folder.name}-{label}", name=f"{label}-{folder.name}", device="cpu")
+        coefficient_sizes.append(projected.sizes["coefficients_bytes"])
+    result.sweep = {name: {k: _mean(v) for k, v in points.items()} for name, points in series.items()}
+    result.accuracy = {
+        "original": _mean(originals),
+        f"universal k={main_k}": result.sweep["universal"].get(main_k, float("nan")),
+        f"secondary k={main_k}": result.sweep["secondary"].get(main_k, float("nan")),
+        "mean only": _mean(means),
+    }
+    model_bytes = _mean([float((f / "model.safetensors").stat().st_size) for f in held])
+    result.sizes = {"original_bytes": model_bytes, "coefficients_bytes": _mean(coefficient_sizes),
+                    "ratio": model_bytes / _mean(coefficient_sizes), "basis_bytes": float(outcome.sizes["basis_bytes"])}
+    log(f"{label}: original {result.accuracy['original']:.3f}, universal k={main_k} {result.accuracy[f'universal k={main_k}']:.3f}, mean only {result.accuracy['mean only']:.3f}")
+    return result, [work / f"task-{f.name}-{label}" for f in held]
+
+
+def _summarise_build(result: CollectionResult, report) -> None:  # noqa: ANN001
+    modes = {}
+    nulls = {}
+    for layer in report.layers:
+        for mode, data in layer.mode_reports.items():
+            modes.setdefault(mode, []).append(data.explained_variance)
+            if data.null_explained_variance is not None:
+                nulls.setdefault(mode, []).append(data.null_explained_variance)
+        result.scree.append({"name": layer.name, "modes": {m: {"explained_variance_curve": d.curve, "null_explained_variance_curve": d.null_curve} for m, d in layer.mode_reports.items()}})
+    result.explained_variance = {m: _mean(v) for m, v in modes.items()}
+    result.null_explained_variance = {m: _mean(v) for m, v in nulls.items()}
+
+
+def _mean(values: Sequence[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _hub_trip(work: Path, lora_tasks: list[Path], base: Path, log: Log) -> dict[str, Any]:
+    """Publish the LoRA basis and tasks to a local Hub, pull one into a fresh home, materialize, evaluate."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from ..examples.minilm import accuracy, load_task_model
+    from ..examples.text_tasks import make_task
+
+    saved = {key: os.environ.get(key) for key in ("HF_ENDPOINT", "HF_HUB_DISABLE_XET")}
+    with LocalHub() as hub:
+        os.environ.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1")
+        try:
+            publisher = Registry(work / "home-publisher")
+            basis_folder = work / "minilm-basis"
+            publisher.add(basis_folder)
+            pushed = push_artifact(basis_folder, "demo/minilm-lora-basis")
+            publisher.set_hub(load_basis(basis_folder).content_id, pushed.repo_id, pushed.commit)
+            for task in lora_tasks:
+                publisher.add(task)
+                done = push_artifact(task, f"demo/{task.name}", basis_location=(pushed.repo_id, pushed.commit))
+                publisher.set_hub(load_coefficients(task).content_id, done.repo_id, done.commit)
+            log(f"pushed basis and {len(lora_tasks)} coefficient sets to the local Hub at {hub.url}")
+            consumer = Registry(work / "home-consumer")
+            before = hub.bytes_downloaded()
+            first = pull(f"demo/{lora_tasks[0].name}", consumer)
+            first_bytes = hub.bytes_downloaded() - before
+            before = hub.bytes_downloaded()
+            pull(f"demo/{lora_tasks[1].name}", consumer)
+            second_bytes = hub.bytes_downloaded() - before
+            coefficients = load_coefficients(first.path)
+            out = work / "pulled-adapter"
+            shutil.rmtree(out, ignore_errors=True)
+            materialize(coefficients, load_basis(consumer.resolve(coefficients.basis_id, "basis").path), out, device="cpu")
+            model = PeftModel.from_pretrained(load_task_model(base), out).eval()
+            task = make_task(lora_tasks[0].name.removeprefix("task-lora-"))
+            score = accuracy(model, AutoTokenizer.from_pretrained(base), task.test)
+            publisher.close()
+            consumer.close()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    log(f"pulled {first.name} into a fresh home ({first_bytes:,} bytes with its basis; a second task: {second_bytes:,} bytes), materialized as a PEFT adapter: accuracy {score:.3f}")
+    return {"endpoint": "local", "task": first.name, "pulled_bytes_with_basis": first_bytes, "pulled_bytes_basis_stored": second_bytes,
+            "materialized_accuracy": score, "adapter": str(out)}
+
+
+def run_demo(home: Path, report_dir: Path, *, quick: bool = False, log: Log = print) -> DemoResult:
+    """Run the demo; example collections are cached under ``home/examples`` for later runs."""
+    torch.manual_seed(0)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    root = home / "examples"
+    if report_dir.exists():
+        shutil.rmtree(report_dir / "work", ignore_errors=True)
+    work = report_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    lora, lora_tasks, base = _lora_collection(root, work, log, quick=quick, main_k=8)
+    seconds["lora"] = time.perf_counter() - start
+    shared, _ = _digits_collection(root, work, log, shared=True, main_k=4)
+    random_init, _ = _digits_collection(root, work, log, shared=False, main_k=4)
+    seconds["digits"] = time.perf_counter() - start - seconds["lora"]
+    hub = _hub_trip(work, lora_tasks, base, log)
+    seconds["total"] = time.perf_counter() - start
+    result = DemoResult([lora, shared, random_init], hub, seconds, report_dir)
+    from .report import write_report
+
+    write_report(result)
+    return result

@@ -1,0 +1,91 @@
+"""``analyze``: the spectra of a collection, its null baseline and layer quality, without a basis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..engine import BuildOptions, Progress, RankRule, build_basis, parse_modes, resolve_device
+from ..engine.alpha import QualityThresholds, fit_power_law, layer_quality
+from ..engine.quality import CURVE_POINTS
+from ..io.collection import open_sources
+from .build import _check_duplicates
+from .selection import select_layers
+
+__all__ = ["AnalyzeReport", "analyze"]
+
+
+@dataclass
+class AnalyzeReport:
+    layers: list[dict[str, Any]]
+    sources: list[str]
+    q_all: float
+    q_arch: float
+    retained: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sources": self.sources, "q_all": self.q_all, "q_arch": self.q_arch, "retained": self.retained, "layers": self.layers}
+
+
+def analyze(
+    source_specs: Sequence[str],
+    *,
+    modes: str = "2,3",
+    center: bool | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    device: str = "auto",
+    allow_pickle: bool = False,
+    thresholds: QualityThresholds = QualityThresholds(),
+    progress: Progress | None = None,
+) -> AnalyzeReport:
+    """Explained variance per layer and mode (with the Gaussian null) and the alpha layer quality.
+
+    ``q_all`` is the mean ``q`` over every layer; ``q_arch`` the mean ``q`` of the retained
+    layers times the share of layers retained (0 when none is).
+    """
+    sources = open_sources(source_specs, allow_pickle=allow_pickle)
+    selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
+    _check_duplicates(sources)
+    if center is None:
+        center = sources[0].kind == "checkpoint"
+    options = BuildOptions(modes=parse_modes(modes), rank=RankRule(k=1), center=center, device=device)
+    result = build_basis(selection.layers, sources, options=options, progress=progress)
+    alphas = _alphas(selection.layers, sources, resolve_device(device), progress)
+    layers = []
+    for report in result.report.layers:
+        quality = layer_quality(alphas[report.name], thresholds)
+        entry: dict[str, Any] = {"name": report.name, "shape": list(report.shape), "modes": {}}
+        for mode, mode_report in report.mode_reports.items():
+            entry["modes"][mode] = {
+                "k_for": mode_report.k_for,
+                "null_k_for": mode_report.null_k_for,
+                "null_method": mode_report.null_method,
+                "explained_variance_curve": mode_report.curve,
+                "null_explained_variance_curve": mode_report.null_curve,
+                "singular_values": mode_report.singular_values[:CURVE_POINTS],
+            }
+        entry.update(alphas=quality.alphas, mean_alpha=quality.mean_alpha, std_alpha=quality.std_alpha, q=quality.q, retained=quality.retained)
+        layers.append(entry)
+    retained = [layer["name"] for layer in layers if layer["retained"]]
+    q_all = sum(layer["q"] for layer in layers) / len(layers)
+    q_kept = [layer["q"] for layer in layers if layer["retained"]]
+    q_arch = (sum(q_kept) / len(q_kept)) * (len(q_kept) / len(layers)) if q_kept else 0.0
+    return AnalyzeReport(layers=layers, sources=[s.name for s in sources], q_all=q_all, q_arch=q_arch, retained=retained)
+
+
+def _alphas(layers, sources, device: torch.device, progress: Progress | None) -> dict[str, list[float]]:  # noqa: ANN001
+    out: dict[str, list[float]] = {spec.name: [] for spec in layers}
+    advance = progress.task("alpha fits", len(sources)) if progress else (lambda: None)
+    names = [spec.name for spec in layers]
+    for source in sources:
+        for name in names:
+            matrix = source.load([name])[name].to(device, torch.float64)
+            singular = matrix.singular_values if hasattr(matrix, "singular_values") else torch.linalg.svdvals(matrix.value)
+            out[name].append(fit_power_law(singular.square().cpu()).alpha)
+        advance()
+    return out
+
