@@ -65,8 +65,9 @@ def _register_commands() -> None:
     from .materialize import materialize_command
     from .project import project_command
     from .registry import registry_group
+    from .validate import validate_command
 
-    for command in (build_command, project_command, materialize_command, push_command, pull_command, info_command, analyze_command, demo_command, registry_group):
+    for command in (build_command, project_command, materialize_command, push_command, pull_command, info_command, analyze_command, validate_command, demo_command, registry_group):
         cli.add_command(command)
 
 

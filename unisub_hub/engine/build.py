@@ -26,7 +26,7 @@ from .accumulate import LayerAccumulator
 from .basis import LayerBasis, parse_modes
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .matrix import LayerMatrix
+from .matrix import Dense, LayerMatrix
 from .quality import BuildReport, LayerReport, assess_layer
 from .rank import RankRule, numerical_rank
 
@@ -172,11 +172,21 @@ class _Context:
 
     def cast(self, matrix: LayerMatrix, source: str, layer: str) -> LayerMatrix:
         moved = matrix.to(self.device, self.options.accumulate_dtype)
+        parts = (moved.value,) if isinstance(moved, Dense) else (moved.left, moved.singular_values, moved.right)
+        if all(bool(torch.isfinite(part).all()) for part in parts):
+            return moved
         if self.options.check_finite:
-            parts = (moved.value,) if hasattr(moved, "value") else (moved.left, moved.singular_values, moved.right)
-            if not all(bool(torch.isfinite(part).all()) for part in parts):
-                raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
-        return moved
+            raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
+        if isinstance(moved, Dense):
+            return Dense(torch.nan_to_num(moved.value, nan=0.0, posinf=0.0, neginf=0.0))
+        return moved  # a LoRA update with NaN factors has no finite canonical form; eigh reports it
+
+    def finite_rows(self, value: torch.Tensor, source: str, layer: str) -> torch.Tensor:
+        if bool(torch.isfinite(value).all()):
+            return value
+        if self.options.check_finite:
+            raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
+        return torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions) -> list[list[LayerSpec]]:
@@ -234,7 +244,7 @@ def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...]
     for mode, side, side_mean in ((2, acc.left, mean), (3, acc.right, None if mean is None else mean.T)):
         if side is None:
             continue
-        values, vectors = side.eigen(side_mean, acc.count)
+        values, vectors = _solve(spec.name, lambda: side.eigen(side_mean, acc.count))
         limit = numerical_rank(values)
         k = rule.choose(values, limit)
         if mode == 2:
@@ -243,6 +253,14 @@ def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...]
             basis.right = vectors[:, :k].contiguous()
         basis.spectra[mode] = values[:limit].sqrt()
     return basis
+
+
+def _solve(layer: str, function: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run an eigensolver; its failure (non-finite or degenerate data) becomes an :class:`EngineError`."""
+    try:
+        return function()
+    except torch.linalg.LinAlgError as error:
+        raise EngineError(f"layer {layer}: the eigendecomposition failed ({str(error).split(':')[-1].strip()}); non-finite values in a source?") from None
 
 
 def _row_blocks(spec: LayerSpec, count: int, options: BuildOptions) -> list[tuple[int, int]]:
@@ -257,9 +275,7 @@ def _load_block(sources: Sequence[MatrixSource], spec: LayerSpec, block: tuple[i
     rows = []
     for source in sources:
         value = source.load_rows(spec.name, *block).to(context.device, context.options.accumulate_dtype)
-        if context.options.check_finite and not bool(torch.isfinite(value).all()):
-            raise NonFiniteError(f"tensor {spec.name} holds NaN or Inf", source=source.name)
-        rows.append(value.reshape(-1))
+        rows.append(context.finite_rows(value, source.name, spec.name).reshape(-1))
     return torch.stack(rows)
 
 
@@ -280,7 +296,7 @@ def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Cont
     if opts.center:
         centering = torch.eye(count, device=context.device, dtype=gram.dtype) - 1.0 / count
         gram = centering @ gram @ centering
-    values, vectors = torch.linalg.eigh((gram + gram.T) / 2)
+    values, vectors = _solve(spec.name, lambda: torch.linalg.eigh((gram + gram.T) / 2))
     values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
     limit = min(numerical_rank(values), count - 1 if opts.center else count)
     k = opts.rank.choose(values, limit)

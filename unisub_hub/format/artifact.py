@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from ..constants import (
     BASIS_FORMAT,
@@ -30,7 +29,7 @@ from ..constants import (
 from ..errors import ArtifactExistsError, ContentIdMismatchError, FormatError
 from .schema import validate_manifest
 from .shards import ShardWriter
-from .tensorfile import content_id, read_header
+from .tensorfile import content_id, open_tensor_file, read_header
 
 __all__ = ["MANIFEST_NAMES", "Artifact", "atomic_folder", "check_output", "read_artifact", "write_artifact"]
 
@@ -128,7 +127,7 @@ class Artifact:
             file_name = self._locations[name]
         except KeyError:
             raise FormatError(f"tensor {name!r} is not in the artifact", path=self.path) from None
-        with safe_open(self.path / file_name, framework="pt", device=str(device)) as handle:
+        with open_tensor_file(self.path / file_name, str(device)) as handle:
             return handle.get_tensor(name)
 
     def tensor_info(self, name: str) -> dict[str, Any]:

@@ -11,15 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from ..errors import FormatError
 
-__all__ = ["canonical_bytes", "content_id", "read_header", "write_tensor_file"]
+__all__ = ["canonical_bytes", "content_id", "open_tensor_file", "read_header", "write_tensor_file"]
 
 _HASH_CHUNK = 1 << 22
 
@@ -41,11 +44,19 @@ def write_tensor_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata:
     return len(data)
 
 
+DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
 def read_header(path: Path) -> dict:
-    """The JSON header of a safetensors file, checked against the file's real size.
+    """The JSON header of a safetensors file, checked entry by entry against the file's real size.
+
+    Every tensor entry must have a known dtype, a shape of non-negative integers and
+    ``data_offsets`` that match its byte size; entries must tile the data section exactly.
+    This catches truncated files and headers that lie before any tensor is read.
 
     Raises:
-        FormatError: the file is shorter than its header says, or the header is not JSON.
+        FormatError: naming the file and the first problem found.
     """
     size = path.stat().st_size
     with path.open("rb") as handle:
@@ -61,14 +72,52 @@ def read_header(path: Path) -> dict:
             raise FormatError(f"safetensors header is not valid JSON ({error.__class__.__name__})", path=path) from None
     if not isinstance(header, dict):
         raise FormatError("safetensors header is not a JSON object", path=path)
-    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__" and _is_entry(entry)), default=0)
-    if 8 + length + end != size:
-        raise FormatError(f"tensor data should end at byte {8 + length + end} but the file has {size} bytes (truncated or padded)", path=path)
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise FormatError("safetensors __metadata__ must map strings to strings", path=path)
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        spans.append((*_entry_span(name, entry, path), name))
+    spans.sort()
+    position = 0
+    for start, stop, name in spans:
+        if start != position:
+            raise FormatError(f"tensor {name!r} starts at byte {start} of the data, expected {position} (overlapping or gapped offsets)", path=path)
+        position = stop
+    if 8 + length + position != size:
+        raise FormatError(f"tensor data should end at byte {8 + length + position} but the file has {size} bytes (truncated or padded)", path=path)
     return header
 
 
-def _is_entry(entry: object) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+def _entry_span(name: str, entry: object, path: Path) -> tuple[int, int]:
+    if not isinstance(entry, dict):
+        raise FormatError(f"header entry for {name!r} is not an object", path=path)
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_SIZES:
+        raise FormatError(f"tensor {name!r} has unknown dtype {dtype!r}", path=path)
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise FormatError(f"tensor {name!r} has an invalid shape {shape!r}", path=path)
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise FormatError(f"tensor {name!r} has invalid data_offsets {offsets!r}", path=path)
+    start, stop = offsets
+    count = 1
+    for d in shape:
+        count *= d
+    if start < 0 or stop - start != count * DTYPE_SIZES[dtype]:
+        raise FormatError(f"tensor {name!r}: data_offsets {offsets} hold {stop - start} bytes, its shape and dtype need {count * DTYPE_SIZES[dtype]}", path=path)
+    return start, stop
+
+
+@contextmanager
+def open_tensor_file(path: Path, device: str = "cpu") -> Iterator[Any]:
+    """``safe_open`` whose errors (corrupt data, bad header) become :class:`FormatError` naming the file."""
+    try:
+        with safe_open(path, framework="pt", device=device) as handle:
+            yield handle
+    except SafetensorError as error:
+        raise FormatError(f"cannot read tensors ({str(error).splitlines()[0] if str(error) else 'corrupt file'})", path=path) from None
 
 
 def content_id(files: Iterable[Path]) -> str:

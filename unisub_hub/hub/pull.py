@@ -14,6 +14,7 @@ import uuid
 from ..constants import COEFFICIENTS_FORMAT
 from ..errors import ContentIdMismatchError, HubError
 from ..format import read_artifact
+from ..pipeline.validate import check_tensor_table
 from ..registry import Entry, Registry
 from .client import api, endpoint, hub_errors, is_offline, split_revision
 
@@ -51,6 +52,7 @@ def pull(spec: str, registry: Registry, *, token: str | None = None, expected_id
             artifact = read_artifact(folder, verify=True)
         except ContentIdMismatchError:
             raise ContentIdMismatchError("downloaded tensor files do not hash to the manifest's content id (modified or corrupt)", path=f"{repo_id}@{sha}") from None
+        check_tensor_table(artifact)
         if expected_id is not None and artifact.content_id != expected_id:
             raise ContentIdMismatchError(f"holds {artifact.content_id[:19]}..., but {expected_id[:19]}... was expected", path=f"{repo_id}@{sha}")
         if artifact.kind == COEFFICIENTS_FORMAT:

@@ -11,6 +11,7 @@ from ..format import read_artifact
 from ..format.artifact import MANIFEST_NAMES, Artifact
 from ..format.card import basis_card, coefficients_card
 from ..format.schema import validate_manifest
+from ..pipeline.validate import check_tensor_table
 from .client import api, hub_errors, split_revision
 
 __all__ = ["PushResult", "push_artifact"]
@@ -45,6 +46,7 @@ def push_artifact(
 
     split_revision(repo_id)
     artifact = read_artifact(folder, verify=True)
+    check_tensor_table(artifact)
     manifest = dict(artifact.manifest)
     if artifact.kind == COEFFICIENTS_FORMAT and basis_location is not None:
         manifest["basis"] = {**manifest["basis"], "repo_id": basis_location[0], "revision": basis_location[1]}

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from safetensors import safe_open
 
 from ..engine.matrix import Dense, matrix_view
 from ..errors import FormatError, PickleRefusedError, SourceError
-from ..format.tensorfile import read_header
+from ..format.tensorfile import open_tensor_file, read_header
 
 __all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "sha256_files"]
 
@@ -130,7 +129,7 @@ class CheckpointSource:
         """One tensor, read from its file."""
         if self._pickled is not None:
             return self._pickled[name]
-        with safe_open(self._file_of(name), framework="pt") as handle:
+        with open_tensor_file(self._file_of(name)) as handle:
             return handle.get_tensor(name)
 
     def load(self, names: Sequence[str]) -> dict[str, Dense]:
@@ -141,7 +140,7 @@ class CheckpointSource:
         for name in names:
             by_file.setdefault(self._file_of(name), []).append(name)
         for path, file_names in by_file.items():
-            with safe_open(path, framework="pt") as handle:
+            with open_tensor_file(path) as handle:
                 for name in file_names:
                     out[name] = Dense(matrix_view(handle.get_tensor(name)))
         return out
@@ -149,7 +148,7 @@ class CheckpointSource:
     def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         if self._pickled is not None:
             return matrix_view(self._pickled[name])[start:stop]
-        with safe_open(self._file_of(name), framework="pt") as handle:
+        with open_tensor_file(self._file_of(name)) as handle:
             return matrix_view(handle.get_slice(name)[start:stop])
 
     def provenance(self) -> dict[str, Any]:

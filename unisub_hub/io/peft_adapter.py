@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from ..engine.matrix import LowRank, lora_canonical, lora_scale
 from ..errors import PickleRefusedError, SourceError
-from ..format.tensorfile import read_header
+from ..format.tensorfile import open_tensor_file, read_header
 from .checkpoint import TensorInfo, sha256_files
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora_folder", "pattern_value"]
@@ -157,7 +156,7 @@ class LoraSource:
     def raw_tensor(self, key: str) -> torch.Tensor:
         if self._pickled is not None:
             return self._pickled[key]
-        with safe_open(self.weights, framework="pt") as handle:
+        with open_tensor_file(self.weights) as handle:
             return handle.get_tensor(key)
 
     def factors(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
-from ..engine import BuildOptions, BuildReport, Progress, RankRule, build_basis, parse_modes
+from ..engine import BuildOptions, BuildReport, LayerSpec, Progress, RankRule, build_basis, parse_modes
 from ..errors import EngineError, IncompatibleSourcesError
 from ..format import check_output, BasisArtifact, save_basis
 from ..format.common import DTYPES, safe_name
@@ -61,6 +61,28 @@ def architecture_of(sources: Sequence[Source]) -> tuple[str, dict[str, Any] | No
     return "unknown", None
 
 
+def _check_same_architecture(sources: Sequence[Source]) -> None:
+    """Refuse a source whose tensor names barely overlap the first source's (another architecture)."""
+    reference = set(sources[0].tensors)
+    for source in sources[1:]:
+        names = set(source.tensors)
+        shared = len(reference & names)
+        if shared < 0.5 * len(reference | names):
+            raise IncompatibleSourcesError(
+                f"shares only {shared} of {len(reference | names)} tensor names with {sources[0].name}: a different architecture?", source=source.name
+            )
+
+
+def _largest_rank(layers: Sequence[LayerSpec], modes: tuple[int, ...], count: int, center: bool) -> int:
+    """The most directions any layer's data can have in any mode (before looking at the data)."""
+    best = 0
+    for spec in layers:
+        p, q = spec.shape
+        for mode in modes:
+            best = max(best, {1: count - 1 if center else count, 2: min(p, count * q), 3: min(q, count * p)}[mode])
+    return best
+
+
 def _check_duplicates(sources: Sequence[Source]) -> None:
     seen: dict[str, str] = {}
     for source in sources:
@@ -87,6 +109,7 @@ def build(
     arch: str | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     allow_pickle: bool = False,
+    allow_nonfinite: bool = False,
     progress: Progress | None = None,
     command: str | None = None,
 ) -> BuildOutcome:
@@ -112,10 +135,14 @@ def build(
     if center is None:
         center = kind == "checkpoint"
     rule = RankRule(k=k, variance=variance) if (k is not None or variance is not None) else RankRule(k=8)
+    _check_same_architecture(sources)
     selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
     _check_duplicates(sources)
+    mode_set = parse_modes(modes)
+    if k is not None and k > (largest := _largest_rank(selection.layers, mode_set, len(train), center)):
+        raise EngineError(f"--k {k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
     options = BuildOptions(
-        modes=parse_modes(modes), rank=rule, center=center, device=device, max_memory=max_memory
+        modes=mode_set, rank=rule, center=center, device=device, max_memory=max_memory, check_finite=not allow_nonfinite
     )
     result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress)
     arch_name, base_model = architecture_of(train)

@@ -41,7 +41,11 @@ class MaterializeOutcome:
 
 
 def check_pair(coefficients: CoefficientSet, basis: BasisArtifact) -> None:
-    """The coefficient set must name this basis and fit its layer table."""
+    """The coefficient set must name this basis and fit its layer table (and both their manifests)."""
+    from .validate import check_tensor_table
+
+    check_tensor_table(coefficients.artifact)
+    check_tensor_table(basis.artifact)
     if coefficients.basis_id != basis.content_id:
         raise FormatError(f"coefficient set refers to basis {coefficients.basis_id[:19]}..., but the basis given is {basis.content_id[:19]}...", path=coefficients.path)
     for entry in coefficients.manifest["layers"]:

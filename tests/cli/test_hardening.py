@@ -1,0 +1,154 @@
+"""No bad input gets through: one line, exit 1, output folder and registry untouched."""
+
+from __future__ import annotations
+
+import errno
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from test_cli import SHAPES, run, write_checkpoints
+
+
+def registry_rows() -> list:
+    return json.loads(run("registry", "list", "bases", "--json").stdout) + json.loads(run("registry", "list", "tasks", "--json").stdout)
+
+
+def refused(args, message: str, out: Path | None = None) -> str:
+    before = registry_rows()
+    result = run(*args, ok=False)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: ") and message in line, line
+    if out is not None:
+        assert not out.exists()
+        assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp")]
+    assert registry_rows() == before
+    return line
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    return write_checkpoints(tmp_path / "zoo", 4, SHAPES)
+
+
+def test_truncated_source(tmp_path, zoo):
+    path = zoo[1] / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-7])
+    refused(["build", *zoo, "--out", tmp_path / "out"], f"{path}: tensor data should end at byte", tmp_path / "out")
+
+
+def test_corrupt_header_json(tmp_path, zoo):
+    path = zoo[0] / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[10:14] = b"\xff\xfe{{"
+    path.write_bytes(bytes(data))
+    refused(["build", *zoo, "--out", tmp_path / "out"], f"{path}: safetensors header is not valid JSON", tmp_path / "out")
+
+
+def test_header_that_lies_about_sizes(tmp_path, zoo):
+    path = zoo[2] / "model.safetensors"
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    header["layers.0.w"]["shape"] = [16, 13]  # claims more elements than its byte span holds
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+    refused(["build", *zoo, "--out", tmp_path / "out"], "tensor 'layers.0.w': data_offsets", tmp_path / "out")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_source_is_refused_unless_allowed(tmp_path, zoo, value):
+    tensors = {"layers.0.w": torch.randn(16, 12), "layers.1.w": torch.randn(12, 16), "norm.weight": torch.randn(16)}
+    tensors["layers.1.w"][3, 3] = value
+    save_file(tensors, zoo[3] / "model.safetensors")
+    refused(["build", *zoo, "--out", tmp_path / "out"], f"{zoo[3]}: tensor layers.1.w holds NaN or Inf", tmp_path / "out")
+    allowed = run("build", *zoo, "--out", tmp_path / "out", "--allow-nonfinite", "--k", "1", "--no-register")
+    assert allowed.exit_code == 0
+
+
+def test_source_of_another_architecture(tmp_path, zoo):
+    other = write_checkpoints(tmp_path / "other", 1, {"encoder.x": (8, 8), "encoder.y": (8, 8), "head": (2, 8)})[0]
+    refused(["build", *zoo, other, "--out", tmp_path / "out"], f"{other}: shares only 0 of 6 tensor names with {zoo[0]}: a different architecture?", tmp_path / "out")
+
+
+def test_duplicate_sources(tmp_path, zoo):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes((zoo[0] / "model.safetensors").read_bytes())
+    refused(["build", *zoo, copy, "--out", tmp_path / "out"], f"{copy}: has the same bytes (sha256) as {zoo[0]}: duplicate source", tmp_path / "out")
+
+
+def test_one_source_and_zero_sources(tmp_path, zoo):
+    refused(["build", zoo[0], "--out", tmp_path / "out"], "a basis needs at least 2 sources, got 1", tmp_path / "out")
+    empty = run("build", "--out", tmp_path / "out", ok=False)
+    assert empty.exit_code == 2 and "Missing argument 'SOURCES...'" in empty.output
+
+
+def test_rank_larger_than_the_data_allows(tmp_path, zoo):
+    refused(["build", *zoo, "--out", tmp_path / "out", "--modes", "1", "--k", "9"], "--k 9 is more than the data can have: with 4 sources no layer has more than 3 directions", tmp_path / "out")
+
+
+def test_empty_layer_selection(tmp_path, zoo):
+    refused(["build", *zoo, "--out", tmp_path / "out", "--include", "nothing.*"], "the layer selection is empty", tmp_path / "out")
+
+
+def test_repo_ids_and_names_with_path_tricks(tmp_path, zoo):
+    refused(["pull", "../etc/passwd"], "../etc/passwd: not a Hub repo id")
+    refused(["pull", "org/..@main"], "not a Hub repo id")
+    refused(["build", *zoo, "--out", tmp_path / "out", "--name", "../escape"], "manifest field name", tmp_path / "out")
+
+
+def test_tensor_names_with_path_separators_are_refused(tmp_path, zoo):
+    for folder in zoo:
+        tensors = {"layers.0.w": torch.randn(16, 12), "layers.1.w": torch.randn(12, 16), "../evil": torch.randn(3)}
+        save_file(tensors, folder / "model.safetensors")
+    run("build", *zoo[:3], "--out", tmp_path / "basis", "--k", "1")
+    refused(["project", zoo[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task"], "manifest field passthrough/0/name", tmp_path / "task")
+
+
+def test_manifest_with_extra_or_missing_fields(tmp_path, zoo):
+    run("build", *zoo, "--out", tmp_path / "basis", "--k", "1", "--no-register")
+    manifest_path = tmp_path / "basis" / "unisub_basis.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "unexpected": True}))
+    refused(["project", zoo[0], "--basis", tmp_path / "basis", "--out", tmp_path / "task"], "Additional properties are not allowed ('unexpected' was unexpected)", tmp_path / "task")
+    del manifest["sources"]
+    manifest_path.write_text(json.dumps(manifest))
+    refused(["info", tmp_path / "basis"], "'sources' is a required property")
+
+
+def test_basis_with_newer_major_version(tmp_path, zoo):
+    run("build", *zoo, "--out", tmp_path / "basis", "--k", "1", "--no-register")
+    manifest_path = tmp_path / "basis" / "unisub_basis.json"
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "format_version": "2.1.0"}))
+    refused(["project", zoo[0], "--basis", tmp_path / "basis", "--out", tmp_path / "task"], "major version 2; this unisub-hub reads major version 1 only (upgrade unisub-hub to read it)", tmp_path / "task")
+
+
+@pytest.mark.parametrize(("code", "text"), [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
+def test_disk_full_or_permission_denied_leaves_nothing(tmp_path, zoo, monkeypatch, code, text):
+    import unisub_hub.format.tensorfile as tensorfile
+
+    def failing_write(path, *args, **kwargs):
+        raise OSError(code, text, str(path))
+
+    monkeypatch.setattr(tensorfile, "write_tensor_file", failing_write)
+    monkeypatch.setattr("unisub_hub.format.shards.write_tensor_file", failing_write)
+    line = refused(["build", *zoo, "--out", tmp_path / "out", "--k", "1"], text, tmp_path / "out")
+    assert ".basis-part1.safetensors" in line
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, zoo):
+    from click.testing import CliRunner
+
+    from unisub_hub.cli import cli
+    from unisub_hub.errors import EngineError
+
+    result = CliRunner().invoke(cli, ["--debug", "build", str(zoo[0]), "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, EngineError)

@@ -1,0 +1,215 @@
+"""``validate``: every check of an artifact, each reported as pass or fail with the reason.
+
+The cheap checks (schema, version, content id, tensor names/shapes/dtypes, basis pairing)
+also run implicitly before ``materialize`` and ``push`` and after ``pull``; ``--deep`` adds
+orthonormality of the factors and finiteness of every tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..constants import BASIS_FORMAT
+from ..errors import UnisubError
+from ..format import BasisArtifact, CoefficientSet, architecture_fingerprint, load_basis, read_artifact
+from ..format.artifact import Artifact
+
+__all__ = ["Check", "ValidationReport", "check_base_model", "check_tensor_table", "validate"]
+
+_DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
+_TOLERANCE = {"F64": 1e-8, "F32": 1e-4, "F16": 5e-3, "BF16": 3e-2}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class ValidationReport:
+    target: str
+    kind: str | None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "kind": self.kind, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+    def run(self, name: str, function: Callable[[], str | None]) -> bool:
+        """Run one check; an expected error becomes a failed check with its one-line message."""
+        try:
+            detail = function() or ""
+        except UnisubError as error:
+            self.checks.append(Check(name, False, str(error)))
+            return False
+        self.checks.append(Check(name, True, detail))
+        return True
+
+
+def _expected_basis_tensors(artifact: Artifact) -> dict[str, tuple[tuple[int, ...], str]]:
+    manifest = artifact.manifest
+    code = _DTYPE_CODES[manifest["dtype"]]
+    expected = {}
+    for layer in manifest["layers"]:
+        p = layer["shape"][0]
+        q = 1
+        for d in layer["shape"][1:]:
+            q *= d
+        ranks = {int(m): r for m, r in layer["ranks"].items()}
+        shapes = {"mean": (p, q), "U": (p, ranks.get(2, 0)), "V": (q, ranks.get(3, 0)), "components": (ranks.get(1, 0), p, q)}
+        for role, stored in layer["tensors"].items():
+            if role.startswith("S"):
+                expected[stored] = (None, "F32")  # spectra: any length
+            else:
+                expected[stored] = (shapes[role], code)
+    return expected
+
+
+def check_tensor_table(artifact: Artifact) -> str:
+    from ..errors import FormatError
+
+    if artifact.kind == BASIS_FORMAT:
+        expected = _expected_basis_tensors(artifact)
+    else:
+        expected = {e["tensor"]: (tuple(e["shape"]), "F32") for e in artifact.manifest["layers"]}
+        expected.update({e["name"]: (tuple(e["shape"]), None) for e in artifact.manifest["passthrough"]})
+    stored = set(artifact.tensor_names())
+    missing = sorted(set(expected) - stored)
+    extra = sorted(stored - set(expected))
+    if missing:
+        raise FormatError(f"tensor {missing[0]!r} named in the manifest is not in the tensor files ({len(missing)} missing)", path=artifact.path)
+    if extra:
+        raise FormatError(f"tensor {extra[0]!r} in the tensor files is not in the manifest ({len(extra)} extra)", path=artifact.path)
+    for name, (shape, dtype) in expected.items():
+        info = artifact.tensor_info(name)
+        if shape is not None and tuple(info["shape"]) != tuple(shape):
+            raise FormatError(f"tensor {name!r} has shape {info['shape']}, the manifest implies {list(shape)}", path=artifact.path)
+        if dtype is not None and info["dtype"] != dtype:
+            raise FormatError(f"tensor {name!r} is {info['dtype']}, the manifest says {dtype}", path=artifact.path)
+    return f"{len(expected)} tensors match the manifest"
+
+
+def _check_orthonormal(basis: BasisArtifact) -> str:
+    from ..errors import FormatError
+
+    worst = 0.0
+    code = _DTYPE_CODES[basis.manifest["dtype"]]
+    for name in basis.layer_names:
+        layer = basis.layer(name, dtype=torch.float64)
+        for label, factor in (("U", layer.left), ("V", layer.right), ("components", None if layer.components is None else layer.components.reshape(layer.components.shape[0], -1).T)):
+            if factor is None:
+                continue
+            gram = factor.T @ factor
+            error = float((gram - torch.eye(gram.shape[0], dtype=gram.dtype)).abs().max())
+            worst = max(worst, error)
+            if error > _TOLERANCE[code]:
+                raise FormatError(f"layer {name}: {label} is not orthonormal (max |F^T F - I| = {error:.2e}, tolerance {_TOLERANCE[code]:.0e})", path=basis.path)
+    return f"max |F^T F - I| = {worst:.1e}"
+
+
+def _check_finite(artifact: Artifact) -> str:
+    from ..errors import NonFiniteError
+
+    for name in artifact.tensor_names():
+        tensor = artifact.tensor(name)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"tensor {name} holds NaN or Inf", source=str(artifact.path))
+    return f"{len(artifact.tensor_names())} tensors finite"
+
+
+def _check_pairing(coefficients: CoefficientSet, basis: BasisArtifact) -> str:
+    from .materialize import check_pair
+
+    check_pair(coefficients, basis)
+    return f"basis {basis.content_id[:19]}... matches ids, layers and ranks"
+
+
+def check_base_model(basis_manifest: dict[str, Any], base: str) -> str:
+    """Every basis layer exists in the base model with its shape (headers only; remote if a Hub id)."""
+    from ..errors import IncompatibleSourcesError
+    from .materialize import _key_mapper
+
+    table = _base_table(base)
+    layers = [(entry["name"], tuple(entry["shape"])) for entry in basis_manifest["layers"]]
+    to_base, _ = _key_mapper([name for name, _ in layers], set(table))
+    for name, shape in layers:
+        key = to_base(name)
+        if key not in table:
+            raise IncompatibleSourcesError(f"has no tensor {key} (basis layer {name})", source=base)
+        if tuple(table[key]) != shape:
+            raise IncompatibleSourcesError(f"tensor {key} is {'x'.join(map(str, table[key]))}, the basis layer is {'x'.join(map(str, shape))}", source=base)
+    fingerprint = architecture_fingerprint((name, tuple(table[to_base(name)])) for name, _ in layers)
+    if fingerprint != basis_manifest["architecture"]["fingerprint"]:
+        raise IncompatibleSourcesError("layer table fingerprint differs from the basis architecture", source=base)
+    return f"{len(layers)} layers found with matching shapes"
+
+
+def _base_table(base: str) -> dict[str, tuple[int, ...]]:
+    path = Path(base)
+    if path.exists():
+        from ..io.checkpoint import CheckpointSource
+
+        return {name: tuple(info.shape) for name, info in CheckpointSource(path, name=base).tensors.items()}
+    from ..hub.client import api, hub_errors, split_revision
+
+    repo_id, revision = split_revision(base)
+    with hub_errors(base):
+        metadata = api().get_safetensors_metadata(repo_id, revision=revision)
+    return {name: tuple(info.shape) for file in metadata.files_metadata.values() for name, info in file.tensors.items()}
+
+
+def validate(target: str | Path, *, against: str | None = None, deep: bool = False, basis_lookup: Callable[[str], Path | None] | None = None) -> ValidationReport:
+    """Check an artifact folder; ``against`` is a basis folder (for a coefficient set) or a base model.
+
+    ``basis_lookup`` finds a coefficient set's basis by content id (e.g. in the registry)
+    when ``against`` is not given.
+    """
+    report = ValidationReport(str(target), None)
+    holder: dict[str, Any] = {}
+
+    def open_it() -> str:
+        holder["artifact"] = read_artifact(target)
+        report.kind = holder["artifact"].kind
+        return f"{holder['artifact'].kind} format {holder['artifact'].manifest['format_version']}"
+
+    if not report.run("manifest schema and format version", open_it):
+        return report
+    artifact: Artifact = holder["artifact"]
+    report.run("content id", lambda: (artifact.verify(), f"{artifact.content_id[:19]}... verified")[1])
+    tensors_ok = report.run("tensor names, shapes and dtypes", lambda: check_tensor_table(artifact))
+    if artifact.kind == BASIS_FORMAT:
+        basis = BasisArtifact(artifact)
+        if deep and tensors_ok:
+            report.run("orthonormal factors", lambda: _check_orthonormal(basis))
+        if against is not None:
+            report.run(f"layers present in base model {against}", lambda: check_base_model(artifact.manifest, against))
+    else:
+        coefficients = CoefficientSet(artifact)
+        basis_path = Path(against) if against is not None and (Path(against) / "unisub_basis.json").is_file() else None
+        if basis_path is None and basis_lookup is not None:
+            basis_path = basis_lookup(coefficients.basis_id)
+
+        def pairing() -> str:
+            from ..errors import FormatError
+
+            if basis_path is None:
+                raise FormatError(f"its basis {coefficients.basis_id[:19]}... is not available (give --against BASIS or register it)", path=artifact.path)
+            return _check_pairing(coefficients, load_basis(basis_path))
+
+        if tensors_ok:
+            report.run("basis present and matching", pairing)
+        if against is not None and basis_path is not None and Path(against) != basis_path:
+            report.run(f"layers present in base model {against}", lambda: check_base_model(load_basis(basis_path).manifest, against))
+    if deep and tensors_ok:
+        report.run("finite values", lambda: _check_finite(artifact))
+    return report
