@@ -95,7 +95,7 @@ def _entry_span(name: str, entry: object, path: Path) -> tuple[int, int]:
     if not isinstance(entry, dict):
         raise FormatError(f"header entry for {name!r} is not an object", path=path)
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise FormatError(f"tensor {name!r} has unknown dtype {dtype!r}", path=path)
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise FormatError(f"tensor {name!r} has an invalid shape {shape!r}", path=path)
