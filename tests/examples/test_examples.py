@@ -1,0 +1,61 @@
+"""The built-in example collections and the demo's steps, at small sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unisub_hub.examples.text_tasks import TASKS, make_task
+
+
+def test_text_tasks_are_deterministic_and_balanced():
+    assert len(TASKS) == 10
+    for name in TASKS:
+        task = make_task(name, train=200, test=100)
+        assert task == make_task(name, train=200, test=100)
+        labels = [label for _, label in task.train]
+        assert 0.3 < sum(labels) / len(labels) < 0.7
+        assert all(isinstance(text, str) and text for text, _ in task.test)
+    with pytest.raises(KeyError, match="unknown example task"):
+        make_task("nope")
+
+
+def test_digits_zoo_shared_init_gives_a_subspace_random_init_does_not(tmp_path):
+    from unisub_hub.examples.demo import _digits_collection
+
+    logs = []
+    shared, _ = _digits_collection(tmp_path / "examples", tmp_path / "work", logs.append, shared=True, main_k=4)
+    random_init, _ = _digits_collection(tmp_path / "examples", tmp_path / "work", logs.append, shared=False, main_k=4)
+    for result in (shared, random_init):
+        assert result.accuracy["original"] > 0.95
+        assert result.sizes["ratio"] > 20
+        assert set(result.sweep["universal"]) >= {1, 2, 4, 8}
+    assert shared.accuracy["universal k=4"] > random_init.accuracy["universal k=4"] + 0.1
+    assert shared.explained_variance["1"] - shared.null_explained_variance["1"] > random_init.explained_variance["1"] - random_init.null_explained_variance["1"]
+    # Trained once, then reused.
+    before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "examples").rglob("model.safetensors"))
+    _digits_collection(tmp_path / "examples", tmp_path / "work2", logs.append, shared=True, main_k=4)
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "examples").rglob("model.safetensors")) == before
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    from click.testing import CliRunner
+
+    from unisub_hub.cli import cli
+
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "demo", "--quick", "--report", str(tmp_path / "report"), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    numbers = json.loads((tmp_path / "report" / "numbers.json").read_text())
+    assert [c["name"] for c in numbers["collections"]] == ["minilm-lora", "digits-shared-init", "digits-random-init"]
+    lora = numbers["collections"][0]
+    assert lora["sizes"]["ratio"] > 20
+    assert set(lora["accuracy"]) == {"original", "universal k=8", "secondary k=8", "mean only"}
+    hub = out["hub"]
+    assert 0 < hub["pulled_bytes_basis_stored"] < hub["pulled_bytes_with_basis"]
+    for name in ("report.md", "scree-minilm-lora.png", "accuracy-minilm-lora.png", "accuracy-digits-shared-init.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 1000
+    # The pulled, materialized adapter scores what the in-memory reconstruction scored.
+    assert abs(hub["materialized_accuracy"] - hub["local_accuracy"]) <= 1 / 240 + 1e-9
+    assert "Through the Hub" in (tmp_path / "report" / "report.md").read_text()

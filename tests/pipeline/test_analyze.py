@@ -1,0 +1,50 @@
+"""``analyze``: numbers against a direct computation, plots and the --select file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+
+from test_cli import run, write_checkpoints  # noqa: E402
+from unisub_hub.engine.rank import k_for_variance  # noqa: E402
+from unisub_hub.io.checkpoint import CheckpointSource  # noqa: E402
+from unisub_hub.pipeline.analyze import analyze  # noqa: E402
+
+SHAPES = {"layers.0.w": (24, 20), "layers.1.w": (20, 24), "norm": (24,)}
+
+
+def test_analyze_matches_direct_svd(tmp_path):
+    paths = write_checkpoints(tmp_path / "zoo", 6, SHAPES)
+    report = analyze([str(p) for p in paths], modes="2,3", device="cpu")
+    stacked = torch.stack([CheckpointSource(p).tensor("layers.0.w").double() for p in paths])
+    centred = stacked - stacked.mean(0)
+    left = torch.linalg.svdvals(centred.permute(1, 0, 2).reshape(24, -1)).square()
+    right = torch.linalg.svdvals(centred.permute(2, 0, 1).reshape(20, -1)).square()
+    layer = next(l for l in report.layers if l["name"] == "layers.0.w")
+    for target in ("0.5", "0.8", "0.9", "0.95"):
+        assert layer["modes"]["2"]["k_for"][target] == k_for_variance(left, float(target))
+        assert layer["modes"]["3"]["k_for"][target] == k_for_variance(right, float(target))
+    curve = (left.cumsum(0) / left.sum())[:5]
+    torch.testing.assert_close(torch.tensor(layer["modes"]["2"]["explained_variance_curve"][:5], dtype=torch.float64), curve, atol=1e-6, rtol=0)
+    assert layer["modes"]["2"]["null_k_for"] is not None
+    assert len(layer["alphas"]) == 6
+    assert 0 <= layer["q"] <= 1 and 0 <= report.q_all <= 1
+
+
+def test_analyze_cli_plots_and_select(tmp_path):
+    paths = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
+    result = json.loads(run("analyze", *paths, "--plot", tmp_path / "plots", "--select", tmp_path / "keep.txt", "--json").stdout)
+    png = Path(result["plots"][0])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    kept = (tmp_path / "keep.txt").read_text().split()
+    assert kept == result["retained"]
+    if kept:
+        built = json.loads(run("build", *paths, "--out", tmp_path / "b", "--k", "1", "--include-from", tmp_path / "keep.txt", "--json").stdout)
+        assert built["layers"] == kept
+    human = run("analyze", *paths).output
+    assert "q_all" in human and "layers.0.w" in human
