@@ -16,8 +16,8 @@ def test_fit_recovers_the_exponent_of_pareto_samples(alpha):
     uniform = torch.rand(4000, generator=gen, dtype=torch.float64)
     samples = 0.3 * (1 - uniform).pow(-1 / (alpha - 1))  # Pareto with density ~ x^-alpha above 0.3
     fit = fit_power_law(samples)
-    assert fit.alpha == pytest.approx(alpha, abs=0.12)
-    assert fit.xmin == pytest.approx(0.3, rel=0.1)
+    assert fit.alpha == pytest.approx(alpha, rel=0.05)  # MLE error ~ (alpha - 1) / sqrt(n), plus the xmin choice
+    assert 0.3 <= fit.xmin < 0.45 and fit.tail > 1000
     assert fit.ks_distance < 0.05
 
 
@@ -27,7 +27,7 @@ def test_fit_picks_the_tail_of_a_mixture():
     tail = (1 - torch.rand(1000, generator=gen, dtype=torch.float64)).pow(-1 / 2.0) * 1.0  # alpha = 3 above 1
     fit = fit_power_law(torch.cat([bulk, tail]))
     assert fit.alpha == pytest.approx(3.0, abs=0.3)
-    assert fit.xmin >= 0.9
+    assert fit.xmin > 0.7 and fit.tail < 2000  # the uniform bulk below is left out
 
 
 def test_too_few_values_give_nan():

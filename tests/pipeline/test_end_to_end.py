@@ -74,7 +74,7 @@ def test_sharded_materialize_writes_hf_index(checkpoint_zoo, tmp_path):
 def test_lora_collection_round_trip_through_peft(lora_zoo, tmp_path):
     base, adapters = lora_zoo
     # Mixed ranks (4, 2, 3) and one rsLoRA adapter; k large enough to span every update.
-    outcome = build([str(p) for p in adapters[:5]], tmp_path / "basis", k=64, holdout=1, device="cpu")
+    outcome = build([str(p) for p in adapters[:5]], tmp_path / "basis", k=32, holdout=1, device="cpu")
     basis = outcome.basis
     assert basis.manifest["source_kind"] == "lora" and not basis.manifest["centered"]
     assert len(basis.layer_names) == 4  # query and value of 2 layers
@@ -97,7 +97,7 @@ def test_lora_collection_round_trip_through_peft(lora_zoo, tmp_path):
 
 def test_rslora_rank2_adapter_reconstructs(lora_zoo, tmp_path):
     base, adapters = lora_zoo
-    basis = build([str(p) for p in adapters], tmp_path / "basis", k=64, device="cpu").basis
+    basis = build([str(p) for p in adapters], tmp_path / "basis", k=32, device="cpu").basis
     task = project(str(adapters[3]), basis, tmp_path / "task", device="cpu")  # rsLoRA, r=4
     out = materialize(task.coefficients, basis, tmp_path / "adapter", device="cpu").path
     rebuilt = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), out).eval()

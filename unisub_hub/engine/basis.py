@@ -37,8 +37,9 @@ class LayerBasis:
         left: ``U``, ``p x k2`` with orthonormal columns (modes 2 and 2,3).
         right: ``V``, ``q x k3`` with orthonormal columns (modes 3 and 2,3).
         components: ``k x p x q`` orthonormal (Frobenius) component matrices (mode 1).
-        spectra: per mode, the singular values of the centred data in that mode, descending,
-            all of them that the data has (for scree plots), not only the kept ones.
+        spectra: per mode, the singular values of the centred data in that mode, descending:
+            all of them the data has with the exact solver, the leading ``k + oversample``
+            with the randomized one.
     """
 
     name: str
@@ -49,6 +50,9 @@ class LayerBasis:
     right: torch.Tensor | None = None
     components: torch.Tensor | None = None
     spectra: dict[int, torch.Tensor] = field(default_factory=dict)
+    variance_totals: dict[int, float] = field(default_factory=dict)
+    """Per mode, the total centred variance when ``spectra`` holds only the leading values
+    (randomized solver); empty when the spectra are complete."""
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -85,6 +85,11 @@ class BuildOptions:
     null_baseline: bool = True
     seed: int = 0
     check_finite: bool = True
+    solver: str = "auto"
+    """``exact`` (Gram + ``eigh``), ``randomized`` (subspace iteration, top-k only) or ``auto``:
+    randomized for fixed ``k`` on layers whose sides are all >= 1024 and >= 4 (k + oversample)."""
+    oversample: int = 16
+    power_iterations: int = 2
 
 
 @dataclass
@@ -141,10 +146,18 @@ def build_basis(
             bases[spec.name], used = _build_flat(spec, sources, context)
             passes += used
     else:
-        groups = _plan_groups(layers, modes, options)
+        if options.solver not in ("auto", "exact", "randomized"):
+            raise EngineError(f"unknown solver {options.solver!r}: use auto, exact or randomized")
+        sketched = [spec for spec in layers if _use_randomized(spec, modes, options)]
+        exact = [spec for spec in layers if spec not in sketched]
+        groups = _plan_groups(exact, modes, options) if exact else []
         for number, group in enumerate(groups, 1):
             bases.update(_build_sides(group, sources, context, f"pass {number}/{len(groups)}"))
         passes += len(groups)
+        sketch_groups = _plan_sketch_groups(sketched, modes, options) if sketched else []
+        for number, group in enumerate(sketch_groups, 1):
+            bases.update(_build_randomized(group, sources, context, f"sketch group {number}/{len(sketch_groups)}"))
+        passes += len(sketch_groups) * (1 + options.power_iterations)
     layer_reports, quality_passes = _quality_pass(layers, bases, sources, holdout, context)
     report = BuildReport(
         modes=modes,
@@ -261,6 +274,108 @@ def _solve(layer: str, function: Callable[[], tuple[torch.Tensor, torch.Tensor]]
         return function()
     except torch.linalg.LinAlgError as error:
         raise EngineError(f"layer {layer}: the eigendecomposition failed ({str(error).split(':')[-1].strip()}); non-finite values in a source?") from None
+
+
+def _use_randomized(spec: LayerSpec, modes: tuple[int, ...], options: BuildOptions) -> bool:
+    if options.solver == "exact" or options.rank.k is None:
+        return False  # variance targets need the whole spectrum
+    if options.solver == "randomized":
+        return True
+    p, q = spec.shape
+    sides = [p] * (2 in modes) + [q] * (3 in modes)
+    width = options.rank.k + options.oversample
+    return min(sides) >= 1024 and 4 * width <= min(sides)
+
+
+def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions) -> list[list[LayerSpec]]:
+    itemsize = torch.empty((), dtype=options.accumulate_dtype).element_size()
+    width = options.rank.k + options.oversample  # type: ignore[operator]
+    groups: list[list[LayerSpec]] = []
+    used = 0
+    for spec in layers:
+        p, q = spec.shape
+        need = itemsize * (3 * width * ((p if 2 in modes else 0) + (q if 3 in modes else 0)) + (p * q if options.center else 0))
+        if not groups or used + need > options.max_memory:
+            groups.append([])
+            used = 0
+        groups[-1].append(spec)
+        used += need
+    return groups
+
+
+def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], context: _Context, description: str) -> dict[str, LayerBasis]:
+    """Top-k factors of a group by randomized subspace iteration: ``1 + power_iterations`` folds."""
+    from .randomized import SketchAccumulator
+
+    opts = context.options
+    names = [spec.name for spec in group]
+    generator = torch.Generator().manual_seed(opts.seed)
+    tests: dict[str, list[torch.Tensor | None]] = {}
+    for spec in group:
+        p, q = spec.shape
+        tests[spec.name] = [
+            torch.randn(dim, min(dim, opts.rank.k + opts.oversample), generator=generator, dtype=torch.float64).to(context.device, opts.accumulate_dtype)  # type: ignore[operator]
+            if mode in context.modes else None
+            for mode, dim in ((2, p), (3, q))
+        ]
+    first: dict[str, SketchAccumulator] = {}
+    rounds = 1 + opts.power_iterations
+    for round_number in range(rounds):
+        starting = round_number == 0
+
+        def zero() -> dict[str, SketchAccumulator]:
+            return {
+                spec.name: SketchAccumulator(
+                    *tests[spec.name],
+                    total=torch.zeros(spec.shape, device=context.device, dtype=opts.accumulate_dtype) if (opts.center and starting) else None,
+                )
+                for spec in group
+            }
+
+        def step(acc: dict[str, SketchAccumulator], source: MatrixSource) -> dict[str, SketchAccumulator]:
+            for name, matrix in source.load(names).items():
+                acc[name].add(context.cast(matrix, source.name, name), first_pass=starting)
+            return acc
+
+        def merge(a: dict[str, SketchAccumulator], b: dict[str, SketchAccumulator]) -> dict[str, SketchAccumulator]:
+            for name in a:
+                a[name].merge(b[name])
+            return a
+
+        sums = context.executor_for(f"{description}, pass {round_number + 1}/{rounds}", len(sources)).aggregate(sources, zero, step, merge)
+        if starting:
+            first = sums
+        for spec in group:
+            acc, head = sums[spec.name], first[spec.name]
+            mean = None if head.total is None else head.total / head.count
+            products = [
+                None if test is None else SketchAccumulator.centred(product, test, side_mean, head.count)
+                for test, product, side_mean in zip(tests[spec.name], (acc.left, acc.right), (mean, None if mean is None else mean.T))
+            ]
+            if round_number < rounds - 1:
+                tests[spec.name] = [None if y is None else torch.linalg.qr(y)[0] for y in products]
+            else:
+                total = float(head.sq_norm - (0 if mean is None else head.count * mean.square().sum()))
+                first[spec.name] = _finish_randomized(spec, mean, tests[spec.name], products, total, context.modes, opts.rank)  # type: ignore[assignment]
+    return {spec.name: first[spec.name] for spec in group}  # type: ignore[misc]
+
+
+def _finish_randomized(spec, mean, tests, products, total, modes, rule) -> LayerBasis:  # noqa: ANN001
+    basis = LayerBasis(spec.name, spec.tensor_shape, modes, mean=mean)
+    for mode, test, product in zip((2, 3), tests, products):
+        if product is None:
+            continue
+        ritz = test.T @ product  # Rayleigh-Ritz values on the previous orthonormal basis
+        values = torch.linalg.eigvalsh((ritz + ritz.T) / 2).flip(0).clamp_min(0)
+        vectors, _, _ = torch.linalg.svd(product, full_matrices=False)
+        k = rule.choose(values, numerical_rank(values))
+        if mode == 2:
+            basis.left = vectors[:, :k].contiguous()
+        else:
+            basis.right = vectors[:, :k].contiguous()
+        basis.spectra[mode] = values.sqrt()
+        basis.variance_totals[mode] = total
+    return basis
 
 
 def _row_blocks(spec: LayerSpec, count: int, options: BuildOptions) -> list[tuple[int, int]]:

@@ -49,6 +49,14 @@ class Dense:
     def sq_norm(self) -> torch.Tensor:
         return self.value.square().sum()
 
+    def left_apply(self, omega: torch.Tensor) -> torch.Tensor:
+        """``X X^T omega`` (the mode-2 Gram applied to a thin matrix)."""
+        return self.value @ (self.value.T @ omega)
+
+    def right_apply(self, omega: torch.Tensor) -> torch.Tensor:
+        """``X^T X omega`` (the mode-3 Gram applied to a thin matrix)."""
+        return self.value.T @ (self.value @ omega)
+
     def left_project(self, left: torch.Tensor) -> torch.Tensor:
         """``left^T X``."""
         return left.T @ self.value
@@ -96,6 +104,12 @@ class LowRank:
 
     def sq_norm(self) -> torch.Tensor:
         return self.singular_values.square().sum()
+
+    def left_apply(self, omega: torch.Tensor) -> torch.Tensor:
+        return self.left @ (self.singular_values.square()[:, None] * (self.left.T @ omega))
+
+    def right_apply(self, omega: torch.Tensor) -> torch.Tensor:
+        return self.right @ (self.singular_values.square()[:, None] * (self.right.T @ omega))
 
     def left_project(self, left: torch.Tensor) -> torch.Tensor:
         return ((left.T @ self.left) * self.singular_values) @ self.right.T

@@ -104,12 +104,27 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 8)
 
 
-def _k_table(eigenvalues: torch.Tensor) -> dict[str, int]:
-    return {str(t): k_for_variance(eigenvalues, t) for t in VARIANCE_TARGETS}
+def _curve(eigenvalues: torch.Tensor, total: float | None) -> torch.Tensor:
+    """Cumulative explained variance; against ``total`` when the spectrum is only the leading part."""
+    if total is None:
+        return explained_variance(eigenvalues)
+    return eigenvalues.clamp_min(0).double().cumsum(0) / total if total > 0 else torch.ones_like(eigenvalues)
 
 
-def _share(eigenvalues: torch.Tensor, k: int) -> float:
-    curve = explained_variance(eigenvalues)
+def _k_table(eigenvalues: torch.Tensor, total: float | None = None) -> dict[str, int]:
+    """The k for each target; ``len + 1`` means "more than the leading values computed"."""
+    if total is None:
+        return {str(t): k_for_variance(eigenvalues, t) for t in VARIANCE_TARGETS}
+    curve = _curve(eigenvalues, total)
+    table = {}
+    for target in VARIANCE_TARGETS:
+        reached = torch.nonzero(curve >= target - 1e-12)
+        table[str(target)] = int(reached[0]) + 1 if len(reached) else len(curve) + 1
+    return table
+
+
+def _share(eigenvalues: torch.Tensor, k: int, total: float | None = None) -> float:
+    curve = _curve(eigenvalues, total)
     return float(curve[min(k, len(curve)) - 1]) if len(curve) else 1.0
 
 
@@ -132,12 +147,13 @@ def assess_layer(
     mode_reports = {}
     for mode, singular in basis.spectra.items():
         eigenvalues = singular.double().cpu().square()
+        total = basis.variance_totals.get(mode)
         report = ModeReport(
             rank=ranks[mode],
             singular_values=[float(s) for s in singular.cpu()],
-            explained_variance=_share(eigenvalues, ranks[mode]),
-            k_for=_k_table(eigenvalues),
-            curve=[round(v, 6) for v in explained_variance(eigenvalues)[:CURVE_POINTS].tolist()],
+            explained_variance=_share(eigenvalues, ranks[mode], total),
+            k_for=_k_table(eigenvalues, total),
+            curve=[round(v, 6) for v in _curve(eigenvalues, total)[:CURVE_POINTS].tolist()],
         )
         if null and len(train) > 1:
             if mode == 1:

@@ -22,6 +22,7 @@ def collection_rows(collection: CollectionResult) -> list[list[str]]:
     rows.append(["size of the original", f"{sizes['original_bytes'] / 1024:,.1f} KiB"])
     rows.append(["size of the coefficient file", f"{sizes['coefficients_bytes'] / 1024:,.1f} KiB (passthrough included)"])
     rows.append(["compression ratio", f"{sizes['ratio']:.1f}x (the shared basis, {sizes['basis_bytes'] / 1024:,.0f} KiB, is stored once)"])
+    rows.append(["held-out relative error (centred)", f"{collection.heldout_error:.3f} (of each held-out update, what the basis misses)"])
     for mode, value in collection.explained_variance.items():
         null = collection.null_explained_variance.get(mode)
         rows.append([f"explained variance at k, mode {mode}", f"{value:.3f} (Gaussian null {null:.3f})" if null is not None else f"{value:.3f}"])

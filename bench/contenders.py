@@ -1,0 +1,90 @@
+"""One contender per call, run in a fresh subprocess so that its peak RSS is its own.
+
+    python bench/contenders.py CONTENDER SPEC_JSON
+
+prints one JSON line: seconds (work only, imports excluded), peak_rss_bytes (from the OS),
+and the contender's answer (left factors of a few modules) saved to ``answer`` as safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def unisub(spec: dict) -> dict[str, torch.Tensor]:
+    from unisub_hub.engine import BuildOptions, RankRule, build_basis
+    from unisub_hub.io.collection import open_sources
+    from unisub_hub.pipeline.selection import select_layers
+
+    sources = open_sources(spec["sources"])
+    layers = select_layers([s.tensors for s in sources]).layers
+    options = BuildOptions(modes=(2, 3), rank=RankRule(k=spec["k"]), center=spec.get("center", False), null_baseline=False,
+                           max_memory=spec.get("max_memory", 2 * 1024**3), solver=spec.get("solver", "auto"))
+    result = build_basis(layers, sources, options=options)
+    return {name: layer.left.float() for name, layer in result.layers.items() if name in spec["check"]}
+
+
+def in_memory_svd(spec: dict) -> dict[str, torch.Tensor]:
+    """What the public research scripts do: load everything, form every update, stack, dense SVD."""
+    from unisub_hub.io.collection import open_sources
+
+    sources = open_sources(spec["sources"])
+    updates: dict[str, list[torch.Tensor]] = {}
+    for source in sources:
+        for name in source.tensors:
+            left, right = source.factors(name) if hasattr(source, "factors") else (None, None)
+            dense = source.tensor(name).float() if left is None else (left.float() @ right.float()) * source.modules[name].scale
+            updates.setdefault(name, []).append(dense.reshape(dense.shape[0], -1))
+    answer = {}
+    for name, stack in updates.items():
+        unfolded = torch.cat(stack, dim=1)  # p x N q, the mode-2 unfolding
+        if spec.get("center"):
+            mean = torch.stack(stack).mean(0)
+            unfolded = torch.cat([x - mean for x in stack], dim=1)
+        u, _, _ = torch.linalg.svd(unfolded, full_matrices=False)
+        if name in spec["check"]:
+            answer[name] = u[:, : spec["k"]]
+    return answer
+
+
+def read_floor(spec: dict) -> dict[str, torch.Tensor]:
+    """Reading every tensor of every source once: the floor any build has to pay."""
+    from safetensors import safe_open
+
+    total = 0
+    for folder in spec["sources"]:
+        for file in sorted(Path(folder).glob("*.safetensors")):
+            with safe_open(file, "pt") as handle:
+                for key in handle.keys():
+                    total += handle.get_tensor(key).numel()
+    return {}
+
+
+CONTENDERS = {"unisub-hub": unisub, "in-memory-svd": in_memory_svd, "read-floor": read_floor}
+
+
+def main() -> None:
+    name, spec_path = sys.argv[1], Path(sys.argv[2])
+    spec = json.loads(spec_path.read_text())
+    torch.set_num_threads(spec.get("threads", torch.get_num_threads()))
+    start = time.perf_counter()
+    answer = CONTENDERS[name](spec)
+    seconds = time.perf_counter() - start
+    if answer:
+        save_file({k: v.contiguous() for k, v in answer.items()}, spec["answer"])
+    print(json.dumps({"contender": name, "seconds": seconds, "peak_rss_bytes": peak_rss()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The randomized top-k solver against the exact one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import planted_collection, random_loras
+from test_build import max_principal_angle
+from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_randomized_matches_exact_on_planted_checkpoints(center):
+    shapes = {"w": (120, 90)}
+    sources = planted_collection(12, shapes, rank=3, noise=0.01)
+    spec = [LayerSpec("w", (120, 90))]
+    exact = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=center, solver="exact"))
+    fast = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=center, solver="randomized"))
+    assert fast.report.passes == 1 + 3  # 3 sketch folds + the quality pass
+    for side in ("left", "right"):
+        assert max_principal_angle(getattr(fast.layers["w"], side), getattr(exact.layers["w"], side)) < 1e-5
+    a, b = exact.report.layers[0], fast.report.layers[0]
+    for mode in ("2", "3"):
+        assert b.mode_reports[mode].explained_variance == pytest.approx(a.mode_reports[mode].explained_variance, rel=1e-6)
+    assert b.fit == pytest.approx(a.fit, rel=1e-6)
+
+
+def test_randomized_on_lora_factors():
+    shapes = {"q": (200, 160)}
+    loras = random_loras(20, shapes, ranks=[4, 6])
+    spec = [LayerSpec("q", (200, 160))]
+    exact = build_basis(spec, loras, options=BuildOptions(rank=RankRule(k=4), center=False, solver="exact"))
+    fast = build_basis(spec, loras, options=BuildOptions(rank=RankRule(k=4), center=False, solver="randomized", power_iterations=3))
+    assert max_principal_angle(fast.layers["q"].left, exact.layers["q"].left) < 1e-4
+    torch.testing.assert_close(fast.layers["q"].spectra[2][:4], exact.layers["q"].spectra[2][:4], rtol=1e-6, atol=1e-8)
+
+
+def test_auto_picks_exact_for_small_layers_and_variance_targets():
+    sources = planted_collection(4, {"w": (20, 20)})
+    result = build_basis([LayerSpec("w", (20, 20))], sources, options=BuildOptions(rank=RankRule(variance=0.9)))
+    assert result.layers["w"].variance_totals == {}
