@@ -42,7 +42,9 @@ def in_memory_svd(spec: dict) -> dict[str, torch.Tensor]:
     sources = open_sources(spec["sources"])
     updates: dict[str, list[torch.Tensor]] = {}
     for source in sources:
-        for name in source.tensors:
+        for name, info in source.tensors.items():
+            if len(info.shape) < 2:
+                continue
             left, right = source.factors(name) if hasattr(source, "factors") else (None, None)
             dense = source.tensor(name).float() if left is None else (left.float() @ right.float()) * source.modules[name].scale
             updates.setdefault(name, []).append(dense.reshape(dense.shape[0], -1))
@@ -71,7 +73,23 @@ def read_floor(spec: dict) -> dict[str, torch.Tensor]:
     return {}
 
 
-CONTENDERS = {"unisub-hub": unisub, "in-memory-svd": in_memory_svd, "read-floor": read_floor}
+def lorashare(spec: dict) -> dict[str, torch.Tensor]:
+    """lorashare's SHARE: PCA (eigh of d x d) of the stacked raw lora_A and lora_B factors, per layer."""
+    from lorashare import SHAREModel
+
+    SHAREModel.from_adapters(spec["sources"], num_components=spec["k"], device="cpu", layer_by_layer=True)
+    return {}
+
+
+def vlora_dev(spec: dict) -> dict[str, torch.Tensor]:
+    """vlora-dev: SVD of the flattened factors of every adapter, per layer."""
+    from vlora import SharedSubspace, load_adapter
+
+    SharedSubspace.from_adapters([load_adapter(path) for path in spec["sources"]], num_components=spec["k"])
+    return {}
+
+
+CONTENDERS = {"unisub-hub": unisub, "in-memory-svd": in_memory_svd, "read-floor": read_floor, "lorashare": lorashare, "vlora-dev": vlora_dev}
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from .accumulate import LayerAccumulator
 from .basis import LayerBasis, parse_modes
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .matrix import Dense, LayerMatrix
+from .matrix import Dense, Factored, LayerMatrix
 from .quality import BuildReport, LayerReport, assess_layer
 from .rank import RankRule, numerical_rank
 
@@ -185,7 +185,7 @@ class _Context:
 
     def cast(self, matrix: LayerMatrix, source: str, layer: str) -> LayerMatrix:
         moved = matrix.to(self.device, self.options.accumulate_dtype)
-        parts = (moved.value,) if isinstance(moved, Dense) else (moved.left, moved.singular_values, moved.right)
+        parts = (moved.value,) if isinstance(moved, Dense) else moved.parts if isinstance(moved, Factored) else (moved.left, moved.singular_values, moved.right)
         if all(bool(torch.isfinite(part).all()) for part in parts):
             return moved
         if self.options.check_finite:

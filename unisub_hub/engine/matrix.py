@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Dense", "LayerMatrix", "LowRank", "lora_canonical", "matrix_view"]
+__all__ = ["Dense", "Factored", "LayerMatrix", "LowRank", "lora_canonical", "matrix_view"]
 
 
 def matrix_view(tensor: torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,70 @@ class LowRank:
         return ((self.left.T @ other @ self.right).diagonal() * self.singular_values).sum()
 
 
-LayerMatrix = Dense | LowRank
+@dataclass(frozen=True)
+class Factored:
+    """A LoRA update ``scale * B A`` kept in its raw factors ``B (p x r)`` and ``A (r x q)``.
+
+    Every product the randomized solver and the projections need is cheap in these factors
+    (``X X^T Omega = s^2 B (A A^T) (B^T Omega)``, ``U^T X V = s (U^T B)(A V)``), so no QR is
+    paid for them; the orthonormal :class:`LowRank` form is computed only where a factor
+    stack is needed (the exact solver).
+    """
+
+    lora_b: torch.Tensor
+    lora_a: torch.Tensor
+    scale: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.lora_b.shape[0], self.lora_a.shape[1])
+
+    @property
+    def parts(self) -> tuple[torch.Tensor, ...]:
+        return (self.lora_b, self.lora_a)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Factored:
+        return Factored(self.lora_b.to(device=device, dtype=dtype), self.lora_a.to(device=device, dtype=dtype), self.scale)
+
+    def canonical(self) -> LowRank:
+        return lora_canonical(self.lora_b, self.lora_a, self.scale)
+
+    @property
+    def singular_values(self) -> torch.Tensor:
+        return self.canonical().singular_values
+
+    def dense(self) -> torch.Tensor:
+        return (self.lora_b @ self.lora_a) * self.scale
+
+    def left_factor(self) -> torch.Tensor:
+        return self.canonical().left_factor()
+
+    def right_factor(self) -> torch.Tensor:
+        return self.canonical().right_factor()
+
+    def sq_norm(self) -> torch.Tensor:
+        return (self.lora_b.T @ self.lora_b * (self.lora_a @ self.lora_a.T)).sum() * self.scale**2
+
+    def left_apply(self, omega: torch.Tensor) -> torch.Tensor:
+        return self.lora_b @ ((self.lora_a @ self.lora_a.T) @ (self.lora_b.T @ omega)) * self.scale**2
+
+    def right_apply(self, omega: torch.Tensor) -> torch.Tensor:
+        return self.lora_a.T @ ((self.lora_b.T @ self.lora_b) @ (self.lora_a @ omega)) * self.scale**2
+
+    def left_project(self, left: torch.Tensor) -> torch.Tensor:
+        return (left.T @ self.lora_b) @ self.lora_a * self.scale
+
+    def right_project(self, right: torch.Tensor) -> torch.Tensor:
+        return self.lora_b @ (self.lora_a @ right) * self.scale
+
+    def core(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return (left.T @ self.lora_b) @ (self.lora_a @ right) * self.scale
+
+    def inner(self, other: torch.Tensor) -> torch.Tensor:
+        return ((other @ self.lora_a.T) * self.lora_b).sum() * self.scale
+
+
+LayerMatrix = Dense | LowRank | Factored
 
 
 def lora_canonical(lora_b: torch.Tensor, lora_a: torch.Tensor, scale: float) -> LowRank:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .basis import LayerBasis
-from .matrix import Dense, LayerMatrix
+from .matrix import Dense, Factored, LayerMatrix
 
 __all__ = ["project_layer", "reconstruct_layer", "reconstruct_lora", "residual_sq_norm"]
 
@@ -22,7 +22,10 @@ def _same(basis: LayerBasis, like: torch.Tensor) -> dict[str, torch.Tensor | Non
 
 
 def _reference(matrix: LayerMatrix) -> torch.Tensor:
-    return matrix.value if isinstance(matrix, Dense) else matrix.left
+    """A tensor of the matrix, whose device and dtype the basis is brought to."""
+    if isinstance(matrix, Dense):
+        return matrix.value
+    return matrix.lora_b if isinstance(matrix, Factored) else matrix.left
 
 
 def project_layer(basis: LayerBasis, matrix: LayerMatrix) -> torch.Tensor:

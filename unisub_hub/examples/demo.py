@@ -114,7 +114,7 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
     for folder, source in zip(held, sources[-holdout:]):
         task = make_task(folder.name.removeprefix("lora-"))
         head = {name.removeprefix("base_model.model."): source.raw_tensor(name) for name in source.passthrough_names}
-        matrices = source.load([spec.name for spec in specs])
+        matrices = {n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([spec.name for spec in specs]).items()}
 
         def score(deltas: dict[str, torch.Tensor]) -> float:
             """Accuracy of base + updates (+ the task's own head), set in place on one model."""
@@ -168,7 +168,7 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
     for folder, source in zip(held, sources[-holdout:]):
         pair = pair_of(folder)
         own = {name: source.tensor(name) for name in source.tensors}
-        matrices = source.load([s.name for s in specs])
+        matrices = {n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([s.name for s in specs]).items()}
         originals.append(accuracy(own, pair))
         means.append(accuracy({**own, **{n: l.mean.reshape(l.tensor_shape) for n, l in wide.items()}}, pair))
         for k in _sweep_ks(limit, main_k):

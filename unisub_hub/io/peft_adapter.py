@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..engine.matrix import LowRank, lora_canonical, lora_scale
+from ..engine.matrix import Factored, lora_scale
 from ..errors import PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, read_header
 from .checkpoint import TensorInfo, sha256_files
@@ -173,11 +173,12 @@ class LoraSource:
         b = self.raw_tensor(f"{module.stem}.lora_B.weight").flatten(1)
         return (a.T, b.T) if module.transposed else (b, a)
 
-    def load(self, names: Sequence[str]) -> dict[str, LowRank]:
+    def load(self, names: Sequence[str]) -> dict[str, Factored]:
+        """The updates in raw factors (the engine casts them to its precision and device)."""
         out = {}
         for layer in names:
             left, right = self.factors(layer)
-            out[layer] = lora_canonical(left.double(), right.double(), self.modules[layer].scale)
+            out[layer] = Factored(left, right, self.modules[layer].scale)
         return out
 
     def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:

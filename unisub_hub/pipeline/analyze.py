@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..engine import BuildOptions, Progress, RankRule, build_basis, parse_modes, resolve_device
+from ..engine.matrix import Dense
 from ..engine.alpha import QualityThresholds, fit_power_law, layer_quality
 from ..engine.quality import CURVE_POINTS
 from ..io.collection import open_sources
@@ -84,7 +85,7 @@ def _alphas(layers, sources, device: torch.device, progress: Progress | None) ->
     for source in sources:
         for name in names:
             matrix = source.load([name])[name].to(device, torch.float64)
-            singular = matrix.singular_values if hasattr(matrix, "singular_values") else torch.linalg.svdvals(matrix.value)
+            singular = torch.linalg.svdvals(matrix.value) if isinstance(matrix, Dense) else matrix.singular_values
             out[name].append(fit_power_law(singular.square().cpu()).alpha)
         advance()
     return out

@@ -87,6 +87,8 @@ class Task(SQLModel, table=True):
     source_id: int | None = Field(default=None, foreign_key="source.id")
     metrics: str
     """JSON from the manifest (mean and per-layer errors)."""
+    mean_rel_error: float | None = None
+    """Copied out of ``metrics`` so that listings need not parse it."""
     size_bytes: int
     path: str
     hub_repo: str | None = None

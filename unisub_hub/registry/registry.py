@@ -130,6 +130,7 @@ class Registry:
                 session.add(Task(
                     **common, basis_id=manifest["basis"]["content_id"], source_id=source.id if source else None,
                     metrics=json.dumps(manifest.get("metrics", {})),
+                    mean_rel_error=(manifest.get("metrics") or {}).get("mean_rel_error"),
                 ))
             session.merge(Alias(kind=kind, name=manifest["name"], alias="latest", version=version))
 
@@ -254,14 +255,20 @@ class Registry:
                     query = query.where(Basis.name == name)
                 rows = session.exec(query.order_by(col(Basis.created).desc(), col(Basis.version).desc())).all()
                 return [{**self._entry("basis", b).to_dict(), "architecture": a.name, "modes": b.modes, "size_bytes": b.size_bytes, "created": b.created} for b, a in rows]
-            query = select(Task, Basis, Architecture).join(Basis, Task.basis_id == Basis.content_id).join(Architecture)
+            columns = (Task.content_id, Task.name, Task.version, Task.path, Task.hub_repo, Task.hub_revision, Task.size_bytes,
+                       Task.mean_rel_error, Task.created, Basis.name, Basis.version, Architecture.name)
+            query = select(*columns).join(Basis, Task.basis_id == Basis.content_id).join(Architecture)
             if arch:
                 query = query.where(Architecture.name == arch)
             if name:
                 query = query.where(Task.name == name)
             rows = session.exec(query.order_by(col(Task.created).desc(), col(Task.version).desc())).all()
-            return [{**self._entry("task", t).to_dict(), "basis": f"{b.name}:{b.version}", "architecture": a.name,
-                     "size_bytes": t.size_bytes, "mean_rel_error": json.loads(t.metrics).get("mean_rel_error"), "created": t.created} for t, b, a in rows]
+            return [
+                {"kind": "task", "content_id": cid, "name": task_name, "version": version, "path": str(self.home / path),
+                 "hub_repo": repo, "hub_revision": revision, "basis": f"{basis_name}:{basis_version}", "architecture": arch_name,
+                 "size_bytes": size, "mean_rel_error": error, "created": created}
+                for cid, task_name, version, path, repo, revision, size, error, created, basis_name, basis_version, arch_name in rows
+            ]
 
     def show(self, ref: str) -> dict[str, Any]:
         """Everything known of one artifact: row, aliases, tags, lineage."""
