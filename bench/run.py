@@ -81,7 +81,8 @@ def reconstruction_error(left: torch.Tensor, updates) -> float:  # noqa: ANN001
 def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> list[dict]:  # noqa: ANN001
     rows = []
     for config in configs:
-        folder = data / f"lora-n{config['adapters']}-d{config['d']}-L{config['layers']}"
+        config = {"shared": k, **config}  # the planted subspace is as wide as the k asked for: a well-posed top-k
+        folder = data / f"lora-n{config['adapters']}-d{config['d']}-L{config['layers']}-s{config['shared']}-{str(config.get('dtype', 'float32')).removeprefix('torch.')}"
         start = time.perf_counter()
         sources = [str(p) for p in make_lora_collection(folder, **config)]
         made = time.perf_counter() - start

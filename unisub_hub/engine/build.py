@@ -89,7 +89,7 @@ class BuildOptions:
     """``exact`` (Gram + ``eigh``), ``randomized`` (subspace iteration, top-k only) or ``auto``:
     randomized for fixed ``k`` on layers whose sides are all >= 1024 and >= 4 (k + oversample)."""
     oversample: int = 16
-    power_iterations: int = 2
+    power_iterations: int = 1
 
 
 @dataclass
@@ -183,8 +183,11 @@ class _Context:
     def executor_for(self, description: str, total: int) -> Executor:
         return self.executor or SerialExecutor(self.progress.task(description, total))
 
-    def cast(self, matrix: LayerMatrix, source: str, layer: str) -> LayerMatrix:
+    def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True) -> LayerMatrix:
+        """The matrix on the build's device and precision, with non-finite values refused (or zeroed)."""
         moved = matrix.to(self.device, self.options.accumulate_dtype)
+        if not check:
+            return moved
         parts = (moved.value,) if isinstance(moved, Dense) else moved.parts if isinstance(moved, Factored) else (moved.left, moved.singular_values, moved.right)
         if all(bool(torch.isfinite(part).all()) for part in parts):
             return moved
@@ -305,7 +308,7 @@ def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], opt
 
 def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], context: _Context, description: str) -> dict[str, LayerBasis]:
     """Top-k factors of a group by randomized subspace iteration: ``1 + power_iterations`` folds."""
-    from .randomized import SketchAccumulator
+    from .randomized import SketchAccumulator, add_batched
 
     opts = context.options
     names = [spec.name for spec in group]
@@ -332,9 +335,27 @@ def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], c
                 for spec in group
             }
 
+        stacked_tests: dict[tuple[str, ...], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+
+        def batch_tests(batch: tuple[str, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            if batch not in stacked_tests:
+                stacked_tests[batch] = tuple(  # type: ignore[assignment]
+                    None if tests[batch[0]][side] is None else torch.stack([tests[n][side] for n in batch]) for side in (0, 1)
+                )
+            return stacked_tests[batch]
+
         def step(acc: dict[str, SketchAccumulator], source: MatrixSource) -> dict[str, SketchAccumulator]:
+            batches: dict[tuple, list[str]] = {}
+            loaded = {}
             for name, matrix in source.load(names).items():
-                acc[name].add(context.cast(matrix, source.name, name), first_pass=starting)
+                loaded[name] = context.cast(matrix, source.name, name, check=starting)
+                if isinstance(loaded[name], Factored):
+                    key = (tuple(loaded[name].lora_b.shape), tuple(loaded[name].lora_a.shape))
+                    batches.setdefault(key, []).append(name)
+                else:
+                    acc[name].add(loaded[name], first_pass=starting)
+            for batch in batches.values():
+                add_batched([acc[n] for n in batch], [loaded[n] for n in batch], first_pass=starting, tests=batch_tests(tuple(batch)))  # type: ignore[misc]
             return acc
 
         def merge(a: dict[str, SketchAccumulator], b: dict[str, SketchAccumulator]) -> dict[str, SketchAccumulator]:
@@ -433,6 +454,21 @@ def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Cont
     return basis, 2 * len(blocks)
 
 
+def _tucker_residuals(matrices: list[Factored], left: torch.Tensor, right: torch.Tensor) -> list[tuple[float, float]]:
+    """``(||X - U U^T X V V^T||^2, ||X||^2)`` of same-shaped LoRA updates, in batched GEMMs.
+
+    The in-build factors are orthonormal to working precision, so the residual is
+    ``||X||^2 - ||U^T X V||^2`` with ``U^T X V = s (U^T B)(A V)``.
+    """
+    lora_b = torch.stack([m.lora_b for m in matrices])
+    lora_a = torch.stack([m.lora_a for m in matrices])
+    scale = torch.tensor([m.scale for m in matrices], dtype=lora_b.dtype, device=lora_b.device)
+    core = (left.transpose(1, 2) @ lora_b) @ (lora_a @ right) * scale[:, None, None]
+    total = ((lora_b.transpose(1, 2) @ lora_b) * (lora_a @ lora_a.transpose(1, 2))).sum((1, 2)) * scale.square()
+    residual = (total - core.square().sum((1, 2))).clamp_min(0)
+    return list(zip(residual.tolist(), total.tolist()))
+
+
 def _quality_pass(
     layers: Sequence[LayerSpec],
     bases: dict[str, LayerBasis],
@@ -446,16 +482,28 @@ def _quality_pass(
     everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
     groups = _plan_groups(layers, (2, 3), context.options) if context.modes != (1,) else [list(layers)]
     residuals: dict[str, dict[str, tuple[float, float, float, bool]]] = {spec.name: {} for spec in layers}
+    stacked: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
     advance = context.progress.task("quality pass", len(everyone))
     for source, is_holdout in everyone:
         for group in groups:
-            for name, matrix in source.load([spec.name for spec in group]).items():
-                matrix = context.cast(matrix, source.name, name)
-                coef = project_layer(bases[name], matrix)
-                residual = float(residual_sq_norm(bases[name], matrix, coef))
-                total = float(matrix.sq_norm())
-                centered_total = residual + float(coef.square().sum())
-                residuals[name][source.name] = (residual, total, centered_total, is_holdout)
+            # Training sources were checked for NaN/Inf in the first pass; held-out ones are new.
+            loaded = {n: context.cast(m, source.name, n, check=is_holdout) for n, m in source.load([spec.name for spec in group]).items()}
+            batches: dict[tuple, list[str]] = {}
+            for name, matrix in loaded.items():
+                basis = bases[name]
+                if isinstance(matrix, Factored) and basis.modes == (2, 3) and basis.mean is None:
+                    key = (tuple(matrix.lora_b.shape), tuple(matrix.lora_a.shape), tuple(basis.left.shape), tuple(basis.right.shape))
+                    batches.setdefault(key, []).append(name)
+                    continue
+                coef = project_layer(basis, matrix)
+                residual = float(residual_sq_norm(basis, matrix, coef))
+                residuals[name][source.name] = (residual, float(matrix.sq_norm()), residual + float(coef.square().sum()), is_holdout)
+            for batch in batches.values():
+                names = tuple(batch)
+                if names not in stacked:
+                    stacked[names] = tuple(torch.stack([getattr(bases[n], side) for n in names]).to(context.options.accumulate_dtype) for side in ("left", "right"))  # type: ignore[assignment]
+                for name, (residual, total) in zip(names, _tucker_residuals([loaded[n] for n in names], *stacked[names])):  # type: ignore[misc]
+                    residuals[name][source.name] = (residual, total, total, is_holdout)
         advance()
     generator = torch.Generator().manual_seed(context.options.seed)
     reports = [

@@ -50,6 +50,8 @@ class CollectionResult:
     scree: list[dict[str, Any]] = field(default_factory=list)
     heldout: list[str] = field(default_factory=list)
     per_task: dict[str, dict[str, float]] = field(default_factory=dict)
+    note: str = ""
+    """What the collection is, for reading its numbers."""
     heldout_error: float = float("nan")
     """Mean over layers of the held-out members' relative error, centred: the share of their
     own update (or of their difference from the mean) that the basis does not capture."""
@@ -97,7 +99,9 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
     holdout = 2
     train, held = adapters[:-holdout], adapters[-holdout:]
     outcome = build([str(a) for a in adapters], work / "minilm-basis", k=main_k, holdout=holdout, name="minilm-lora-basis", device="cpu")
-    result = CollectionResult("minilm-lora", "lora", main_k, heldout=[a.name for a in held])
+    result = CollectionResult("minilm-lora", "lora", main_k, heldout=[a.name for a in held], note=(
+        "Each adapter starts from its own random lora_A and learns an unrelated task, so a new adapter's update mostly "
+        "lies outside the span of the others; its trained head (passthrough, kept whole) carries the mean-only score."))
     _summarise_build(result, outcome.report)
     # In memory, a wider basis of the same training set gives every k of the sweep and the secondary directions.
     sources = open_sources([str(a) for a in adapters])
@@ -157,7 +161,10 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
     holdout = 4
     held = folders[-holdout:]
     outcome = build([str(f) for f in folders], work / f"{label}-basis", modes="1", k=main_k, holdout=holdout, name=label, device="cpu")
-    result = CollectionResult(label, "checkpoint", main_k, heldout=[f.name for f in held])
+    result = CollectionResult(label, "checkpoint", main_k, heldout=[f.name for f in held], note=(
+        "Every network starts from one initialisation: the shared subspace is real, and the secondary directions are not."
+        if shared else
+        "Every network starts from its own initialisation (the control): the spectrum sits near the Gaussian null and the basis carries little."))
     _summarise_build(result, outcome.report)
     sources = open_sources([str(f) for f in folders])
     specs = [LayerSpec(n, tuple(sources[0].tensors[n].shape)) for n in outcome.basis.layer_names]

@@ -29,6 +29,26 @@ def collection_rows(collection: CollectionResult) -> list[list[str]]:
     return rows
 
 
+def _reading(collection: CollectionResult) -> str:
+    """One honest paragraph on what the numbers say, computed from them."""
+    accuracy, k = collection.accuracy, collection.k
+    universal, original, mean = accuracy[f"universal k={k}"], accuracy["original"], accuracy["mean only"]
+    secondary = accuracy.get(f"secondary k={k}", mean)
+    kept = max(0.0, 1 - collection.heldout_error**2)
+    gap = original - universal
+    verdict = (
+        f"The universal subspace keeps the held-out members within {gap * 100:.1f} points of their own accuracy"
+        if gap <= 0.03
+        else f"The held-out members lose {gap * 100:.1f} points against their originals"
+    )
+    what = "update" if collection.kind == "lora" else "difference from the mean"
+    return (
+        f"**Reading the numbers.** {verdict}, at {collection.sizes['ratio']:.0f}x less storage. The top-{k} basis holds about "
+        f"{kept:.0%} of a held-out member's {what}; that share lifts accuracy {(universal - mean) * 100:+.1f} points over the "
+        f"mean alone, while the next {k} (secondary) directions lift it {(secondary - mean) * 100:+.1f}. {collection.note}"
+    ).strip()
+
+
 def write_report(result: DemoResult) -> Path:
     out = result.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +65,7 @@ def write_report(result: DemoResult) -> Path:
         lines += ["| k | " + " | ".join(map(str, ks)) + " |", "|---|" + "---|" * len(ks)]
         for label, points in sweep.items():
             lines.append(f"| {label} | " + " | ".join(f"{points[k]:.3f}" if k in points else "-" for k in ks) + " |")
-        lines += ["", f"![scree]({scree.name})", f"![accuracy]({accuracy.name})", ""]
+        lines += ["", _reading(collection), "", f"![scree]({scree.name})", f"![accuracy]({accuracy.name})", ""]
     hub = result.hub
     lines += [
         "## Through the Hub",

@@ -159,25 +159,39 @@ class LoraSource:
         with open_tensor_file(self.weights) as handle:
             return handle.get_tensor(key)
 
-    def factors(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, A)`` as ``p x r`` and ``r x q`` matrices of the layer's matrix view (unscaled)."""
+    def _keys(self, layer: str) -> tuple[str, str]:
         try:
             module = self.modules[layer]
         except KeyError:
             raise SourceError(f"no LoRA update for {layer}", source=self.name) from None
         if module.kind == "embedding":
-            a = self.raw_tensor(f"{module.stem}.lora_embedding_A")
-            b = self.raw_tensor(f"{module.stem}.lora_embedding_B")
+            return f"{module.stem}.lora_embedding_A", f"{module.stem}.lora_embedding_B"
+        return f"{module.stem}.lora_A.weight", f"{module.stem}.lora_B.weight"
+
+    def _orient(self, layer: str, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, A)`` as ``p x r`` and ``r x q`` matrices of the layer's matrix view (unscaled)."""
+        module = self.modules[layer]
+        if module.kind == "embedding":
             return a.T, b.T  # update (B A)^T = A^T B^T
-        a = self.raw_tensor(f"{module.stem}.lora_A.weight").flatten(1)
-        b = self.raw_tensor(f"{module.stem}.lora_B.weight").flatten(1)
+        a, b = a.flatten(1), b.flatten(1)
         return (a.T, b.T) if module.transposed else (b, a)
 
+    def factors(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, A)`` of one layer's matrix view (unscaled)."""
+        key_a, key_b = self._keys(layer)
+        return self._orient(layer, self.raw_tensor(key_a), self.raw_tensor(key_b))
+
     def load(self, names: Sequence[str]) -> dict[str, Factored]:
-        """The updates in raw factors (the engine casts them to its precision and device)."""
+        """The updates in raw factors, read in one opening of the file (the engine casts them)."""
+        keys = {layer: self._keys(layer) for layer in names}
+        if self._pickled is not None:
+            raw = self._pickled
+        else:
+            with open_tensor_file(self.weights) as handle:
+                raw = {key: handle.get_tensor(key) for pair in keys.values() for key in pair}
         out = {}
-        for layer in names:
-            left, right = self.factors(layer)
+        for layer, (key_a, key_b) in keys.items():
+            left, right = self._orient(layer, raw[key_a], raw[key_b])
             out[layer] = Factored(left, right, self.modules[layer].scale)
         return out
 
