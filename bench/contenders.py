@@ -30,7 +30,8 @@ def unisub(spec: dict) -> dict[str, torch.Tensor]:
     sources = open_sources(spec["sources"])
     layers = select_layers([s.tensors for s in sources]).layers
     options = BuildOptions(modes=(2, 3), rank=RankRule(k=spec["k"]), center=spec.get("center", False), null_baseline=False,
-                           max_memory=spec.get("max_memory", 2 * 1024**3), solver=spec.get("solver", "auto"))
+                           max_memory=spec.get("max_memory", 2 * 1024**3), solver=spec.get("solver", "auto"),
+                           accumulate_dtype=getattr(torch, spec.get("precision", "float64")))
     result = build_basis(layers, sources, options=options)
     return {name: layer.left.float() for name, layer in result.layers.items() if name in spec["check"]}
 
@@ -89,7 +90,11 @@ def vlora_dev(spec: dict) -> dict[str, torch.Tensor]:
     return {}
 
 
-CONTENDERS = {"unisub-hub": unisub, "in-memory-svd": in_memory_svd, "read-floor": read_floor, "lorashare": lorashare, "vlora-dev": vlora_dev}
+def unisub_float32(spec: dict) -> dict[str, torch.Tensor]:
+    return unisub({**spec, "precision": "float32"})
+
+
+CONTENDERS = {"unisub-hub": unisub, "unisub-hub-float32": unisub_float32, "in-memory-svd": in_memory_svd, "read-floor": read_floor, "lorashare": lorashare, "vlora-dev": vlora_dev}
 
 
 def main() -> None:

@@ -82,16 +82,18 @@ def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> li
     rows = []
     for config in configs:
         config = {"shared": k, **config}  # the planted subspace is as wide as the k asked for: a well-posed top-k
+        make = {key: value for key, value in config.items() if key != "contenders"}
         folder = data / f"lora-n{config['adapters']}-d{config['d']}-L{config['layers']}-s{config['shared']}-{str(config.get('dtype', 'float32')).removeprefix('torch.')}"
         start = time.perf_counter()
-        sources = [str(p) for p in make_lora_collection(folder, **config)]
+        sources = [str(p) for p in make_lora_collection(folder, **make)]
         made = time.perf_counter() - start
         size = sum(Path(s, "adapter_model.safetensors").stat().st_size for s in sources)
         check = [f"model.layers.0.self_attn.q_proj.weight", f"model.layers.{config['layers'] - 1}.self_attn.v_proj.weight"]
         references = {m: exact_left(sources, m, k) for m in check}
         spec = {"sources": sources, "k": k, "check": check}
         dense_bytes = config["adapters"] * 3 * config["layers"] * config["d"] ** 2 * 4
-        contenders = ["unisub-hub", "lorashare", "vlora-dev"] + (["in-memory-svd"] if dense_bytes < 0.4 * 24 * GiB else [])
+        contenders = ["unisub-hub", "unisub-hub-float32"] + (["lorashare", "vlora-dev"] if config.get("contenders", True) else []) + (
+            ["in-memory-svd"] if dense_bytes < 0.4 * 24 * GiB and config.get("contenders", True) else [])
         for name in contenders:
             result = run_contender(name, dict(spec), work)
             row = {"section": "lora-build", **config, "dtype": str(config.get("dtype", "float32")), "k": k, "bytes_on_disk": size,
@@ -138,7 +140,7 @@ def full_section(data: Path, work: Path, counts: list[int], layers: int, width: 
         size = sum(Path(s, "model.safetensors").stat().st_size for s in sources)
         spec = {"sources": sources, "k": 8, "check": [], "center": True, "max_memory": 512 * 2**20, "solver": "auto"}
         dense_bytes = size * 2.5
-        names = ["read-floor", "unisub-hub"] + (["in-memory-svd"] if dense_bytes < 0.5 * 24 * GiB else [])
+        names = ["read-floor", "unisub-hub", "unisub-hub-float32"] + (["in-memory-svd"] if dense_bytes < 0.5 * 24 * GiB and count <= 32 else [])
         for name in names:
             result = run_contender(name, dict(spec), work)
             row = {"section": "full-build", "checkpoints": count, "params_per_checkpoint": layers * width * width, "bytes_on_disk": size, "contender": name}
@@ -236,7 +238,7 @@ def main() -> None:
     rows: list[dict] = []
     log = lambda row: print(json.dumps({k: v for k, v in row.items()}), flush=True)  # noqa: E731
     if args.paper:
-        config = {"adapters": 500, "layers": 32, "d": 4096, "d_kv": 1024, "r": 16, "dtype": torch.bfloat16}
+        config = {"adapters": 500, "layers": 32, "d": 4096, "d_kv": 1024, "r": 16, "dtype": torch.bfloat16, "contenders": False}
         rows += lora_section(args.data, work, [config], 16, log)
     elif args.quick:
         rows += lora_section(args.data, work, [{"adapters": 6, "layers": 2, "d": 64, "r": 4}], 4, log)
@@ -246,10 +248,9 @@ def main() -> None:
     else:
         rows += lora_section(args.data, work, [
             {"adapters": 64, "layers": 8, "d": 1024, "r": 16},
-            {"adapters": 256, "layers": 4, "d": 1024, "r": 16},
-            {"adapters": 64, "layers": 2, "d": 4096, "d_kv": 1024, "r": 16},
+            {"adapters": 128, "layers": 2, "d": 4096, "d_kv": 1024, "r": 16},
         ], 16, log)
-        rows += full_section(args.data, work, [8, 16, 32, 64], layers=20, width=1024, log=log)
+        rows += full_section(args.data, work, [8, 16, 32], layers=20, width=1024, log=log)
         rows += materialize_section(args.data, work, layers=20, width=1024, log=log)
         rows += pull_section(args.data, work, log)
     stamp = datetime.date.today().isoformat() + ("-quick" if args.quick else "-paper" if args.paper else "")

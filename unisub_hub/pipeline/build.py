@@ -110,6 +110,7 @@ def build(
     shard_size: int = DEFAULT_SHARD_SIZE,
     allow_pickle: bool = False,
     allow_nonfinite: bool = False,
+    precision: str = "float64",
     progress: Progress | None = None,
     command: str | None = None,
 ) -> BuildOutcome:
@@ -142,7 +143,8 @@ def build(
     if k is not None and k > (largest := _largest_rank(selection.layers, mode_set, len(train), center)):
         raise EngineError(f"--k {k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
     options = BuildOptions(
-        modes=mode_set, rank=rule, center=center, device=device, max_memory=max_memory, check_finite=not allow_nonfinite
+        modes=mode_set, rank=rule, center=center, device=device, max_memory=max_memory, check_finite=not allow_nonfinite,
+        accumulate_dtype=DTYPES[precision],
     )
     result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress)
     arch_name, base_model = architecture_of(train)
