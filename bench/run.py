@@ -88,7 +88,7 @@ def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> li
         sources = [str(p) for p in make_lora_collection(folder, **make)]
         made = time.perf_counter() - start
         size = sum(Path(s, "adapter_model.safetensors").stat().st_size for s in sources)
-        check = [f"model.layers.0.self_attn.q_proj.weight", f"model.layers.{config['layers'] - 1}.self_attn.v_proj.weight"]
+        check = ["model.layers.0.self_attn.q_proj.weight", f"model.layers.{config['layers'] - 1}.self_attn.v_proj.weight"]
         references = {m: exact_left(sources, m, k) for m in check}
         spec = {"sources": sources, "k": k, "check": check}
         dense_bytes = config["adapters"] * 3 * config["layers"] * config["d"] ** 2 * 4

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from test_cli import SHAPES, run, write_checkpoints
 
 

@@ -6,8 +6,8 @@ import json
 
 import torch
 from safetensors.torch import save_file
-
 from test_cli import SHAPES, run, write_checkpoints
+
 from unisub_hub.format.tensorfile import canonical_bytes
 
 
@@ -36,7 +36,7 @@ def test_valid_artifacts_pass_every_check(tmp_path):
 
 
 def test_tampered_and_mismatched_artifacts_fail(tmp_path):
-    paths = setup(tmp_path)
+    setup(tmp_path)
     tensor_file = tmp_path / "basis" / "basis.safetensors"
     data = bytearray(tensor_file.read_bytes())
     data[-2] ^= 0x40
@@ -65,7 +65,7 @@ def test_deep_finds_non_orthonormal_factors_and_nan(tmp_path):
 
 
 def test_wrong_base_model_and_missing_basis(tmp_path, isolated_home):
-    paths = setup(tmp_path)
+    setup(tmp_path)
     other = write_checkpoints(tmp_path / "other", 1, {"layers.0.w": (16, 10), "layers.1.w": (12, 16)})[0]
     result = run("validate", tmp_path / "basis", "--against", other, "--json", ok=False)
     detail = [c["detail"] for c in json.loads(result.stdout)["checks"] if not c["ok"]][0]

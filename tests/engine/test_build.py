@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import planted_collection, random_loras
+
 from unisub_hub.engine import (
     BuildOptions,
     LayerSpec,

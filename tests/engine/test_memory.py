@@ -5,8 +5,8 @@ from __future__ import annotations
 import weakref
 
 import torch
-
 from conftest import planted_collection
+
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
 from unisub_hub.engine.matrix import Dense, matrix_view
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import random_loras
-from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis, project_layer, reconstruct_layer, reconstruct_lora
+
+from unisub_hub.engine import (
+    BuildOptions,
+    LayerSpec,
+    RankRule,
+    build_basis,
+    project_layer,
+    reconstruct_layer,
+    reconstruct_lora,
+)
 
 
 @pytest.mark.parametrize("modes", [(2, 3), (2,), (3,), (1,)])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import planted_collection, random_loras
 from test_build import max_principal_angle
+
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
 
 

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import planted_collection
+
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
-from unisub_hub.errors import ArtifactExistsError, ContentIdMismatchError, FormatError, SchemaError, UnsupportedVersionError
-from unisub_hub.format import canonical_bytes, content_id, load_basis, load_coefficients, save_basis, save_coefficients
+from unisub_hub.errors import (
+    ArtifactExistsError,
+    ContentIdMismatchError,
+    FormatError,
+    SchemaError,
+    UnsupportedVersionError,
+)
+from unisub_hub.format import (
+    canonical_bytes,
+    content_id,
+    load_basis,
+    load_coefficients,
+    save_basis,
+    save_coefficients,
+)
 
 SHAPES = {"enc.0.weight": (8, 6), "enc.1.weight": (6, 8)}
 REPO = Path(__file__).resolve().parents[2]

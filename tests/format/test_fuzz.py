@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import planted_collection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import planted_collection
 from unisub_hub.cli import cli
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
 from unisub_hub.errors import UnisubError
-from unisub_hub.format import load_basis, load_coefficients, save_basis, save_coefficients
+from unisub_hub.format import (
+    load_basis,
+    load_coefficients,
+    save_basis,
+    save_coefficients,
+)
 from unisub_hub.pipeline.validate import validate
 
 SHAPES = {"a.weight": (6, 5), "b.weight": (5, 4)}

@@ -6,9 +6,9 @@ import json
 import socket
 
 import pytest
-
 from models import save_adapters, save_base
 from test_cli import run
+
 from unisub_hub.testing import LocalHub
 
 
@@ -125,7 +125,8 @@ def test_push_without_basis_on_hub_stops_or_pushes_it(zoo, tmp_path, hub):
 
 
 def test_create_pr_and_branch(zoo, tmp_path, hub):
-    base, adapters = publish(zoo, tmp_path, hub)[0], zoo[1]
+    publish(zoo, tmp_path, hub)
+    adapters = zoo[1]
     main_before = hub.repos["me/tiny-basis"].branches["main"]
     again = json.loads(run("push", "tiny-basis", "me/tiny-basis", "--json").stdout)
     assert again[0]["commit"] == main_before  # unchanged content makes no new commit

@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 
 from test_cli import run, write_checkpoints  # noqa: E402
+
 from unisub_hub.engine.rank import k_for_variance  # noqa: E402
 from unisub_hub.io.checkpoint import CheckpointSource  # noqa: E402
 from unisub_hub.pipeline.analyze import analyze  # noqa: E402

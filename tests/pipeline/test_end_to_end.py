@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from models import logits_of, save_adapters, save_base, save_finetunes
-from unisub_hub.format import load_basis
+
 from unisub_hub.engine import reconstruct_layer
 from unisub_hub.pipeline.build import build
 from unisub_hub.pipeline.materialize import materialize

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 from helpers import make_basis, make_task
+
 from unisub_hub.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import make_basis, make_task
-from unisub_hub.errors import AmbiguousReferenceError, DependencyError, ReferenceNotFoundError, RegistryError
+
+from unisub_hub.errors import (
+    AmbiguousReferenceError,
+    DependencyError,
+    ReferenceNotFoundError,
+    RegistryError,
+)
 from unisub_hub.registry import Registry
 
 

@@ -11,9 +11,15 @@ import click
 from ..constants import DEFAULT_MAX_MEMORY
 from ..engine.basis import MODE_SETS
 from ..pipeline.build import BuildOutcome, build
-from .options import device_option, json_option, parse_bytes, register_option, shard_size_option
-from .refs import open_registry
+from .options import (
+    device_option,
+    json_option,
+    parse_bytes,
+    register_option,
+    shard_size_option,
+)
 from .output import emit_json, human_bytes, print_table, progress_bar, stdout
+from .refs import open_registry
 
 
 def command_line() -> str:

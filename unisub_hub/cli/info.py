@@ -40,7 +40,7 @@ def info_command(artifact, verify, as_json):
                 layer["name"], "x".join(map(str, layer["shape"])), ",".join(map(str, layer["modes"])),
                 " ".join(f"{m}:{r}" for m, r in layer["ranks"].items()),
                 " ".join(f"{m}:{v:.3f}" for m, v in layer.get("explained_variance", {}).items()),
-                " ".join(f"{m}:{v:.3f}" for m, v in q.get("null_explained_variance", {}).items()),
+                " ".join(f"{m}:{v:.3f}" for m, v in (q.get("null_explained_variance") or {}).items()),
                 q.get("holdout_mean_rel_error", q.get("mean_rel_error", "")),
             ])
         print_table("Layers", ["layer", "shape", "modes", "ranks", "explained var.", "null", "rel. err"], rows)

@@ -9,8 +9,8 @@ import click
 from ..pipeline.project import ProjectOutcome, project
 from .build import command_line
 from .options import device_option, json_option, register_option, shard_size_option
-from .refs import open_basis, open_registry
 from .output import emit_json, human_bytes, print_table, stdout
+from .refs import open_basis, open_registry
 
 
 @click.command("project")

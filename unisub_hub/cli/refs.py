@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..format import BasisArtifact, CoefficientSet, load_basis, load_coefficients
 from ..errors import ReferenceNotFoundError
+from ..format import BasisArtifact, CoefficientSet, load_basis, load_coefficients
 from ..registry import Registry
 
 __all__ = ["open_basis", "open_coefficients", "open_registry", "resolve_folder"]

@@ -5,11 +5,23 @@ file. Tensors stay on the device and dtype they are given.
 """
 
 from .basis import MODE_SETS, LayerBasis, parse_modes
-from .build import BuildOptions, BuildResult, LayerSpec, MatrixSource, Progress, build_basis
+from .build import (
+    BuildOptions,
+    BuildResult,
+    LayerSpec,
+    MatrixSource,
+    Progress,
+    build_basis,
+)
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
 from .matrix import Dense, LayerMatrix, LowRank, lora_canonical, lora_scale, matrix_view
-from .project import project_layer, reconstruct_layer, reconstruct_lora, residual_sq_norm
+from .project import (
+    project_layer,
+    reconstruct_layer,
+    reconstruct_lora,
+    residual_sq_norm,
+)
 from .quality import BuildReport, LayerReport
 from .rank import RankRule, explained_variance, k_for_variance
 

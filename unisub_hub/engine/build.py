@@ -138,7 +138,7 @@ def build_basis(
         raise EngineError("no layers to decompose: the layer selection is empty")
     device = resolve_device(options.device)
     progress = progress or _NoProgress()
-    context = _Context(options, modes, device, executor, progress)
+    context = _Context(options, modes, device, executor, progress, _SourceCache(options.max_memory // 2 if executor is None else 0))
     bases: dict[str, LayerBasis] = {}
     passes = 0
     if modes == (1,):
@@ -172,6 +172,44 @@ def build_basis(
     return BuildResult(layers=bases, report=report)
 
 
+class _SourceCache:
+    """Sources' cast layers kept in memory between passes, while they fit in a byte budget.
+
+    The randomized solver reads every source ``2 + power_iterations`` times. When the whole
+    collection's selected layers fit in half of ``max_memory`` (LoRA factors usually do),
+    the first pass keeps them and later passes read nothing; past the budget the cache is
+    dropped and every pass streams from disk as usual.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.entries: dict[str, dict[str, LayerMatrix]] = {}
+        self.size = 0
+        self.enabled = budget > 0
+
+    def get(self, source: str, names: Sequence[str]) -> dict[str, LayerMatrix] | None:
+        entry = self.entries.get(source)
+        return None if entry is None or any(n not in entry for n in names) else {n: entry[n] for n in names}
+
+    def offer(self, source: str, loaded: dict[str, LayerMatrix]) -> None:
+        if not self.enabled:
+            return
+        self.size += sum(t.numel() * t.element_size() for m in loaded.values() for t in _tensors_of(m))
+        if self.size > self.budget:
+            self.entries.clear()
+            self.enabled = False
+            return
+        self.entries.setdefault(source, {}).update(loaded)
+
+
+def _tensors_of(matrix: LayerMatrix) -> tuple[torch.Tensor, ...]:
+    if isinstance(matrix, Dense):
+        return (matrix.value,)
+    if isinstance(matrix, Factored):
+        return matrix.parts
+    return (matrix.left, matrix.singular_values, matrix.right)
+
+
 @dataclass
 class _Context:
     options: BuildOptions
@@ -179,6 +217,7 @@ class _Context:
     device: torch.device
     executor: Executor | None
     progress: Progress
+    cache: _SourceCache = field(default_factory=lambda: _SourceCache(0))
 
     def executor_for(self, description: str, total: int) -> Executor:
         return self.executor or SerialExecutor(self.progress.task(description, total))
@@ -186,8 +225,8 @@ class _Context:
     def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True) -> LayerMatrix:
         """The matrix on the build's device and precision, with non-finite values refused (or zeroed)."""
         moved = matrix.to(self.device, self.options.accumulate_dtype)
-        if not check:
-            return moved
+        if not check and self.options.check_finite:
+            return moved  # this source's layer was checked in an earlier pass
         parts = (moved.value,) if isinstance(moved, Dense) else moved.parts if isinstance(moved, Factored) else (moved.left, moved.singular_values, moved.right)
         if all(bool(torch.isfinite(part).all()) for part in parts):
             return moved
@@ -346,9 +385,12 @@ def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], c
 
         def step(acc: dict[str, SketchAccumulator], source: MatrixSource) -> dict[str, SketchAccumulator]:
             batches: dict[tuple, list[str]] = {}
-            loaded = {}
-            for name, matrix in source.load(names).items():
-                loaded[name] = context.cast(matrix, source.name, name, check=starting)
+            loaded = context.cache.get(source.name, names)
+            if loaded is None:
+                loaded = {name: context.cast(matrix, source.name, name, check=starting) for name, matrix in source.load(names).items()}
+                if starting:
+                    context.cache.offer(source.name, loaded)
+            for name in names:
                 if isinstance(loaded[name], Factored):
                     key = (tuple(loaded[name].lora_b.shape), tuple(loaded[name].lora_a.shape))
                     batches.setdefault(key, []).append(name)
@@ -487,7 +529,10 @@ def _quality_pass(
     for source, is_holdout in everyone:
         for group in groups:
             # Training sources were checked for NaN/Inf in the first pass; held-out ones are new.
-            loaded = {n: context.cast(m, source.name, n, check=is_holdout) for n, m in source.load([spec.name for spec in group]).items()}
+            wanted = [spec.name for spec in group]
+            loaded = context.cache.get(source.name, wanted)
+            if loaded is None:
+                loaded = {n: context.cast(m, source.name, n, check=is_holdout) for n, m in source.load(wanted).items()}
             batches: dict[tuple, list[str]] = {}
             for name, matrix in loaded.items():
                 basis = bases[name]

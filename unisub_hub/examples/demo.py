@@ -9,7 +9,6 @@ it and check that the pulled model scores what the local reconstruction scored.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -20,7 +19,15 @@ from typing import Any
 
 import torch
 
-from ..engine import BuildOptions, LayerBasis, LayerSpec, RankRule, build_basis, project_layer, reconstruct_layer
+from ..engine import (
+    BuildOptions,
+    LayerBasis,
+    LayerSpec,
+    RankRule,
+    build_basis,
+    project_layer,
+    reconstruct_layer,
+)
 from ..format import load_basis, load_coefficients
 from ..hub.pull import pull
 from ..hub.push import push_artifact
@@ -97,7 +104,7 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
                                      on_adapter=lambda r: log(f"  trained LoRA for {r['task']}: accuracy {r['accuracy']:.3f} in {r['seconds']}s"))
     log(f"LoRA collection ready: {len(adapters)} adapters of all-MiniLM-L6-v2 ({time.perf_counter() - start:.0f}s)")
     holdout = 2
-    train, held = adapters[:-holdout], adapters[-holdout:]
+    held = adapters[-holdout:]
     outcome = build([str(a) for a in adapters], work / "minilm-basis", k=main_k, holdout=holdout, name="minilm-lora-basis", device="cpu")
     result = CollectionResult("minilm-lora", "lora", main_k, heldout=[a.name for a in held], note=(
         "Each adapter starts from its own random lora_A and learns an unrelated task, so a new adapter's update mostly "

@@ -1,6 +1,13 @@
 """Format v1: manifests, tensor files, content ids (see ``specs/FORMAT.md``)."""
 
-from .artifact import Artifact, atomic_folder, check_output, detect_kind, read_artifact, write_artifact
+from .artifact import (
+    Artifact,
+    atomic_folder,
+    check_output,
+    detect_kind,
+    read_artifact,
+    write_artifact,
+)
 from .basis import BasisArtifact, load_basis, save_basis
 from .coefficients import CoefficientSet, load_coefficients, save_coefficients
 from .common import architecture_fingerprint

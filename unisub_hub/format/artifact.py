@@ -152,6 +152,29 @@ class Artifact:
             )
 
 
+@dataclass
+class ArtifactView:
+    """Base of the typed views (:class:`BasisArtifact`, :class:`CoefficientSet`) over an :class:`Artifact`."""
+
+    artifact: Artifact
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.artifact.manifest
+
+    @property
+    def path(self) -> Path:
+        return self.artifact.path
+
+    @property
+    def content_id(self) -> str:
+        return self.artifact.content_id
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [entry["name"] for entry in self.manifest["layers"]]
+
+
 def detect_kind(path: Path) -> str:
     """Which kind of artifact a folder holds, from its manifest file name."""
     for kind, manifest_name in MANIFEST_NAMES.items():

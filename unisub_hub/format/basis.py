@@ -13,8 +13,8 @@ import torch
 from ..constants import BASIS_FORMAT, DEFAULT_SHARD_SIZE, QUALITY_REPORT
 from ..engine.basis import LayerBasis
 from ..errors import EngineError, FormatError
+from .artifact import ArtifactView, read_artifact, write_artifact
 from .card import basis_card
-from .artifact import Artifact, read_artifact, write_artifact
 from .common import architecture_fingerprint, dtype_name, manifest_header, stored_name
 
 __all__ = ["BasisArtifact", "load_basis", "save_basis"]
@@ -103,26 +103,8 @@ def save_basis(
 
 
 @dataclass
-class BasisArtifact:
+class BasisArtifact(ArtifactView):
     """A basis folder opened for reading; layers load on demand."""
-
-    artifact: Artifact
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return self.artifact.manifest
-
-    @property
-    def path(self) -> Path:
-        return self.artifact.path
-
-    @property
-    def content_id(self) -> str:
-        return self.artifact.content_id
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [entry["name"] for entry in self.manifest["layers"]]
 
     def entry(self, name: str) -> dict[str, Any]:
         for entry in self.manifest["layers"]:

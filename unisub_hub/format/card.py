@@ -22,6 +22,14 @@ def _base_model(manifest: dict[str, Any]) -> str | None:
     return base["id"] if base else None
 
 
+def _usage(manifest: dict[str, Any], commands: list[str]) -> list[str]:
+    """The "Use" section, and the command that made the artifact when known."""
+    lines = ["## Use", "", "```bash", *commands, "```"]
+    if command := manifest.get("command"):
+        lines += ["", "Made with:", "", "```bash", command, "```"]
+    return lines
+
+
 def basis_card(manifest: dict[str, Any]) -> str:
     """Card of a basis: what it is, its layers and quality, how to use it."""
     quality = manifest.get("quality", {})
@@ -46,15 +54,8 @@ def basis_card(manifest: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
         *rows,
         "",
-        "## Use",
-        "",
-        "```bash",
-        "unisub-hub pull <this repo>",
-        "unisub-hub project MY_MODEL --basis <this repo> --out my-task",
-        "```",
+        *_usage(manifest, ["unisub-hub pull <this repo>", "unisub-hub project MY_MODEL --basis <this repo> --out my-task"]),
     ]
-    if command := manifest.get("command"):
-        body += ["", "Made with:", "", "```bash", command, "```"]
     return _front_matter(_base_model(manifest)) + "\n".join(body) + "\n"
 
 
@@ -74,14 +75,6 @@ def coefficients_card(manifest: dict[str, Any]) -> str:
         body += [f"- {key.replace('_', ' ')}: {value:,} bytes" for key, value in sizes.items()] + [""]
     if "mean_rel_error" in metrics:
         body += [f"- mean relative reconstruction error: {metrics['mean_rel_error']:.4g}", ""]
-    body += [
-        "## Use",
-        "",
-        "```bash",
-        "unisub-hub pull <this repo> --materialize --base BASE_MODEL --out my-model",
-        "```",
-    ]
-    if command := manifest.get("command"):
-        body += ["", "Made with:", "", "```bash", command, "```"]
+    body += _usage(manifest, ["unisub-hub pull <this repo> --materialize --base BASE_MODEL --out my-model"])
     extra = {"basis_repo": basis["repo_id"]} if basis.get("repo_id") else None
     return _front_matter(_base_model(manifest), extra) + "\n".join(body) + "\n"

@@ -11,8 +11,8 @@ import torch
 
 from ..constants import COEFFICIENTS_FORMAT, DEFAULT_SHARD_SIZE
 from ..errors import FormatError
+from .artifact import ArtifactView, read_artifact, write_artifact
 from .card import coefficients_card
-from .artifact import Artifact, read_artifact, write_artifact
 from .common import ROLE_SEPARATOR, dtype_name, manifest_header, stored_name
 
 __all__ = ["CoefficientSet", "load_coefficients", "save_coefficients"]
@@ -72,30 +72,12 @@ def save_coefficients(
 
 
 @dataclass
-class CoefficientSet:
+class CoefficientSet(ArtifactView):
     """A coefficient-set folder opened for reading."""
-
-    artifact: Artifact
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return self.artifact.manifest
-
-    @property
-    def path(self) -> Path:
-        return self.artifact.path
-
-    @property
-    def content_id(self) -> str:
-        return self.artifact.content_id
 
     @property
     def basis_id(self) -> str:
         return self.manifest["basis"]["content_id"]
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [entry["name"] for entry in self.manifest["layers"]]
 
     @property
     def passthrough_names(self) -> list[str]:

@@ -8,9 +8,16 @@ from typing import Any
 
 import torch
 
-from ..engine import BuildOptions, Progress, RankRule, build_basis, parse_modes, resolve_device
-from ..engine.matrix import Dense
+from ..engine import (
+    BuildOptions,
+    Progress,
+    RankRule,
+    build_basis,
+    parse_modes,
+    resolve_device,
+)
 from ..engine.alpha import QualityThresholds, fit_power_law, layer_quality
+from ..engine.matrix import Dense
 from ..engine.quality import CURVE_POINTS
 from ..io.collection import open_sources
 from .build import _check_duplicates

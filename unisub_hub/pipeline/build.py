@@ -9,9 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
-from ..engine import BuildOptions, BuildReport, LayerSpec, Progress, RankRule, build_basis, parse_modes
+from ..engine import (
+    BuildOptions,
+    BuildReport,
+    LayerSpec,
+    Progress,
+    RankRule,
+    build_basis,
+    parse_modes,
+)
 from ..errors import EngineError, IncompatibleSourcesError
-from ..format import check_output, BasisArtifact, save_basis
+from ..format import BasisArtifact, check_output, save_basis
 from ..format.common import DTYPES, safe_name
 from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers

@@ -22,7 +22,7 @@ import torch
 from ..constants import DEFAULT_SHARD_SIZE
 from ..engine import reconstruct_layer, reconstruct_lora, resolve_device
 from ..errors import FormatError, SourceError
-from ..format import check_output, BasisArtifact, CoefficientSet, atomic_folder
+from ..format import BasisArtifact, CoefficientSet, atomic_folder, check_output
 from ..format.shards import ShardWriter
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
 from ..io.peft_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS

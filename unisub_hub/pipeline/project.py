@@ -12,7 +12,7 @@ import torch
 from ..constants import DEFAULT_SHARD_SIZE
 from ..engine import project_layer, residual_sq_norm, resolve_device
 from ..errors import IncompatibleSourcesError
-from ..format import check_output, BasisArtifact, CoefficientSet, save_coefficients
+from ..format import BasisArtifact, CoefficientSet, check_output, save_coefficients
 from ..format.common import safe_name
 from ..io.collection import Source, open_source
 

@@ -16,7 +16,13 @@ import torch
 
 from ..constants import BASIS_FORMAT
 from ..errors import UnisubError
-from ..format import BasisArtifact, CoefficientSet, architecture_fingerprint, load_basis, read_artifact
+from ..format import (
+    BasisArtifact,
+    CoefficientSet,
+    architecture_fingerprint,
+    load_basis,
+    read_artifact,
+)
 from ..format.artifact import Artifact
 
 __all__ = ["Check", "ValidationReport", "check_base_model", "check_tensor_table", "validate"]

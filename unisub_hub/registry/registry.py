@@ -17,11 +17,28 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from ..constants import BASIS_FORMAT, unisub_home
-from ..errors import AmbiguousReferenceError, ContentIdMismatchError, DependencyError, FormatError, ReferenceNotFoundError, RegistryError
+from ..errors import (
+    AmbiguousReferenceError,
+    ContentIdMismatchError,
+    DependencyError,
+    FormatError,
+    ReferenceNotFoundError,
+    RegistryError,
+)
 from ..format import read_artifact
 from ..format.artifact import Artifact
 from .database import Database
-from .models import Alias, Architecture, Basis, BasisLayer, BasisSource, Layer, Source, Tag, Task
+from .models import (
+    Alias,
+    Architecture,
+    Basis,
+    BasisLayer,
+    BasisSource,
+    Layer,
+    Source,
+    Tag,
+    Task,
+)
 from .store import Store
 
 __all__ = ["KINDS", "Entry", "Registry"]
