@@ -64,6 +64,9 @@ def exact_left(sources: list[str], module: str, k: int) -> tuple[torch.Tensor, l
         factors.append(matrix.left_factor())
         updates.append(matrix)
     stacked = torch.cat(factors, dim=1)
+    if stacked.shape[1] > stacked.shape[0]:  # wide: the d x d Gram is the cheaper exact route
+        _, vectors = torch.linalg.eigh(stacked @ stacked.T)
+        return vectors.flip(1)[:, :k], updates
     u, _, _ = torch.linalg.svd(stacked, full_matrices=False)
     return u[:, :k], updates
 
@@ -82,7 +85,7 @@ def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> li
     rows = []
     for config in configs:
         config = {"shared": k, **config}  # the planted subspace is as wide as the k asked for: a well-posed top-k
-        make = {key: value for key, value in config.items() if key != "contenders"}
+        make = {key: value for key, value in config.items() if key not in ("contenders", "float32_only")}
         folder = data / f"lora-n{config['adapters']}-d{config['d']}-L{config['layers']}-s{config['shared']}-{str(config.get('dtype', 'float32')).removeprefix('torch.')}"
         start = time.perf_counter()
         sources = [str(p) for p in make_lora_collection(folder, **make)]
@@ -92,7 +95,7 @@ def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> li
         references = {m: exact_left(sources, m, k) for m in check}
         spec = {"sources": sources, "k": k, "check": check}
         dense_bytes = config["adapters"] * 3 * config["layers"] * config["d"] ** 2 * 4
-        contenders = ["unisub-hub", "unisub-hub-float32"] + (["lorashare", "vlora-dev"] if config.get("contenders", True) else []) + (
+        contenders = (["unisub-hub-float32"] if config.get("float32_only") else ["unisub-hub", "unisub-hub-float32"]) + (["lorashare", "vlora-dev"] if config.get("contenders", True) else []) + (
             ["in-memory-svd"] if dense_bytes < 0.4 * 24 * GiB and config.get("contenders", True) else [])
         for name in contenders:
             result = run_contender(name, dict(spec), work)
@@ -238,7 +241,7 @@ def main() -> None:
     rows: list[dict] = []
     log = lambda row: print(json.dumps({k: v for k, v in row.items()}), flush=True)  # noqa: E731
     if args.paper:
-        config = {"adapters": 500, "layers": 32, "d": 4096, "d_kv": 1024, "r": 16, "dtype": torch.bfloat16, "contenders": False}
+        config = {"adapters": 500, "layers": 32, "d": 4096, "d_kv": 1024, "r": 16, "dtype": torch.bfloat16, "contenders": False, "float32_only": True}
         rows += lora_section(args.data, work, [config], 16, log)
     elif args.quick:
         rows += lora_section(args.data, work, [{"adapters": 6, "layers": 2, "d": 64, "r": 4}], 4, log)

@@ -173,7 +173,7 @@ def build_basis(
 
 
 class _SourceCache:
-    """Sources' cast layers kept in memory between passes, while they fit in a byte budget.
+    """Sources' layers, as read, kept in memory between passes while they fit in a byte budget.
 
     The randomized solver reads every source ``2 + power_iterations`` times. When the whole
     collection's selected layers fit in half of ``max_memory`` (LoRA factors usually do),
@@ -218,6 +218,15 @@ class _Context:
     executor: Executor | None
     progress: Progress
     cache: _SourceCache = field(default_factory=lambda: _SourceCache(0))
+
+    def fetch(self, source: MatrixSource, names: Sequence[str], *, check: bool, keep: bool = False) -> dict[str, LayerMatrix]:
+        """Layers of one source, cast; from the cache when it has them (``keep`` offers them to it)."""
+        raw = self.cache.get(source.name, names)
+        if raw is None:
+            raw = dict(source.load(names))
+            if keep:
+                self.cache.offer(source.name, raw)
+        return {name: self.cast(matrix, source.name, name, check=check) for name, matrix in raw.items()}
 
     def executor_for(self, description: str, total: int) -> Executor:
         return self.executor or SerialExecutor(self.progress.task(description, total))
@@ -385,11 +394,7 @@ def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], c
 
         def step(acc: dict[str, SketchAccumulator], source: MatrixSource) -> dict[str, SketchAccumulator]:
             batches: dict[tuple, list[str]] = {}
-            loaded = context.cache.get(source.name, names)
-            if loaded is None:
-                loaded = {name: context.cast(matrix, source.name, name, check=starting) for name, matrix in source.load(names).items()}
-                if starting:
-                    context.cache.offer(source.name, loaded)
+            loaded = context.fetch(source, names, check=starting, keep=starting)
             for name in names:
                 if isinstance(loaded[name], Factored):
                     key = (tuple(loaded[name].lora_b.shape), tuple(loaded[name].lora_a.shape))
@@ -529,10 +534,7 @@ def _quality_pass(
     for source, is_holdout in everyone:
         for group in groups:
             # Training sources were checked for NaN/Inf in the first pass; held-out ones are new.
-            wanted = [spec.name for spec in group]
-            loaded = context.cache.get(source.name, wanted)
-            if loaded is None:
-                loaded = {n: context.cast(m, source.name, n, check=is_holdout) for n, m in source.load(wanted).items()}
+            loaded = context.fetch(source, [spec.name for spec in group], check=is_holdout)
             batches: dict[tuple, list[str]] = {}
             for name, matrix in loaded.items():
                 basis = bases[name]
