@@ -29,3 +29,24 @@ def test_flat_null_has_the_given_norms():
     assert float(values.sum()) == pytest.approx(float(norms.square().sum()), rel=1e-9)
     # In high dimension Gaussian vectors are nearly orthogonal: eigenvalues ~ squared norms.
     torch.testing.assert_close(values, norms.square().flip(0), rtol=0.05, atol=0.05)
+
+
+def test_lora_null_has_the_ranks_of_the_updates():
+    """Random rank-r updates are low-rank too: the null for LoRA collections has their ranks."""
+    from conftest import random_loras
+    from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
+    from unisub_hub.io.memory import InMemoryLora
+
+    gen = torch.Generator().manual_seed(4)
+    structureless = [
+        InMemoryLora(f"r{m}", {"w": (torch.randn(40, 4, generator=gen, dtype=torch.float64), torch.randn(4, 30, generator=gen, dtype=torch.float64), 1.0)})
+        for m in range(6)
+    ]
+    result = build_basis([LayerSpec("w", (40, 30))], structureless, options=BuildOptions(rank=RankRule(k=4), center=False))
+    mode = result.report.layers[0].mode_reports["2"]
+    assert mode.null_method == "sampled-low-rank"
+    assert mode.explained_variance == pytest.approx(mode.null_explained_variance, abs=0.08)
+    planted = random_loras(6, {"w": (40, 30)})
+    result = build_basis([LayerSpec("w", (40, 30))], planted, options=BuildOptions(rank=RankRule(k=4), center=False))
+    mode = result.report.layers[0].mode_reports["2"]
+    assert mode.explained_variance > mode.null_explained_variance + 0.3

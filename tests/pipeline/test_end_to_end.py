@@ -102,3 +102,35 @@ def test_rslora_rank2_adapter_reconstructs(lora_zoo, tmp_path):
     rebuilt = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), out).eval()
     original = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), adapters[3]).eval()
     torch.testing.assert_close(logits_of(rebuilt), logits_of(original), rtol=1e-4, atol=1e-4)
+
+
+def test_diffusers_style_components_are_read_and_written_back(tmp_path):
+    """Components in subfolders (unet/, text_encoder/) become prefixed layers and go back to their subfolders."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    gen = torch.Generator().manual_seed(0)
+    base_unet = {"down.0.weight": torch.randn(8, 4, 3, 3, generator=gen), "norm.bias": torch.randn(8, generator=gen)}
+    base_text = {"proj.weight": torch.randn(6, 10, generator=gen)}
+    models = []
+    for m in range(4):
+        folder = tmp_path / f"pipe-{m}"
+        (folder / "unet").mkdir(parents=True)
+        (folder / "text_encoder").mkdir()
+        (folder / "model_index.json").write_text(json.dumps({"_class_name": "ToyPipeline"}))
+        (folder / "unet" / "config.json").write_text("{}")
+        save_file({k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_unet.items()}, folder / "unet" / "diffusion_pytorch_model.safetensors")
+        save_file({k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_text.items()}, folder / "text_encoder" / "model.safetensors")
+        models.append(folder)
+    outcome = build([str(p) for p in models[:3]], tmp_path / "basis", modes="1", k=2, device="cpu")
+    assert outcome.basis.layer_names == ["text_encoder.proj.weight", "unet.down.0.weight"]
+    task = project(str(models[1]), outcome.basis, tmp_path / "task", device="cpu")
+    assert max(e["rel_error"] for e in task.errors.values()) < 1e-5
+    out = materialize(task.coefficients, outcome.basis, tmp_path / "out", base=models[0], device="cpu")
+    assert set(out.files) >= {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "model_index.json", "unet/config.json"}
+    unet = load_file(out.path / "unet" / "diffusion_pytorch_model.safetensors")
+    truth = load_file(models[1] / "unet" / "diffusion_pytorch_model.safetensors")
+    assert set(unet) == set(truth)
+    torch.testing.assert_close(unet["down.0.weight"], truth["down.0.weight"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(unet["norm.bias"], truth["norm.bias"])

@@ -142,3 +142,24 @@ def test_newer_schema_is_refused(tmp_path):
         db.execute("PRAGMA user_version=99")
     with pytest.raises(RegistryError, match="schema version 99 is newer"):
         Registry(tmp_path / "home")
+
+
+def test_a_version_1_registry_is_migrated(tmp_path):
+    """A file made by schema 1 (no task.mean_rel_error) opens, keeps its rows and gains the column."""
+    import sqlite3
+
+    reg = Registry(tmp_path / "home")
+    basis = make_basis(tmp_path / "b")
+    reg.add(basis.path)
+    reg.add(make_task(tmp_path / "t", basis, name="old-task").path)
+    reg.close()
+    with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
+        db.execute("ALTER TABLE task DROP COLUMN mean_rel_error")
+        db.execute("PRAGMA user_version=1")
+        assert "mean_rel_error" not in [row[1] for row in db.execute("PRAGMA table_info(task)")]
+    migrated = Registry(tmp_path / "home")
+    (task,) = migrated.list("tasks")
+    assert task["name"] == "old-task" and task["mean_rel_error"] == pytest.approx(0.1)
+    assert migrated.verify()["ok"]
+    with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -26,7 +26,7 @@ from .accumulate import LayerAccumulator
 from .basis import LayerBasis, parse_modes
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .matrix import Dense, Factored, LayerMatrix
+from .matrix import Dense, Factored, LayerMatrix, LowRank
 from .quality import BuildReport, LayerReport, assess_layer
 from .rank import RankRule, numerical_rank
 
@@ -501,6 +501,13 @@ def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Cont
     return basis, 2 * len(blocks)
 
 
+def _update_rank(matrix: LayerMatrix) -> int | None:
+    """The rank of a low-rank update (LoRA), or ``None`` for a dense weight."""
+    if isinstance(matrix, Factored):
+        return matrix.lora_b.shape[1]
+    return matrix.rank if isinstance(matrix, LowRank) else None
+
+
 def _tucker_residuals(matrices: list[Factored], left: torch.Tensor, right: torch.Tensor) -> list[tuple[float, float]]:
     """``(||X - U U^T X V V^T||^2, ||X||^2)`` of same-shaped LoRA updates, in batched GEMMs.
 
@@ -529,6 +536,7 @@ def _quality_pass(
     everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
     groups = _plan_groups(layers, (2, 3), context.options) if context.modes != (1,) else [list(layers)]
     residuals: dict[str, dict[str, tuple[float, float, float, bool]]] = {spec.name: {} for spec in layers}
+    ranks: dict[str, list[int]] = {spec.name: [] for spec in layers}
     stacked: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
     advance = context.progress.task("quality pass", len(everyone))
     for source, is_holdout in everyone:
@@ -537,6 +545,8 @@ def _quality_pass(
             loaded = context.fetch(source, [spec.name for spec in group], check=is_holdout)
             batches: dict[tuple, list[str]] = {}
             for name, matrix in loaded.items():
+                if not is_holdout and (rank := _update_rank(matrix)) is not None:
+                    ranks[name].append(rank)
                 basis = bases[name]
                 if isinstance(matrix, Factored) and basis.modes == (2, 3) and basis.mean is None:
                     key = (tuple(matrix.lora_b.shape), tuple(matrix.lora_a.shape), tuple(basis.left.shape), tuple(basis.right.shape))
@@ -554,7 +564,8 @@ def _quality_pass(
         advance()
     generator = torch.Generator().manual_seed(context.options.seed)
     reports = [
-        assess_layer(bases[spec.name], residuals[spec.name], null=context.options.null_baseline, generator=generator)
+        assess_layer(bases[spec.name], residuals[spec.name], null=context.options.null_baseline, generator=generator,
+                     source_ranks=ranks[spec.name] if len(ranks[spec.name]) == len(sources) else None)
         for spec in layers
     ]
     return reports, 1

@@ -42,17 +42,29 @@ def flat_null_eigenvalues(norms: torch.Tensor, dim: int, *, center: bool, genera
 
 
 def side_null_eigenvalues(
-    shape: tuple[int, int], side: int, norms: torch.Tensor, *, generator: torch.Generator
+    shape: tuple[int, int], side: int, norms: torch.Tensor, *, generator: torch.Generator, ranks: list[int] | None = None
 ) -> tuple[torch.Tensor, str]:
     """Eigenvalues of ``sum_m G_m G_m^T`` (side 2) or ``G_m^T G_m`` (side 3) for Gaussian ``G_m``.
 
-    Returns the descending eigenvalues and the method: ``"sampled"`` or ``"marchenko-pastur"``
-    (then as a smooth curve of ``min(dim, N*other)`` values with the same total).
+    With ``ranks`` (LoRA collections) each ``G_m`` is a random rank-``r_m`` product ``B A`` of
+    Gaussian factors: a collection of rank-8 updates is low-rank whatever it learned, so the
+    honest null has the same ranks. Returns the descending eigenvalues and the method:
+    ``"sampled"``, ``"sampled-low-rank"`` or ``"marchenko-pastur"`` (then as a smooth curve of
+    ``min(dim, N*other)`` values with the same total).
     """
     p, q = shape
     dim, other = (p, q) if side == 2 else (q, p)
     count = norms.shape[0]
-    if count * p * q * min(dim, count * other) <= SAMPLE_LIMIT:
+    if ranks is not None and count * max(ranks) * dim * min(dim, count * max(ranks)) <= SAMPLE_LIMIT:
+        acc = SideAccumulator(dim)
+        for norm, rank in zip(norms.tolist(), ranks):
+            left = torch.randn(dim, rank, generator=generator, dtype=torch.float64)
+            right = torch.randn(rank, other, generator=generator, dtype=torch.float64)
+            factor = left @ torch.linalg.cholesky(right @ right.T + 1e-12 * torch.eye(rank, dtype=torch.float64))
+            acc.add(factor * (norm / factor.norm()))  # factor factor^T = (B A)(B A)^T
+        values, _ = acc.eigen(None, count)
+        return values, "sampled-low-rank"
+    if ranks is None and count * p * q * min(dim, count * other) <= SAMPLE_LIMIT:
         acc = SideAccumulator(dim)
         for norm in norms.tolist():
             sample = torch.randn(dim, other, generator=generator, dtype=torch.float64)

@@ -134,12 +134,15 @@ def assess_layer(
     *,
     null: bool,
     generator: torch.Generator,
+    source_ranks: list[int] | None = None,
 ) -> LayerReport:
     """Turn a layer's basis and per-source squared residuals into a :class:`LayerReport`.
 
     Args:
         residuals: per source ``(||X - X_hat||^2, ||X||^2, ||X - M||^2, is_holdout)``.
         null: whether to compute the Gaussian null baseline (from the training sources' norms).
+        source_ranks: the training sources' ranks when they are low-rank updates (LoRA), so that the
+            null is made of random updates of the same ranks.
     """
     ranks = basis.ranks
     train = [v for v in residuals.values() if not v[3]]
@@ -161,7 +164,7 @@ def assess_layer(
                 null_values = flat_null_eigenvalues(norms, p * q, center=basis.centered, generator=generator)
                 method = "sampled"
             else:
-                null_values, method = side_null_eigenvalues(basis.shape, mode, norms, generator=generator)
+                null_values, method = side_null_eigenvalues(basis.shape, mode, norms, generator=generator, ranks=source_ranks)
             report.null_explained_variance = _share(null_values, ranks[mode])
             report.null_k_for = _k_table(null_values)
             report.null_method = method

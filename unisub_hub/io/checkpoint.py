@@ -61,12 +61,24 @@ def find_tensor_files(folder: Path, stem: str = "model") -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
+def _component_files(folder: Path) -> dict[Path, str]:
+    """Weight files of a diffusers-style folder, one component per subfolder, with name prefixes."""
+    found: dict[Path, str] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = find_tensor_files(sub, "diffusion_pytorch_model") if (sub / "diffusion_pytorch_model.safetensors").exists() or (
+            sub / "diffusion_pytorch_model.safetensors.index.json").exists() else find_tensor_files(sub)
+        found.update({path: f"{sub.name}." for path in files})
+    return found
+
+
 class CheckpointSource:
     """A full checkpoint folder (or one ``.safetensors`` file) as a :class:`MatrixSource`.
 
     Args:
         path: folder with ``model.safetensors``, HF-style shards and index, or any
-            ``*.safetensors``; or a single ``.safetensors`` file.
+            ``*.safetensors``; a diffusers-style folder whose components sit in subfolders
+            (``unet/diffusion_pytorch_model.safetensors``, ...; their tensors are named
+            ``<subfolder>.<tensor>``); or a single ``.safetensors`` file.
         name: how reports refer to it (defaults to the path).
         revision: a Hub commit sha when the folder is a Hub snapshot.
         allow_pickle: accept ``.bin``/``.pt`` weights (loaded with ``weights_only=True``).
@@ -79,10 +91,14 @@ class CheckpointSource:
         self.name = name or str(path)
         self.revision = revision
         self._pickled: dict[str, torch.Tensor] | None = None
+        self.prefixes: dict[Path, str] = {}
         if self.path.is_file():
             self.files = [self.path]
         elif self.path.is_dir():
             self.files = find_tensor_files(self.path)
+            if not self.files:
+                self.prefixes = _component_files(self.path)
+                self.files = sorted(self.prefixes)
         else:
             raise SourceError("no such file or folder", source=self.name)
         if not self.files:
@@ -102,24 +118,23 @@ class CheckpointSource:
         return self._index[0]
 
     @cached_property
-    def _index(self) -> tuple[dict[str, TensorInfo], dict[str, Path]]:
+    def _index(self) -> tuple[dict[str, TensorInfo], dict[str, tuple[Path, str]]]:
         if self._pickled is not None:
             table = {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}
             return table, {}
         table: dict[str, TensorInfo] = {}
-        where: dict[str, Path] = {}
+        where: dict[str, tuple[Path, str]] = {}
         for path in self.files:
             header = read_header(path)
             header.pop("__metadata__", None)
+            prefix = self.prefixes.get(path, "")
             for tensor_name, entry in header.items():
-                try:
-                    table[tensor_name] = TensorInfo(tuple(entry["shape"]), entry["dtype"])
-                except (KeyError, TypeError):
-                    raise FormatError(f"header entry for {tensor_name!r} has no shape/dtype", path=path) from None
-                where[tensor_name] = path
+                table[prefix + tensor_name] = TensorInfo(tuple(entry["shape"]), entry["dtype"])
+                where[prefix + tensor_name] = (path, tensor_name)
         return table, where
 
-    def _file_of(self, name: str) -> Path:
+    def _location(self, name: str) -> tuple[Path, str]:
+        """The file holding tensor ``name`` and its key inside that file."""
         try:
             return self._index[1][name]
         except KeyError:
@@ -129,8 +144,9 @@ class CheckpointSource:
         """One tensor, read from its file."""
         if self._pickled is not None:
             return self._pickled[name]
-        with open_tensor_file(self._file_of(name)) as handle:
-            return handle.get_tensor(name)
+        path, key = self._location(name)
+        with open_tensor_file(path) as handle:
+            return handle.get_tensor(key)
 
     def load(self, names: Sequence[str]) -> dict[str, Dense]:
         if self._pickled is not None:
@@ -138,18 +154,19 @@ class CheckpointSource:
         out: dict[str, Dense] = {}
         by_file: dict[Path, list[str]] = {}
         for name in names:
-            by_file.setdefault(self._file_of(name), []).append(name)
+            by_file.setdefault(self._location(name)[0], []).append(name)
         for path, file_names in by_file.items():
             with open_tensor_file(path) as handle:
                 for name in file_names:
-                    out[name] = Dense(matrix_view(handle.get_tensor(name)))
+                    out[name] = Dense(matrix_view(handle.get_tensor(self._location(name)[1])))
         return out
 
     def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         if self._pickled is not None:
             return matrix_view(self._pickled[name])[start:stop]
-        with open_tensor_file(self._file_of(name)) as handle:
-            return matrix_view(handle.get_slice(name)[start:stop])
+        path, key = self._location(name)
+        with open_tensor_file(path) as handle:
+            return matrix_view(handle.get_slice(key)[start:stop])
 
     def provenance(self) -> dict[str, Any]:
         """``id``, ``revision``, ``sha256`` (over the weight files) and ``kind`` for manifests."""

@@ -157,18 +157,54 @@ def _write_full(
             if ".lora_" not in out_key:
                 writer.add(out_key, coefficients.passthrough(stored))
         return writer.close()
+    router = _ComponentRouter(folder, writer, base, shard_size)
     written = set()
     for layer in layers:
         weight = _layer_update(coefficients, basis, layer, device)
         dtype = _st_dtype(base.tensors[layer].dtype) if base is not None and layer in base_keys else torch.float32
-        writer.add(layer, weight.to(dtype))
+        router.add(layer, weight.to(dtype))
         written.add(layer)
     for name in coefficients.passthrough_names:
-        writer.add(name, coefficients.passthrough(name))
+        router.add(name, coefficients.passthrough(name))
         written.add(name)
     for key in sorted(base_keys - written):
-        writer.add(key, base.tensor(key))  # type: ignore[union-attr]
-    return writer.close()
+        router.add(key, base.tensor(key))  # type: ignore[union-attr]
+    return router.close()
+
+
+class _ComponentRouter:
+    """Sends each tensor to its component's subfolder when the base is a diffusers-style folder.
+
+    A source read from ``unet/diffusion_pytorch_model.safetensors`` names its tensors
+    ``unet.<tensor>``; written back, they go to ``unet/`` under the base's file name, so the
+    output loads like the base. Anything else goes to the top-level ``model`` files.
+    """
+
+    def __init__(self, folder: Path, default: ShardWriter, base: CheckpointSource | None, shard_size: int) -> None:
+        self.folder, self.default, self.shard_size = folder, default, shard_size
+        self.components: dict[str, tuple[str, str]] = {}
+        for path, prefix in (base.prefixes if base is not None else {}).items():
+            stem = path.name.split("-0000")[0].removesuffix(".safetensors")
+            self.components[prefix] = (path.parent.name, stem)
+        self.writers: dict[str, ShardWriter] = {}
+        self.used_default = False
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        for prefix, (sub, stem) in self.components.items():
+            if name.startswith(prefix):
+                if prefix not in self.writers:
+                    (self.folder / sub).mkdir(exist_ok=True)
+                    self.writers[prefix] = ShardWriter(self.folder / sub, stem, self.shard_size, {"format": "pt"})
+                self.writers[prefix].add(name[len(prefix):], tensor)
+                return
+        self.used_default = True
+        self.default.add(name, tensor)
+
+    def close(self) -> list[str]:
+        files = self.default.close() if self.used_default or not self.writers else []
+        for prefix, writer in self.writers.items():
+            files += [f"{self.components[prefix][0]}/{name}" for name in writer.close()]
+        return files
 
 
 def _st_dtype(name: str) -> torch.dtype:
@@ -233,13 +269,18 @@ def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path
     return [*files, ADAPTER_CONFIG]
 
 
-def _copy_side_files(base: Path, folder: Path) -> list[str]:
-    """Copy config, tokenizer and other non-weight files of the base model folder."""
-    copied = []
+def _copy_side_files(base: Path, folder: Path, prefix: str = "") -> list[str]:
+    """Copy config, tokenizer and other non-weight files of the base model folder (and its component subfolders)."""
+    copied: list[str] = []
     if not base.is_dir():
         return copied
     for path in sorted(base.iterdir()):
-        if path.is_file() and not path.name.endswith(_WEIGHT_FILES) and not path.name.startswith(".") and path.name != "README.md":
+        if path.name.startswith(".") or path.name == "README.md":
+            continue
+        if path.is_dir() and not prefix:
+            (folder / path.name).mkdir(exist_ok=True)
+            copied += _copy_side_files(path, folder / path.name, f"{path.name}/")
+        elif path.is_file() and not path.name.endswith(_WEIGHT_FILES):
             shutil.copy2(path, folder / path.name)
-            copied.append(path.name)
+            copied.append(prefix + path.name)
     return copied

@@ -2,9 +2,11 @@
 
 Each step takes a connection inside the opening write transaction and brings the schema
 from version ``n`` to ``n + 1``; :class:`~unisub_hub.registry.database.Database` runs the
-steps in order and then records the new ``PRAGMA user_version``. Version 1 is the first
-schema, so there is nothing to upgrade yet; a file that predates versioning (tables but
-``user_version`` 0) is refused rather than guessed at.
+steps in order and then records the new ``PRAGMA user_version``. A file that predates
+versioning (tables but ``user_version`` 0) is refused rather than guessed at.
+
+- 1 -> 2: ``task.mean_rel_error`` copied out of the ``metrics`` JSON, so that listing
+  thousands of tasks does not parse every task's per-layer metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from ..errors import RegistryError
 
 __all__ = ["MIGRATIONS", "migrate"]
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+def _task_mean_error(connection: Connection) -> None:
+    connection.exec_driver_sql("ALTER TABLE task ADD COLUMN mean_rel_error FLOAT")
+    connection.exec_driver_sql("UPDATE task SET mean_rel_error = json_extract(metrics, '$.mean_rel_error')")
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _task_mean_error}
 
 
 def migrate(connection: Connection, version: int) -> None:

@@ -8,7 +8,7 @@ from sqlmodel import Field, SQLModel, UniqueConstraint
 
 __all__ = ["SCHEMA_VERSION", "Alias", "Architecture", "Basis", "BasisLayer", "BasisSource", "Layer", "Source", "Tag", "Task"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Recorded in ``PRAGMA user_version``; :mod:`unisub_hub.registry.migrations` upgrades older files."""
 
 
