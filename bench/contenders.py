@@ -19,6 +19,10 @@ from safetensors.torch import save_file
 
 
 def peak_rss() -> int:
+    """This process's own peak resident set (``VmHWM``; ``ru_maxrss`` would include the parent's before exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -70,7 +74,7 @@ def read_floor(spec: dict) -> dict[str, torch.Tensor]:
         for file in sorted(Path(folder).glob("*.safetensors")):
             with safe_open(file, "pt") as handle:
                 for key in handle.keys():
-                    total += handle.get_tensor(key).numel()
+                    total += handle.get_tensor(key).clone().numel()  # clone: touch every byte, not just map it
     return {}
 
 

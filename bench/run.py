@@ -85,7 +85,7 @@ def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> li
     rows = []
     for config in configs:
         config = {"shared": k, **config}  # the planted subspace is as wide as the k asked for: a well-posed top-k
-        make = {key: value for key, value in config.items() if key not in ("contenders", "float32_only")}
+        make = {key: value for key, value in config.items() if key not in ("contenders", "float32_only", "in_memory")}
         folder = data / f"lora-n{config['adapters']}-d{config['d']}-L{config['layers']}-s{config['shared']}-{str(config.get('dtype', 'float32')).removeprefix('torch.')}"
         start = time.perf_counter()
         sources = [str(p) for p in make_lora_collection(folder, **make)]
@@ -96,7 +96,7 @@ def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> li
         spec = {"sources": sources, "k": k, "check": check}
         dense_bytes = config["adapters"] * 3 * config["layers"] * config["d"] ** 2 * 4
         contenders = (["unisub-hub-float32"] if config.get("float32_only") else ["unisub-hub", "unisub-hub-float32"]) + (["lorashare", "vlora-dev"] if config.get("contenders", True) else []) + (
-            ["in-memory-svd"] if dense_bytes < 0.4 * 24 * GiB and config.get("contenders", True) else [])
+            ["in-memory-svd"] if dense_bytes < 0.4 * 24 * GiB and config.get("contenders", True) and config.get("in_memory", True) else [])
         for name in contenders:
             result = run_contender(name, dict(spec), work)
             row = {"section": "lora-build", **config, "dtype": str(config.get("dtype", "float32")), "k": k, "bytes_on_disk": size,
@@ -143,7 +143,7 @@ def full_section(data: Path, work: Path, counts: list[int], layers: int, width: 
         size = sum(Path(s, "model.safetensors").stat().st_size for s in sources)
         spec = {"sources": sources, "k": 8, "check": [], "center": True, "max_memory": 512 * 2**20, "solver": "auto"}
         dense_bytes = size * 2.5
-        names = ["read-floor", "unisub-hub", "unisub-hub-float32"] + (["in-memory-svd"] if dense_bytes < 0.5 * 24 * GiB and count <= 32 else [])
+        names = ["read-floor", "unisub-hub", "unisub-hub-float32"] + (["in-memory-svd"] if dense_bytes < 0.5 * 24 * GiB and count <= 16 else [])
         for name in names:
             result = run_contender(name, dict(spec), work)
             row = {"section": "full-build", "checkpoints": count, "params_per_checkpoint": layers * width * width, "bytes_on_disk": size, "contender": name}
@@ -234,6 +234,9 @@ def main() -> None:
     parser.add_argument("--paper", action="store_true", help="500 Mistral-7B-shaped q/k/v LoRAs (r=16, 32 layers, bf16)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--data", type=Path, default=HERE / ".data")
+    parser.add_argument("--sections", default="lora,full,materialize,pull", help="comma-separated subset of lora,full,materialize,pull")
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument("--skip-slow-baseline", action="store_true", help="skip the in-memory SVD on the first LoRA collection (about 6 minutes)")
     args = parser.parse_args()
     work = args.data / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -249,14 +252,19 @@ def main() -> None:
         rows += materialize_section(args.data, work, layers=2, width=64, log=log)
         rows += pull_section(args.data, work, log)
     else:
-        rows += lora_section(args.data, work, [
-            {"adapters": 64, "layers": 8, "d": 1024, "r": 16},
-            {"adapters": 128, "layers": 2, "d": 4096, "d_kv": 1024, "r": 16},
-        ], 16, log)
-        rows += full_section(args.data, work, [8, 16, 32], layers=20, width=1024, log=log)
-        rows += materialize_section(args.data, work, layers=20, width=1024, log=log)
-        rows += pull_section(args.data, work, log)
-    stamp = datetime.date.today().isoformat() + ("-quick" if args.quick else "-paper" if args.paper else "")
+        sections = set(args.sections.split(","))
+        if "lora" in sections:
+            rows += lora_section(args.data, work, [
+                {"adapters": 64, "layers": 8, "d": 1024, "r": 16, "in_memory": not args.skip_slow_baseline},
+                {"adapters": 128, "layers": 2, "d": 4096, "d_kv": 1024, "r": 16},
+            ], 16, log)
+        if "full" in sections:
+            rows += full_section(args.data, work, [8, 16, 32], layers=20, width=1024, log=log)
+        if "materialize" in sections:
+            rows += materialize_section(args.data, work, layers=20, width=1024, log=log)
+        if "pull" in sections:
+            rows += pull_section(args.data, work, log)
+    stamp = datetime.date.today().isoformat() + ("-quick" if args.quick else "-paper" if args.paper else "") + args.tag
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stamp}.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     (args.out / f"{stamp}.md").write_text(markdown(rows))
