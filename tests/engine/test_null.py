@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import random_loras
 from unisub_hub.engine import null
 from unisub_hub.engine.rank import explained_variance
 
@@ -33,7 +34,6 @@ def test_flat_null_has_the_given_norms():
 
 def test_lora_null_has_the_ranks_of_the_updates():
     """Random rank-r updates are low-rank too: the null for LoRA collections has their ranks."""
-    from conftest import random_loras
     from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
     from unisub_hub.io.memory import InMemoryLora
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
+from pathlib import Path
 
 import pytest
-from models import save_adapters, save_base
-from test_cli import run
 
-from unisub_hub.testing import LocalHub
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+
+from models import save_adapters, save_base  # noqa: E402
+from test_cli import run  # noqa: E402
+
+from unisub_hub.testing import LocalHub  # noqa: E402
 
 
 @pytest.fixture(scope="module")
