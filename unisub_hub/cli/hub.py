@@ -41,8 +41,8 @@ def push_command(ref, repo_id, private, revision, create_pr, commit_message, bas
     """
     registry = open_registry()
     folder = resolve_folder(ref)
-    artifact = read_artifact(folder, verify=True)
-    entry = registry.add(folder)
+    entry = registry.add(folder)  # re-hashes the tensor files; push_artifact checks them again before upload
+    artifact = read_artifact(folder)
     results = []
     basis_location = None
     if artifact.kind == COEFFICIENTS_FORMAT:

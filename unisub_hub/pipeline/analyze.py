@@ -20,7 +20,7 @@ from ..engine.alpha import QualityThresholds, fit_power_law, layer_quality
 from ..engine.matrix import Dense
 from ..engine.quality import CURVE_POINTS
 from ..io.collection import open_sources
-from .build import _check_duplicates
+from .build import check_duplicates
 from .selection import select_layers
 
 __all__ = ["AnalyzeReport", "analyze"]
@@ -57,7 +57,7 @@ def analyze(
     """
     sources = open_sources(source_specs, allow_pickle=allow_pickle)
     selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
-    _check_duplicates(sources)
+    check_duplicates(sources)
     if center is None:
         center = sources[0].kind == "checkpoint"
     options = BuildOptions(modes=parse_modes(modes), rank=RankRule(k=1), center=center, device=device)

@@ -24,7 +24,7 @@ from ..format.common import DTYPES, safe_name
 from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers
 
-__all__ = ["BuildOutcome", "architecture_of", "build", "split_holdout"]
+__all__ = ["BuildOutcome", "architecture_of", "build", "check_duplicates", "split_holdout"]
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _largest_rank(layers: Sequence[LayerSpec], modes: tuple[int, ...], count: in
     return best
 
 
-def _check_duplicates(sources: Sequence[Source]) -> None:
+def check_duplicates(sources: Sequence[Source]) -> None:
     seen: dict[str, str] = {}
     for source in sources:
         if source.sha256 in seen:
@@ -146,7 +146,7 @@ def build(
     rule = RankRule(k=k, variance=variance) if (k is not None or variance is not None) else RankRule(k=8)
     _check_same_architecture(sources)
     selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
-    _check_duplicates(sources)
+    check_duplicates(sources)
     mode_set = parse_modes(modes)
     if k is not None and k > (largest := _largest_rank(selection.layers, mode_set, len(train), center)):
         raise EngineError(f"--k {k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")

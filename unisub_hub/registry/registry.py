@@ -93,14 +93,17 @@ class Registry:
 
     # --- adding ---------------------------------------------------------------------------
 
-    def add(self, folder: str | Path, *, hub_repo: str | None = None, hub_revision: str | None = None) -> Entry:
+    def add(self, folder: str | Path, *, hub_repo: str | None = None, hub_revision: str | None = None, verify: bool = True) -> Entry:
         """Register an artifact folder (copied into the store); a no-op for known content.
+
+        ``verify=False`` skips re-hashing the tensor files, for callers that have just done it
+        (a pull checks the download before registering it).
 
         Raises:
             FormatError: the folder is not a valid artifact or its bytes do not match its id.
             RegistryError: a coefficient set whose basis is not registered.
         """
-        artifact = read_artifact(folder, verify=True)
+        artifact = read_artifact(folder, verify=verify)
         kind = "basis" if artifact.kind == BASIS_FORMAT else "task"
         known = self._find(kind, artifact.content_id)
         if known is not None:
