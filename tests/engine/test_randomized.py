@@ -42,3 +42,26 @@ def test_auto_picks_exact_for_small_layers_and_variance_targets():
     sources = planted_collection(4, {"w": (20, 20)})
     result = build_basis([LayerSpec("w", (20, 20))], sources, options=BuildOptions(rank=RankRule(variance=0.9)))
     assert result.layers["w"].variance_totals == {}
+
+
+def test_mixed_ranks_within_a_source_give_the_exact_answer():
+    """Layers of one shape but different ranks per source: stacks that are not contiguous slices."""
+    from unisub_hub.io.memory import InMemoryLora
+
+    gen = torch.Generator().manual_seed(3)
+    shared = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+    sources = []
+    for m in range(8):
+        ranks = {"a": 4, "b": 4 + 2 * (m % 2), "c": 4}  # odd sources: b has its own rank, a and c stack apart from it
+        factors = {name: (shared @ torch.randn(3, r, generator=gen, dtype=torch.float64) + 0.05 * torch.randn(64, r, generator=gen, dtype=torch.float64),
+                          torch.randn(r, 48, generator=gen, dtype=torch.float64), 1.5) for name, r in ranks.items()}
+        sources.append(InMemoryLora(f"lora-{m}", factors))
+    specs = [LayerSpec(name, (64, 48)) for name in "abc"]
+    exact = build_basis(specs, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="exact"))
+    fast = build_basis(specs, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="randomized", power_iterations=3))
+    for name in "abc":  # B shares a column space (a wide gap on the left); A is random (a narrow one on the right)
+        assert max_principal_angle(fast.layers[name].left, exact.layers[name].left) < 1e-8
+        assert max_principal_angle(fast.layers[name].right, exact.layers[name].right) < 1e-3
+    for a, b in zip(exact.report.layers, fast.report.layers):
+        assert b.fit == pytest.approx(a.fit, rel=1e-6)
+        assert b.mode_reports["2"].explained_variance == pytest.approx(a.mode_reports["2"].explained_variance, rel=1e-9)

@@ -21,14 +21,16 @@ from typing import Protocol
 import torch
 
 from ..constants import DEFAULT_MAX_MEMORY
-from ..errors import EngineError, NonFiniteError
+from ..errors import EngineError
 from .accumulate import LayerAccumulator
 from .basis import LayerBasis, parse_modes
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .matrix import Dense, Factored, LayerMatrix, LowRank
+from .matrix import Factored, LayerMatrix, LowRank
 from .quality import BuildReport, LayerReport, assess_layer
+from .randomized import sketch_layers
 from .rank import RankRule, numerical_rank
+from .reader import SourceReader
 
 __all__ = ["BuildOptions", "BuildResult", "LayerSpec", "MatrixSource", "Progress", "build_basis"]
 
@@ -138,10 +140,15 @@ def build_basis(
         raise EngineError("no layers to decompose: the layer selection is empty")
     device = resolve_device(options.device)
     progress = progress or _NoProgress()
-    context = _Context(options, modes, device, executor, progress, _SourceCache(options.max_memory // 2 if executor is None else 0))
+    # The cache lives in this process: a distributing executor reads in its workers instead.
+    reader = SourceReader(device, options.accumulate_dtype, check_finite=options.check_finite,
+                          cache_budget=options.max_memory // 2 if executor is None else 0, source_count=len(sources) + len(holdout))
+    context = _Context(options, modes, reader, executor, progress)
     bases: dict[str, LayerBasis] = {}
     passes = 0
+    groups: list[list[LayerSpec]] = []
     if modes == (1,):
+        groups = [list(layers)]
         for spec in layers:
             bases[spec.name], used = _build_flat(spec, sources, context)
             passes += used
@@ -154,11 +161,12 @@ def build_basis(
         for number, group in enumerate(groups, 1):
             bases.update(_build_sides(group, sources, context, f"pass {number}/{len(groups)}"))
         passes += len(groups)
-        sketch_groups = _plan_sketch_groups(sketched, modes, options) if sketched else []
+        sketch_groups = _plan_sketch_groups(sketched, modes, options, dense=_reads_dense(sources[0], sketched[0])) if sketched else []
         for number, group in enumerate(sketch_groups, 1):
             bases.update(_build_randomized(group, sources, context, f"sketch group {number}/{len(sketch_groups)}"))
         passes += len(sketch_groups) * (1 + options.power_iterations)
-    layer_reports, quality_passes = _quality_pass(layers, bases, sources, holdout, context)
+        groups = groups + sketch_groups  # the quality pass reads what the build read, so the cache serves it
+    layer_reports, quality_passes = _quality_pass(groups, bases, sources, holdout, context)
     report = BuildReport(
         modes=modes,
         centered=options.center,
@@ -172,85 +180,20 @@ def build_basis(
     return BuildResult(layers=bases, report=report)
 
 
-class _SourceCache:
-    """Sources' layers, as read, kept in memory between passes while they fit in a byte budget.
-
-    The randomized solver reads every source ``2 + power_iterations`` times. When the whole
-    collection's selected layers fit in half of ``max_memory`` (LoRA factors usually do),
-    the first pass keeps them and later passes read nothing; past the budget the cache is
-    dropped and every pass streams from disk as usual.
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.entries: dict[str, dict[str, LayerMatrix]] = {}
-        self.size = 0
-        self.enabled = budget > 0
-
-    def get(self, source: str, names: Sequence[str]) -> dict[str, LayerMatrix] | None:
-        entry = self.entries.get(source)
-        return None if entry is None or any(n not in entry for n in names) else {n: entry[n] for n in names}
-
-    def offer(self, source: str, loaded: dict[str, LayerMatrix]) -> None:
-        if not self.enabled:
-            return
-        self.size += sum(t.numel() * t.element_size() for m in loaded.values() for t in _tensors_of(m))
-        if self.size > self.budget:
-            self.entries.clear()
-            self.enabled = False
-            return
-        self.entries.setdefault(source, {}).update(loaded)
-
-
-def _tensors_of(matrix: LayerMatrix) -> tuple[torch.Tensor, ...]:
-    if isinstance(matrix, Dense):
-        return (matrix.value,)
-    if isinstance(matrix, Factored):
-        return matrix.parts
-    return (matrix.left, matrix.singular_values, matrix.right)
-
-
 @dataclass
 class _Context:
     options: BuildOptions
     modes: tuple[int, ...]
-    device: torch.device
+    reader: SourceReader
     executor: Executor | None
     progress: Progress
-    cache: _SourceCache = field(default_factory=lambda: _SourceCache(0))
 
-    def fetch(self, source: MatrixSource, names: Sequence[str], *, check: bool, keep: bool = False) -> dict[str, LayerMatrix]:
-        """Layers of one source, cast; from the cache when it has them (``keep`` offers them to it)."""
-        raw = self.cache.get(source.name, names)
-        if raw is None:
-            raw = dict(source.load(names))
-            if keep:
-                self.cache.offer(source.name, raw)
-        return {name: self.cast(matrix, source.name, name, check=check) for name, matrix in raw.items()}
+    @property
+    def device(self) -> torch.device:
+        return self.reader.device
 
     def executor_for(self, description: str, total: int) -> Executor:
         return self.executor or SerialExecutor(self.progress.task(description, total))
-
-    def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True) -> LayerMatrix:
-        """The matrix on the build's device and precision, with non-finite values refused (or zeroed)."""
-        moved = matrix.to(self.device, self.options.accumulate_dtype)
-        if not check and self.options.check_finite:
-            return moved  # this source's layer was checked in an earlier pass
-        parts = (moved.value,) if isinstance(moved, Dense) else moved.parts if isinstance(moved, Factored) else (moved.left, moved.singular_values, moved.right)
-        if all(bool(torch.isfinite(part).all()) for part in parts):
-            return moved
-        if self.options.check_finite:
-            raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
-        if isinstance(moved, Dense):
-            return Dense(torch.nan_to_num(moved.value, nan=0.0, posinf=0.0, neginf=0.0))
-        return moved  # a LoRA update with NaN factors has no finite canonical form; eigh reports it
-
-    def finite_rows(self, value: torch.Tensor, source: str, layer: str) -> torch.Tensor:
-        if bool(torch.isfinite(value).all()):
-            return value
-        if self.options.check_finite:
-            raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
-        return torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions) -> list[list[LayerSpec]]:
@@ -286,7 +229,7 @@ def _build_sides(
 
     def step(acc: dict[str, LayerAccumulator], source: MatrixSource) -> dict[str, LayerAccumulator]:
         for name, matrix in source.load(names).items():
-            acc[name].add(context.cast(matrix, source.name, name))
+            acc[name].add(context.reader.cast(matrix, source.name, name))
         return acc
 
     def merge(a: dict[str, LayerAccumulator], b: dict[str, LayerAccumulator]) -> dict[str, LayerAccumulator]:
@@ -338,14 +281,20 @@ def _use_randomized(spec: LayerSpec, modes: tuple[int, ...], options: BuildOptio
     return min(sides) >= 1024 and 4 * width <= min(sides)
 
 
-def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions) -> list[list[LayerSpec]]:
+def _reads_dense(source: MatrixSource, spec: LayerSpec) -> bool:
+    """Whether the collection's layers come as full matrices (checkpoints) rather than LoRA factors."""
+    return not isinstance(source.load([spec.name])[spec.name], Factored)
+
+
+def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions, *, dense: bool) -> list[list[LayerSpec]]:
+    """Groups whose sketches, centre sums and one source's share (read whole per pass) fit the budget."""
     itemsize = torch.empty((), dtype=options.accumulate_dtype).element_size()
     width = options.rank.k + options.oversample  # type: ignore[operator]
     groups: list[list[LayerSpec]] = []
     used = 0
     for spec in layers:
         p, q = spec.shape
-        need = itemsize * (3 * width * ((p if 2 in modes else 0) + (q if 3 in modes else 0)) + (p * q if options.center else 0))
+        need = itemsize * (3 * width * ((p if 2 in modes else 0) + (q if 3 in modes else 0)) + p * q * (options.center + dense))
         if not groups or used + need > options.max_memory:
             groups.append([])
             used = 0
@@ -356,94 +305,13 @@ def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], opt
 
 def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], context: _Context, description: str) -> dict[str, LayerBasis]:
     """Top-k factors of a group by randomized subspace iteration: ``1 + power_iterations`` folds."""
-    from .randomized import SketchAccumulator, add_batched
-
     opts = context.options
-    names = [spec.name for spec in group]
-    generator = torch.Generator().manual_seed(opts.seed)
-    tests: dict[str, list[torch.Tensor | None]] = {}
-    for spec in group:
-        p, q = spec.shape
-        tests[spec.name] = [
-            torch.randn(dim, min(dim, opts.rank.k + opts.oversample), generator=generator, dtype=torch.float64).to(context.device, opts.accumulate_dtype)  # type: ignore[operator]
-            if mode in context.modes else None
-            for mode, dim in ((2, p), (3, q))
-        ]
-    first: dict[str, SketchAccumulator] = {}
-    rounds = 1 + opts.power_iterations
-    for round_number in range(rounds):
-        starting = round_number == 0
-
-        def zero() -> dict[str, SketchAccumulator]:
-            return {
-                spec.name: SketchAccumulator(
-                    *tests[spec.name],
-                    total=torch.zeros(spec.shape, device=context.device, dtype=opts.accumulate_dtype) if (opts.center and starting) else None,
-                )
-                for spec in group
-            }
-
-        stacked_tests: dict[tuple[str, ...], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
-
-        def batch_tests(batch: tuple[str, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-            if batch not in stacked_tests:
-                stacked_tests[batch] = tuple(  # type: ignore[assignment]
-                    None if tests[batch[0]][side] is None else torch.stack([tests[n][side] for n in batch]) for side in (0, 1)
-                )
-            return stacked_tests[batch]
-
-        def step(acc: dict[str, SketchAccumulator], source: MatrixSource) -> dict[str, SketchAccumulator]:
-            batches: dict[tuple, list[str]] = {}
-            loaded = context.fetch(source, names, check=starting, keep=starting)
-            for name in names:
-                if isinstance(loaded[name], Factored):
-                    key = (tuple(loaded[name].lora_b.shape), tuple(loaded[name].lora_a.shape))
-                    batches.setdefault(key, []).append(name)
-                else:
-                    acc[name].add(loaded[name], first_pass=starting)
-            for batch in batches.values():
-                add_batched([acc[n] for n in batch], [loaded[n] for n in batch], first_pass=starting, tests=batch_tests(tuple(batch)))  # type: ignore[misc]
-            return acc
-
-        def merge(a: dict[str, SketchAccumulator], b: dict[str, SketchAccumulator]) -> dict[str, SketchAccumulator]:
-            for name in a:
-                a[name].merge(b[name])
-            return a
-
-        sums = context.executor_for(f"{description}, pass {round_number + 1}/{rounds}", len(sources)).aggregate(sources, zero, step, merge)
-        if starting:
-            first = sums
-        for spec in group:
-            acc, head = sums[spec.name], first[spec.name]
-            mean = None if head.total is None else head.total / head.count
-            products = [
-                None if test is None else SketchAccumulator.centred(product, test, side_mean, head.count)
-                for test, product, side_mean in zip(tests[spec.name], (acc.left, acc.right), (mean, None if mean is None else mean.T))
-            ]
-            if round_number < rounds - 1:
-                tests[spec.name] = [None if y is None else torch.linalg.qr(y)[0] for y in products]
-            else:
-                total = float(head.sq_norm - (0 if mean is None else head.count * mean.square().sum()))
-                first[spec.name] = _finish_randomized(spec, mean, tests[spec.name], products, total, context.modes, opts.rank)  # type: ignore[assignment]
-    return {spec.name: first[spec.name] for spec in group}  # type: ignore[misc]
-
-
-def _finish_randomized(spec, mean, tests, products, total, modes, rule) -> LayerBasis:  # noqa: ANN001
-    basis = LayerBasis(spec.name, spec.tensor_shape, modes, mean=mean)
-    for mode, test, product in zip((2, 3), tests, products):
-        if product is None:
-            continue
-        ritz = test.T @ product  # Rayleigh-Ritz values on the previous orthonormal basis
-        values = torch.linalg.eigvalsh((ritz + ritz.T) / 2).flip(0).clamp_min(0)
-        vectors, _, _ = torch.linalg.svd(product, full_matrices=False)
-        k = rule.choose(values, numerical_rank(values))
-        if mode == 2:
-            basis.left = vectors[:, :k].contiguous()
-        else:
-            basis.right = vectors[:, :k].contiguous()
-        basis.spectra[mode] = values.sqrt()
-        basis.variance_totals[mode] = total
-    return basis
+    return sketch_layers(
+        [spec.name for spec in group], {spec.name: spec.tensor_shape for spec in group}, sources, context.reader,
+        lambda step: context.executor_for(f"{description}, {step}", len(sources)),
+        modes=context.modes, rank=opts.rank, center=opts.center, oversample=opts.oversample,
+        power_iterations=opts.power_iterations, seed=opts.seed,
+    )
 
 
 def _row_blocks(spec: LayerSpec, count: int, options: BuildOptions) -> list[tuple[int, int]]:
@@ -458,7 +326,7 @@ def _load_block(sources: Sequence[MatrixSource], spec: LayerSpec, block: tuple[i
     rows = []
     for source in sources:
         value = source.load_rows(spec.name, *block).to(context.device, context.options.accumulate_dtype)
-        rows.append(context.finite_rows(value, source.name, spec.name).reshape(-1))
+        rows.append(context.reader.finite_rows(value, source.name, spec.name).reshape(-1))
     return torch.stack(rows)
 
 
@@ -501,30 +369,8 @@ def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Cont
     return basis, 2 * len(blocks)
 
 
-def _update_rank(matrix: LayerMatrix) -> int | None:
-    """The rank of a low-rank update (LoRA), or ``None`` for a dense weight."""
-    if isinstance(matrix, Factored):
-        return matrix.lora_b.shape[1]
-    return matrix.rank if isinstance(matrix, LowRank) else None
-
-
-def _tucker_residuals(matrices: list[Factored], left: torch.Tensor, right: torch.Tensor) -> list[tuple[float, float]]:
-    """``(||X - U U^T X V V^T||^2, ||X||^2)`` of same-shaped LoRA updates, in batched GEMMs.
-
-    The in-build factors are orthonormal to working precision, so the residual is
-    ``||X||^2 - ||U^T X V||^2`` with ``U^T X V = s (U^T B)(A V)``.
-    """
-    lora_b = torch.stack([m.lora_b for m in matrices])
-    lora_a = torch.stack([m.lora_a for m in matrices])
-    scale = torch.tensor([m.scale for m in matrices], dtype=lora_b.dtype, device=lora_b.device)
-    core = (left.transpose(1, 2) @ lora_b) @ (lora_a @ right) * scale[:, None, None]
-    total = ((lora_b.transpose(1, 2) @ lora_b) * (lora_a @ lora_a.transpose(1, 2))).sum((1, 2)) * scale.square()
-    residual = (total - core.square().sum((1, 2))).clamp_min(0)
-    return list(zip(residual.tolist(), total.tolist()))
-
-
 def _quality_pass(
-    layers: Sequence[LayerSpec],
+    groups: Sequence[Sequence[LayerSpec]],
     bases: dict[str, LayerBasis],
     sources: Sequence[MatrixSource],
     holdout: Sequence[MatrixSource],
@@ -534,38 +380,45 @@ def _quality_pass(
     from .project import project_layer, residual_sq_norm
 
     everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
-    groups = _plan_groups(layers, (2, 3), context.options) if context.modes != (1,) else [list(layers)]
-    residuals: dict[str, dict[str, tuple[float, float, float, bool]]] = {spec.name: {} for spec in layers}
-    ranks: dict[str, list[int]] = {spec.name: [] for spec in layers}
-    stacked: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+    residuals: dict[str, dict[str, tuple[float, float, float, bool]]] = {spec.name: {} for group in groups for spec in group}
+    ranks: dict[str, list[int]] = {name: [] for name in residuals}
+    stacked_bases: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}
     advance = context.progress.task("quality pass", len(everyone))
     for source, is_holdout in everyone:
         for group in groups:
             # Training sources were checked for NaN/Inf in the first pass; held-out ones are new.
-            loaded = context.fetch(source, [spec.name for spec in group], check=is_holdout)
-            batches: dict[tuple, list[str]] = {}
-            for name, matrix in loaded.items():
-                if not is_holdout and (rank := _update_rank(matrix)) is not None:
-                    ranks[name].append(rank)
-                basis = bases[name]
-                if isinstance(matrix, Factored) and basis.modes == (2, 3) and basis.mean is None:
-                    key = (tuple(matrix.lora_b.shape), tuple(matrix.lora_a.shape), tuple(basis.left.shape), tuple(basis.right.shape))
-                    batches.setdefault(key, []).append(name)
+            loaded = context.reader.read(source, [spec.name for spec in group], check=is_holdout)
+            singles = dict(loaded.single)
+            for stack in loaded.stacks:
+                if not is_holdout:
+                    for name in stack.names:
+                        ranks[name].append(stack.rank)
+                if stack.names not in stacked_bases:
+                    stacked_bases[stack.names] = _stacked_tucker_bases([bases[n] for n in stack.names])
+                if stacked_bases[stack.names] is None:  # centred or single-sided: project one by one
+                    singles.update((name, stack.matrix(i)) for i, name in enumerate(stack.names))
                     continue
-                coef = project_layer(basis, matrix)
-                residual = float(residual_sq_norm(basis, matrix, coef))
+                residual, total = stack.tucker_residuals(*stacked_bases[stack.names])  # type: ignore[misc]
+                for name, r, t in zip(stack.names, residual.tolist(), total.tolist()):
+                    residuals[name][source.name] = (r, t, t, is_holdout)
+            for name, matrix in singles.items():
+                if not is_holdout and isinstance(matrix, LowRank):
+                    ranks[name].append(matrix.rank)
+                coef = project_layer(bases[name], matrix)
+                residual = float(residual_sq_norm(bases[name], matrix, coef))
                 residuals[name][source.name] = (residual, float(matrix.sq_norm()), residual + float(coef.square().sum()), is_holdout)
-            for batch in batches.values():
-                names = tuple(batch)
-                if names not in stacked:
-                    stacked[names] = tuple(torch.stack([getattr(bases[n], side) for n in names]).to(context.options.accumulate_dtype) for side in ("left", "right"))  # type: ignore[assignment]
-                for name, (residual, total) in zip(names, _tucker_residuals([loaded[n] for n in names], *stacked[names])):  # type: ignore[misc]
-                    residuals[name][source.name] = (residual, total, total, is_holdout)
         advance()
     generator = torch.Generator().manual_seed(context.options.seed)
     reports = [
-        assess_layer(bases[spec.name], residuals[spec.name], null=context.options.null_baseline, generator=generator,
-                     source_ranks=ranks[spec.name] if len(ranks[spec.name]) == len(sources) else None)
-        for spec in layers
+        assess_layer(bases[name], residuals[name], null=context.options.null_baseline, generator=generator,
+                     source_ranks=ranks[name] if len(ranks[name]) == len(sources) else None)
+        for name in residuals
     ]
     return reports, 1
+
+
+def _stacked_tucker_bases(bases: list[LayerBasis]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The ``U`` and ``V`` of uncentred two-sided bases of one shape, stacked; ``None`` otherwise."""
+    if any(b.modes != (2, 3) or b.mean is not None for b in bases) or len({(b.left.shape, b.right.shape) for b in bases}) != 1:  # type: ignore[union-attr]
+        return None
+    return torch.stack([b.left for b in bases]), torch.stack([b.right for b in bases])  # type: ignore[misc]

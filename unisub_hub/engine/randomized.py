@@ -3,91 +3,223 @@
 For wide layers (``d`` in the thousands) a dense ``d x d`` Gram and its ``eigh`` cost
 ``O(d^3)`` per layer side, about 10 s at ``d = 4096`` on two cores. When only the top ``k``
 directions are wanted, ``G Omega`` for a thin ``d x l`` matrix ``Omega`` (``l = k + oversample``)
-is a sum over sources of ``F_m (F_m^T Omega)``: cheap for LoRA factors and never needing
+is a sum over sources of ``X_m X_m^T Omega``: cheap for LoRA factors and never needing
 ``G`` itself. Each pass over the sources multiplies by ``G`` once; after ``1 + power_iterations``
 passes the leading left singular vectors of the last product span the top-``k`` eigenspace
 to high accuracy whenever the spectrum has a gap (Halko, Martinsson and Tropp 2011).
 Centring is exact: ``G_c Omega = G Omega - N M (M^T Omega)`` with the mean from the first pass.
+
+Layers of one shape are sketched together: their test matrices and sums are stacked
+``(n, d, l)`` tensors, so a source's stack of same-shaped LoRA updates adds into them with
+one batched GEMM per side, and the QR and SVD between passes are batched too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from .matrix import Factored, LayerMatrix
+from .basis import LayerBasis
+from .executor import Executor
+from .rank import RankRule, numerical_rank
+from .reader import Loaded, SourceReader
+from .stack import FactoredStack
 
-__all__ = ["SketchAccumulator", "add_batched"]
+if TYPE_CHECKING:
+    from .build import MatrixSource
 
+__all__ = ["sketch_layers"]
 
-def add_batched(
-    accumulators: list[SketchAccumulator], matrices: list[Factored], *, first_pass: bool, tests: tuple[torch.Tensor | None, torch.Tensor | None]
-) -> None:
-    """Fold same-shaped LoRA updates into their accumulators with a handful of batched GEMMs.
-
-    One source holds dozens of modules of one shape (every layer's q_proj, say); stacking them
-    turns ~10 small matrix products per module into ~10 ``bmm`` calls per shape.
-    """
-    lora_b = torch.stack([m.lora_b for m in matrices])
-    lora_a = torch.stack([m.lora_a for m in matrices])
-    scale2 = torch.tensor([m.scale**2 for m in matrices], dtype=lora_b.dtype, device=lora_b.device)[:, None, None]
-    b_gram = lora_b.transpose(1, 2) @ lora_b
-    a_gram = lora_a @ lora_a.transpose(1, 2)
-    left_tests, right_tests = tests  # the accumulators' test matrices, stacked once per pass
-    left = None if left_tests is None else lora_b @ (a_gram @ (lora_b.transpose(1, 2) @ left_tests)) * scale2
-    right = None if right_tests is None else lora_a.transpose(1, 2) @ (b_gram @ (lora_a @ right_tests)) * scale2
-    norms = (b_gram * a_gram).sum((1, 2)) * scale2.flatten() if first_pass else None
-    for index, acc in enumerate(accumulators):
-        acc.add_products(
-            None if left is None else left[index],
-            None if right is None else right[index],
-            None if norms is None else norms[index],
-            matrices[index] if first_pass else None,
-        )
+SIDES = (2, 3)
 
 
 @dataclass
-class SketchAccumulator:
-    """``sum_m G_m Omega`` for both sides of one layer in one pass, plus the first pass's sums."""
+class _ShapeClass:
+    """The layers of one ``p x q`` shape in a group, with their stacked test matrices per side."""
 
-    left_test: torch.Tensor | None
-    right_test: torch.Tensor | None
-    total: torch.Tensor | None
-    left: torch.Tensor | None = None
-    right: torch.Tensor | None = None
-    sq_norm: torch.Tensor | None = None
-    count: int = 0
-    _started: bool = field(default=False, repr=False)
+    names: list[str]
+    shape: tuple[int, int]
+    tests: dict[int, torch.Tensor]
+    """Per mode (2: ``(n, p, l)``, 3: ``(n, q, l)``), the current test matrices."""
 
-    def add(self, matrix: LayerMatrix, *, first_pass: bool) -> None:
-        left = None if self.left_test is None else matrix.left_apply(self.left_test)
-        right = None if self.right_test is None else matrix.right_apply(self.right_test)
-        self.add_products(left, right, matrix.sq_norm() if first_pass else None, matrix if first_pass else None)
+    def __post_init__(self) -> None:
+        self.index = {name: i for i, name in enumerate(self.names)}
 
-    def add_products(self, left: torch.Tensor | None, right: torch.Tensor | None, sq_norm: torch.Tensor | None, matrix: LayerMatrix | None) -> None:
-        """Fold in one source's ``G_m Omega`` products (computed here or batched by the caller)."""
+    def rows(self, names: Sequence[str]) -> slice | torch.Tensor:
+        """Where ``names`` sit in the stacks: a slice when contiguous (the usual case), else indices."""
+        positions = [self.index[n] for n in names]
+        if positions == list(range(positions[0], positions[0] + len(positions))):
+            return slice(positions[0], positions[0] + len(positions))
+        return torch.tensor(positions, device=next(iter(self.tests.values())).device)
+
+
+class _SketchFold:
+    """One pass's sums for a group: ``sum_m G_m Omega`` per side, and the first pass's sums.
+
+    The first pass also sums the squared norms (for the variance total) and, when centring,
+    the dense matrices (for the mean).
+    """
+
+    def __init__(self, classes: list[_ShapeClass], *, first_pass: bool, center: bool) -> None:
+        self.first_pass = first_pass
+        self.classes = classes
+        self.class_of = {name: c for c in classes for name in c.names}
+        self.sums = {id(c): {mode: torch.zeros_like(t) for mode, t in c.tests.items()} for c in classes}
+        some = classes[0].tests[next(iter(classes[0].tests))]
+        self.sq_norms = {id(c): torch.zeros(len(c.names), dtype=some.dtype, device=some.device) for c in classes} if first_pass else {}
+        self.totals = {n: torch.zeros(c.shape, dtype=some.dtype, device=some.device) for c in classes for n in c.names} if (first_pass and center) else {}
+        self.count = 0
+
+    def add(self, loaded: Loaded) -> None:
+        for stack in loaded.stacks:
+            self._add_stack(stack)
+        for name, matrix in loaded.single.items():
+            shape_class = self.class_of[name]
+            i = shape_class.index[name]
+            sums = self.sums[id(shape_class)]
+            for mode, tests in shape_class.tests.items():
+                sums[mode][i] += matrix.left_apply(tests[i]) if mode == 2 else matrix.right_apply(tests[i])
+            if self.first_pass:
+                self.sq_norms[id(shape_class)][i] += matrix.sq_norm()
+                if name in self.totals:
+                    self.totals[name] += matrix.dense()
         self.count += 1
-        if left is not None:
-            self.left = left.clone() if self.left is None else self.left.add_(left)
-        if right is not None:
-            self.right = right.clone() if self.right is None else self.right.add_(right)
-        if sq_norm is not None:
-            self.sq_norm = sq_norm if self.sq_norm is None else self.sq_norm + sq_norm
-        if matrix is not None and self.total is not None:
-            self.total += matrix.dense()
 
-    def merge(self, other: SketchAccumulator) -> SketchAccumulator:
+    def _add_stack(self, stack: FactoredStack) -> None:
+        shape_class = self.class_of[stack.names[0]]
+        rows = shape_class.rows(stack.names)
+        sums = self.sums[id(shape_class)]
+        for mode, tests in shape_class.tests.items():
+            apply = stack.add_left_apply if mode == 2 else stack.add_right_apply
+            if isinstance(rows, slice):
+                apply(sums[mode][rows], tests[rows])
+            else:
+                product = torch.zeros_like(tests[rows])
+                apply(product, tests[rows])
+                sums[mode].index_add_(0, rows, product)
+        if self.first_pass:
+            norms = self.sq_norms[id(shape_class)]
+            if isinstance(rows, slice):
+                norms[rows] += stack.sq_norms()
+            else:
+                norms.index_add_(0, rows, stack.sq_norms())
+            for index, name in enumerate(stack.names):
+                if name in self.totals:
+                    self.totals[name] += stack.matrix(index).dense()
+
+    def merge(self, other: _SketchFold) -> _SketchFold:
         self.count += other.count
-        for name in ("left", "right", "sq_norm"):
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if theirs is not None:
-                setattr(self, name, theirs if mine is None else mine + theirs)
-        if self.total is not None and other.total is not None:
-            self.total += other.total
+        for key, sums in self.sums.items():
+            for mode, value in sums.items():
+                value += other.sums[key][mode]
+        for key, value in self.sq_norms.items():
+            value += other.sq_norms[key]
+        for name, value in self.totals.items():
+            value += other.totals[name]
         return self
 
-    @staticmethod
-    def centred(product: torch.Tensor, test: torch.Tensor, mean: torch.Tensor | None, count: int) -> torch.Tensor:
-        """``G_c test`` from ``G test``: subtract ``N M (M^T test)`` (``mean`` is this side's view of ``M``)."""
-        return product if mean is None else product - count * (mean @ (mean.T @ test))
+
+def sketch_layers(
+    names: Sequence[str],
+    shapes: dict[str, tuple[int, ...]],
+    sources: Sequence[MatrixSource],
+    reader: SourceReader,
+    run: Callable[[str], Executor],
+    *,
+    modes: tuple[int, ...],
+    rank: RankRule,
+    center: bool,
+    oversample: int,
+    power_iterations: int,
+    seed: int,
+) -> dict[str, LayerBasis]:
+    """Top-``k`` factors of a group of layers: ``1 + power_iterations`` folds over the sources.
+
+    Args:
+        names: the group's layers.
+        shapes: each layer's tensor shape (its matrix view is ``shape[0] x prod(shape[1:])``).
+        sources: the :class:`~unisub_hub.engine.build.MatrixSource` collection.
+        reader: reads (and caches) the sources' layers.
+        run: gives the executor for one pass, from the pass's description.
+    """
+    views = {n: (shapes[n][0], int(torch.Size(shapes[n][1:]).numel())) for n in names}
+    generator = torch.Generator().manual_seed(seed)
+    draws: dict[str, dict[int, torch.Tensor]] = {}
+    for name in names:  # per layer, left then right: the draws do not depend on the grouping
+        p, q = views[name]
+        draws[name] = {
+            mode: torch.randn(dim, min(dim, rank.k + oversample), generator=generator, dtype=torch.float64)  # type: ignore[operator]
+            for mode, dim in ((2, p), (3, q)) if mode in modes
+        }
+    by_shape: dict[tuple[int, int], list[str]] = {}
+    for name in names:
+        by_shape.setdefault(views[name], []).append(name)
+    classes = [
+        _ShapeClass(members, shape, {mode: torch.stack([draws[n][mode] for n in members]).to(reader.device, reader.dtype) for mode in draws[members[0]]})
+        for shape, members in by_shape.items()
+    ]
+    rounds = 1 + power_iterations
+    first: _SketchFold | None = None
+    for round_number in range(rounds):
+        starting = round_number == 0
+
+        def step(fold: _SketchFold, source: MatrixSource, starting: bool = starting) -> _SketchFold:
+            fold.add(reader.read(source, names, check=starting, keep=starting))
+            return fold
+
+        fold = run(f"pass {round_number + 1}/{rounds}").aggregate(
+            sources, lambda starting=starting: _SketchFold(classes, first_pass=starting, center=center), step, _SketchFold.merge
+        )
+        first = first or fold
+        products = {id(c): {mode: _centred(fold.sums[id(c)][mode], c, mode, first) for mode in c.tests} for c in classes}
+        if round_number < rounds - 1:
+            for shape_class in classes:
+                shape_class.tests = {mode: torch.linalg.qr(y)[0] for mode, y in products[id(shape_class)].items()}
+    bases: dict[str, LayerBasis] = {}
+    for shape_class in classes:
+        bases.update(_finish(shape_class, products[id(shape_class)], first, modes, rank, shapes))
+    return bases
+
+
+def _centred(product: torch.Tensor, shape_class: _ShapeClass, mode: int, first: _SketchFold) -> torch.Tensor:
+    """``G_c Omega`` from ``G Omega``: subtract ``N M (M^T Omega)`` per layer (``M`` seen from this side)."""
+    if not first.totals:
+        return product
+    product = product.clone()
+    tests = shape_class.tests[mode]
+    for i, name in enumerate(shape_class.names):
+        mean = first.totals[name] / first.count
+        side_mean = mean if mode == 2 else mean.T
+        product[i] -= first.count * (side_mean @ (side_mean.T @ tests[i]))
+    return product
+
+
+def _finish(
+    shape_class: _ShapeClass, products: dict[int, torch.Tensor], first: _SketchFold, modes: tuple[int, ...], rank: RankRule, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, LayerBasis]:
+    """Rayleigh-Ritz values and the leading left singular vectors of the last products, batched."""
+    norms = first.sq_norms[id(shape_class)]
+    solved = {}
+    for mode, product in products.items():
+        ritz = shape_class.tests[mode].transpose(1, 2) @ product  # values on the previous orthonormal basis
+        values = torch.linalg.eigvalsh((ritz + ritz.transpose(1, 2)) / 2).flip(1).clamp_min(0)
+        vectors = torch.linalg.svd(product, full_matrices=False)[0]
+        solved[mode] = (values, vectors)
+    bases = {}
+    for i, name in enumerate(shape_class.names):
+        mean = first.totals[name] / first.count if first.totals else None
+        total = float(norms[i] - (0 if mean is None else first.count * mean.square().sum()))
+        basis = LayerBasis(name, tuple(shapes[name]), modes, mean=mean)
+        for mode, (values, vectors) in solved.items():
+            k = rank.choose(values[i], numerical_rank(values[i]))
+            if mode == 2:
+                basis.left = vectors[i, :, :k].contiguous()
+            else:
+                basis.right = vectors[i, :, :k].contiguous()
+            basis.spectra[mode] = values[i].sqrt()
+            basis.variance_totals[mode] = total
+        bases[name] = basis
+    return bases

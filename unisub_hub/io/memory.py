@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..engine.matrix import Dense, LowRank, lora_canonical, matrix_view
+from ..engine.matrix import Dense, Factored, matrix_view
 
 __all__ = ["InMemoryCheckpoint", "InMemoryLora"]
 
@@ -32,12 +32,9 @@ class InMemoryLora:
         self.name = name
         self.factors = dict(factors)
 
-    def load(self, names: Sequence[str]) -> dict[str, LowRank]:
-        out = {}
-        for n in names:
-            lora_b, lora_a, scale = self.factors[n]
-            out[n] = lora_canonical(lora_b.double(), lora_a.double(), scale)
-        return out
+    def load(self, names: Sequence[str]) -> dict[str, Factored]:
+        """The updates in raw factors, as :class:`~unisub_hub.io.peft_adapter.LoraSource` gives them."""
+        return {n: Factored(*self.factors[n]) for n in names}
 
     def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         lora_b, lora_a, scale = self.factors[name]

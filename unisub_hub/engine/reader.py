@@ -1,0 +1,159 @@
+"""Reading sources for a build: cast to the build's device and precision, check, stack, cache.
+
+Every pass of a build asks a source for one group of layers. The reader hands them back
+ready for the math: on the build device in the accumulate dtype, refused (or zeroed) when
+they hold NaN or Inf, and with same-shaped LoRA updates stacked into one
+:class:`FactoredStack`. When the whole collection fits in the cache's budget (LoRA factors
+usually do), the first pass keeps what it read and later passes read nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import NonFiniteError
+from .matrix import Dense, Factored, LayerMatrix
+from .stack import FactoredStack
+
+if TYPE_CHECKING:
+    from .build import MatrixSource
+
+__all__ = ["Loaded", "SourceReader"]
+
+
+@dataclass
+class Loaded:
+    """One source's share of a group of layers: LoRA updates stacked by shape, the rest per layer."""
+
+    stacks: list[FactoredStack] = field(default_factory=list)
+    single: dict[str, LayerMatrix] = field(default_factory=dict)
+
+    def items(self) -> Iterator[tuple[str, LayerMatrix]]:
+        """Every layer as its own matrix (stacked updates as views)."""
+        for stack in self.stacks:
+            for index, name in enumerate(stack.names):
+                yield name, stack.matrix(index)
+        yield from self.single.items()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.stacks) + sum(_nbytes(m) for m in self.single.values())
+
+
+def _parts(matrix: LayerMatrix) -> tuple[torch.Tensor, ...]:
+    if isinstance(matrix, Dense):
+        return (matrix.value,)
+    if isinstance(matrix, Factored):
+        return matrix.parts
+    return (matrix.left, matrix.singular_values, matrix.right)
+
+
+def _nbytes(matrix: LayerMatrix) -> int:
+    return sum(t.numel() * t.element_size() for t in _parts(matrix))
+
+
+class _Cache:
+    """What a pass read, kept for the next passes while the collection fits in ``budget`` bytes.
+
+    The first source of each group tells what the whole collection will take (sources of
+    one family share their shapes); when that estimate is over budget the cache gives up at
+    once instead of filling up first.
+    """
+
+    def __init__(self, budget: int, source_count: int) -> None:
+        self.budget = budget
+        self.source_count = source_count
+        self.entries: dict[tuple[str, tuple[str, ...]], Loaded] = {}
+        self.expected: dict[tuple[str, ...], int] = {}
+        self.enabled = budget > 0
+
+    def get(self, source: str, names: tuple[str, ...]) -> Loaded | None:
+        return self.entries.get((source, names))
+
+    def offer(self, source: str, names: tuple[str, ...], loaded: Loaded) -> None:
+        if not self.enabled:
+            return
+        self.expected.setdefault(names, loaded.nbytes * self.source_count)
+        if sum(self.expected.values()) > self.budget:
+            self.entries.clear()
+            self.enabled = False
+            return
+        self.entries[(source, names)] = loaded
+
+
+class SourceReader:
+    """Reads groups of layers from sources for the engine's passes.
+
+    Args:
+        device: the build device.
+        dtype: the accumulate dtype.
+        check_finite: refuse NaN/Inf (``True``) or zero them (``False``).
+        cache_budget: bytes the cache may hold (0 disables it).
+        source_count: how many sources a pass reads (for the cache's estimate).
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, *, check_finite: bool, cache_budget: int = 0, source_count: int = 0) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.check_finite = check_finite
+        self._cache = _Cache(cache_budget, source_count)
+
+    def read(self, source: MatrixSource, names: Sequence[str], *, check: bool, keep: bool = False) -> Loaded:
+        """The layers ``names`` of one source, ready for the math.
+
+        Args:
+            check: look for NaN/Inf (``False`` for a source an earlier pass already checked; with
+                ``check_finite`` off, dense layers are still cleaned, since the cleaning is not kept).
+            keep: offer what was read to the cache.
+        """
+        key = tuple(names)
+        cached = self._cache.get(source.name, key)
+        if cached is not None:
+            return cached
+        raw = source.load(names)
+        loaded = Loaded()
+        groups: dict[tuple, list[str]] = {}
+        for name in names:
+            matrix = raw[name]
+            if isinstance(matrix, Factored):
+                groups.setdefault((tuple(matrix.lora_b.shape), tuple(matrix.lora_a.shape)), []).append(name)
+            else:
+                loaded.single[name] = self.cast(matrix, source.name, name, check=check)
+        for members in groups.values():
+            stack = FactoredStack.of(members, [raw[n] for n in members], self.device, self.dtype)  # type: ignore[misc]
+            if check and not stack.all_finite():
+                self._refuse_first_non_finite(stack, source.name)
+            loaded.stacks.append(stack)
+        if keep:
+            self._cache.offer(source.name, key, loaded)
+        return loaded
+
+    def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True) -> LayerMatrix:
+        """One matrix on the build's device and precision, with non-finite values refused (or zeroed)."""
+        moved = matrix.to(self.device, self.dtype)
+        if (not check and self.check_finite) or all(bool(torch.isfinite(part).all()) for part in _parts(moved)):
+            return moved
+        if self.check_finite:
+            raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
+        if isinstance(moved, Dense):
+            return Dense(torch.nan_to_num(moved.value, nan=0.0, posinf=0.0, neginf=0.0))
+        return moved  # a LoRA update with NaN factors has no finite canonical form; eigh reports it
+
+    def finite_rows(self, value: torch.Tensor, source: str, layer: str) -> torch.Tensor:
+        """Rows of a dense layer, with non-finite values refused (or zeroed)."""
+        if bool(torch.isfinite(value).all()):
+            return value
+        if self.check_finite:
+            raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
+        return torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _refuse_first_non_finite(self, stack: FactoredStack, source: str) -> None:
+        if not self.check_finite:
+            return  # a LoRA update with NaN factors has no finite canonical form; the solver reports it
+        for index, name in enumerate(stack.names):
+            if not (bool(torch.isfinite(stack.lora_b[index]).all()) and bool(torch.isfinite(stack.lora_a[index]).all())):
+                raise NonFiniteError(f"tensor {name} holds NaN or Inf", source=source)

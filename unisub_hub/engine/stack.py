@@ -1,0 +1,101 @@
+"""Same-shaped LoRA updates of one source, stacked so that each product is one batched GEMM.
+
+A source holds dozens of modules of one shape (every layer's ``q_proj``, say). Per-module
+products of ``p x r`` and ``r x q`` factors are too small to keep two cores busy and each
+costs a Python round trip; stacked, the randomized solver's ``X X^T Omega`` for all of them
+is three ``bmm`` calls, and the sums go straight into the accumulators (``baddbmm_``)
+without a temporary per module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import torch
+
+from .matrix import Factored
+
+__all__ = ["FactoredStack"]
+
+
+class FactoredStack:
+    """``n`` LoRA updates ``s_i B_i A_i`` of one shape and rank: ``B (n, p, r)``, ``A (n, r, q)``.
+
+    Args:
+        names: the layer of each update, in stacking order.
+        lora_b: the stacked ``B`` factors.
+        lora_a: the stacked ``A`` factors.
+        scales: ``s_i`` as an ``(n,)`` tensor on the factors' device.
+    """
+
+    def __init__(self, names: Sequence[str], lora_b: torch.Tensor, lora_a: torch.Tensor, scales: torch.Tensor) -> None:
+        self.names = tuple(names)
+        self.lora_b = lora_b
+        self.lora_a = lora_a
+        self.scales = scales
+
+    @classmethod
+    def of(cls, names: Sequence[str], matrices: Sequence[Factored], device: torch.device, dtype: torch.dtype) -> FactoredStack:
+        """Stack then cast, so a bf16 source is converted in one call rather than one per module."""
+        lora_b = torch.stack([m.lora_b for m in matrices]).to(device=device, dtype=dtype)
+        lora_a = torch.stack([m.lora_a for m in matrices]).to(device=device, dtype=dtype)
+        scales = torch.tensor([m.scale for m in matrices], dtype=dtype, device=device)
+        return cls(names, lora_b, lora_a, scales)
+
+    @property
+    def rank(self) -> int:
+        return self.lora_b.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.lora_b, self.lora_a))
+
+    def matrix(self, index: int) -> Factored:
+        """One update as a :class:`Factored` view (no copy)."""
+        return Factored(self.lora_b[index], self.lora_a[index], float(self.scales[index]))
+
+    def all_finite(self) -> bool:
+        """Whether every factor entry is finite.
+
+        Read off the Gram diagonals the passes need anyway: a column's squared norm is finite
+        exactly when its entries are, unless it overflows, which the full check then settles.
+        """
+        diagonals = torch.cat([self.b_gram.diagonal(dim1=1, dim2=2).flatten(), self.a_gram.diagonal(dim1=1, dim2=2).flatten()])
+        if bool(torch.isfinite(diagonals).all()):
+            return True
+        return bool(torch.isfinite(self.lora_b).all()) and bool(torch.isfinite(self.lora_a).all())
+
+    @cached_property
+    def b_gram(self) -> torch.Tensor:
+        """``B_i^T B_i``, ``(n, r, r)``; kept, since every pass over a cached source needs it."""
+        return self.lora_b.transpose(1, 2) @ self.lora_b
+
+    @cached_property
+    def a_gram(self) -> torch.Tensor:
+        """``A_i A_i^T``, ``(n, r, r)``."""
+        return self.lora_a @ self.lora_a.transpose(1, 2)
+
+    def sq_norms(self) -> torch.Tensor:
+        """``||s_i B_i A_i||_F^2 = s_i^2 <B_i^T B_i, A_i A_i^T>``, ``(n,)``."""
+        return (self.b_gram * self.a_gram).sum((1, 2)) * self.scales.square()
+
+    def add_left_apply(self, out: torch.Tensor, tests: torch.Tensor) -> None:
+        """``out_i += X_i X_i^T tests_i = s_i^2 B_i (A_i A_i^T)(B_i^T tests_i)``, in place."""
+        middle = self.a_gram * self.scales.square()[:, None, None]
+        out.baddbmm_(self.lora_b, middle @ (self.lora_b.transpose(1, 2) @ tests))
+
+    def add_right_apply(self, out: torch.Tensor, tests: torch.Tensor) -> None:
+        """``out_i += X_i^T X_i tests_i = s_i^2 A_i^T (B_i^T B_i)(A_i tests_i)``, in place."""
+        middle = self.b_gram * self.scales.square()[:, None, None]
+        out.baddbmm_(self.lora_a.transpose(1, 2), middle @ (self.lora_a @ tests))
+
+    def tucker_residuals(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(||X_i - U_i U_i^T X_i V_i V_i^T||^2, ||X_i||^2)`` for orthonormal ``U_i (p, k)``, ``V_i (q, k)``.
+
+        With orthonormal factors the residual is ``||X||^2 - ||U^T X V||^2`` and
+        ``U^T X V = s (U^T B)(A V)``: two thin products per update, never ``B A`` itself.
+        """
+        core = (left.transpose(1, 2) @ self.lora_b) @ (self.lora_a @ right) * self.scales[:, None, None]
+        total = self.sq_norms()
+        return (total - core.square().sum((1, 2))).clamp_min(0), total
