@@ -142,7 +142,8 @@ def build_basis(
     progress = progress or _NoProgress()
     # The cache lives in this process: a distributing executor reads in its workers instead.
     reader = SourceReader(device, options.accumulate_dtype, check_finite=options.check_finite,
-                          cache_budget=options.max_memory // 2 if executor is None else 0, source_count=len(sources) + len(holdout))
+                          cache_budget=options.max_memory // 2 if executor is None else 0, source_count=len(sources) + len(holdout),
+                          reuse_buffers=executor is None)
     context = _Context(options, modes, reader, executor, progress)
     bases: dict[str, LayerBasis] = {}
     passes = 0

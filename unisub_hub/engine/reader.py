@@ -9,7 +9,7 @@ usually do), the first pass keeps what it read and later passes read nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -96,11 +96,13 @@ class SourceReader:
         source_count: how many sources a pass reads (for the cache's estimate).
     """
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, *, check_finite: bool, cache_budget: int = 0, source_count: int = 0) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, *, check_finite: bool, cache_budget: int = 0, source_count: int = 0, reuse_buffers: bool = False) -> None:
         self.device = device
         self.dtype = dtype
         self.check_finite = check_finite
         self._cache = _Cache(cache_budget, source_count)
+        self._reuse = reuse_buffers
+        self._scratch: dict[tuple, torch.Tensor] = {}
 
     def read(self, source: MatrixSource, names: Sequence[str], *, check: bool, keep: bool = False) -> Loaded:
         """The layers ``names`` of one source, ready for the math.
@@ -109,28 +111,59 @@ class SourceReader:
             check: look for NaN/Inf (``False`` for a source an earlier pass already checked; with
                 ``check_finite`` off, dense layers are still cleaned, since the cleaning is not kept).
             keep: offer what was read to the cache.
+
+        With ``reuse_buffers``, stacks that the cache does not keep are written, already cast,
+        into buffers the next ``read`` overwrites: a pass that streams gigabytes then costs no
+        fresh pages per source (a new 40 MB tensor costs more in page faults than its cast).
         """
         key = tuple(names)
-        cached = self._cache.get(source.name, key)
-        if cached is not None:
-            return cached
-        raw = source.load(names)
-        loaded = Loaded()
+        stored = self._cache.get(source.name, key)
+        if stored is None:
+            scratch = self._reuse and not (keep and self._cache.enabled)
+            stored = self._stack(source.load(names), names, scratch=scratch)
+            if keep:
+                self._cache.offer(source.name, key, stored)
+        loaded = Loaded(single={name: self.cast(matrix, source.name, name, check=check) for name, matrix in stored.single.items()})
+        for stack in stored.stacks:
+            stack = stack.to(self.dtype)
+            if check and not stack.all_finite():
+                self._refuse_first_non_finite(stack, source.name)
+            loaded.stacks.append(stack)
+        return loaded
+
+    def _stack(self, raw: Mapping[str, LayerMatrix], names: Sequence[str], *, scratch: bool) -> Loaded:
+        """Same-shaped LoRA updates stacked on the build device.
+
+        In the dtype they were stored in, for the cache (float32 factors cached for a float64
+        build take half the memory, and a cast per pass is cheap next to the products); or,
+        with ``scratch``, cast while copied into the reused buffers.
+        """
+        stored = Loaded()
         groups: dict[tuple, list[str]] = {}
         for name in names:
             matrix = raw[name]
             if isinstance(matrix, Factored):
-                groups.setdefault((tuple(matrix.lora_b.shape), tuple(matrix.lora_a.shape)), []).append(name)
+                groups.setdefault((tuple(matrix.lora_b.shape), tuple(matrix.lora_a.shape), matrix.lora_b.dtype), []).append(name)
             else:
-                loaded.single[name] = self.cast(matrix, source.name, name, check=check)
-        for members in groups.values():
-            stack = FactoredStack.of(members, [raw[n] for n in members], self.device, self.dtype)  # type: ignore[misc]
-            if check and not stack.all_finite():
-                self._refuse_first_non_finite(stack, source.name)
-            loaded.stacks.append(stack)
-        if keep:
-            self._cache.offer(source.name, key, loaded)
-        return loaded
+                stored.single[name] = matrix
+        for number, members in enumerate(groups.values()):
+            matrices: list[Factored] = [raw[n] for n in members]  # type: ignore[misc]
+            if not scratch:
+                stored.stacks.append(FactoredStack.of(members, matrices, self.device))
+                continue
+            lora_b = self._buffer((number, "b", len(members), *matrices[0].lora_b.shape))
+            lora_a = self._buffer((number, "a", len(members), *matrices[0].lora_a.shape))
+            for index, matrix in enumerate(matrices):
+                lora_b[index].copy_(matrix.lora_b)
+                lora_a[index].copy_(matrix.lora_a)
+            scales = torch.tensor([m.scale for m in matrices], dtype=torch.float64, device=self.device)
+            stored.stacks.append(FactoredStack(members, lora_b, lora_a, scales))
+        return stored
+
+    def _buffer(self, key: tuple) -> torch.Tensor:
+        if key not in self._scratch:
+            self._scratch[key] = torch.empty(key[2:], dtype=self.dtype, device=self.device)
+        return self._scratch[key]
 
     def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True) -> LayerMatrix:
         """One matrix on the build's device and precision, with non-finite values refused (or zeroed)."""

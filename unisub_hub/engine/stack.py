@@ -26,7 +26,8 @@ class FactoredStack:
         names: the layer of each update, in stacking order.
         lora_b: the stacked ``B`` factors.
         lora_a: the stacked ``A`` factors.
-        scales: ``s_i`` as an ``(n,)`` tensor on the factors' device.
+        scales: ``s_i`` as an ``(n,)`` float64 tensor on the factors' device (a bf16 scale
+            would round ``alpha / r``); products use it in the factors' dtype.
     """
 
     def __init__(self, names: Sequence[str], lora_b: torch.Tensor, lora_a: torch.Tensor, scales: torch.Tensor) -> None:
@@ -36,12 +37,18 @@ class FactoredStack:
         self.scales = scales
 
     @classmethod
-    def of(cls, names: Sequence[str], matrices: Sequence[Factored], device: torch.device, dtype: torch.dtype) -> FactoredStack:
-        """Stack then cast, so a bf16 source is converted in one call rather than one per module."""
+    def of(cls, names: Sequence[str], matrices: Sequence[Factored], device: torch.device, dtype: torch.dtype | None = None) -> FactoredStack:
+        """Stack then cast (``dtype=None`` keeps the factors' own), so a bf16 source is converted in one call."""
         lora_b = torch.stack([m.lora_b for m in matrices]).to(device=device, dtype=dtype)
         lora_a = torch.stack([m.lora_a for m in matrices]).to(device=device, dtype=dtype)
-        scales = torch.tensor([m.scale for m in matrices], dtype=dtype, device=device)
+        scales = torch.tensor([m.scale for m in matrices], dtype=torch.float64, device=device)
         return cls(names, lora_b, lora_a, scales)
+
+    def to(self, dtype: torch.dtype) -> FactoredStack:
+        """This stack in ``dtype``: itself (and its cached Grams) when already there."""
+        if self.lora_b.dtype == dtype:
+            return self
+        return FactoredStack(self.names, self.lora_b.to(dtype), self.lora_a.to(dtype), self.scales)
 
     @property
     def rank(self) -> int:
@@ -67,6 +74,10 @@ class FactoredStack:
         return bool(torch.isfinite(self.lora_b).all()) and bool(torch.isfinite(self.lora_a).all())
 
     @cached_property
+    def _scales(self) -> torch.Tensor:
+        return self.scales.to(self.lora_b.dtype)
+
+    @cached_property
     def b_gram(self) -> torch.Tensor:
         """``B_i^T B_i``, ``(n, r, r)``; kept, since every pass over a cached source needs it."""
         return self.lora_b.transpose(1, 2) @ self.lora_b
@@ -78,16 +89,16 @@ class FactoredStack:
 
     def sq_norms(self) -> torch.Tensor:
         """``||s_i B_i A_i||_F^2 = s_i^2 <B_i^T B_i, A_i A_i^T>``, ``(n,)``."""
-        return (self.b_gram * self.a_gram).sum((1, 2)) * self.scales.square()
+        return (self.b_gram * self.a_gram).sum((1, 2)) * self._scales.square()
 
     def add_left_apply(self, out: torch.Tensor, tests: torch.Tensor) -> None:
         """``out_i += X_i X_i^T tests_i = s_i^2 B_i (A_i A_i^T)(B_i^T tests_i)``, in place."""
-        middle = self.a_gram * self.scales.square()[:, None, None]
+        middle = self.a_gram * self._scales.square()[:, None, None]
         out.baddbmm_(self.lora_b, middle @ (self.lora_b.transpose(1, 2) @ tests))
 
     def add_right_apply(self, out: torch.Tensor, tests: torch.Tensor) -> None:
         """``out_i += X_i^T X_i tests_i = s_i^2 A_i^T (B_i^T B_i)(A_i tests_i)``, in place."""
-        middle = self.b_gram * self.scales.square()[:, None, None]
+        middle = self.b_gram * self._scales.square()[:, None, None]
         out.baddbmm_(self.lora_a.transpose(1, 2), middle @ (self.lora_a @ tests))
 
     def tucker_residuals(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +107,6 @@ class FactoredStack:
         With orthonormal factors the residual is ``||X||^2 - ||U^T X V||^2`` and
         ``U^T X V = s (U^T B)(A V)``: two thin products per update, never ``B A`` itself.
         """
-        core = (left.transpose(1, 2) @ self.lora_b) @ (self.lora_a @ right) * self.scales[:, None, None]
+        core = (left.transpose(1, 2) @ self.lora_b) @ (self.lora_a @ right) * self._scales[:, None, None]
         total = self.sq_norms()
         return (total - core.square().sum((1, 2))).clamp_min(0), total

@@ -22,7 +22,7 @@ import torch
 
 from ..engine.matrix import Factored, lora_scale
 from ..errors import PickleRefusedError, SourceError
-from ..format.tensorfile import open_tensor_file, read_header
+from ..format.tensorfile import open_tensor_file, read_header, read_tensors
 from .checkpoint import TensorInfo, sha256_files
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora_folder", "pattern_value"]
@@ -184,11 +184,7 @@ class LoraSource:
     def load(self, names: Sequence[str]) -> dict[str, Factored]:
         """The updates in raw factors, read in one opening of the file (the engine casts them)."""
         keys = {layer: self._keys(layer) for layer in names}
-        if self._pickled is not None:
-            raw = self._pickled
-        else:
-            with open_tensor_file(self.weights) as handle:
-                raw = {key: handle.get_tensor(key) for pair in keys.values() for key in pair}
+        raw = self._pickled if self._pickled is not None else read_tensors(self.weights, [key for pair in keys.values() for key in pair])
         out = {}
         for layer, (key_a, key_b) in keys.items():
             left, right = self._orient(layer, raw[key_a], raw[key_b])
