@@ -35,7 +35,7 @@ def test_updates_of_one_shape_and_rank_share_a_stack():
     loaded = reader.read(_lora("a", {"x": 4, "y": 8, "z": 4}), ["x", "y", "z"], check=True)
     assert sorted(stack.names for stack in loaded.stacks) == [("x", "z"), ("y",)]
     assert all(stack.lora_b.dtype == torch.float64 for stack in loaded.stacks)
-    assert sorted(name for name, _ in loaded.items()) == ["x", "y", "z"]
+    assert sorted(name for stack in loaded.stacks for name in stack.names) + sorted(loaded.single) == ["x", "y", "z"]
 
 
 def test_non_finite_factors_are_refused_by_name():

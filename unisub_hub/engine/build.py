@@ -308,7 +308,7 @@ def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], c
     """Top-k factors of a group by randomized subspace iteration: ``1 + power_iterations`` folds."""
     opts = context.options
     return sketch_layers(
-        [spec.name for spec in group], {spec.name: spec.tensor_shape for spec in group}, sources, context.reader,
+        group, sources, context.reader,
         lambda step: context.executor_for(f"{description}, {step}", len(sources)),
         modes=context.modes, rank=opts.rank, center=opts.center, oversample=opts.oversample,
         power_iterations=opts.power_iterations, seed=opts.seed,

@@ -32,6 +32,11 @@ class Dense:
     def shape(self) -> tuple[int, int]:
         return tuple(self.value.shape)  # type: ignore[return-value]
 
+    @property
+    def parts(self) -> tuple[torch.Tensor, ...]:
+        """The tensors that hold the matrix."""
+        return (self.value,)
+
     def to(self, device: torch.device, dtype: torch.dtype) -> Dense:
         return Dense(self.value.to(device=device, dtype=dtype))
 
@@ -89,6 +94,10 @@ class LowRank:
     @property
     def rank(self) -> int:
         return self.singular_values.shape[0]
+
+    @property
+    def parts(self) -> tuple[torch.Tensor, ...]:
+        return (self.left, self.singular_values, self.right)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> LowRank:
         return LowRank(*(t.to(device=device, dtype=dtype) for t in (self.left, self.singular_values, self.right)))

@@ -29,14 +29,12 @@ from .reader import Loaded, SourceReader
 from .stack import FactoredStack
 
 if TYPE_CHECKING:
-    from .build import MatrixSource
+    from .build import LayerSpec, MatrixSource
 
 __all__ = ["sketch_layers"]
 
-SIDES = (2, 3)
 
-
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: the folds key their sums by class
 class _ShapeClass:
     """The layers of one ``p x q`` shape in a group, with their stacked test matrices per side."""
 
@@ -65,11 +63,10 @@ class _SketchFold:
 
     def __init__(self, classes: list[_ShapeClass], *, first_pass: bool, center: bool) -> None:
         self.first_pass = first_pass
-        self.classes = classes
         self.class_of = {name: c for c in classes for name in c.names}
-        self.sums = {id(c): {mode: torch.zeros_like(t) for mode, t in c.tests.items()} for c in classes}
+        self.sums = {c: {mode: torch.zeros_like(t) for mode, t in c.tests.items()} for c in classes}
         some = classes[0].tests[next(iter(classes[0].tests))]
-        self.sq_norms = {id(c): torch.zeros(len(c.names), dtype=some.dtype, device=some.device) for c in classes} if first_pass else {}
+        self.sq_norms = {c: torch.zeros(len(c.names), dtype=some.dtype, device=some.device) for c in classes} if first_pass else {}
         self.totals = {n: torch.zeros(c.shape, dtype=some.dtype, device=some.device) for c in classes for n in c.names} if (first_pass and center) else {}
         self.count = 0
 
@@ -79,11 +76,11 @@ class _SketchFold:
         for name, matrix in loaded.single.items():
             shape_class = self.class_of[name]
             i = shape_class.index[name]
-            sums = self.sums[id(shape_class)]
+            sums = self.sums[shape_class]
             for mode, tests in shape_class.tests.items():
                 sums[mode][i] += matrix.left_apply(tests[i]) if mode == 2 else matrix.right_apply(tests[i])
             if self.first_pass:
-                self.sq_norms[id(shape_class)][i] += matrix.sq_norm()
+                self.sq_norms[shape_class][i] += matrix.sq_norm()
                 if name in self.totals:
                     self.totals[name] += matrix.dense()
         self.count += 1
@@ -91,7 +88,7 @@ class _SketchFold:
     def _add_stack(self, stack: FactoredStack) -> None:
         shape_class = self.class_of[stack.names[0]]
         rows = shape_class.rows(stack.names)
-        sums = self.sums[id(shape_class)]
+        sums = self.sums[shape_class]
         for mode, tests in shape_class.tests.items():
             apply = stack.add_left_apply if mode == 2 else stack.add_right_apply
             if isinstance(rows, slice):
@@ -101,7 +98,7 @@ class _SketchFold:
                 apply(product, tests[rows])
                 sums[mode].index_add_(0, rows, product)
         if self.first_pass:
-            norms = self.sq_norms[id(shape_class)]
+            norms = self.sq_norms[shape_class]
             if isinstance(rows, slice):
                 norms[rows] += stack.sq_norms()
             else:
@@ -123,8 +120,7 @@ class _SketchFold:
 
 
 def sketch_layers(
-    names: Sequence[str],
-    shapes: dict[str, tuple[int, ...]],
+    layers: Sequence[LayerSpec],
     sources: Sequence[MatrixSource],
     reader: SourceReader,
     run: Callable[[str], Executor],
@@ -139,30 +135,30 @@ def sketch_layers(
     """Top-``k`` factors of a group of layers: ``1 + power_iterations`` folds over the sources.
 
     Args:
-        names: the group's layers.
-        shapes: each layer's tensor shape (its matrix view is ``shape[0] x prod(shape[1:])``).
+        layers: the group's layers.
         sources: the :class:`~unisub_hub.engine.build.MatrixSource` collection.
         reader: reads (and caches) the sources' layers.
         run: gives the executor for one pass, from the pass's description.
     """
-    views = {n: (shapes[n][0], int(torch.Size(shapes[n][1:]).numel())) for n in names}
+    names = [spec.name for spec in layers]
     generator = torch.Generator().manual_seed(seed)
     draws: dict[str, dict[int, torch.Tensor]] = {}
-    for name in names:  # per layer, left then right: the draws do not depend on the grouping
-        p, q = views[name]
-        draws[name] = {
+    for spec in layers:  # per layer, left then right: the draws do not depend on the grouping
+        p, q = spec.shape
+        draws[spec.name] = {
             mode: torch.randn(dim, min(dim, rank.k + oversample), generator=generator, dtype=torch.float64)  # type: ignore[operator]
             for mode, dim in ((2, p), (3, q)) if mode in modes
         }
     by_shape: dict[tuple[int, int], list[str]] = {}
-    for name in names:
-        by_shape.setdefault(views[name], []).append(name)
+    for spec in layers:
+        by_shape.setdefault(spec.shape, []).append(spec.name)
     classes = [
         _ShapeClass(members, shape, {mode: torch.stack([draws[n][mode] for n in members]).to(reader.device, reader.dtype) for mode in draws[members[0]]})
         for shape, members in by_shape.items()
     ]
     rounds = 1 + power_iterations
     first: _SketchFold | None = None
+    means: dict[str, torch.Tensor] = {}
     for round_number in range(rounds):
         starting = round_number == 0
 
@@ -173,35 +169,37 @@ def sketch_layers(
         fold = run(f"pass {round_number + 1}/{rounds}").aggregate(
             sources, lambda starting=starting: _SketchFold(classes, first_pass=starting, center=center), step, _SketchFold.merge
         )
-        first = first or fold
-        products = {id(c): {mode: _centred(fold.sums[id(c)][mode], c, mode, first) for mode in c.tests} for c in classes}
+        if first is None:
+            first = fold
+            means = {name: total / fold.count for name, total in fold.totals.items()}
+        products = {c: {mode: _centred(fold.sums[c][mode], c, mode, means, fold.count) for mode in c.tests} for c in classes}
         if round_number < rounds - 1:
             for shape_class in classes:
-                shape_class.tests = {mode: torch.linalg.qr(y)[0] for mode, y in products[id(shape_class)].items()}
+                shape_class.tests = {mode: torch.linalg.qr(y)[0] for mode, y in products[shape_class].items()}
+    specs = {spec.name: spec for spec in layers}
     bases: dict[str, LayerBasis] = {}
     for shape_class in classes:
-        bases.update(_finish(shape_class, products[id(shape_class)], first, modes, rank, shapes))
+        bases.update(_finish(shape_class, products[shape_class], first.sq_norms[shape_class], means, first.count, modes, rank, specs))  # type: ignore[union-attr]
     return bases
 
 
-def _centred(product: torch.Tensor, shape_class: _ShapeClass, mode: int, first: _SketchFold) -> torch.Tensor:
+def _centred(product: torch.Tensor, shape_class: _ShapeClass, mode: int, means: dict[str, torch.Tensor], count: int) -> torch.Tensor:
     """``G_c Omega`` from ``G Omega``: subtract ``N M (M^T Omega)`` per layer (``M`` seen from this side)."""
-    if not first.totals:
+    if not means:
         return product
     product = product.clone()
     tests = shape_class.tests[mode]
     for i, name in enumerate(shape_class.names):
-        mean = first.totals[name] / first.count
-        side_mean = mean if mode == 2 else mean.T
-        product[i] -= first.count * (side_mean @ (side_mean.T @ tests[i]))
+        side_mean = means[name] if mode == 2 else means[name].T
+        product[i] -= count * (side_mean @ (side_mean.T @ tests[i]))
     return product
 
 
 def _finish(
-    shape_class: _ShapeClass, products: dict[int, torch.Tensor], first: _SketchFold, modes: tuple[int, ...], rank: RankRule, shapes: dict[str, tuple[int, ...]]
+    shape_class: _ShapeClass, products: dict[int, torch.Tensor], norms: torch.Tensor, means: dict[str, torch.Tensor], count: int,
+    modes: tuple[int, ...], rank: RankRule, specs: dict[str, LayerSpec],
 ) -> dict[str, LayerBasis]:
     """Rayleigh-Ritz values and the leading left singular vectors of the last products, batched."""
-    norms = first.sq_norms[id(shape_class)]
     solved = {}
     for mode, product in products.items():
         ritz = shape_class.tests[mode].transpose(1, 2) @ product  # values on the previous orthonormal basis
@@ -210,9 +208,9 @@ def _finish(
         solved[mode] = (values, vectors)
     bases = {}
     for i, name in enumerate(shape_class.names):
-        mean = first.totals[name] / first.count if first.totals else None
-        total = float(norms[i] - (0 if mean is None else first.count * mean.square().sum()))
-        basis = LayerBasis(name, tuple(shapes[name]), modes, mean=mean)
+        mean = means.get(name)
+        total = float(norms[i] - (0 if mean is None else count * mean.square().sum()))
+        basis = LayerBasis(name, specs[name].tensor_shape, modes, mean=mean)
         for mode, (values, vectors) in solved.items():
             k = rank.choose(values[i], numerical_rank(values[i]))
             if mode == 2:

@@ -9,7 +9,7 @@ usually do), the first pass keeps what it read and later passes read nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,28 +32,10 @@ class Loaded:
     stacks: list[FactoredStack] = field(default_factory=list)
     single: dict[str, LayerMatrix] = field(default_factory=dict)
 
-    def items(self) -> Iterator[tuple[str, LayerMatrix]]:
-        """Every layer as its own matrix (stacked updates as views)."""
-        for stack in self.stacks:
-            for index, name in enumerate(stack.names):
-                yield name, stack.matrix(index)
-        yield from self.single.items()
-
     @property
     def nbytes(self) -> int:
-        return sum(s.nbytes for s in self.stacks) + sum(_nbytes(m) for m in self.single.values())
-
-
-def _parts(matrix: LayerMatrix) -> tuple[torch.Tensor, ...]:
-    if isinstance(matrix, Dense):
-        return (matrix.value,)
-    if isinstance(matrix, Factored):
-        return matrix.parts
-    return (matrix.left, matrix.singular_values, matrix.right)
-
-
-def _nbytes(matrix: LayerMatrix) -> int:
-    return sum(t.numel() * t.element_size() for t in _parts(matrix))
+        tensors = [t for s in self.stacks for t in (s.lora_b, s.lora_a)] + [t for m in self.single.values() for t in m.parts]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class _Cache:
@@ -148,16 +130,11 @@ class SourceReader:
                 stored.single[name] = matrix
         for number, members in enumerate(groups.values()):
             matrices: list[Factored] = [raw[n] for n in members]  # type: ignore[misc]
-            if not scratch:
-                stored.stacks.append(FactoredStack.of(members, matrices, self.device))
-                continue
-            lora_b = self._buffer((number, "b", len(members), *matrices[0].lora_b.shape))
-            lora_a = self._buffer((number, "a", len(members), *matrices[0].lora_a.shape))
-            for index, matrix in enumerate(matrices):
-                lora_b[index].copy_(matrix.lora_b)
-                lora_a[index].copy_(matrix.lora_a)
-            scales = torch.tensor([m.scale for m in matrices], dtype=torch.float64, device=self.device)
-            stored.stacks.append(FactoredStack(members, lora_b, lora_a, scales))
+            buffers = None
+            if scratch:
+                buffers = (self._buffer((number, "b", len(members), *matrices[0].lora_b.shape)),
+                           self._buffer((number, "a", len(members), *matrices[0].lora_a.shape)))
+            stored.stacks.append(FactoredStack.of(members, matrices, self.device, into=buffers))
         return stored
 
     def _buffer(self, key: tuple) -> torch.Tensor:
@@ -168,7 +145,7 @@ class SourceReader:
     def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True) -> LayerMatrix:
         """One matrix on the build's device and precision, with non-finite values refused (or zeroed)."""
         moved = matrix.to(self.device, self.dtype)
-        if (not check and self.check_finite) or all(bool(torch.isfinite(part).all()) for part in _parts(moved)):
+        if (not check and self.check_finite) or all(bool(torch.isfinite(part).all()) for part in moved.parts):
             return moved
         if self.check_finite:
             raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)

@@ -37,10 +37,20 @@ class FactoredStack:
         self.scales = scales
 
     @classmethod
-    def of(cls, names: Sequence[str], matrices: Sequence[Factored], device: torch.device, dtype: torch.dtype | None = None) -> FactoredStack:
-        """Stack then cast (``dtype=None`` keeps the factors' own), so a bf16 source is converted in one call."""
-        lora_b = torch.stack([m.lora_b for m in matrices]).to(device=device, dtype=dtype)
-        lora_a = torch.stack([m.lora_a for m in matrices]).to(device=device, dtype=dtype)
+    def of(cls, names: Sequence[str], matrices: Sequence[Factored], device: torch.device, dtype: torch.dtype | None = None,
+           *, into: tuple[torch.Tensor, torch.Tensor] | None = None) -> FactoredStack:
+        """Stack then cast (``dtype=None`` keeps the factors' own), so a bf16 source is converted in one call.
+
+        ``into`` gives ``(B, A)`` buffers to fill instead (cast while copied, in their dtype).
+        """
+        if into is None:
+            lora_b = torch.stack([m.lora_b for m in matrices]).to(device=device, dtype=dtype)
+            lora_a = torch.stack([m.lora_a for m in matrices]).to(device=device, dtype=dtype)
+        else:
+            lora_b, lora_a = into
+            for index, matrix in enumerate(matrices):
+                lora_b[index].copy_(matrix.lora_b)
+                lora_a[index].copy_(matrix.lora_a)
         scales = torch.tensor([m.scale for m in matrices], dtype=torch.float64, device=device)
         return cls(names, lora_b, lora_a, scales)
 
