@@ -56,3 +56,37 @@ def test_lora_gauge_does_not_change_the_canonical_form():
     torch.testing.assert_close(one.singular_values, two.singular_values)
     torch.testing.assert_close(one.dense(), two.dense())
     torch.testing.assert_close(one.dense(), 0.5 * lora_b @ lora_a)
+
+
+def _orthonormal_rounded(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    """Orthonormal columns stored through float16, as a low-precision basis file holds them."""
+    q = torch.linalg.qr(torch.randn(rows, cols, generator=generator, dtype=torch.float64))[0]
+    return q.half().double()
+
+
+@pytest.mark.parametrize("modes", [(2, 3), (2,), (3,), (1,)])
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("form", ["dense", "lora"])
+def test_fit_measures_the_residual_of_the_dense_reconstruction(modes, centred, form):
+    from unisub_hub.engine import Dense, LayerBasis, fit_layer
+    from unisub_hub.engine.matrix import Factored
+
+    gen = torch.Generator().manual_seed(3)
+    p, q = 14, 9
+    basis = LayerBasis("w", (p, q), modes, mean=torch.randn(p, q, generator=gen, dtype=torch.float64) if centred else None)
+    if modes == (1,):
+        flat = _orthonormal_rounded(p * q, 3, gen)
+        basis.components = flat.T.reshape(3, p, q)
+    else:
+        basis.left = _orthonormal_rounded(p, 4, gen) if 2 in modes else None
+        basis.right = _orthonormal_rounded(q, 3, gen) if 3 in modes else None
+    lora_b, lora_a = torch.randn(p, 5, generator=gen, dtype=torch.float64), torch.randn(5, q, generator=gen, dtype=torch.float64)
+    matrix = Dense(lora_b @ lora_a * 0.5) if form == "dense" else Factored(lora_b, lora_a, 0.5)
+
+    fit = fit_layer(basis, matrix)
+
+    dense = matrix.dense()
+    torch.testing.assert_close(fit.coef, project_layer(basis, matrix))
+    torch.testing.assert_close(fit.residual, (dense - reconstruct_layer(basis, fit.coef)).square().sum(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fit.total, dense.square().sum())
+    assert float(fit.centered_total) == pytest.approx(float(fit.residual + fit.coef.square().sum()))

@@ -71,3 +71,16 @@ def test_cache_gives_up_at_the_first_source_when_the_estimate_is_over_budget():
     reader.read(sources[0], ["x"], check=True, keep=True)
     assert reader.read(sources[0], ["x"], check=True, keep=True) is not None
     assert CountingLora.loads == 2  # nothing kept: three sources would not fit
+
+
+@pytest.mark.parametrize(
+    ("value", "finite"),
+    [(1.0, True), (3e30, True), (float("nan"), False), (float("inf"), False), (float("-inf"), False)],
+)
+def test_all_finite_is_exact_even_when_the_norm_overflows(value, finite):
+    from unisub_hub.engine import all_finite
+
+    tensor = torch.ones(64, 32, dtype=torch.float32)
+    tensor[7, 3] = value
+    tensor[9, 1] = 3e30 if value == 3e30 else 1.0  # two 3e30 entries overflow the float32 norm
+    assert all_finite(tensor) is finite

@@ -15,12 +15,21 @@ from .build import (
 )
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .matrix import Dense, LayerMatrix, LowRank, lora_canonical, lora_scale, matrix_view
+from .matrix import (
+    Dense,
+    LayerMatrix,
+    LowRank,
+    all_finite,
+    lora_canonical,
+    lora_scale,
+    matrix_view,
+)
 from .project import (
+    LayerFit,
+    fit_layer,
     project_layer,
     reconstruct_layer,
     reconstruct_lora,
-    residual_sq_norm,
 )
 from .quality import BuildReport, LayerReport
 from .rank import RankRule, explained_variance, k_for_variance
@@ -33,6 +42,7 @@ __all__ = [
     "Dense",
     "Executor",
     "LayerBasis",
+    "LayerFit",
     "LayerMatrix",
     "LayerReport",
     "LayerSpec",
@@ -41,8 +51,10 @@ __all__ = [
     "Progress",
     "RankRule",
     "SerialExecutor",
+    "all_finite",
     "build_basis",
     "explained_variance",
+    "fit_layer",
     "k_for_variance",
     "lora_canonical",
     "lora_scale",
@@ -51,6 +63,5 @@ __all__ = [
     "project_layer",
     "reconstruct_layer",
     "reconstruct_lora",
-    "residual_sq_norm",
     "resolve_device",
 ]

@@ -27,6 +27,7 @@ from .basis import LayerBasis, parse_modes
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
 from .matrix import Factored, LayerMatrix, LowRank
+from .project import fit_layer
 from .quality import BuildReport, LayerReport, assess_layer
 from .randomized import sketch_layers
 from .rank import RankRule, numerical_rank
@@ -378,8 +379,6 @@ def _quality_pass(
     context: _Context,
 ) -> tuple[list[LayerReport], int]:
     """Project every source onto the basis: per-source errors, then the null baseline."""
-    from .project import project_layer, residual_sq_norm
-
     everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
     residuals: dict[str, dict[str, tuple[float, float, float, bool]]] = {spec.name: {} for group in groups for spec in group}
     ranks: dict[str, list[int]] = {name: [] for name in residuals}
@@ -405,9 +404,8 @@ def _quality_pass(
             for name, matrix in singles.items():
                 if not is_holdout and isinstance(matrix, LowRank):
                     ranks[name].append(matrix.rank)
-                coef = project_layer(bases[name], matrix)
-                residual = float(residual_sq_norm(bases[name], matrix, coef))
-                residuals[name][source.name] = (residual, float(matrix.sq_norm()), residual + float(coef.square().sum()), is_holdout)
+                fit = fit_layer(bases[name], matrix)
+                residuals[name][source.name] = (float(fit.residual), float(fit.total), float(fit.centered_total), is_holdout)
         advance()
     generator = torch.Generator().manual_seed(context.options.seed)
     reports = [

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .basis import LayerBasis
 from .matrix import Dense, Factored, LayerMatrix
 
-__all__ = ["project_layer", "reconstruct_layer", "reconstruct_lora", "residual_sq_norm"]
+__all__ = ["LayerFit", "fit_layer", "project_layer", "reconstruct_layer", "reconstruct_lora"]
 
 
 def _same(basis: LayerBasis, like: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -66,20 +68,36 @@ def reconstruct_layer(basis: LayerBasis, coef: torch.Tensor) -> torch.Tensor:
     return out if f["mean"] is None else out + f["mean"]
 
 
-def residual_sq_norm(basis: LayerBasis, matrix: LayerMatrix, coef: torch.Tensor) -> torch.Tensor:
-    """``||X - X_hat||^2`` without forming ``p x q`` residuals, exact for any stored basis.
+@dataclass(frozen=True)
+class LayerFit:
+    """A layer's coefficients and the squared norms that say how well they fit it."""
+
+    coef: torch.Tensor
+    residual: torch.Tensor
+    """``||X - X_hat||^2``."""
+    total: torch.Tensor
+    """``||X||^2``."""
+
+    @property
+    def centered_total(self) -> torch.Tensor:
+        """``||X - M||^2``: the residual plus the energy the coefficients hold."""
+        return self.residual + self.coef.square().sum()
+
+
+def fit_layer(basis: LayerBasis, matrix: LayerMatrix) -> LayerFit:
+    """Project one layer and measure the residual, without forming ``p x q`` residuals.
 
     ``||X - M - R||^2 = ||X - M||^2 - 2 <P, C> + ||R||^2`` where ``R`` is the reconstruction
-    without the mean, ``P = project_layer(X)`` is its adjoint applied to ``X - M`` and
-    ``||R||^2`` comes from the factors' small Gram matrices. It does not assume orthonormal
-    factors, so a basis stored in float32 or bfloat16 gets its true error, not a
-    rounding-inflated one.
+    without the mean, ``P`` the adjoint of the reconstruction applied to ``X - M`` (which is
+    the projection ``C`` itself) and ``||R||^2`` comes from the factors' small Gram matrices.
+    It does not assume orthonormal factors, so a basis stored in float32 or bfloat16 gets its
+    true error, not a rounding-inflated one. The source is read once for the projection and
+    once for its norm, however the basis is stored.
     """
+    coef = project_layer(basis, matrix)
     f = _same(basis, coef)
-    sq = matrix.sq_norm()
-    if f["mean"] is not None:
-        sq = sq - 2 * matrix.inner(f["mean"]) + f["mean"].square().sum()
-    adjoint = project_layer(basis, matrix)
+    total = matrix.sq_norm()
+    sq = total if f["mean"] is None else total - 2 * matrix.inner(f["mean"]) + f["mean"].square().sum()
     if basis.modes == (1,):
         comps = f["components"].reshape(coef.shape[0], -1)
         rebuilt = coef @ (comps @ comps.T) @ coef
@@ -89,7 +107,8 @@ def residual_sq_norm(basis: LayerBasis, matrix: LayerMatrix, coef: torch.Tensor)
         weighted = coef if left_gram is None else left_gram @ coef
         weighted = weighted if right_gram is None else weighted @ right_gram
         rebuilt = (weighted * coef).sum()
-    return (sq - 2 * (adjoint * coef).sum() + rebuilt).clamp_min(0)
+    residual = (sq - 2 * coef.square().sum() + rebuilt).clamp_min(0)
+    return LayerFit(coef, residual, total)
 
 
 def reconstruct_lora(basis: LayerBasis, coef: torch.Tensor, max_rank: int) -> tuple[torch.Tensor, torch.Tensor]:

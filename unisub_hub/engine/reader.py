@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import NonFiniteError
-from .matrix import Dense, Factored, LayerMatrix
+from .matrix import Dense, Factored, LayerMatrix, all_finite
 from .stack import FactoredStack
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class SourceReader:
     def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True) -> LayerMatrix:
         """One matrix on the build's device and precision, with non-finite values refused (or zeroed)."""
         moved = matrix.to(self.device, self.dtype)
-        if (not check and self.check_finite) or all(bool(torch.isfinite(part).all()) for part in moved.parts):
+        if (not check and self.check_finite) or all(all_finite(part) for part in moved.parts):
             return moved
         if self.check_finite:
             raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
@@ -155,7 +155,7 @@ class SourceReader:
 
     def finite_rows(self, value: torch.Tensor, source: str, layer: str) -> torch.Tensor:
         """Rows of a dense layer, with non-finite values refused (or zeroed)."""
-        if bool(torch.isfinite(value).all()):
+        if all_finite(value):
             return value
         if self.check_finite:
             raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
@@ -165,5 +165,5 @@ class SourceReader:
         if not self.check_finite:
             return  # a LoRA update with NaN factors has no finite canonical form; the solver reports it
         for index, name in enumerate(stack.names):
-            if not (bool(torch.isfinite(stack.lora_b[index]).all()) and bool(torch.isfinite(stack.lora_a[index]).all())):
+            if not (all_finite(stack.lora_b[index]) and all_finite(stack.lora_a[index])):
                 raise NonFiniteError(f"tensor {name} holds NaN or Inf", source=source)

@@ -14,7 +14,7 @@ from functools import cached_property
 
 import torch
 
-from .matrix import Factored
+from .matrix import Factored, all_finite
 
 __all__ = ["FactoredStack"]
 
@@ -81,7 +81,7 @@ class FactoredStack:
         diagonals = torch.cat([self.b_gram.diagonal(dim1=1, dim2=2).flatten(), self.a_gram.diagonal(dim1=1, dim2=2).flatten()])
         if bool(torch.isfinite(diagonals).all()):
             return True
-        return bool(torch.isfinite(self.lora_b).all()) and bool(torch.isfinite(self.lora_a).all())
+        return all_finite(self.lora_b) and all_finite(self.lora_a)
 
     @cached_property
     def _scales(self) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..constants import DEFAULT_SHARD_SIZE
-from ..engine import project_layer, residual_sq_norm, resolve_device
+from ..engine import fit_layer, resolve_device
 from ..errors import IncompatibleSourcesError
 from ..format import BasisArtifact, CoefficientSet, check_output, save_coefficients
 from ..format.common import safe_name
@@ -67,10 +67,8 @@ def project(
         _check_layer(basis, source, layer)
         layer_basis = basis.layer(layer, device=target, dtype=torch.float64)
         matrix = source.load([layer])[layer].to(target, torch.float64)
-        coef = project_layer(layer_basis, matrix)
-        residual = float(residual_sq_norm(layer_basis, matrix, coef))
-        total = float(matrix.sq_norm())
-        centered = residual + float(coef.square().sum())
+        fit = fit_layer(layer_basis, matrix)
+        coef, residual, total, centered = fit.coef, float(fit.residual), float(fit.total), float(fit.centered_total)
         errors[layer] = {
             "rel_error": math.sqrt(residual / total) if total > 0 else 0.0,
             "rel_error_centered": math.sqrt(residual / centered) if centered > 0 else 0.0,

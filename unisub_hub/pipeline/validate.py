@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..constants import BASIS_FORMAT
+from ..engine import all_finite
 from ..errors import UnisubError
 from ..format import (
     BasisArtifact,
@@ -128,7 +129,7 @@ def _check_finite(artifact: Artifact) -> str:
 
     for name in artifact.tensor_names():
         tensor = artifact.tensor(name)
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not all_finite(tensor):
             raise NonFiniteError(f"tensor {name} holds NaN or Inf", source=str(artifact.path))
     return f"{len(artifact.tensor_names())} tensors finite"
 
