@@ -21,11 +21,17 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     results = list((tmp_path / "results").glob("*-quick.json"))
     rows = json.loads(results[0].read_text())
     sections = {row["section"] for row in rows}
-    assert sections == {"lora-build", "full-build", "materialize", "pull"}
+    assert sections == {"lora-build", "full-build", "materialize", "pull", "ratios"}
     ours = [r for r in rows if r["section"] == "lora-build" and r["contender"] == "unisub-hub"][0]
     assert ours["max_principal_angle"] < 1e-6 and ours["peak_rss_mib"] > 0
     baseline = [r for r in rows if r["section"] == "lora-build" and r["contender"] == "in-memory-svd"][0]
     assert baseline["max_principal_angle"] < 1e-4
+    full = [r for r in rows if r["section"] == "full-build" and r["contender"] == "unisub-hub"]
+    assert [r["checkpoints"] for r in full] == [4, 8] and all(r["planted_angle"] < 1e-6 for r in full)
+    floor = [r for r in rows if r["section"] == "ratios" and r["against"] == "read-floor" and r["unisub"] == "unisub-hub"]
+    assert len(floor) == 2 and all(0 < r["throughput_fraction_of_floor"] for r in floor)
+    speedups = [r for r in rows if r["section"] == "ratios" and r["against"] == "in-memory-svd" and r["collection"] == "6 adapters, 2 layers, d=64"]
+    assert {r["unisub"] for r in speedups} == {"unisub-hub", "unisub-hub-float32"} and all(r["speedup"] > 0 for r in speedups)
     pull = [r for r in rows if r["section"] == "pull"][0]
     assert pull["ratio"] > 1
     assert (tmp_path / "results" / results[0].name.replace(".json", ".md")).read_text().startswith("# unisub-hub benchmark results")
