@@ -36,7 +36,7 @@ def unisub(spec: dict) -> dict[str, torch.Tensor]:
     layers = select_layers([s.tensors for s in sources]).layers
     options = BuildOptions(modes=(2, 3), rank=RankRule(k=spec["k"]), center=spec.get("center", False), null_baseline=False,
                            max_memory=spec.get("max_memory", 2 * 1024**3), solver=spec.get("solver", "auto"),
-                           accumulate_dtype=getattr(torch, spec.get("precision", "float64")))
+                           accumulate_dtype=getattr(torch, spec.get("precision", "float64")), power_iterations=spec.get("power_iterations", 1))
     result = build_basis(layers, sources, options=options)
     return {name: layer.left.float() for name, layer in result.layers.items() if name in spec["check"]}
 
@@ -99,9 +99,15 @@ def unisub_float32(spec: dict) -> dict[str, torch.Tensor]:
     return unisub({**spec, "precision": "float32"})
 
 
+def unisub_float32_q2(spec: dict) -> dict[str, torch.Tensor]:
+    """float32 with a second power iteration (``--power-iterations 2``): one more pass, a sharper subspace."""
+    return unisub({**spec, "precision": "float32", "power_iterations": 2})
+
+
 IMPORTS = {
     "unisub-hub": ["unisub_hub.engine", "unisub_hub.io.collection", "unisub_hub.pipeline.selection"],
     "unisub-hub-float32": ["unisub_hub.engine", "unisub_hub.io.collection", "unisub_hub.pipeline.selection"],
+    "unisub-hub-float32-q2": ["unisub_hub.engine", "unisub_hub.io.collection", "unisub_hub.pipeline.selection"],
     "in-memory-svd": ["unisub_hub.io.collection"],
     "read-floor": ["safetensors"],
     "lorashare": ["lorashare"],
@@ -109,7 +115,7 @@ IMPORTS = {
 }
 """Modules each contender imports before the clock starts, so no one pays for imports."""
 
-CONTENDERS = {"unisub-hub": unisub, "unisub-hub-float32": unisub_float32, "in-memory-svd": in_memory_svd, "read-floor": read_floor, "lorashare": lorashare, "vlora-dev": vlora_dev}
+CONTENDERS = {"unisub-hub": unisub, "unisub-hub-float32": unisub_float32, "unisub-hub-float32-q2": unisub_float32_q2, "in-memory-svd": in_memory_svd, "read-floor": read_floor, "lorashare": lorashare, "vlora-dev": vlora_dev}
 
 
 def main() -> None:

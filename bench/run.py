@@ -140,8 +140,9 @@ def make_checkpoints(folder: Path, count: int, layers: int, width: int) -> list[
     return paths
 
 
-def exact_centred_left(sources: list[str], layer: str, k: int) -> torch.Tensor:
-    """Float64 reference for a full build: top-``k`` left singular vectors of the centred mode-2 unfolding."""
+def exact_centred_left(sources: list[str], layer: str, k: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Float64 reference for a full build: top-``k`` left singular vectors of the centred mode-2
+    unfolding, and the centred matrices themselves."""
     from safetensors import safe_open
 
     stack = []
@@ -149,9 +150,16 @@ def exact_centred_left(sources: list[str], layer: str, k: int) -> torch.Tensor:
         with safe_open(Path(folder) / "model.safetensors", "pt") as handle:
             stack.append(handle.get_tensor(layer).double())
     mean = sum(stack) / len(stack)
-    centred = torch.cat([x - mean for x in stack], dim=1)
-    _, vectors = torch.linalg.eigh(centred @ centred.T)
-    return vectors.flip(1)[:, :k]
+    centred = [x - mean for x in stack]
+    unfolded = torch.cat(centred, dim=1)
+    _, vectors = torch.linalg.eigh(unfolded @ unfolded.T)
+    return vectors.flip(1)[:, :k], centred
+
+
+def centred_error(left: torch.Tensor, centred: list[torch.Tensor]) -> float:
+    """Mean over checkpoints of ``||X_c - U U^T X_c|| / ||X_c||`` (mode-2 projection of the centred layer)."""
+    left = left.double()
+    return sum(float((x - left @ (left.T @ x)).norm() / x.norm()) for x in centred) / len(centred)
 
 
 def full_section(data: Path, work: Path, counts: list[int], layers: int, width: int, log) -> list[dict]:  # noqa: ANN001
@@ -160,7 +168,8 @@ def full_section(data: Path, work: Path, counts: list[int], layers: int, width: 
     The read floor runs twice and the second (page-cache) run counts: every contender after it
     reads the files from the page cache too. Accuracy is the largest principal angle between
     the leading ``PLANTED`` directions found and the exact ones (the directions past the
-    planted rank are noise, whose order no method can be held to).
+    planted rank are noise, whose order no method can be held to), and the mean relative
+    error of projecting the centred layers onto all ``k`` directions found.
     """
     rows = []
     check = ["model.layers.0.weight", f"model.layers.{layers - 1}.weight"]
@@ -168,9 +177,9 @@ def full_section(data: Path, work: Path, counts: list[int], layers: int, width: 
         sources = make_checkpoints(data / f"ckpt-L{layers}-w{width}", count, layers, width)
         size = sum(Path(s, "model.safetensors").stat().st_size for s in sources)
         spec = {"sources": sources, "k": 8, "check": check, "center": True, "max_memory": 512 * 2**20, "solver": "auto"}
-        references = {layer: exact_centred_left(sources, layer, PLANTED) for layer in check}
+        references = {layer: exact_centred_left(sources, layer, spec["k"]) for layer in check}
         dense_bytes = size * 2.5
-        names = ["read-floor", "read-floor", "unisub-hub", "unisub-hub-float32"] + (["in-memory-svd"] if dense_bytes < 0.5 * 24 * GiB and count <= 16 else [])
+        names = ["read-floor", "read-floor", "unisub-hub", "unisub-hub-float32", "unisub-hub-float32-q2"] + (["in-memory-svd"] if dense_bytes < 0.5 * 24 * GiB and count <= 16 else [])
         for number, name in enumerate(names):
             result = run_contender(name, dict(spec), work)
             if number == 0:
@@ -182,7 +191,9 @@ def full_section(data: Path, work: Path, counts: list[int], layers: int, width: 
                 row.update(seconds=round(result["seconds"], 3), peak_rss_mib=round(result["peak_rss_bytes"] / 2**20, 1),
                            throughput_mib_s=round(size / 2**20 / result["seconds"], 1))
                 if result.get("answer"):
-                    row["planted_angle"] = max(principal_angle(result["answer"][layer][:, :PLANTED], references[layer]) for layer in check)
+                    answer = result["answer"]
+                    row["planted_angle"] = max(principal_angle(answer[layer][:, :PLANTED], references[layer][0][:, :PLANTED]) for layer in check)
+                    row["reconstruction_error"] = sum(centred_error(answer[layer], references[layer][1]) for layer in check) / len(check)
             rows.append(row)
             log(row)
     return rows

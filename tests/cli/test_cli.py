@@ -146,3 +146,32 @@ def test_real_subprocess_with_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "unisub_hub", "info", str(tmp_path / "nope")], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith(f"Error: {tmp_path / 'nope'}: no such folder, and no registered artifact matches")
+
+
+def test_solver_and_power_iterations_reach_the_engine(tmp_path):
+    from unisub_hub.format import load_basis
+
+    gen = torch.Generator().manual_seed(5)
+    shared = torch.randn(48, 3, generator=gen)
+    paths = []
+    for m in range(8):  # a planted rank-3 column space under a slowly decaying noise floor
+        folder = tmp_path / "zoo" / f"model-{m}"
+        folder.mkdir(parents=True)
+        weight = shared @ torch.randn(3, 40, generator=gen) + 0.3 * torch.randn(48, 40, generator=gen)
+        save_file({"w": weight.contiguous()}, folder / "model.safetensors")
+        paths.append(folder)
+
+    def left(out: str, *options: str) -> tuple[torch.Tensor, int]:
+        built = json.loads(run("build", *paths, "--out", tmp_path / out, "--k", "3", "--no-center", "--device", "cpu", "--json", *options).stdout)
+        return load_basis(tmp_path / out).layer("w", dtype=torch.float64).left, built["report"]["passes"]
+
+    def angle(found: torch.Tensor, reference: torch.Tensor) -> float:
+        return float(torch.linalg.matrix_norm(reference - found @ (found.T @ reference), ord=2))
+
+    exact, exact_passes = left("exact", "--solver", "exact")
+    rough, rough_passes = left("rough", "--solver", "randomized", "--power-iterations", "0")
+    sharp, sharp_passes = left("sharp", "--solver", "randomized", "--power-iterations", "4")
+    assert (exact_passes, rough_passes, sharp_passes) == (2, 2, 6)  # sketch passes plus the quality pass
+    assert angle(sharp, exact) < 1e-5 < angle(rough, exact)
+    run("build", *paths, "--out", tmp_path / "bad", "--power-iterations", "-1", ok=False)
+    assert not (tmp_path / "bad").exists()

@@ -204,3 +204,28 @@ def test_non_finite_values_name_the_source_and_tensor():
     sources[1].tensors["w"][0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="model-1: tensor w holds NaN or Inf"):
         build_basis([LayerSpec("w", (4, 4))], sources)
+
+
+@pytest.mark.parametrize("solver", ["exact", "randomized"])
+def test_float32_keeps_small_fine_tune_deltas_when_centring(solver):
+    # Fine-tunes that differ from their base by 1e-4 of its size: centred sums about zero
+    # would cancel the deltas away in float32; the build sums about one source instead.
+    from unisub_hub.io.memory import InMemoryCheckpoint
+
+    gen = torch.Generator().manual_seed(0)
+    p, q = 256, 192
+    base = torch.randn(p, q, generator=gen, dtype=torch.float64)
+    shared_left, shared_right = torch.randn(p, 3, generator=gen, dtype=torch.float64), torch.randn(3, q, generator=gen, dtype=torch.float64)
+    sources = [
+        InMemoryCheckpoint(f"m{m}", {"w": base + 1e-4 * (shared_left @ torch.randn(3, 3, generator=gen, dtype=torch.float64) @ shared_right / 10
+                                                         + 0.05 * torch.randn(p, q, generator=gen, dtype=torch.float64))})
+        for m in range(8)
+    ]
+    spec = [LayerSpec("w", (p, q))]
+    reference = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=True, solver="exact"))
+    single = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=True, solver=solver, power_iterations=3, accumulate_dtype=torch.float32))
+    for side in ("left", "right"):
+        assert max_principal_angle(getattr(single.layers["w"], side).double(), getattr(reference.layers["w"], side)) < 1e-4
+    torch.testing.assert_close(single.layers["w"].mean.double(), reference.layers["w"].mean, rtol=0, atol=1e-5)
+    assert single.report.layers[0].fit == pytest.approx(reference.report.layers[0].fit, rel=1e-4)
+    assert single.report.layers[0].mode_reports["2"].explained_variance == pytest.approx(reference.report.layers[0].mode_reports["2"].explained_variance, rel=1e-4)

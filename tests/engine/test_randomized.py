@@ -65,3 +65,17 @@ def test_mixed_ranks_within_a_source_give_the_exact_answer():
     for a, b in zip(exact.report.layers, fast.report.layers):
         assert b.fit == pytest.approx(a.fit, rel=1e-6)
         assert b.mode_reports["2"].explained_variance == pytest.approx(a.mode_reports["2"].explained_variance, rel=1e-9)
+
+
+@pytest.mark.parametrize("power_iterations", [0, 1])
+def test_ritz_values_never_exceed_the_exact_spectrum(power_iterations):
+    # Rayleigh-Ritz values on an orthonormal basis interlace the true ones; with no power
+    # iteration the first pass is the last, so its test matrices must already be orthonormal.
+    sources = planted_collection(10, {"w": (120, 90)}, rank=3, noise=0.3)
+    spec = [LayerSpec("w", (120, 90))]
+    exact = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="exact"))
+    fast = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="randomized", power_iterations=power_iterations))
+    for mode in (2, 3):
+        found, true = fast.layers["w"].spectra[mode], exact.layers["w"].spectra[mode][: fast.layers["w"].spectra[mode].numel()]
+        assert bool((found <= true * (1 + 1e-9)).all())
+        assert 0 < fast.report.layers[0].mode_reports[str(mode)].explained_variance <= 1

@@ -59,10 +59,14 @@ def _read_patterns(path: Path | None) -> list[str]:
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
 @click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Accumulation precision; float32 is about 2x faster (see bench/ for the accuracy cost).")
+@click.option("--solver", type=click.Choice(["auto", "exact", "randomized"]), default="auto", show_default=True,
+              help="exact: Gram + eigh, whole spectrum; randomized: subspace iteration, top-k only; auto: randomized for a fixed --k on wide layers.")
+@click.option("--power-iterations", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Randomized solver: extra passes that sharpen the subspace where the spectrum decays slowly (see bench/).")
 @click.option("--allow-nonfinite", is_flag=True, help="Replace NaN/Inf in dense sources by 0 instead of refusing them.")
 @register_option
 @json_option
-def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, precision, allow_nonfinite, register, as_json):
+def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, precision, solver, power_iterations, allow_nonfinite, register, as_json):
     """Build a basis from a collection of checkpoints or LoRA adapters.
 
     SOURCES are folders, globs, Hub repo ids (org/name[@revision]) or text files listing
@@ -78,7 +82,8 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
         outcome = build(
             sources, out, modes=modes, k=k, variance=variance, center=center, holdout=_holdout(holdout),
             include=[*include, *_read_patterns(include_from)], exclude=exclude, max_memory=max_memory, device=device,
-            dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, precision=precision, progress=bars,
+            dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, precision=precision,
+            solver=solver, power_iterations=power_iterations, progress=bars,
             command=command_line(),
         )
     entry = open_registry().add(outcome.basis.path) if register else None

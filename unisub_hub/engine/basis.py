@@ -52,7 +52,7 @@ class LayerBasis:
     spectra: dict[int, torch.Tensor] = field(default_factory=dict)
     variance_totals: dict[int, float] = field(default_factory=dict)
     """Per mode, the total centred variance when ``spectra`` holds only the leading values
-    (randomized solver); empty when the spectra are complete."""
+    (randomized solver, or values below round-off dropped); empty when the spectra are complete."""
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from .accumulate import LayerAccumulator
 from .basis import LayerBasis, parse_modes
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .matrix import Factored, LayerMatrix, LowRank
+from .matrix import Dense, Factored, LayerMatrix, LowRank
 from .project import fit_layer
 from .quality import BuildReport, LayerReport, assess_layer
 from .randomized import sketch_layers
@@ -157,13 +157,14 @@ def build_basis(
     else:
         if options.solver not in ("auto", "exact", "randomized"):
             raise EngineError(f"unknown solver {options.solver!r}: use auto, exact or randomized")
+        dense = _reads_dense(sources[0], layers[0])
         sketched = [spec for spec in layers if _use_randomized(spec, modes, options)]
         exact = [spec for spec in layers if spec not in sketched]
-        groups = _plan_groups(exact, modes, options) if exact else []
+        groups = _plan_groups(exact, modes, options, dense=dense) if exact else []
         for number, group in enumerate(groups, 1):
             bases.update(_build_sides(group, sources, context, f"pass {number}/{len(groups)}"))
         passes += len(groups)
-        sketch_groups = _plan_sketch_groups(sketched, modes, options, dense=_reads_dense(sources[0], sketched[0])) if sketched else []
+        sketch_groups = _plan_sketch_groups(sketched, modes, options, dense=dense) if sketched else []
         for number, group in enumerate(sketch_groups, 1):
             bases.update(_build_randomized(group, sources, context, f"sketch group {number}/{len(sketch_groups)}"))
         passes += len(sketch_groups) * (1 + options.power_iterations)
@@ -198,14 +199,15 @@ class _Context:
         return self.executor or SerialExecutor(self.progress.task(description, total))
 
 
-def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions) -> list[list[LayerSpec]]:
-    """Greedy groups of layers whose accumulators fit the memory budget together."""
+def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions, *, dense: bool) -> list[list[LayerSpec]]:
+    """Greedy groups of layers whose accumulators (and centre shifts) fit the memory budget together."""
     itemsize = torch.empty((), dtype=options.accumulate_dtype).element_size()
     groups: list[list[LayerSpec]] = []
     current: list[LayerSpec] = []
     used = 0
     for spec in layers:
         need = LayerAccumulator.bytes_needed(spec.shape, modes, options.center, itemsize)
+        need += itemsize * spec.shape[0] * spec.shape[1] * (options.center and dense)
         if current and used + need > options.max_memory:
             groups.append(current)
             current, used = [], 0
@@ -222,6 +224,7 @@ def _build_sides(
     """One fold over the sources for a group of mode-2/3 layers, then the eigenproblems."""
     opts = context.options
     names = [spec.name for spec in group]
+    shift = _centre_shift(names, sources[0], context)
 
     def zero() -> dict[str, LayerAccumulator]:
         return {
@@ -231,7 +234,7 @@ def _build_sides(
 
     def step(acc: dict[str, LayerAccumulator], source: MatrixSource) -> dict[str, LayerAccumulator]:
         for name, matrix in source.load(names).items():
-            acc[name].add(context.reader.cast(matrix, source.name, name))
+            acc[name].add(context.reader.cast(matrix, source.name, name, shift=shift))
         return acc
 
     def merge(a: dict[str, LayerAccumulator], b: dict[str, LayerAccumulator]) -> dict[str, LayerAccumulator]:
@@ -243,13 +246,26 @@ def _build_sides(
     bases = {}
     for spec in group:
         acc = totals.pop(spec.name)
-        bases[spec.name] = _finish_sides(spec, acc, context.modes, opts.rank)
+        bases[spec.name] = _finish_sides(spec, acc, context.modes, opts.rank, shift.get(spec.name))
     return bases
 
 
-def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...], rule: RankRule) -> LayerBasis:
-    mean = acc.mean()
-    basis = LayerBasis(spec.name, spec.tensor_shape, modes, mean=mean)
+def _centre_shift(names: Sequence[str], source: MatrixSource, context: _Context) -> dict[str, torch.Tensor]:
+    """The point a centred build sums its dense layers about: one source's own weights.
+
+    Sums about zero would hold ``N M M^T`` at the weights' scale and lose the fine-tunes'
+    deltas, often a thousandth of it, to cancellation (in float32 all of it); sums about a
+    nearby point hold the deltas themselves. LoRA updates are already small: no shift.
+    """
+    if not context.options.center:
+        return {}
+    loaded = context.reader.read(source, names, check=True)
+    return {name: matrix.value for name, matrix in loaded.single.items() if isinstance(matrix, Dense)}
+
+
+def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...], rule: RankRule, shift: torch.Tensor | None) -> LayerBasis:
+    mean = acc.mean()  # of the shifted matrices: what the moments are centred by
+    basis = LayerBasis(spec.name, spec.tensor_shape, modes, mean=mean if shift is None or mean is None else mean + shift)
     for mode, side, side_mean in ((2, acc.left, mean), (3, acc.right, None if mean is None else mean.T)):
         if side is None:
             continue
@@ -261,6 +277,8 @@ def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...]
         else:
             basis.right = vectors[:, :k].contiguous()
         basis.spectra[mode] = values[:limit].sqrt()
+        if limit < values.numel():  # the dropped values still count towards the variance
+            basis.variance_totals[mode] = float(values.sum())
     return basis
 
 
@@ -296,7 +314,8 @@ def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], opt
     used = 0
     for spec in layers:
         p, q = spec.shape
-        need = itemsize * (3 * width * ((p if 2 in modes else 0) + (q if 3 in modes else 0)) + p * q * (options.center + dense))
+        shift = options.center and dense
+        need = itemsize * (3 * width * ((p if 2 in modes else 0) + (q if 3 in modes else 0)) + p * q * (options.center + dense + shift))
         if not groups or used + need > options.max_memory:
             groups.append([])
             used = 0
@@ -309,7 +328,7 @@ def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], c
     """Top-k factors of a group by randomized subspace iteration: ``1 + power_iterations`` folds."""
     opts = context.options
     return sketch_layers(
-        group, sources, context.reader,
+        group, sources, context.reader, _centre_shift([spec.name for spec in group], sources[0], context),
         lambda step: context.executor_for(f"{description}, {step}", len(sources)),
         modes=context.modes, rank=opts.rank, center=opts.center, oversample=opts.oversample,
         power_iterations=opts.power_iterations, seed=opts.seed,

@@ -38,16 +38,33 @@ def project_layer(basis: LayerBasis, matrix: LayerMatrix) -> torch.Tensor:
     sources in low-rank form are never expanded, except against a mean.
     """
     f = _same(basis, _reference(matrix))
-    mean, left, right, comps = f["mean"], f["left"], f["right"], f["components"]
-    if basis.modes == (1,):
+    matrix, mean = _centre(matrix, f["mean"])
+    return _project(basis.modes, f, matrix, mean)
+
+
+def _centre(matrix: LayerMatrix, mean: torch.Tensor | None) -> tuple[LayerMatrix, torch.Tensor | None]:
+    """A dense layer minus the mean, and no mean left to subtract; a LoRA update as it is.
+
+    A fine-tune differs from the mean by far less than its weights' size: projecting ``X``
+    and ``M`` apart and subtracting would cancel away most of the digits (in float32, all of
+    a small fine-tune's), where ``X - M`` keeps them.
+    """
+    if mean is None or not isinstance(matrix, Dense):
+        return matrix, mean
+    return Dense(matrix.value - mean), None
+
+
+def _project(modes: tuple[int, ...], f: dict[str, torch.Tensor | None], matrix: LayerMatrix, mean: torch.Tensor | None) -> torch.Tensor:
+    left, right, comps = f["left"], f["right"], f["components"]
+    if modes == (1,):
         coef = torch.stack([matrix.inner(c) for c in comps])  # type: ignore[union-attr]
         if mean is not None:
             coef = coef - torch.einsum("kpq,pq->k", comps, mean)
         return coef
-    if basis.modes == (2, 3):
+    if modes == (2, 3):
         coef = matrix.core(left, right)
         return coef if mean is None else coef - left.T @ mean @ right  # type: ignore[union-attr]
-    if basis.modes == (2,):
+    if modes == (2,):
         coef = matrix.left_project(left)
         return coef if mean is None else coef - left.T @ mean  # type: ignore[union-attr]
     coef = matrix.right_project(right)
@@ -91,13 +108,14 @@ def fit_layer(basis: LayerBasis, matrix: LayerMatrix) -> LayerFit:
     without the mean, ``P`` the adjoint of the reconstruction applied to ``X - M`` (which is
     the projection ``C`` itself) and ``||R||^2`` comes from the factors' small Gram matrices.
     It does not assume orthonormal factors, so a basis stored in float32 or bfloat16 gets its
-    true error, not a rounding-inflated one. The source is read once for the projection and
-    once for its norm, however the basis is stored.
+    true error, not a rounding-inflated one. A dense layer is centred before anything else
+    (see :func:`_centre`); the source is projected once, whatever the basis holds.
     """
-    coef = project_layer(basis, matrix)
-    f = _same(basis, coef)
+    f = _same(basis, _reference(matrix))
     total = matrix.sq_norm()
-    sq = total if f["mean"] is None else total - 2 * matrix.inner(f["mean"]) + f["mean"].square().sum()
+    centred, mean = _centre(matrix, f["mean"])
+    coef = _project(basis.modes, f, centred, mean)
+    sq = centred.sq_norm() if mean is None else total - 2 * matrix.inner(mean) + mean.square().sum()
     if basis.modes == (1,):
         comps = f["components"].reshape(coef.shape[0], -1)
         rebuilt = coef @ (comps @ comps.T) @ coef

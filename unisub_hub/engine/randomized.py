@@ -123,6 +123,7 @@ def sketch_layers(
     layers: Sequence[LayerSpec],
     sources: Sequence[MatrixSource],
     reader: SourceReader,
+    shift: dict[str, torch.Tensor],
     run: Callable[[str], Executor],
     *,
     modes: tuple[int, ...],
@@ -138,6 +139,8 @@ def sketch_layers(
         layers: the group's layers.
         sources: the :class:`~unisub_hub.engine.build.MatrixSource` collection.
         reader: reads (and caches) the sources' layers.
+        shift: per dense layer of a centred build, the point the sums are taken about (see
+            :meth:`SourceReader.cast`); the basis's mean adds it back.
         run: gives the executor for one pass, from the pass's description.
     """
     names = [spec.name for spec in layers]
@@ -152,8 +155,12 @@ def sketch_layers(
     by_shape: dict[tuple[int, int], list[str]] = {}
     for spec in layers:
         by_shape.setdefault(spec.shape, []).append(spec.name)
+    # Orthonormal test matrices (same span as the Gaussian draws): the last pass's Rayleigh-Ritz
+    # values need an orthonormal basis, and with no power iteration the first pass is the last.
     classes = [
-        _ShapeClass(members, shape, {mode: torch.stack([draws[n][mode] for n in members]).to(reader.device, reader.dtype) for mode in draws[members[0]]})
+        _ShapeClass(members, shape, {
+            mode: torch.linalg.qr(torch.stack([draws[n][mode] for n in members]))[0].to(reader.device, reader.dtype) for mode in draws[members[0]]
+        })
         for shape, members in by_shape.items()
     ]
     rounds = 1 + power_iterations
@@ -163,7 +170,7 @@ def sketch_layers(
         starting = round_number == 0
 
         def step(fold: _SketchFold, source: MatrixSource, starting: bool = starting) -> _SketchFold:
-            fold.add(reader.read(source, names, check=starting, keep=starting))
+            fold.add(reader.read(source, names, check=starting, keep=starting, shift=shift))
             return fold
 
         fold = run(f"pass {round_number + 1}/{rounds}").aggregate(
@@ -180,6 +187,8 @@ def sketch_layers(
     bases: dict[str, LayerBasis] = {}
     for shape_class in classes:
         bases.update(_finish(shape_class, products[shape_class], first.sq_norms[shape_class], means, first.count, modes, rank, specs))  # type: ignore[union-attr]
+    for name, point in shift.items():
+        bases[name].mean = bases[name].mean + point  # type: ignore[operator]
     return bases
 
 

@@ -86,13 +86,15 @@ class SourceReader:
         self._reuse = reuse_buffers
         self._scratch: dict[tuple, torch.Tensor] = {}
 
-    def read(self, source: MatrixSource, names: Sequence[str], *, check: bool, keep: bool = False) -> Loaded:
+    def read(self, source: MatrixSource, names: Sequence[str], *, check: bool, keep: bool = False,
+             shift: Mapping[str, torch.Tensor] | None = None) -> Loaded:
         """The layers ``names`` of one source, ready for the math.
 
         Args:
             check: look for NaN/Inf (``False`` for a source an earlier pass already checked; with
                 ``check_finite`` off, dense layers are still cleaned, since the cleaning is not kept).
             keep: offer what was read to the cache.
+            shift: per dense layer, a matrix to subtract (see :meth:`cast`).
 
         With ``reuse_buffers``, stacks that the cache does not keep are written, already cast,
         into buffers the next ``read`` overwrites: a pass that streams gigabytes then costs no
@@ -105,7 +107,7 @@ class SourceReader:
             stored = self._stack(source.load(names), names, scratch=scratch)
             if keep:
                 self._cache.offer(source.name, key, stored)
-        loaded = Loaded(single={name: self.cast(matrix, source.name, name, check=check) for name, matrix in stored.single.items()})
+        loaded = Loaded(single={name: self.cast(matrix, source.name, name, check=check, shift=shift) for name, matrix in stored.single.items()})
         for stack in stored.stacks:
             stack = stack.to(self.dtype)
             if check and not stack.all_finite():
@@ -142,16 +144,24 @@ class SourceReader:
             self._scratch[key] = torch.empty(key[2:], dtype=self.dtype, device=self.device)
         return self._scratch[key]
 
-    def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True) -> LayerMatrix:
-        """One matrix on the build's device and precision, with non-finite values refused (or zeroed)."""
+    def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True,
+             shift: Mapping[str, torch.Tensor] | None = None) -> LayerMatrix:
+        """One matrix on the build's device and precision, with non-finite values refused (or zeroed).
+
+        A dense layer named in ``shift`` comes back minus its shift: centred sums taken
+        about a nearby point (one source of the collection) do not cancel catastrophically,
+        where sums about zero would lose a fine-tune's small deltas under the weights' size.
+        """
         moved = matrix.to(self.device, self.dtype)
-        if (not check and self.check_finite) or all(all_finite(part) for part in moved.parts):
-            return moved
-        if self.check_finite:
-            raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
-        if isinstance(moved, Dense):
-            return Dense(torch.nan_to_num(moved.value, nan=0.0, posinf=0.0, neginf=0.0))
-        return moved  # a LoRA update with NaN factors has no finite canonical form; eigh reports it
+        if not ((not check and self.check_finite) or all(all_finite(part) for part in moved.parts)):
+            if self.check_finite:
+                raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
+            if isinstance(moved, Dense):
+                moved = Dense(torch.nan_to_num(moved.value, nan=0.0, posinf=0.0, neginf=0.0))
+            # a LoRA update with NaN factors has no finite canonical form; eigh reports it
+        if shift and layer in shift and isinstance(moved, Dense):
+            return Dense(moved.value - shift[layer])
+        return moved
 
     def finite_rows(self, value: torch.Tensor, source: str, layer: str) -> torch.Tensor:
         """Rows of a dense layer, with non-finite values refused (or zeroed)."""

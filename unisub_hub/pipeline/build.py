@@ -119,6 +119,8 @@ def build(
     allow_pickle: bool = False,
     allow_nonfinite: bool = False,
     precision: str = "float64",
+    solver: str = "auto",
+    power_iterations: int = 1,
     progress: Progress | None = None,
     command: str | None = None,
 ) -> BuildOutcome:
@@ -126,6 +128,9 @@ def build(
 
     ``center`` defaults to on for full checkpoints and off for LoRA adapters; the rank is
     ``k`` per mode, or the smallest reaching ``variance``, or 8 when neither is given.
+    ``solver`` and ``power_iterations`` are :class:`~unisub_hub.engine.BuildOptions`'s: each
+    extra power iteration is one more pass over the sources and brings the randomized
+    subspaces closer to the exact ones where the spectrum decays slowly.
 
     Example:
         >>> outcome = build(["ft/*"], "my-basis", modes="2,3", k=16, holdout=2)
@@ -152,7 +157,7 @@ def build(
         raise EngineError(f"--k {k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
     options = BuildOptions(
         modes=mode_set, rank=rule, center=center, device=device, max_memory=max_memory, check_finite=not allow_nonfinite,
-        accumulate_dtype=DTYPES[precision],
+        accumulate_dtype=DTYPES[precision], solver=solver, power_iterations=power_iterations,
     )
     result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress)
     arch_name, base_model = architecture_of(train)
