@@ -35,6 +35,26 @@ def test_adding_known_content_is_a_no_op(registry, tmp_path):
     assert not registry.add(make_basis(tmp_path / "b-copy").path).created
 
 
+def test_losing_a_registration_race_is_not_a_creation(registry, tmp_path, monkeypatch):
+    # Another process registers the same content between our lookup and our transaction.
+    basis = make_basis(tmp_path / "b")
+    rival = Registry(tmp_path / "home")
+    real_find = Registry._find
+
+    def find_after_the_rival(self, kind, content_id):
+        if self is registry:
+            rival.add(basis.path)
+            monkeypatch.setattr(Registry, "_find", real_find)
+            return None
+        return real_find(self, kind, content_id)
+
+    monkeypatch.setattr(Registry, "_find", find_after_the_rival)
+    entry = registry.add(basis.path)
+    rival.close()
+    assert not entry.created
+    assert [b["version"] for b in registry.list("bases")] == [1]
+
+
 def test_new_content_under_a_name_is_a_new_version_and_latest_moves(registry, tmp_path):
     one = registry.add(make_basis(tmp_path / "b1", k=1).path)
     two = registry.add(make_basis(tmp_path / "b2", k=2).path)

@@ -260,7 +260,7 @@ def _centre_shift(names: Sequence[str], source: MatrixSource, context: _Context)
     if not context.options.center:
         return {}
     loaded = context.reader.read(source, names, check=True)
-    return {name: matrix.value for name, matrix in loaded.single.items() if isinstance(matrix, Dense)}
+    return {name: matrix.value.clone() for name, matrix in loaded.single.items() if isinstance(matrix, Dense)}  # not a reused buffer
 
 
 def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...], rule: RankRule, shift: torch.Tensor | None) -> LayerBasis:

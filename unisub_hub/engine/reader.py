@@ -151,17 +151,33 @@ class SourceReader:
         A dense layer named in ``shift`` comes back minus its shift: centred sums taken
         about a nearby point (one source of the collection) do not cancel catastrophically,
         where sums about zero would lose a fine-tune's small deltas under the weights' size.
+        With ``reuse_buffers``, a dense layer that has to be copied (cast or shifted) is
+        written into its layer's reused buffer, valid until the next read of that layer.
         """
-        moved = matrix.to(self.device, self.dtype)
+        shifted = shift is not None and layer in shift and isinstance(matrix, Dense)
+        moved, owned = self._move(matrix, layer, copy=shifted)
         if not ((not check and self.check_finite) or all(all_finite(part) for part in moved.parts)):
             if self.check_finite:
                 raise NonFiniteError(f"tensor {layer} holds NaN or Inf", source=source)
             if isinstance(moved, Dense):
-                moved = Dense(torch.nan_to_num(moved.value, nan=0.0, posinf=0.0, neginf=0.0))
+                clean = torch.nan_to_num_ if owned else torch.nan_to_num
+                moved = Dense(clean(moved.value, nan=0.0, posinf=0.0, neginf=0.0))
+                owned = True
             # a LoRA update with NaN factors has no finite canonical form; eigh reports it
-        if shift and layer in shift and isinstance(moved, Dense):
-            return Dense(moved.value - shift[layer])
+        if shifted:
+            value = moved.value.sub_(shift[layer]) if owned else moved.value - shift[layer]  # type: ignore[union-attr, index]
+            return Dense(value)
         return moved
+
+    def _move(self, matrix: LayerMatrix, layer: str, *, copy: bool) -> tuple[LayerMatrix, bool]:
+        """The matrix on the build's device and dtype, and whether the tensor is the reader's own."""
+        if not (self._reuse and isinstance(matrix, Dense)):
+            return matrix.to(self.device, self.dtype), False
+        value = matrix.value
+        if not copy and value.dtype == self.dtype and value.device == self.device:
+            return matrix, False
+        buffer = self._buffer(("dense", layer, *value.shape))
+        return Dense(buffer.copy_(value)), True
 
     def finite_rows(self, value: torch.Tensor, source: str, layer: str) -> torch.Tensor:
         """Rows of a dense layer, with non-finite values refused (or zeroed)."""

@@ -114,16 +114,17 @@ class Registry:
         if kind == "task" and self._find("basis", artifact.manifest["basis"]["content_id"]) is None:
             raise RegistryError(f"{folder}: its basis {artifact.manifest['basis']['content_id'][:19]}... is not registered; register the basis first")
         self.store.put(Path(folder), artifact.content_id)
-        self._insert(kind, artifact, hub_repo, hub_revision)
+        created = self._insert(kind, artifact, hub_repo, hub_revision)
         entry = self.resolve(artifact.content_id, kind)
-        return Entry(**{**entry.__dict__, "created": True})
+        return Entry(**{**entry.__dict__, "created": created})
 
-    def _insert(self, kind: str, artifact: Artifact, hub_repo: str | None, hub_revision: str | None) -> None:
+    def _insert(self, kind: str, artifact: Artifact, hub_repo: str | None, hub_revision: str | None) -> bool:
+        """Write the artifact's rows; ``False`` when another process registered it first."""
         manifest = artifact.manifest
         with self.db.write() as session:
             model = Basis if kind == "basis" else Task
             if session.get(model, artifact.content_id) is not None:
-                return  # another process registered it meanwhile
+                return False  # another process registered it between our lookup and this transaction
             version = (session.exec(select(func.max(model.version)).where(model.name == manifest["name"])).one() or 0) + 1
             common = {
                 "content_id": artifact.content_id, "name": manifest["name"], "version": version,
@@ -153,6 +154,7 @@ class Registry:
                     mean_rel_error=(manifest.get("metrics") or {}).get("mean_rel_error"),
                 ))
             session.merge(Alias(kind=kind, name=manifest["name"], alias="latest", version=version))
+        return True
 
     @staticmethod
     def _architecture(session: Session, manifest: dict[str, Any]) -> Architecture:
