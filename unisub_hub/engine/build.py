@@ -162,11 +162,13 @@ def build_basis(
         exact = [spec for spec in layers if spec not in sketched]
         groups = _plan_groups(exact, modes, options, dense=dense) if exact else []
         for number, group in enumerate(groups, 1):
-            bases.update(_build_sides(group, sources, context, f"pass {number}/{len(groups)}"))
+            shift = _centre_shift(group, sources[0], context) if dense else {}
+            bases.update(_shifted_back(_build_sides(group, sources, shift, context, f"pass {number}/{len(groups)}"), shift))
         passes += len(groups)
         sketch_groups = _plan_sketch_groups(sketched, modes, options, dense=dense) if sketched else []
         for number, group in enumerate(sketch_groups, 1):
-            bases.update(_build_randomized(group, sources, context, f"sketch group {number}/{len(sketch_groups)}"))
+            shift = _centre_shift(group, sources[0], context) if dense else {}
+            bases.update(_shifted_back(_build_randomized(group, sources, shift, context, f"sketch group {number}/{len(sketch_groups)}"), shift))
         passes += len(sketch_groups) * (1 + options.power_iterations)
         groups = groups + sketch_groups  # the quality pass reads what the build read, so the cache serves it
     layer_reports, quality_passes = _quality_pass(groups, bases, sources, holdout, context)
@@ -219,12 +221,11 @@ def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: B
 
 
 def _build_sides(
-    group: list[LayerSpec], sources: Sequence[MatrixSource], context: _Context, description: str
+    group: list[LayerSpec], sources: Sequence[MatrixSource], shift: dict[str, torch.Tensor], context: _Context, description: str
 ) -> dict[str, LayerBasis]:
-    """One fold over the sources for a group of mode-2/3 layers, then the eigenproblems."""
+    """One fold over the sources for a group of mode-2/3 layers (dense ones minus ``shift``), then the eigenproblems."""
     opts = context.options
     names = [spec.name for spec in group]
-    shift = _centre_shift(names, sources[0], context)
 
     def zero() -> dict[str, LayerAccumulator]:
         return {
@@ -246,12 +247,12 @@ def _build_sides(
     bases = {}
     for spec in group:
         acc = totals.pop(spec.name)
-        bases[spec.name] = _finish_sides(spec, acc, context.modes, opts.rank, shift.get(spec.name))
+        bases[spec.name] = _finish_sides(spec, acc, context.modes, opts.rank)
     return bases
 
 
-def _centre_shift(names: Sequence[str], source: MatrixSource, context: _Context) -> dict[str, torch.Tensor]:
-    """The point a centred build sums its dense layers about: one source's own weights.
+def _centre_shift(group: Sequence[LayerSpec], source: MatrixSource, context: _Context) -> dict[str, torch.Tensor]:
+    """The point a centred build sums a group's dense layers about: one source's own weights.
 
     Sums about zero would hold ``N M M^T`` at the weights' scale and lose the fine-tunes'
     deltas, often a thousandth of it, to cancellation (in float32 all of it); sums about a
@@ -259,13 +260,20 @@ def _centre_shift(names: Sequence[str], source: MatrixSource, context: _Context)
     """
     if not context.options.center:
         return {}
-    loaded = context.reader.read(source, names, check=True)
+    loaded = context.reader.read(source, [spec.name for spec in group], check=True)
     return {name: matrix.value.clone() for name, matrix in loaded.single.items() if isinstance(matrix, Dense)}  # not a reused buffer
 
 
-def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...], rule: RankRule, shift: torch.Tensor | None) -> LayerBasis:
-    mean = acc.mean()  # of the shifted matrices: what the moments are centred by
-    basis = LayerBasis(spec.name, spec.tensor_shape, modes, mean=mean if shift is None or mean is None else mean + shift)
+def _shifted_back(bases: dict[str, LayerBasis], shift: dict[str, torch.Tensor]) -> dict[str, LayerBasis]:
+    """Bases solved on shifted layers, with the shift added back to their means."""
+    for name, point in shift.items():
+        bases[name].mean = bases[name].mean + point  # type: ignore[operator]
+    return bases
+
+
+def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...], rule: RankRule) -> LayerBasis:
+    mean = acc.mean()
+    basis = LayerBasis(spec.name, spec.tensor_shape, modes, mean=mean)
     for mode, side, side_mean in ((2, acc.left, mean), (3, acc.right, None if mean is None else mean.T)):
         if side is None:
             continue
@@ -324,11 +332,13 @@ def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], opt
     return groups
 
 
-def _build_randomized(group: list[LayerSpec], sources: Sequence[MatrixSource], context: _Context, description: str) -> dict[str, LayerBasis]:
+def _build_randomized(
+    group: list[LayerSpec], sources: Sequence[MatrixSource], shift: dict[str, torch.Tensor], context: _Context, description: str
+) -> dict[str, LayerBasis]:
     """Top-k factors of a group by randomized subspace iteration: ``1 + power_iterations`` folds."""
     opts = context.options
     return sketch_layers(
-        group, sources, context.reader, _centre_shift([spec.name for spec in group], sources[0], context),
+        group, sources, context.reader, shift,
         lambda step: context.executor_for(f"{description}, {step}", len(sources)),
         modes=context.modes, rank=opts.rank, center=opts.center, oversample=opts.oversample,
         power_iterations=opts.power_iterations, seed=opts.seed,

@@ -140,7 +140,7 @@ def sketch_layers(
         sources: the :class:`~unisub_hub.engine.build.MatrixSource` collection.
         reader: reads (and caches) the sources' layers.
         shift: per dense layer of a centred build, the point the sums are taken about (see
-            :meth:`SourceReader.cast`); the basis's mean adds it back.
+            :meth:`SourceReader.cast`); the means returned are relative to it.
         run: gives the executor for one pass, from the pass's description.
     """
     names = [spec.name for spec in layers]
@@ -187,8 +187,6 @@ def sketch_layers(
     bases: dict[str, LayerBasis] = {}
     for shape_class in classes:
         bases.update(_finish(shape_class, products[shape_class], first.sq_norms[shape_class], means, first.count, modes, rank, specs))  # type: ignore[union-attr]
-    for name, point in shift.items():
-        bases[name].mean = bases[name].mean + point  # type: ignore[operator]
     return bases
 
 
