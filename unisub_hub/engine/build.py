@@ -372,6 +372,8 @@ def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Cont
 
     def step(gram: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
         stacked = _load_block(sources, spec, block, context)
+        if opts.center:  # the centred Gram is blind to a common shift; see _centre_shift for why to take one
+            stacked -= stacked[0].clone()
         return gram.addmm_(stacked, stacked.T)
 
     gram = context.executor_for(f"{spec.name}: Gram", len(blocks)).aggregate(blocks, zero, step, torch.Tensor.add_)
@@ -390,9 +392,11 @@ def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Cont
     for start, stop in blocks:
         stacked = _load_block(sources, spec, (start, stop), context)
         if mean is not None:
+            shift = stacked[0].clone()
+            stacked -= shift
             block_mean = stacked.mean(0)
-            mean[start:stop] = block_mean.reshape(stop - start, q)
-            stacked = stacked - block_mean
+            mean[start:stop] = (block_mean + shift).reshape(stop - start, q)
+            stacked -= block_mean
         components[:, start:stop] = (weights.T @ stacked).reshape(k, stop - start, q)
         advance()
     basis = LayerBasis(spec.name, spec.tensor_shape, (1,), mean=mean, components=components)
