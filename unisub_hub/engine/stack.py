@@ -28,17 +28,13 @@ class FactoredStack:
         lora_a: the stacked ``A`` factors.
         scales: ``s_i`` as an ``(n,)`` float64 tensor on the factors' device (a bf16 scale
             would round ``alpha / r``); products use it in the factors' dtype.
-        grams: where ``B_i^T B_i`` and ``A_i A_i^T`` are kept once computed (see :meth:`to`).
     """
 
-    def __init__(self, names: Sequence[str], lora_b: torch.Tensor, lora_a: torch.Tensor, scales: torch.Tensor,
-                 grams: dict[str, torch.Tensor] | None = None) -> None:
+    def __init__(self, names: Sequence[str], lora_b: torch.Tensor, lora_a: torch.Tensor, scales: torch.Tensor) -> None:
         self.names = tuple(names)
         self.lora_b = lora_b
         self.lora_a = lora_a
         self.scales = scales
-        self._grams = {} if grams is None else grams
-        self._grams_in: dict[torch.dtype, dict[str, torch.Tensor]] = {}
 
     @classmethod
     def of(cls, names: Sequence[str], matrices: Sequence[Factored], device: torch.device, dtype: torch.dtype | None = None,
@@ -59,16 +55,10 @@ class FactoredStack:
         return cls(names, lora_b, lora_a, scales)
 
     def to(self, dtype: torch.dtype) -> FactoredStack:
-        """This stack in ``dtype``: itself when already there, else a cast copy.
-
-        A cached float32 stack is cast again for every pass of a float64 build (keeping the
-        float64 factors would double the cache), but the copies share their Grams, which are
-        small: each pass after the first skips two batched products per stack.
-        """
+        """This stack in ``dtype``: itself (and its cached Grams) when already there."""
         if self.lora_b.dtype == dtype:
             return self
-        grams = self._grams_in.setdefault(dtype, {})
-        return FactoredStack(self.names, self.lora_b.to(dtype), self.lora_a.to(dtype), self.scales, grams=grams)
+        return FactoredStack(self.names, self.lora_b.to(dtype), self.lora_a.to(dtype), self.scales)
 
     @property
     def rank(self) -> int:
@@ -97,19 +87,15 @@ class FactoredStack:
     def _scales(self) -> torch.Tensor:
         return self.scales.to(self.lora_b.dtype)
 
-    @property
+    @cached_property
     def b_gram(self) -> torch.Tensor:
         """``B_i^T B_i``, ``(n, r, r)``; kept, since every pass over a cached source needs it."""
-        if "b" not in self._grams:
-            self._grams["b"] = self.lora_b.transpose(1, 2) @ self.lora_b
-        return self._grams["b"]
+        return self.lora_b.transpose(1, 2) @ self.lora_b
 
-    @property
+    @cached_property
     def a_gram(self) -> torch.Tensor:
         """``A_i A_i^T``, ``(n, r, r)``."""
-        if "a" not in self._grams:
-            self._grams["a"] = self.lora_a @ self.lora_a.transpose(1, 2)
-        return self._grams["a"]
+        return self.lora_a @ self.lora_a.transpose(1, 2)
 
     def sq_norms(self) -> torch.Tensor:
         """``||s_i B_i A_i||_F^2 = s_i^2 <B_i^T B_i, A_i A_i^T>``, ``(n,)``."""
