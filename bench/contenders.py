@@ -79,6 +79,29 @@ def read_floor(spec: dict) -> dict[str, torch.Tensor]:
     return {}
 
 
+def arithmetic_floor(spec: dict) -> dict[str, torch.Tensor]:
+    """The products a default float32 build of these files must compute, on in-memory random
+    matrices of the same shapes: no reading, casting, checking or centring. Per source and
+    layer, ``X X^T L`` and ``X^T X R`` for each of the two sketch passes (``l = k + 16``
+    columns), then the quality pass's ``U^T X V``; what is left of a build's time is overhead."""
+    from safetensors import safe_open
+
+    with safe_open(Path(spec["sources"][0]) / "model.safetensors", "pt") as handle:
+        shapes = [handle.get_slice(key).get_shape() for key in handle.keys()]
+    gen = torch.Generator().manual_seed(0)
+    layers = [torch.randn(*shape, generator=gen) for shape in shapes if len(shape) == 2]
+    width, k = spec["k"] + 16, spec["k"]
+    tests = [(torch.randn(x.shape[0], width, generator=gen), torch.randn(x.shape[1], width, generator=gen)) for x in layers]
+    for _ in range(2):
+        for _ in spec["sources"]:
+            for x, (left, right) in zip(layers, tests):
+                x @ (x.T @ left), x.T @ (x @ right)
+    for _ in spec["sources"]:
+        for x, (left, right) in zip(layers, tests):
+            left[:, :k].T @ x @ right[:, :k]
+    return {}
+
+
 def lorashare(spec: dict) -> dict[str, torch.Tensor]:
     """lorashare's SHARE: PCA (eigh of d x d) of the stacked raw lora_A and lora_B factors, per layer."""
     from lorashare import SHAREModel
@@ -110,12 +133,13 @@ IMPORTS = {
     "unisub-hub-float32-q2": ["unisub_hub.engine", "unisub_hub.io.collection", "unisub_hub.pipeline.selection"],
     "in-memory-svd": ["unisub_hub.io.collection"],
     "read-floor": ["safetensors"],
+    "arithmetic-floor": ["safetensors"],
     "lorashare": ["lorashare"],
     "vlora-dev": ["vlora"],
 }
 """Modules each contender imports before the clock starts, so no one pays for imports."""
 
-CONTENDERS = {"unisub-hub": unisub, "unisub-hub-float32": unisub_float32, "unisub-hub-float32-q2": unisub_float32_q2, "in-memory-svd": in_memory_svd, "read-floor": read_floor, "lorashare": lorashare, "vlora-dev": vlora_dev}
+CONTENDERS = {"unisub-hub": unisub, "unisub-hub-float32": unisub_float32, "unisub-hub-float32-q2": unisub_float32_q2, "in-memory-svd": in_memory_svd, "read-floor": read_floor, "arithmetic-floor": arithmetic_floor, "lorashare": lorashare, "vlora-dev": vlora_dev}
 
 
 def main() -> None:

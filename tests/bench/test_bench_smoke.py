@@ -30,6 +30,8 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     assert [r["checkpoints"] for r in full] == [4, 8] and all(r["planted_angle"] < 1e-6 for r in full)
     floor = [r for r in rows if r["section"] == "ratios" and r["against"] == "read-floor" and r["unisub"] == "unisub-hub"]
     assert len(floor) == 2 and all(0 < r["throughput_fraction_of_floor"] for r in floor)
+    arithmetic = [r for r in rows if r["section"] == "ratios" and r["against"] == "arithmetic-floor" and r["unisub"] == "unisub-hub"]
+    assert len(arithmetic) == 2 and all(0 < r["throughput_fraction_of_arithmetic_floor"] for r in arithmetic)
     speedups = [r for r in rows if r["section"] == "ratios" and r["against"] == "in-memory-svd" and r["collection"] == "6 adapters, 2 layers, d=64"]
     assert {r["unisub"] for r in speedups} == {"unisub-hub", "unisub-hub-float32"} and all(r["speedup"] > 0 for r in speedups)
     pull = [r for r in rows if r["section"] == "pull"][0]
