@@ -90,3 +90,8 @@ def test_fit_measures_the_residual_of_the_dense_reconstruction(modes, centred, f
     torch.testing.assert_close(fit.residual, (dense - reconstruct_layer(basis, fit.coef)).square().sum(), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(fit.total, dense.square().sum())
     assert float(fit.centered_total) == pytest.approx(float(fit.residual + fit.coef.square().sum()))
+    if centred and form == "dense":  # the same fit from the layer read already minus the mean
+        shifted = fit_layer(basis, Dense(dense - basis.mean), centred=True)
+        torch.testing.assert_close(shifted.coef, fit.coef)
+        torch.testing.assert_close(shifted.residual, fit.residual, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(shifted.total, fit.total)

@@ -417,10 +417,12 @@ def _quality_pass(
     ranks: dict[str, list[int]] = {name: [] for name in residuals}
     stacked_bases: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}
     advance = context.progress.task("quality pass", len(everyone))
+    means = {name: basis.mean for name, basis in bases.items() if basis.mean is not None}
     for source, is_holdout in everyone:
         for group in groups:
             # Training sources were checked for NaN/Inf in the first pass; held-out ones are new.
-            loaded = context.reader.read(source, [spec.name for spec in group], check=is_holdout)
+            # Dense layers come back minus their mean, in the reader's reused buffers.
+            loaded = context.reader.read(source, [spec.name for spec in group], check=is_holdout, shift=means)
             singles = dict(loaded.single)
             for stack in loaded.stacks:
                 if not is_holdout:
@@ -437,7 +439,7 @@ def _quality_pass(
             for name, matrix in singles.items():
                 if not is_holdout and isinstance(matrix, LowRank):
                     ranks[name].append(matrix.rank)
-                fit = fit_layer(bases[name], matrix)
+                fit = fit_layer(bases[name], matrix, centred=isinstance(matrix, Dense) and name in means)
                 residuals[name][source.name] = (float(fit.residual), float(fit.total), float(fit.centered_total), is_holdout)
         advance()
     generator = torch.Generator().manual_seed(context.options.seed)

@@ -88,8 +88,8 @@ class Dense:
         return left.T @ self.value @ right
 
     def inner(self, other: torch.Tensor) -> torch.Tensor:
-        """Frobenius inner product with a dense matrix."""
-        return (self.value * other).sum()
+        """Frobenius inner product with a dense matrix (row dot products, no temporary)."""
+        return torch.linalg.vecdot(self.value, other).sum()
 
 
 @dataclass(frozen=True)

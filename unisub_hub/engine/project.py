@@ -101,7 +101,7 @@ class LayerFit:
         return self.residual + self.coef.square().sum()
 
 
-def fit_layer(basis: LayerBasis, matrix: LayerMatrix) -> LayerFit:
+def fit_layer(basis: LayerBasis, matrix: LayerMatrix, *, centred: bool = False) -> LayerFit:
     """Project one layer and measure the residual, without forming ``p x q`` residuals.
 
     ``||X - M - R||^2 = ||X - M||^2 - 2 <P, C> + ||R||^2`` where ``R`` is the reconstruction
@@ -110,12 +110,22 @@ def fit_layer(basis: LayerBasis, matrix: LayerMatrix) -> LayerFit:
     It does not assume orthonormal factors, so a basis stored in float32 or bfloat16 gets its
     true error, not a rounding-inflated one. A dense layer is centred before anything else
     (see :func:`_centre`); the source is projected once, whatever the basis holds.
+
+    With ``centred``, ``matrix`` is a dense layer already minus the basis's mean (a build's
+    quality pass reads it so into a reused buffer instead of a fresh ``p x q`` tensor per
+    source), and ``||X||^2 = ||X - M||^2 + 2 <X - M, M> + ||M||^2`` adds without cancelling.
     """
     f = _same(basis, _reference(matrix))
-    total = matrix.sq_norm()
-    centred, mean = _centre(matrix, f["mean"])
-    coef = _project(basis.modes, f, centred, mean)
-    sq = centred.sq_norm() if mean is None else total - 2 * matrix.inner(mean) + mean.square().sum()
+    if centred:
+        mean = f["mean"]
+        sq = matrix.sq_norm()
+        total = sq + 2 * matrix.inner(mean) + Dense(mean).sq_norm()  # type: ignore[arg-type]
+        coef = _project(basis.modes, f, matrix, None)
+    else:
+        total = matrix.sq_norm()
+        centred_matrix, mean = _centre(matrix, f["mean"])
+        coef = _project(basis.modes, f, centred_matrix, mean)
+        sq = centred_matrix.sq_norm() if mean is None else total - 2 * matrix.inner(mean) + mean.square().sum()
     if basis.modes == (1,):
         comps = f["components"].reshape(coef.shape[0], -1)
         rebuilt = coef @ (comps @ comps.T) @ coef
