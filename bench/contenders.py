@@ -82,20 +82,25 @@ def read_floor(spec: dict) -> dict[str, torch.Tensor]:
 def arithmetic_floor(spec: dict) -> dict[str, torch.Tensor]:
     """The products a default float32 build of these files must compute, on in-memory random
     matrices of the same shapes: no reading, casting, checking or centring. Per source and
-    layer, ``X X^T L`` and ``X^T X R`` for each of the two sketch passes (``l = k + 16``
-    columns), then the quality pass's ``U^T X V``; what is left of a build's time is overhead."""
+    layer, ``X X^T L`` and ``X^T X R`` in each sketch pass (``k + oversample`` columns), then
+    the quality pass's ``U^T X V``; what is left of a build's time is overhead."""
     from safetensors import safe_open
 
+    from unisub_hub.engine import BuildOptions
+
+    defaults = BuildOptions()
     with safe_open(Path(spec["sources"][0]) / "model.safetensors", "pt") as handle:
         shapes = [handle.get_slice(key).get_shape() for key in handle.keys()]
     gen = torch.Generator().manual_seed(0)
     layers = [torch.randn(*shape, generator=gen) for shape in shapes if len(shape) == 2]
-    width, k = spec["k"] + 16, spec["k"]
+    k = spec["k"]
+    width = k + defaults.oversample
     tests = [(torch.randn(x.shape[0], width, generator=gen), torch.randn(x.shape[1], width, generator=gen)) for x in layers]
-    for _ in range(2):
+    for _ in range(1 + defaults.power_iterations):
         for _ in spec["sources"]:
             for x, (left, right) in zip(layers, tests):
-                x @ (x.T @ left), x.T @ (x @ right)
+                x @ (x.T @ left)
+                x.T @ (x @ right)
     for _ in spec["sources"]:
         for x, (left, right) in zip(layers, tests):
             left[:, :k].T @ x @ right[:, :k]
@@ -133,7 +138,7 @@ IMPORTS = {
     "unisub-hub-float32-q2": ["unisub_hub.engine", "unisub_hub.io.collection", "unisub_hub.pipeline.selection"],
     "in-memory-svd": ["unisub_hub.io.collection"],
     "read-floor": ["safetensors"],
-    "arithmetic-floor": ["safetensors"],
+    "arithmetic-floor": ["safetensors", "unisub_hub.engine"],
     "lorashare": ["lorashare"],
     "vlora-dev": ["vlora"],
 }

@@ -361,6 +361,17 @@ def _load_block(sources: Sequence[MatrixSource], spec: LayerSpec, block: tuple[i
     return torch.stack(rows)
 
 
+def _shift_to_first_row(stacked: torch.Tensor) -> torch.Tensor:
+    """Subtract the first source's row from every row, in place, and return it.
+
+    Centred mode-1 sums do not change under a common shift, and taken about a source's own
+    weights they keep the fine-tunes' small deltas (see :func:`_centre_shift`).
+    """
+    first = stacked[0].clone()
+    stacked -= first
+    return first
+
+
 def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Context) -> tuple[LayerBasis, int]:
     """Mode 1 (PCA across models) of one layer: ``N x N`` Gram by row blocks, then components."""
     opts = context.options
@@ -372,8 +383,8 @@ def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Cont
 
     def step(gram: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
         stacked = _load_block(sources, spec, block, context)
-        if opts.center:  # the centred Gram is blind to a common shift; see _centre_shift for why to take one
-            stacked -= stacked[0].clone()
+        if opts.center:
+            _shift_to_first_row(stacked)
         return gram.addmm_(stacked, stacked.T)
 
     gram = context.executor_for(f"{spec.name}: Gram", len(blocks)).aggregate(blocks, zero, step, torch.Tensor.add_)
@@ -392,8 +403,7 @@ def _build_flat(spec: LayerSpec, sources: Sequence[MatrixSource], context: _Cont
     for start, stop in blocks:
         stacked = _load_block(sources, spec, (start, stop), context)
         if mean is not None:
-            shift = stacked[0].clone()
-            stacked -= shift
+            shift = _shift_to_first_row(stacked)
             block_mean = stacked.mean(0)
             mean[start:stop] = (block_mean + shift).reshape(stop - start, q)
             stacked -= block_mean
