@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..engine.basis import MODE_SETS
+from ..engine.modes import MODE_SETS
 from ..pipeline.analyze import analyze
 from .options import device_option, json_option
 from .output import emit_json, print_table, progress_bar, stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..constants import DEFAULT_MAX_MEMORY
-from ..engine.basis import MODE_SETS
+from ..engine.modes import MODE_SETS
 from ..pipeline.build import BuildOutcome, build
 from .options import (
     device_option,

@@ -4,7 +4,7 @@ The engine does math only: it sees sources through :class:`MatrixSource` and nev
 file. Tensors stay on the device and dtype they are given.
 """
 
-from .basis import MODE_SETS, LayerBasis, parse_modes
+from .basis import LayerBasis, matrix_shape
 from .build import (
     BuildOptions,
     BuildResult,
@@ -15,6 +15,7 @@ from .build import (
 )
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
+from .modes import MODE_SETS, Factors, ModeSet, mode_set, parse_modes
 from .matrix import (
     Dense,
     LayerMatrix,
@@ -30,6 +31,7 @@ from .project import (
     project_layer,
     reconstruct_layer,
     reconstruct_lora,
+    update_rank,
 )
 from .quality import BuildReport, LayerReport
 from .rank import RankRule, explained_variance, k_for_variance
@@ -41,12 +43,14 @@ __all__ = [
     "BuildResult",
     "Dense",
     "Executor",
+    "Factors",
     "LayerBasis",
     "LayerFit",
     "LayerMatrix",
     "LayerReport",
     "LayerSpec",
     "LowRank",
+    "ModeSet",
     "MatrixSource",
     "Progress",
     "RankRule",
@@ -58,10 +62,13 @@ __all__ = [
     "k_for_variance",
     "lora_canonical",
     "lora_scale",
+    "matrix_shape",
     "matrix_view",
+    "mode_set",
     "parse_modes",
     "project_layer",
     "reconstruct_layer",
     "reconstruct_lora",
     "resolve_device",
+    "update_rank",
 ]

@@ -1,4 +1,4 @@
-"""The in-memory basis of one layer, and the mode sets the engine understands."""
+"""The in-memory basis of one layer."""
 
 from __future__ import annotations
 
@@ -7,22 +7,17 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import EngineError
+from .modes import Factors, ModeSet, mode_set
 
-__all__ = ["MODE_SETS", "LayerBasis", "parse_modes"]
-
-MODE_SETS: dict[str, tuple[int, ...]] = {"1": (1,), "2": (2,), "3": (3,), "2,3": (2, 3)}
-"""Spelling of each supported mode set: flat PCA (1), left side (2), right side (3), Tucker (2,3)."""
+__all__ = ["LayerBasis", "matrix_shape"]
 
 
-def parse_modes(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """Normalise ``"2,3"``, ``"23"``, ``(3, 2)`` ... to a supported sorted mode tuple."""
-    if isinstance(text, str):
-        digits = tuple(sorted({int(c) for c in text if c.isdigit()}))
-    else:
-        digits = tuple(sorted(set(int(m) for m in text)))
-    if digits not in MODE_SETS.values():
-        raise EngineError(f"unsupported modes {text!r}: choose one of {', '.join(MODE_SETS)}")
-    return digits
+def matrix_shape(tensor_shape: tuple[int, ...] | list[int]) -> tuple[int, int]:
+    """The ``p x q`` matrix view of a weight's shape: rows, then the product of the rest."""
+    cols = 1
+    for size in tensor_shape[1:]:
+        cols *= size
+    return tensor_shape[0], cols
 
 
 @dataclass
@@ -57,11 +52,17 @@ class LayerBasis:
     @property
     def shape(self) -> tuple[int, int]:
         """The ``p x q`` matrix view."""
-        rows = self.tensor_shape[0]
-        cols = 1
-        for size in self.tensor_shape[1:]:
-            cols *= size
-        return rows, cols
+        return matrix_shape(self.tensor_shape)
+
+    @property
+    def strategy(self) -> ModeSet:
+        """What the layer's mode set means (see :mod:`unisub_hub.engine.modes`)."""
+        return mode_set(self.modes)
+
+    @property
+    def factors(self) -> Factors:
+        """The shared directions, without the mean."""
+        return Factors(self.left, self.right, self.components)
 
     @property
     def centered(self) -> bool:
@@ -81,15 +82,7 @@ class LayerBasis:
 
     def coefficient_shape(self) -> tuple[int, ...]:
         """Shape of one task's coefficient tensor for this layer."""
-        p, q = self.shape
-        ranks = self.ranks
-        if self.modes == (1,):
-            return (ranks[1],)
-        if self.modes == (2, 3):
-            return (ranks[2], ranks[3])
-        if self.modes == (2,):
-            return (ranks[2], q)
-        return (p, ranks[3])
+        return self.strategy.coefficient_shape(*self.shape, self.ranks)
 
     def check(self) -> None:
         """Raise if the factors do not fit the modes and the shape."""

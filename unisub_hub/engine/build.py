@@ -23,7 +23,8 @@ import torch
 from ..constants import DEFAULT_MAX_MEMORY
 from ..errors import EngineError
 from .accumulate import LayerAccumulator
-from .basis import LayerBasis, parse_modes
+from .basis import LayerBasis
+from .modes import mode_set
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
 from .matrix import Dense, Factored, LayerMatrix, LowRank
@@ -134,7 +135,7 @@ def build_basis(
         >>> result.layers["fc.weight"].left.shape
         torch.Size([64, 4])
     """
-    modes = parse_modes(options.modes)
+    modes = mode_set(options.modes).modes
     if len(sources) < 2:
         raise EngineError(f"a basis needs at least 2 sources, got {len(sources)}")
     if not layers:
@@ -149,7 +150,7 @@ def build_basis(
     bases: dict[str, LayerBasis] = {}
     passes = 0
     groups: list[list[LayerSpec]] = []
-    if modes == (1,):
+    if mode_set(modes).flat:
         groups = [list(layers)]
         for spec in layers:
             bases[spec.name], used = _build_flat(spec, sources, context)

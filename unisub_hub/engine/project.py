@@ -8,19 +8,9 @@ import torch
 
 from .basis import LayerBasis
 from .matrix import Dense, Factored, LayerMatrix
+from .modes import Factors
 
-__all__ = ["LayerFit", "fit_layer", "project_layer", "reconstruct_layer", "reconstruct_lora"]
-
-
-def _same(basis: LayerBasis, like: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """Basis factors on the device and dtype of ``like``."""
-    cast = lambda t: None if t is None else t.to(device=like.device, dtype=like.dtype)  # noqa: E731
-    return {
-        "mean": cast(basis.mean),
-        "left": cast(basis.left),
-        "right": cast(basis.right),
-        "components": cast(basis.components),
-    }
+__all__ = ["LayerFit", "fit_layer", "project_layer", "reconstruct_layer", "reconstruct_lora", "update_rank"]
 
 
 def _reference(matrix: LayerMatrix) -> torch.Tensor:
@@ -30,6 +20,10 @@ def _reference(matrix: LayerMatrix) -> torch.Tensor:
     return matrix.lora_b if isinstance(matrix, Factored) else matrix.left
 
 
+def _mean(basis: LayerBasis, like: torch.Tensor) -> torch.Tensor | None:
+    return None if basis.mean is None else basis.mean.to(device=like.device, dtype=like.dtype)
+
+
 def project_layer(basis: LayerBasis, matrix: LayerMatrix) -> torch.Tensor:
     """Coefficients of one layer of one source: the orthogonal projection onto the basis.
 
@@ -37,9 +31,9 @@ def project_layer(basis: LayerBasis, matrix: LayerMatrix) -> torch.Tensor:
     mode 3, ``<phi_j, X - M>`` for mode 1, computed on the matrix's device and dtype. LoRA
     sources in low-rank form are never expanded, except against a mean.
     """
-    f = _same(basis, _reference(matrix))
-    matrix, mean = _centre(matrix, f["mean"])
-    return _project(basis.modes, f, matrix, mean)
+    like = _reference(matrix)
+    matrix, mean = _centre(matrix, _mean(basis, like))
+    return _project(basis, basis.factors.to(like), matrix, mean)
 
 
 def _centre(matrix: LayerMatrix, mean: torch.Tensor | None) -> tuple[LayerMatrix, torch.Tensor | None]:
@@ -54,35 +48,17 @@ def _centre(matrix: LayerMatrix, mean: torch.Tensor | None) -> tuple[LayerMatrix
     return Dense(matrix.value - mean), None
 
 
-def _project(modes: tuple[int, ...], f: dict[str, torch.Tensor | None], matrix: LayerMatrix, mean: torch.Tensor | None) -> torch.Tensor:
-    left, right, comps = f["left"], f["right"], f["components"]
-    if modes == (1,):
-        coef = torch.stack([matrix.inner(c) for c in comps])  # type: ignore[union-attr]
-        if mean is not None:
-            coef = coef - torch.einsum("kpq,pq->k", comps, mean)
-        return coef
-    if modes == (2, 3):
-        coef = matrix.core(left, right)
-        return coef if mean is None else coef - left.T @ mean @ right  # type: ignore[union-attr]
-    if modes == (2,):
-        coef = matrix.left_project(left)
-        return coef if mean is None else coef - left.T @ mean  # type: ignore[union-attr]
-    coef = matrix.right_project(right)
-    return coef if mean is None else coef - mean @ right  # type: ignore[operator]
+def _project(basis: LayerBasis, factors: Factors, matrix: LayerMatrix, mean: torch.Tensor | None) -> torch.Tensor:
+    """The projection of ``matrix - mean`` (a LoRA update keeps its mean apart: it is not dense)."""
+    coef = basis.strategy.project(factors, matrix)
+    return coef if mean is None else coef - basis.strategy.project(factors, Dense(mean))
 
 
 def reconstruct_layer(basis: LayerBasis, coef: torch.Tensor) -> torch.Tensor:
     """The ``p x q`` weight (or LoRA update) that ``coef`` stands for: ``M + U C V^T`` etc."""
-    f = _same(basis, coef)
-    if basis.modes == (1,):
-        out = torch.einsum("k,kpq->pq", coef, f["components"])
-    elif basis.modes == (2, 3):
-        out = f["left"] @ coef @ f["right"].T  # type: ignore[union-attr]
-    elif basis.modes == (2,):
-        out = f["left"] @ coef  # type: ignore[operator]
-    else:
-        out = coef @ f["right"].T  # type: ignore[union-attr]
-    return out if f["mean"] is None else out + f["mean"]
+    out = basis.strategy.reconstruct(basis.factors.to(coef), coef)
+    mean = _mean(basis, coef)
+    return out if mean is None else out + mean
 
 
 @dataclass(frozen=True)
@@ -115,26 +91,19 @@ def fit_layer(basis: LayerBasis, matrix: LayerMatrix, *, centred: bool = False) 
     quality pass reads it so into a reused buffer instead of a fresh ``p x q`` tensor per
     source), and ``||X||^2 = ||X - M||^2 + 2 <X - M, M> + ||M||^2`` adds without cancelling.
     """
-    f = _same(basis, _reference(matrix))
+    like = _reference(matrix)
+    factors = basis.factors.to(like)
     if centred:
-        mean = f["mean"]
+        mean = _mean(basis, like)
         sq = matrix.sq_norm()
         total = sq + 2 * matrix.inner(mean) + Dense(mean).sq_norm()  # type: ignore[arg-type]
-        coef = _project(basis.modes, f, matrix, None)
+        coef = _project(basis, factors, matrix, None)
     else:
         total = matrix.sq_norm()
-        centred_matrix, mean = _centre(matrix, f["mean"])
-        coef = _project(basis.modes, f, centred_matrix, mean)
+        centred_matrix, mean = _centre(matrix, _mean(basis, like))
+        coef = _project(basis, factors, centred_matrix, mean)
         sq = centred_matrix.sq_norm() if mean is None else total - 2 * matrix.inner(mean) + mean.square().sum()
-    if basis.modes == (1,):
-        comps = f["components"].reshape(coef.shape[0], -1)
-        rebuilt = coef @ (comps @ comps.T) @ coef
-    else:
-        left_gram = None if f["left"] is None else f["left"].T @ f["left"]
-        right_gram = None if f["right"] is None else f["right"].T @ f["right"]
-        weighted = coef if left_gram is None else left_gram @ coef
-        weighted = weighted if right_gram is None else weighted @ right_gram
-        rebuilt = (weighted * coef).sum()
+    rebuilt = basis.strategy.reconstruction_sq_norm(factors, coef)
     residual = (sq - 2 * coef.square().sum() + rebuilt).clamp_min(0)
     return LayerFit(coef, residual, total)
 
@@ -146,20 +115,31 @@ def reconstruct_lora(basis: LayerBasis, coef: torch.Tensor, max_rank: int) -> tu
     singular values are split evenly between both factors. With a mean (or in mode 1) the
     dense update is truncated to ``max_rank`` by SVD, which is exact only when its rank allows.
     """
-    f = _same(basis, coef)
-    if basis.mean is None and basis.modes != (1,):
+    factors = basis.factors.to(coef)
+    if basis.mean is None and not basis.strategy.flat:
         small_u, small_s, small_vh = torch.linalg.svd(coef, full_matrices=False)
         keep = min(max_rank, int((small_s > small_s.max() * 1e-12).sum()) if small_s.numel() else 0) or 1
         root = small_s[:keep].sqrt()
         lora_b = small_u[:, :keep] * root
         lora_a = root[:, None] * small_vh[:keep]
-        if f["left"] is not None:
-            lora_b = f["left"] @ lora_b
-        if f["right"] is not None:
-            lora_a = lora_a @ f["right"].T
+        if factors.left is not None:
+            lora_b = factors.left @ lora_b
+        if factors.right is not None:
+            lora_a = lora_a @ factors.right.T
         return lora_b, lora_a
     dense = reconstruct_layer(basis, coef)
     full_u, full_s, full_vh = torch.linalg.svd(dense, full_matrices=False)
     root = full_s[:max_rank].sqrt()
     return full_u[:, :max_rank] * root, root[:, None] * full_vh[:max_rank]
 
+
+
+def update_rank(basis: LayerBasis, coef: torch.Tensor) -> int:
+    """The rank of the update ``coef`` stands for (at least 1): the LoRA rank that exports it exactly.
+
+    Without a mean, ``U C V^T`` has the rank of ``C`` (orthonormal sides); with a mean, or in
+    mode 1, the rebuilt ``p x q`` update is measured once.
+    """
+    if basis.mean is None and not basis.strategy.flat:
+        return max(1, int(torch.linalg.matrix_rank(coef)))
+    return max(1, int(torch.linalg.matrix_rank(reconstruct_layer(basis, coef))))

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from ..constants import BASIS_FORMAT
-from ..engine import all_finite
-from ..errors import UnisubError
+from ..engine import all_finite, matrix_shape, mode_set
+from ..errors import FormatError, UnisubError
 from ..format import (
     BasisArtifact,
     CoefficientSet,
@@ -63,28 +63,25 @@ class ValidationReport:
         return True
 
 
-def _expected_basis_tensors(artifact: Artifact) -> dict[str, tuple[tuple[int, ...], str]]:
+def _expected_basis_tensors(artifact: Artifact) -> dict[str, tuple[tuple[int, ...] | None, str]]:
     manifest = artifact.manifest
     code = _DTYPE_CODES[manifest["dtype"]]
-    expected = {}
+    expected: dict[str, tuple[tuple[int, ...] | None, str]] = {}
     for layer in manifest["layers"]:
-        p = layer["shape"][0]
-        q = 1
-        for d in layer["shape"][1:]:
-            q *= d
+        p, q = matrix_shape(layer["shape"])
         ranks = {int(m): r for m, r in layer["ranks"].items()}
-        shapes = {"mean": (p, q), "U": (p, ranks.get(2, 0)), "V": (q, ranks.get(3, 0)), "components": (ranks.get(1, 0), p, q)}
+        shapes = {"mean": (p, q), **mode_set(layer["modes"]).factor_shapes(p, q, ranks)}
         for role, stored in layer["tensors"].items():
             if role.startswith("S"):
                 expected[stored] = (None, "F32")  # spectra: any length
-            else:
+            elif role in shapes:
                 expected[stored] = (shapes[role], code)
+            else:
+                raise FormatError(f"layer {layer['name']}: role {role!r} does not belong to modes {layer['modes']}", path=artifact.path)
     return expected
 
 
 def check_tensor_table(artifact: Artifact) -> str:
-    from ..errors import FormatError
-
     if artifact.kind == BASIS_FORMAT:
         expected = _expected_basis_tensors(artifact)
     else:
@@ -107,8 +104,6 @@ def check_tensor_table(artifact: Artifact) -> str:
 
 
 def _check_orthonormal(basis: BasisArtifact) -> str:
-    from ..errors import FormatError
-
     worst = 0.0
     code = _DTYPE_CODES[basis.manifest["dtype"]]
     for name in basis.layer_names:
@@ -207,8 +202,6 @@ def validate(target: str | Path, *, against: str | None = None, deep: bool = Fal
             basis_path = basis_lookup(coefficients.basis_id)
 
         def pairing() -> str:
-            from ..errors import FormatError
-
             if basis_path is None:
                 raise FormatError(f"its basis {coefficients.basis_id[:19]}... is not available (give --against BASIS or register it)", path=artifact.path)
             return _check_pairing(coefficients, load_basis(basis_path))
