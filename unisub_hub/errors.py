@@ -83,6 +83,18 @@ class DeviceError(UnisubError, RuntimeError):
     """The requested device is not available."""
 
 
+class AdaptError(UnisubError, ValueError):
+    """A basis cannot be attached to a model, or a task does not fit the attached model."""
+
+
+class TrainingDataError(UnisubError, ValueError):
+    """A training or evaluation data file cannot be used as asked."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
 # --- registry -------------------------------------------------------------------------------
 
 

@@ -32,12 +32,16 @@ def save_coefficients(
     metrics: Mapping[str, Any] | None = None,
     sizes: Mapping[str, int] | None = None,
     command: str | None = None,
+    lineage: str = "projected",
+    training: Mapping[str, Any] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> CoefficientSet:
     """Write a coefficient set that refers to the basis described by ``basis_manifest``.
 
     Coefficients are stored float32; passthrough tensors keep their own dtype and name.
-    ``layer_extras`` adds per-layer fields (``lora_rank``, ``rel_error``).
+    ``layer_extras`` adds per-layer fields (``lora_rank``, ``rel_error``). ``lineage`` says
+    how the coefficients came about (``projected`` from a fine-tune, ``trained`` on the frozen
+    basis); ``training`` records what produced a trained set.
     """
     tensors: dict[str, torch.Tensor] = {}
     layers = []
@@ -63,8 +67,9 @@ def save_coefficients(
         "source_kind": basis_manifest["source_kind"],
         "layers": layers,
         "passthrough": entries,
+        "lineage": lineage,
     }
-    for key, value in (("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
+    for key, value in (("training", training), ("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
         if value is not None:
             manifest[key] = dict(value) if isinstance(value, Mapping) else value
     artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, card=coefficients_card)

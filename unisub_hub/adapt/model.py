@@ -1,0 +1,326 @@
+"""Attaching a basis to a loaded model: tasks as coefficients, switched by name, saved as v1 sets.
+
+:func:`attach` replaces each module the basis decomposes by a :class:`SubspaceLayer` and,
+on request, each head by a :class:`TaskLinear`, in place, so the model keeps its own class
+and ``forward`` (``transformers.Trainer`` sees the real signature). The returned
+:class:`SubspaceAdapter` adds, switches, saves and loads tasks.
+
+What a coefficient set means is fixed by format v1: a decomposed layer's weight is ``M + U C
+V^T`` for checkpoint bases, and the base weight plus ``M + U C V^T`` for LoRA bases (``M``
+only when the basis is centred). The mean is shared by every task of the basis, so it is
+folded into the frozen base weight once here; only ``C`` (and heads) are trainable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine import project_layer, update_rank
+from ..errors import AdaptError
+from ..format import BasisArtifact, CoefficientSet, load_basis, load_coefficients, save_coefficients
+from .layer import SubspaceLayer, TaskLinear, TaskState
+
+__all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach"]
+
+INIT_CHOICES = ("zero", "mean")
+"""Named initialisations; anything else given as ``init`` is a fine-tune to project."""
+
+_LORA_PREFIX = "base_model.model."
+_LORA_KINDS = {"linear": "linear", "conv1d_gpt2": "linear_fan_in_fan_out", "conv2d": "conv", "embedding": "embedding"}
+
+
+def attach(model: nn.Module, basis: BasisArtifact | str | Path, *, heads: Sequence[str] = ()) -> SubspaceAdapter:
+    """Make every layer of ``model`` that ``basis`` decomposes learn tasks as coefficients.
+
+    Args:
+        model: a ``torch``/``transformers`` model of the basis's architecture (its base model
+            for a LoRA basis). It is changed in place; its own parameters are frozen.
+        basis: a basis folder or an opened :class:`BasisArtifact` (verified before use).
+        heads: module names (e.g. ``"classifier"``) whose ``nn.Linear`` layers each task
+            keeps its own copy of, trainable: heads of different tasks differ.
+
+    Returns:
+        The adapter that adds, switches, saves and loads tasks on ``model``.
+
+    Raises:
+        AdaptError: a layer of the basis has no module of its shape in ``model``.
+
+    Example:
+        >>> adapter = attach(model, "minilm-basis", heads=["classifier"])
+        >>> adapter.add_task("sst2")
+        >>> optimizer = torch.optim.AdamW(adapter.parameters("sst2"), lr=5e-3)
+    """
+    if not isinstance(basis, BasisArtifact):
+        basis = load_basis(basis, verify=True)
+    return SubspaceAdapter(model, basis, heads=heads)
+
+
+class SubspaceAdapter:
+    """The tasks of one attached model; see :func:`attach`."""
+
+    def __init__(self, model: nn.Module, basis: BasisArtifact, *, heads: Sequence[str] = ()) -> None:
+        self.model = model
+        self.basis = basis
+        self.lora = basis.manifest["source_kind"] == "lora"
+        self.state = TaskState()
+        modules = dict(model.named_modules())
+        self._to_model, self._to_basis = _name_mapping([name.removesuffix(".weight") for name in basis.layer_names], modules)
+        self._original = {key: value for key, value in model.state_dict(keep_vars=True).items()}
+        self.layers: dict[str, SubspaceLayer] = {}
+        for layer in basis.layer_names:
+            module_name = self._to_model(layer.removesuffix(".weight"))
+            base = modules.get(module_name)
+            if base is None or not hasattr(base, "weight"):
+                raise AdaptError(f"the model has no module {module_name} for basis layer {layer} (wrong model for this basis?)")
+            layer_basis = basis.layer(layer, dtype=torch.float64)
+            wrapped = SubspaceLayer(base, layer_basis, self.state)
+            self._fold_mean(base, layer_basis)
+            _replace(model, module_name, wrapped)
+            self.layers[layer] = wrapped
+        self.heads: dict[str, TaskLinear] = {}
+        for head in heads:
+            self._wrap_head(head, modules)
+        self._head_keys = {f"{name}.{part}" for name, head in self.heads.items() for part in ("weight", "bias") if getattr(head.base, part) is not None}
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.state.keys)
+
+    def add_task(self, name: str, *, init: str | Path = "zero", train_head: bool = True) -> None:
+        """Add a task (and make it active): coefficients zero, the mean alone, or a fine-tune's projection.
+
+        ``init="zero"`` starts every layer at ``C = 0``: the base model for an uncentred LoRA
+        basis, the basis mean otherwise (a coefficient set always includes its basis's mean,
+        so on a centred basis ``"mean"`` and ``"zero"`` are the same start). Any other value
+        is a fine-tune (folder or Hub id) projected onto the basis; its head, when it has
+        one of the right shape, starts the task's head.
+        """
+        if name in self.state.keys:
+            raise AdaptError(f"task {name!r} already exists on this model")
+        init = str(init)
+        coefficients: dict[str, torch.Tensor] = {}
+        head_values: dict[str, torch.Tensor] = {}
+        if init == "mean" and not any(entry["centered"] for entry in self.basis.manifest["layers"]):
+            raise AdaptError("init 'mean': the basis has no mean (it was built uncentred); use 'zero'")
+        if init not in INIT_CHOICES:
+            coefficients, head_values = self._project_source(init)
+        key = self.state.add(name)
+        for layer, module in self.layers.items():
+            module.add_task(key, coefficients.get(layer))
+        for head_name, head in self.heads.items():
+            params = head.add_task(key, head_values.get(f"{head_name}.weight"), head_values.get(f"{head_name}.bias"))
+            for parameter in params:
+                parameter.requires_grad_(train_head)
+        self.state.active = name
+
+    def set_task(self, name: str | None) -> None:
+        """Compute ``name`` from now on (``None``: the frozen model without any task)."""
+        if name is not None:
+            self.state.key(name)
+        self.state.active = name
+
+    @contextmanager
+    def per_example(self, names: Sequence[str]) -> Iterator[None]:
+        """Within the block, example ``b`` of each batch computes task ``names[b]`` (one forward pass)."""
+        distinct = list(dict.fromkeys(names))
+        keys = [self.state.key(name) for name in distinct]
+        index = torch.tensor([distinct.index(name) for name in names])
+        previous = self.state.per_example
+        self.state.per_example = (keys, index)
+        try:
+            yield
+        finally:
+            self.state.per_example = previous
+
+    def parameters(self, name: str | None = None) -> list[nn.Parameter]:
+        """The trainable parameters of one task (the active one by default): coefficients, then heads."""
+        key = self.state.key(name or self._active())
+        found = [module.coefficients[key] for module in self.layers.values()]
+        for head in self.heads.values():
+            found += [store[key] for store in (head.weights, head.biases) if key in store and store[key].requires_grad]
+        return found
+
+    def _active(self) -> str:
+        if self.state.active is None:
+            raise AdaptError("no active task: add_task() or set_task() first")
+        return self.state.active
+
+    # --- saving and loading ----------------------------------------------------------------
+
+    def save_task(
+        self,
+        out: str | Path,
+        name: str | None = None,
+        *,
+        training: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        task_type: str | None = None,
+        command: str | None = None,
+    ) -> CoefficientSet:
+        """Write a task as a format-v1 coefficient set pinned to the basis, with lineage ``trained``.
+
+        Args:
+            training: what produced it (hyper-parameters, data hash, steps), kept in the manifest.
+            metrics: final metrics (loss, accuracy), kept in the manifest.
+            task_type: PEFT's task type for a LoRA basis (``SEQ_CLS`` ...), used on export.
+        """
+        name = name or self._active()
+        key = self.state.key(name)
+        coefficients = {layer: module.coefficient(key).detach().float().cpu() for layer, module in self.layers.items()}
+        if not all(bool(torch.isfinite(c).all()) for c in coefficients.values()):
+            bad = next(layer for layer, c in coefficients.items() if not bool(torch.isfinite(c).all()))
+            raise AdaptError(f"task {name!r}: coefficients of layer {bad} hold NaN or Inf; nothing written")
+        passthrough, reasons = self._passthrough(key)
+        extras: dict[str, dict[str, Any]] = {}
+        lora = None
+        if self.lora:
+            for layer, module in self.layers.items():
+                rank = update_rank(self.basis.layer(layer, dtype=torch.float64), coefficients[layer].double())
+                extras[layer] = {"lora_rank": rank, "lora_kind": _LORA_KINDS[module.orientation]}
+            heads = sorted(self._to_basis(head) for head in self.heads)
+            lora = {"r": max(e["lora_rank"] for e in extras.values()), "key_prefix": _LORA_PREFIX, "task_type": task_type, "modules_to_save": heads or None}
+        return save_coefficients(
+            out, coefficients, passthrough, name=name, basis_manifest=self.basis.manifest, lora=lora,
+            layer_extras=extras, passthrough_reasons=reasons, metrics=metrics, command=command,
+            lineage="trained", training=training,
+        )
+
+    def load_task(self, coefficients: CoefficientSet | str | Path, name: str | None = None, *, train_head: bool = True) -> str:
+        """Add a saved task (verified, and of this basis) to the model; training may continue from it."""
+        if not isinstance(coefficients, CoefficientSet):
+            coefficients = load_coefficients(coefficients, verify=True)
+        if coefficients.basis_id != self.basis.content_id:
+            raise AdaptError(f"{coefficients.path}: refers to basis {coefficients.basis_id[:19]}..., this model carries {self.basis.content_id[:19]}...")
+        name = name or coefficients.manifest["name"]
+        if name in self.state.keys:
+            raise AdaptError(f"task {name!r} already exists on this model")
+        missing = set(self.layers) - set(coefficients.layer_names)
+        if missing:
+            raise AdaptError(f"{coefficients.path}: has no coefficients for layer {sorted(missing)[0]}")
+        key = self.state.add(name)
+        try:
+            for layer, module in self.layers.items():
+                module.add_task(key, coefficients.coefficient(layer))
+            stored = set(coefficients.passthrough_names)
+            for head_name, head in self.heads.items():
+                values = {part: coefficients.passthrough(k) for part in ("weight", "bias") if (k := self._stored_head_key(head_name, part)) in stored}
+                for parameter in head.add_task(key, values.get("weight"), values.get("bias")):
+                    parameter.requires_grad_(train_head)
+        except BaseException:
+            self._drop(key, name)
+            raise
+        self.state.active = name
+        return name
+
+    def _drop(self, key: str, name: str) -> None:
+        for module in self.layers.values():
+            module.coefficients.pop(key, None)
+        for head in self.heads.values():
+            head.weights.pop(key, None)
+            head.biases.pop(key, None)
+        self.state.keys.pop(name, None)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _fold_mean(self, base: nn.Module, layer_basis) -> None:
+        """Put the basis mean into the frozen weight: ``M`` (checkpoints) or ``W + M`` (LoRA)."""
+        mean = layer_basis.mean
+        with torch.no_grad():
+            weight = base.weight
+            value = torch.zeros_like(weight) if mean is None else mean.reshape(weight.shape).to(weight)
+            if self.lora:
+                weight.add_(value)
+            else:
+                weight.copy_(value)
+
+    def _wrap_head(self, head: str, modules: dict[str, nn.Module]) -> None:
+        module = modules.get(head)
+        if module is None:
+            raise AdaptError(f"the model has no head module {head!r}")
+        linears = {head: module} if isinstance(module, nn.Linear) else {f"{head}.{n}": m for n, m in module.named_modules() if isinstance(m, nn.Linear)}
+        owned = {f"{head}.{n}" if n else head for n, p in module.named_parameters()}
+        if not linears or any(n.rsplit(".", 1)[0] not in linears for n in owned):
+            raise AdaptError(f"head {head!r} has parameters outside nn.Linear layers; only linear heads are per task")
+        decomposed = {self._to_model(layer.removesuffix(".weight")) for layer in self.layers}
+        for name, linear in linears.items():
+            if name in decomposed:
+                raise AdaptError(f"head {name!r} is decomposed by the basis; it is trained as coefficients already")
+            wrapped = TaskLinear(linear, self.state)
+            _replace(self.model, name, wrapped)
+            self.heads[name] = wrapped
+
+    def _stored_head_key(self, head: str, part: str) -> str:
+        return (_LORA_PREFIX if self.lora else "") + f"{self._to_basis(head)}.{part}"
+
+    def _passthrough(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Heads per task; for a checkpoint basis also every other tensor the model has (like ``project``)."""
+        tensors: dict[str, torch.Tensor] = {}
+        reasons: dict[str, str] = {}
+        for head_name, head in self.heads.items():
+            for part, store in (("weight", head.weights), ("bias", head.biases)):
+                if key in store:
+                    tensors[self._stored_head_key(head_name, part)] = store[key].detach().cpu().clone()
+                    reasons[self._stored_head_key(head_name, part)] = "task head"
+        if not self.lora:
+            decomposed = {self._to_model(layer.removesuffix(".weight")) + ".weight" for layer in self.layers}
+            for name, value in self._original.items():
+                if name in decomposed or name in self._head_keys:
+                    continue
+                stored = self._to_basis(name)
+                tensors[stored] = value.detach().cpu().clone()
+                reasons[stored] = f"{value.ndim}-D tensor" if value.ndim < 2 else "not in the basis"
+        return tensors, reasons
+
+    def _project_source(self, spec: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        from ..io.collection import open_source
+
+        source = open_source(spec)
+        if source.kind != self.basis.manifest["source_kind"]:
+            raise AdaptError(f"{spec}: is a {source.kind} source but the basis was built from {self.basis.manifest['source_kind']} sources")
+        coefficients = {}
+        for layer in self.layers:
+            if layer not in source.tensors:
+                raise AdaptError(f"{spec}: has no layer {layer} of the basis")
+            matrix = source.load([layer])[layer].to(torch.device("cpu"), torch.float64)
+            coefficients[layer] = project_layer(self.basis.layer(layer, dtype=torch.float64), matrix).float()
+        heads: dict[str, torch.Tensor] = {}
+        available = set(source.header if self.lora else source.tensors)  # type: ignore[union-attr]
+        for head_name in self.heads:
+            for part in ("weight", "bias"):
+                stored = self._stored_head_key(head_name, part)
+                if stored in available:
+                    heads[f"{head_name}.{part}"] = source.raw_tensor(stored) if self.lora else source.tensor(stored)  # type: ignore[union-attr]
+        return coefficients, heads
+
+
+def _name_mapping(stems: list[str], modules: Mapping[str, nn.Module]):
+    """Functions from basis module names to model module names and back (a shared prefix may differ).
+
+    A PEFT adapter names modules inside the task model (``bert.encoder...``) while the model
+    given may be the backbone (``encoder...``), or the other way round.
+    """
+    for stem in stems:
+        if stem in modules:
+            return (lambda n: n), (lambda n: n)
+        for name in modules:
+            if name and name.endswith("." + stem):
+                extra = name[: -len(stem)]
+                return (lambda n, e=extra: e + n), (lambda n, e=extra: n.removeprefix(e))
+            if name and stem.endswith("." + name):
+                extra = stem[: -len(name)]
+                return (lambda n, e=extra: n.removeprefix(e)), (lambda n, e=extra: e + n)
+    raise AdaptError(f"the model has no module matching basis layer {stems[0]}.weight (wrong model for this basis?)")
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
