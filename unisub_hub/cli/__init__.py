@@ -65,9 +65,10 @@ def _register_commands() -> None:
     from .materialize import materialize_command
     from .project import project_command
     from .registry import registry_group
+    from .train import train_command
     from .validate import validate_command
 
-    for command in (build_command, project_command, materialize_command, push_command, pull_command, info_command, analyze_command, validate_command, demo_command, registry_group):
+    for command in (build_command, project_command, train_command, materialize_command, push_command, pull_command, info_command, analyze_command, validate_command, demo_command, registry_group):
         cli.add_command(command)
 
 
