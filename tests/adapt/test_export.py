@@ -130,3 +130,19 @@ def test_conv2d_kernels_as_the_basis_flattens_them(tmp_path):
     x = torch.randn(2, 3, 9, 9)
     with torch.no_grad():
         _close(model(x).double(), F.conv2d(x.double(), kernel, model[0].base.bias.double(), stride=2, padding=1))
+
+
+def test_transformers_trainer_trains_only_the_task(lora_zoo, tmp_path):
+    base, _, basis = lora_zoo
+    model = transformers.BertForSequenceClassification.from_pretrained(base)
+    adapter = attach(model, basis, heads=["classifier"])
+    adapter.add_task("t")
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    before = [p.detach().clone() for p in adapter.parameters()]
+    gen = torch.Generator().manual_seed(0)
+    rows = [{"input_ids": torch.randint(0, 64, (8,), generator=gen), "labels": int(torch.randint(0, 3, (1,), generator=gen))} for _ in range(32)]
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, num_train_epochs=1,
+                                          learning_rate=5e-3, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    transformers.Trainer(model=model, args=args, train_dataset=rows).train()
+    assert all(not torch.equal(a, b) for a, b in zip(before, adapter.parameters(), strict=True))
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
