@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from ..constants import DEFAULT_SHARD_SIZE
-from ..engine import reconstruct_layer, reconstruct_lora, resolve_device
-from ..errors import FormatError, SourceError
+from ..engine import all_finite, reconstruct_layer, reconstruct_lora, resolve_device
+from ..errors import FormatError, NonFiniteError, SourceError
 from ..format import BasisArtifact, CoefficientSet, atomic_folder, check_output
 from ..format.shards import ShardWriter
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
@@ -105,7 +105,14 @@ def materialize(
 def _layer_update(coefficients: CoefficientSet, basis: BasisArtifact, layer: str, device: torch.device) -> torch.Tensor:
     layer_basis = basis.layer(layer, device=device, dtype=torch.float64)
     coef = coefficients.coefficient(layer, device).double()
-    return reconstruct_layer(layer_basis, coef).reshape(layer_basis.tensor_shape)
+    return _finite(reconstruct_layer(layer_basis, coef), layer, coefficients).reshape(layer_basis.tensor_shape)
+
+
+def _finite(weight: torch.Tensor, layer: str, coefficients: CoefficientSet) -> torch.Tensor:
+    """Refuse to write a rebuilt weight that holds NaN or Inf (as peft checks merged weights)."""
+    if not all_finite(weight):
+        raise NonFiniteError(f"layer {layer} rebuilds to NaN or Inf values; nothing written", source=str(coefficients.path))
+    return weight
 
 
 def _key_mapper(layers: list[str], base_keys: set[str]) -> tuple[Callable[[str], str], str]:
@@ -224,6 +231,8 @@ def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path
         layer_basis = basis.layer(layer, device=device, dtype=torch.float64)
         coef = coefficients.coefficient(layer, device).double()
         left, right = reconstruct_lora(layer_basis, coef, entry.get("lora_rank", lora.get("r", 8)))
+        _finite(left, layer, coefficients)
+        _finite(right, layer, coefficients)
         rank = left.shape[1]
         kind = entry.get("lora_kind", "linear")
         stem = prefix + module

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from ..constants import DEFAULT_SHARD_SIZE
-from ..engine import fit_layer, resolve_device
-from ..errors import IncompatibleSourcesError
+from ..engine import all_finite, fit_layer, resolve_device
+from ..errors import IncompatibleSourcesError, NonFiniteError
 from ..format import BasisArtifact, CoefficientSet, check_output, save_coefficients
 from ..format.common import safe_name
 from ..io.collection import Source, open_source
@@ -67,6 +67,7 @@ def project(
         _check_layer(basis, source, layer)
         layer_basis = basis.layer(layer, device=target, dtype=torch.float64)
         matrix = source.load([layer])[layer].to(target, torch.float64)
+        _check_finite(matrix.parts, getattr(matrix, "scale", 1.0), source, layer)
         fit = fit_layer(layer_basis, matrix)
         coef, residual, total, centered = fit.coef, float(fit.residual), float(fit.total), float(fit.centered_total)
         errors[layer] = {
@@ -80,6 +81,8 @@ def project(
             extras[layer]["lora_rank"] = module.rank
             extras[layer]["lora_kind"] = "linear_fan_in_fan_out" if module.transposed else module.kind
     passthrough, reasons = _passthrough(source, set(basis.layer_names))
+    for key, value in passthrough.items():
+        _check_finite([value], 1.0, source, key)
     lora_info = None
     if source.kind == "lora":
         lora_info = {
@@ -111,6 +114,15 @@ def project(
         "passthrough_bytes": passthrough_bytes,
     }
     return ProjectOutcome(coefficients=saved, errors=errors, sizes=sizes)
+
+
+def _check_finite(parts, scale: float, source: Source, name: str) -> None:
+    """Refuse NaN or Inf (values, or a LoRA scale that overflowed) before anything is computed or written."""
+    if not math.isfinite(scale):
+        raise NonFiniteError(f"layer {name}: the LoRA scale is {scale} (lora_alpha / r overflowed)", source=source.name)
+    for part in parts:
+        if part.is_floating_point() and not all_finite(part):
+            raise NonFiniteError(f"tensor {name} holds NaN or Inf", source=source.name)
 
 
 def _passthrough(source: Source, covered: set[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
