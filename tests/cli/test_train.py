@@ -17,7 +17,7 @@ from unisub_hub.format import load_coefficients
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-WORDS = "[PAD] [UNK] [CLS] [SEP] [MASK] good bad great awful fine nice poor happy sad movie film plot actor the a is was very not".split()
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "great", "awful", "fine", "nice", "poor", "happy", "sad", "movie", "film", "plot", "actor", "the", "a", "is", "was", "very", "not"]
 POSITIVE, NEGATIVE, NEUTRAL = ["good", "great", "fine", "nice", "happy"], ["bad", "awful", "poor", "sad"], ["movie", "film", "plot", "actor", "the", "a", "is", "was", "very"]
 
 

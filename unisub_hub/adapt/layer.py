@@ -24,7 +24,7 @@ from ..engine.basis import LayerBasis
 from ..engine.modes import Factors
 from ..errors import AdaptError
 
-__all__ = ["TaskLinear", "TaskState", "SubspaceLayer", "layer_orientation"]
+__all__ = ["SubspaceLayer", "TaskLinear", "TaskState", "layer_orientation"]
 
 
 @dataclass

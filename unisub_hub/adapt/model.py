@@ -23,7 +23,13 @@ from torch import nn
 
 from ..engine import project_layer, update_rank
 from ..errors import AdaptError
-from ..format import BasisArtifact, CoefficientSet, load_basis, load_coefficients, save_coefficients
+from ..format import (
+    BasisArtifact,
+    CoefficientSet,
+    load_basis,
+    load_coefficients,
+    save_coefficients,
+)
 from .layer import SubspaceLayer, TaskLinear, TaskState
 
 __all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach"]
