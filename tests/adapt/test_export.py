@@ -138,6 +138,7 @@ def test_transformers_trainer_trains_only_the_task(lora_zoo, tmp_path):
     adapter = attach(model, basis, heads=["classifier"])
     adapter.add_task("t")
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {n for n in dict(model.named_parameters()) if ".task0" in n}
     before = [p.detach().clone() for p in adapter.parameters()]
     gen = torch.Generator().manual_seed(0)
     rows = [{"input_ids": torch.randint(0, 64, (8,), generator=gen), "labels": int(torch.randint(0, 3, (1,), generator=gen))} for _ in range(32)]

@@ -75,6 +75,9 @@ class SubspaceAdapter:
         self.basis = basis
         self.lora = basis.manifest["source_kind"] == "lora"
         self.state = TaskState()
+        # Like peft: everything the model had is frozen, so an optimizer over "what requires grad"
+        # (transformers.Trainer's) sees the tasks' coefficients and heads only.
+        model.requires_grad_(False)
         modules = dict(model.named_modules())
         self._to_model, self._to_basis = _name_mapping([name.removesuffix(".weight") for name in basis.layer_names], modules)
         self._original = {key: value for key, value in model.state_dict(keep_vars=True).items()}
