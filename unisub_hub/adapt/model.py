@@ -63,7 +63,7 @@ def attach(model: nn.Module, basis: BasisArtifact | str | Path, *, heads: Sequen
         >>> optimizer = torch.optim.AdamW(adapter.parameters("sst2"), lr=5e-3)
     """
     if not isinstance(basis, BasisArtifact):
-        basis = load_basis(basis, verify=True)
+        basis = load_basis(basis)
     return SubspaceAdapter(model, basis, heads=heads)
 
 
@@ -103,14 +103,15 @@ class SubspaceAdapter:
     def tasks(self) -> list[str]:
         return list(self.state.keys)
 
-    def add_task(self, name: str, *, init: str | Path = "zero", train_head: bool = True) -> None:
+    def add_task(self, name: str, *, init: str | Path = "zero", train_head: bool = True, train_coefficients: bool = True) -> None:
         """Add a task (and make it active): coefficients zero, the mean alone, or a fine-tune's projection.
 
         ``init="zero"`` starts every layer at ``C = 0``: the base model for an uncentred LoRA
         basis, the basis mean otherwise (a coefficient set always includes its basis's mean,
         so on a centred basis ``"mean"`` and ``"zero"`` are the same start). Any other value
         is a fine-tune (folder or Hub id) projected onto the basis; its head, when it has
-        one of the right shape, starts the task's head.
+        one of the right shape, starts the task's head. ``train_coefficients=False`` keeps the
+        coefficients at their start (a head-only baseline).
         """
         if name in self.state.keys:
             raise AdaptError(f"task {name!r} already exists on this model")
@@ -123,7 +124,7 @@ class SubspaceAdapter:
             coefficients, head_values = self._project_source(init)
         key = self.state.add(name)
         for layer, module in self.layers.items():
-            module.add_task(key, coefficients.get(layer))
+            module.add_task(key, coefficients.get(layer)).requires_grad_(train_coefficients)
         for head_name, head in self.heads.items():
             params = head.add_task(key, head_values.get(f"{head_name}.weight"), head_values.get(f"{head_name}.bias"))
             for parameter in params:
@@ -154,8 +155,8 @@ class SubspaceAdapter:
         key = self.state.key(name or self._active())
         found = [module.coefficients[key] for module in self.layers.values()]
         for head in self.heads.values():
-            found += [store[key] for store in (head.weights, head.biases) if key in store and store[key].requires_grad]
-        return found
+            found += [store[key] for store in (head.weights, head.biases) if key in store]
+        return [parameter for parameter in found if parameter.requires_grad]
 
     def _active(self) -> str:
         if self.state.active is None:
@@ -205,7 +206,7 @@ class SubspaceAdapter:
     def load_task(self, coefficients: CoefficientSet | str | Path, name: str | None = None, *, train_head: bool = True) -> str:
         """Add a saved task (verified, and of this basis) to the model; training may continue from it."""
         if not isinstance(coefficients, CoefficientSet):
-            coefficients = load_coefficients(coefficients, verify=True)
+            coefficients = load_coefficients(coefficients)
         if coefficients.basis_id != self.basis.content_id:
             raise AdaptError(f"{coefficients.path}: refers to basis {coefficients.basis_id[:19]}..., this model carries {self.basis.content_id[:19]}...")
         name = name or coefficients.manifest["name"]

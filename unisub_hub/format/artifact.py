@@ -30,6 +30,7 @@ from ..errors import ArtifactExistsError, ContentIdMismatchError, FormatError
 from .schema import validate_manifest
 from .shards import ShardWriter
 from .tensorfile import content_id, open_tensor_file, read_header
+from .verified import cached_content_id, remember_content_id
 
 __all__ = ["MANIFEST_NAMES", "Artifact", "atomic_folder", "check_output", "read_artifact", "write_artifact"]
 
@@ -97,6 +98,7 @@ def write_artifact(
             (tmp / "README.md").write_text(card(final))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+    remember_content_id([out / f for f in files], final["content_id"])  # just hashed: the next reader need not
     return read_artifact(out, kind)
 
 
@@ -138,13 +140,21 @@ class Artifact:
         """Bytes of the tensor files."""
         return sum(path.stat().st_size for path in self.tensor_files)
 
-    def verify(self) -> None:
+    def verify(self, *, cached: bool = False) -> None:
         """Recompute the content id from the tensor files.
+
+        Args:
+            cached: accept a content id remembered for these very files (same path, size,
+                modification time and inode; see :mod:`unisub_hub.format.verified`).
 
         Raises:
             ContentIdMismatchError: the bytes no longer hash to the manifest's content id.
         """
-        actual = content_id(self.tensor_files)
+        if cached:
+            actual = cached_content_id(self.tensor_files)
+        else:
+            actual = content_id(self.tensor_files)
+            remember_content_id(self.tensor_files, actual)
         if actual != self.content_id:
             raise ContentIdMismatchError(
                 f"tensor files hash to {actual[:19]}..., manifest says {self.content_id[:19]}... (modified or corrupt)",
@@ -183,13 +193,14 @@ def detect_kind(path: Path) -> str:
     raise FormatError(f"no {BASIS_MANIFEST} or {COEFFICIENTS_MANIFEST} found: not a unisub-hub artifact", path=path)
 
 
-def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = False) -> Artifact:
+def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = False, cached: bool = False) -> Artifact:
     """Open an artifact folder: validate its manifest and check its tensor files' headers.
 
     Args:
         path: the artifact folder.
         kind: ``unisub-hub/basis`` or ``unisub-hub/coefficients``; detected when ``None``.
         verify: also recompute the content id (reads every byte).
+        cached: with ``verify``, accept the content id remembered for unchanged files.
 
     Raises:
         FormatError: missing or malformed manifest or tensor file (subclasses say which).
@@ -219,5 +230,5 @@ def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = F
         for name in header:
             artifact._locations[name] = file_name
     if verify:
-        artifact.verify()
+        artifact.verify(cached=cached)
     return artifact

@@ -141,6 +141,14 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor if dtype is None else tensor.to(dtype)
 
 
-def load_basis(path: str | Path, *, verify: bool = False) -> BasisArtifact:
-    """Open a basis folder (validating its manifest; ``verify`` re-hashes the tensors)."""
-    return BasisArtifact(read_artifact(path, BASIS_FORMAT, verify=verify))
+def load_basis(path: str | Path, *, verify: bool = True) -> BasisArtifact:
+    """Open a basis folder for use: its manifest validated and its tensor files checked against its content id.
+
+    The check is remembered per unchanged file (:mod:`unisub_hub.format.verified`), so opening
+    the same artifact again costs no hashing. ``verify=False`` skips it (for tools that report
+    a mismatch themselves, such as ``validate``).
+
+    Raises:
+        ContentIdMismatchError: the tensor bytes do not hash to the manifest's content id.
+    """
+    return BasisArtifact(read_artifact(path, BASIS_FORMAT, verify=verify, cached=True))

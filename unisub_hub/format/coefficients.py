@@ -98,6 +98,14 @@ class CoefficientSet(ArtifactView):
         return self.artifact.tensor(name, device)
 
 
-def load_coefficients(path: str | Path, *, verify: bool = False) -> CoefficientSet:
-    """Open a coefficient-set folder (validating its manifest; ``verify`` re-hashes the tensors)."""
-    return CoefficientSet(read_artifact(path, COEFFICIENTS_FORMAT, verify=verify))
+def load_coefficients(path: str | Path, *, verify: bool = True) -> CoefficientSet:
+    """Open a coefficient-set folder for use: its manifest validated and its tensor files checked against its content id.
+
+    The check is remembered per unchanged file (:mod:`unisub_hub.format.verified`), so opening
+    the same artifact again costs no hashing. ``verify=False`` skips it (for tools that report
+    a mismatch themselves, such as ``validate``).
+
+    Raises:
+        ContentIdMismatchError: the tensor bytes do not hash to the manifest's content id.
+    """
+    return CoefficientSet(read_artifact(path, COEFFICIENTS_FORMAT, verify=verify, cached=True))
