@@ -151,3 +151,7 @@ def test_debug_flag_shows_the_traceback(tmp_path, zoo):
 
     result = CliRunner().invoke(cli, ["--debug", "build", str(zoo[0]), "--out", str(tmp_path / "out")])
     assert isinstance(result.exception, EngineError)
+
+
+def test_a_source_given_twice_is_refused(tmp_path, zoo):
+    refused(["build", zoo[0], zoo[1], zoo[0], "--out", tmp_path / "out"], f"{zoo[0]}: is given twice in the collection", tmp_path / "out")

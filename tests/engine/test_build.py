@@ -251,3 +251,14 @@ def test_float32_flat_pca_keeps_small_fine_tune_deltas_when_centring():
     torch.testing.assert_close(single.spectra[1][:3].double(), reference.spectra[1][:3], rtol=1e-3, atol=0)
     found, expected = single.components.reshape(3, -1).double(), reference.components.reshape(3, -1)
     assert max_principal_angle(found.T / found.norm(dim=1), expected.T / expected.norm(dim=1)) < 1e-3
+
+
+def test_sources_with_the_same_name_are_refused_not_mixed_up():
+    from unisub_hub.io.memory import InMemoryLora
+
+    one, two, three = random_loras(3, {"q.weight": (12, 10)})
+    twin = InMemoryLora(one.name, two.factors)  # another adapter under the same display name
+    with pytest.raises(EngineError, match="two sources are named 'lora-0'"):
+        build_basis([LayerSpec("q.weight", (12, 10))], [one, twin, three], options=BuildOptions(rank=RankRule(k=2), center=False))
+    with pytest.raises(EngineError, match="two sources are named 'lora-0'"):
+        build_basis([LayerSpec("q.weight", (12, 10))], [one, three], holdout=[twin], options=BuildOptions(rank=RankRule(k=2), center=False))

@@ -136,6 +136,10 @@ def build_basis(
         torch.Size([64, 4])
     """
     modes = mode_set(options.modes).modes
+    names = [source.name for source in [*sources, *holdout]]
+    if len(set(names)) != len(names):
+        repeated = next(name for number, name in enumerate(names) if name in names[:number])
+        raise EngineError(f"two sources are named {repeated!r}: a source's name identifies it (caches, reports, holdout), so names must differ")
     if len(sources) < 2:
         raise EngineError(f"a basis needs at least 2 sources, got {len(sources)}")
     if not layers:

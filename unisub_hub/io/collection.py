@@ -48,15 +48,21 @@ def open_source(spec: str, *, allow_pickle: bool = False, hub_files: Sequence[st
         from ..hub.download import download_source
 
         folder, revision = download_source(spec, allow_patterns=hub_files)
+        # The name is the locator as typed, revision included: it identifies the source in
+        # caches, reports and --holdout, and org/x@rev1 and org/x@rev2 are two sources.
         if is_lora_folder(folder):
-            return LoraSource(folder, name=spec.split("@")[0], revision=revision, allow_pickle=allow_pickle)
-        return CheckpointSource(folder, name=spec.split("@")[0], revision=revision, allow_pickle=allow_pickle)
+            return LoraSource(folder, name=spec, revision=revision, allow_pickle=allow_pickle)
+        return CheckpointSource(folder, name=spec, revision=revision, allow_pickle=allow_pickle)
     raise SourceError("no such file or folder (nor a Hub repo id org/name[@revision])", source=spec)
 
 
 def open_sources(specs: Sequence[str], *, allow_pickle: bool = False) -> list[Source]:
     """Open every source of a collection; all must be of one kind (checkpoints or LoRA)."""
-    sources = [open_source(spec, allow_pickle=allow_pickle) for spec in expand_source_args(specs)]
+    specs = expand_source_args(specs)
+    repeated = next((spec for number, spec in enumerate(specs) if spec in specs[:number]), None)
+    if repeated is not None:
+        raise IncompatibleSourcesError("is given twice in the collection", source=repeated)
+    sources = [open_source(spec, allow_pickle=allow_pickle) for spec in specs]
     kinds = {s.kind for s in sources}
     if len(kinds) > 1:
         lora = next(s for s in sources if s.kind == "lora")
