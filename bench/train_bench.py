@@ -3,7 +3,7 @@
     python bench/train_bench.py [--out bench/results/DATE-train]
 
 Sections, each contender in its own process (peak RSS is that process's VmHWM):
-- ``step``: median training step (forward, backward, AdamW) of coefficient training on a
+- ``step``: median training step (three alternating processes each, medians) (forward, backward, AdamW) of coefficient training on a
   Tucker basis of rank k=8 on query/value, against peft LoRA r=8 on the same modules, same
   batch (16 x 32 tokens), same data;
 - ``switch``: median time to switch between 100 tasks on one loaded model, against peft's
@@ -139,7 +139,7 @@ def contender(name: str, work: Path) -> dict:
         return {"switch_ms": switch, "single_task_batch_ms": single, "mixed_batch_ms": mixed_ms, "peak_rss_mib": _peak_rss_mib()}
     if name == "serve-peft":
         names = [f"task{t}" for t in range(TASKS)]
-        peft_model = _lora_model(model, names)
+        peft_model = _lora_model(model, names).eval()
         counter = iter(range(10**9))
         switch = _median_ms(lambda: peft_model.set_adapter(names[next(counter) % TASKS]), 200)
         batch = _batch(MIXED_BATCH)
@@ -175,11 +175,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             print(json.dumps(contender(args.contender, Path(work))))
         return
-    results = {}
-    for name in ("step-coefficients", "step-lora", "serve-coefficients", "serve-peft"):
+    runs: dict[str, list[dict]] = {}
+    # Step times drift by 20 % between identical processes here: three alternating runs, medians.
+    for name in ("step-coefficients", "step-lora") * 3 + ("serve-coefficients", "serve-peft"):
         done = subprocess.run([sys.executable, __file__, "--contender", name], capture_output=True, text=True, check=True)
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(name, results[name], flush=True)
+        runs.setdefault(name, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(name, runs[name][-1], flush=True)
+    results: dict[str, dict] = {name: {key: statistics.median(run[key] for run in found) for key in found[0]} for name, found in runs.items()}
+    results["runs"] = runs
     coef, lora, serve, peft = (results[n] for n in ("step-coefficients", "step-lora", "serve-coefficients", "serve-peft"))
     results["ratios"] = {
         "step_time_coefficients_over_lora": coef["step_ms"] / lora["step_ms"],

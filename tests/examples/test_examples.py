@@ -33,6 +33,12 @@ def test_digits_zoo_shared_init_gives_a_subspace_random_init_does_not(tmp_path):
         assert set(result.sweep["universal"]) >= {1, 2, 4, 8}
     assert shared.accuracy["universal k=4"] > random_init.accuracy["universal k=4"] + 0.1
     assert shared.explained_variance["1"] - shared.null_explained_variance["1"] > random_init.explained_variance["1"] - random_init.null_explained_variance["1"]
+    for result in (shared, random_init):  # held-out tasks learned on the frozen basis, and the controls
+        trained = result.trained
+        assert list(trained) == ["original", "trained universal", "trained random", "head only", "projected"]
+        assert trained["trained universal"]["parameters"] == trained["trained random"]["parameters"] == 3 * 4  # k=4 numbers per layer
+        assert trained["head only"]["parameters"] == 64 * 2 + 2 and trained["original"]["parameters"] == 2 * (64 * 64 + 64) + 64 * 2 + 2
+        assert all(0.0 <= row["accuracy"] <= 1.0 for row in trained.values())
     # Trained once, then reused.
     before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "examples").rglob("model.safetensors"))
     _digits_collection(tmp_path / "examples", tmp_path / "work2", logs.append, shared=True, main_k=4)
@@ -54,7 +60,10 @@ def test_quick_demo_end_to_end(tmp_path):
     assert set(lora["accuracy"]) == {"original", "universal k=8", "secondary k=8", "mean only"}
     hub = out["hub"]
     assert 0 < hub["pulled_bytes_basis_stored"] < hub["pulled_bytes_with_basis"]
-    for name in ("report.md", "scree-minilm-lora.png", "accuracy-minilm-lora.png", "accuracy-digits-shared-init.png"):
+    assert set(lora["trained"]) == {"original", "trained universal", "trained random", "head only", "projected"}
+    assert lora["trained"]["trained universal"]["parameters"] == 12 * 8 * 8 + 384 * 2 + 2  # 12 cores of 8 x 8 and the head
+    assert "held-out tasks learned as coefficients" in (tmp_path / "report" / "report.md").read_text()
+    for name in ("report.md", "scree-minilm-lora.png", "accuracy-minilm-lora.png", "accuracy-digits-shared-init.png", "trained-minilm-lora.png"):
         assert (tmp_path / "report" / name).stat().st_size > 1000
     # The pulled, materialized adapter scores what the in-memory reconstruction scored.
     assert abs(hub["materialized_accuracy"] - hub["local_accuracy"]) <= 1 / 240 + 1e-9

@@ -38,6 +38,7 @@ from ..pipeline.project import project
 from ..pipeline.selection import select_layers
 from ..registry import Registry
 from ..testing import LocalHub
+from .trained import digits_trained, minilm_trained, parameter_count
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -59,6 +60,10 @@ class CollectionResult:
     per_task: dict[str, dict[str, float]] = field(default_factory=dict)
     note: str = ""
     """What the collection is, for reading its numbers."""
+    trained: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per variant (original, trained universal, trained random, head only, projected): mean
+    held-out ``accuracy`` and ``parameters`` a task trains (or, for the originals and the
+    projections, stores)."""
     heldout_error: float = float("nan")
     """Mean over layers of the held-out members' relative error, centred: the share of their
     own update (or of their difference from the mean) that the basis does not capture."""
@@ -154,6 +159,12 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
         f"secondary k={main_k}": result.sweep["secondary"].get(main_k, float("nan")),
         "mean only": _mean(means),
     }
+    result.trained = {
+        "original": {"accuracy": result.accuracy["original"], "parameters": float(parameter_count(held[0] / "adapter_model.safetensors"))},
+        **minilm_trained(base, held, work / "minilm-basis", work, log, steps=20 if quick else 80),
+        "projected": {"accuracy": result.accuracy[f"universal k={main_k}"],
+                      "parameters": float(parameter_count(work / f"task-{held[0].name}" / "coefficients.safetensors"))},
+    }
     adapter_bytes = _mean([float((a / "adapter_model.safetensors").stat().st_size) for a in held])
     result.sizes = {"original_bytes": adapter_bytes, "coefficients_bytes": _mean(coefficient_sizes),
                     "ratio": adapter_bytes / _mean(coefficient_sizes), "basis_bytes": float(outcome.sizes["basis_bytes"])}
@@ -198,10 +209,18 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
         f"secondary k={main_k}": result.sweep["secondary"].get(main_k, float("nan")),
         "mean only": _mean(means),
     }
+    result.trained = {
+        "original": {"accuracy": result.accuracy["original"], "parameters": float(parameter_count(held[0] / "model.safetensors"))},
+        **digits_trained(folders[:-holdout], held, work / f"{label}-basis", work),
+        "projected": {"accuracy": result.accuracy[f"universal k={main_k}"],
+                      "parameters": float(parameter_count(work / f"task-{held[0].name}-{label}" / "coefficients.safetensors"))},
+    }
     model_bytes = _mean([float((f / "model.safetensors").stat().st_size) for f in held])
     result.sizes = {"original_bytes": model_bytes, "coefficients_bytes": _mean(coefficient_sizes),
                     "ratio": model_bytes / _mean(coefficient_sizes), "basis_bytes": float(outcome.sizes["basis_bytes"])}
-    log(f"{label}: original {result.accuracy['original']:.3f}, universal k={main_k} {result.accuracy[f'universal k={main_k}']:.3f}, mean only {result.accuracy['mean only']:.3f}")
+    log(f"{label}: original {result.accuracy['original']:.3f}, universal k={main_k} {result.accuracy[f'universal k={main_k}']:.3f}, mean only {result.accuracy['mean only']:.3f}; "
+        f"learned: universal {result.trained['trained universal']['accuracy']:.3f}, random directions {result.trained['trained random']['accuracy']:.3f}, "
+        f"head only {result.trained['head only']['accuracy']:.3f}")
     return result, [work / f"task-{f.name}-{label}" for f in held]
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..pipeline.plots import plot_accuracy_vs_k, plot_scree
+from ..pipeline.plots import plot_accuracy_vs_k, plot_accuracy_vs_parameters, plot_scree
 
 if TYPE_CHECKING:
     from .demo import CollectionResult, DemoResult
@@ -49,6 +49,25 @@ def _reading(collection: CollectionResult) -> str:
     ).strip()
 
 
+def _trained_section(collection: CollectionResult, out: Path) -> list[str]:
+    """The held-out tasks learned on the frozen basis, against the controls: a table, a plot, a reading."""
+    trained = collection.trained
+    points = {variant: (int(row["parameters"]), row["accuracy"]) for variant, row in trained.items()}
+    plot = plot_accuracy_vs_parameters(points, out / f"trained-{collection.name}.png", title=f"{collection.name}: learned held-out tasks")
+    lines = [f"### {collection.name}: held-out tasks learned as coefficients", "",
+             "| variant | accuracy | parameters per task |", "|---|---|---|"]
+    lines += [f"| {variant} | {row['accuracy']:.3f} | {int(row['parameters']):,} |" for variant, row in trained.items()]
+    universal, random, head = (trained[v]["accuracy"] for v in ("trained universal", "trained random", "head only"))
+    gain = universal - random
+    verdict = (f"the universal directions beat random ones of the same shape by {gain * 100:.1f} points" if gain > 0.01
+               else f"the universal directions do no better than random ones of the same shape ({gain * 100:+.1f} points)")
+    lines += ["", f"**Reading.** Trained with the same steps and learning rate, {verdict}; against the head alone they add "
+                  f"{(universal - head) * 100:+.1f} points, and against the original fine-tune they are {(universal - trained['original']['accuracy']) * 100:+.1f} "
+                  f"points with {trained['original']['parameters'] / max(trained['trained universal']['parameters'], 1):.0f}x fewer trainable parameters.",
+              "", f"![trained]({plot.name})", ""]
+    return lines
+
+
 def write_report(result: DemoResult) -> Path:
     out = result.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -66,6 +85,8 @@ def write_report(result: DemoResult) -> Path:
         for label, points in sweep.items():
             lines.append(f"| {label} | " + " | ".join(f"{points[k]:.3f}" if k in points else "-" for k in ks) + " |")
         lines += ["", _reading(collection), "", f"![scree]({scree.name})", f"![accuracy]({accuracy.name})", ""]
+        if collection.trained:
+            lines += _trained_section(collection, out)
     hub = result.hub
     lines += [
         "## Through the Hub",

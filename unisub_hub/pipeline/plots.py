@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UnisubError
 
-__all__ = ["plot_accuracy_vs_k", "plot_scree"]
+__all__ = ["plot_accuracy_vs_k", "plot_accuracy_vs_parameters", "plot_scree"]
 
 
 def _pyplot():
@@ -75,6 +75,25 @@ def plot_accuracy_vs_k(series: Mapping[str, Mapping[int, float]], references: Ma
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=90)
+    plt.close(figure)
+    return out
+
+
+def plot_accuracy_vs_parameters(points: Mapping[str, tuple[int, float]], out: Path, *, title: str) -> Path:
+    """Accuracy against the number of trainable (or stored) parameters, one labelled point per variant."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, (count, value) in points.items():
+        axis.scatter([max(count, 1)], [value], s=40)
+        axis.annotate(f"{label} ({value:.3f})", (max(count, 1), value), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axis.set_xscale("log")
+    axis.set_xlabel("trainable parameters per task")
+    axis.set_ylabel("held-out task accuracy")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=90)
