@@ -188,7 +188,7 @@ def test_hub_sources_are_pinned_and_only_needed_files_fetched(zoo, tmp_path, hub
     built = json.loads(run("build", "me/lora-0", f"me/lora-1@{shas[1]}", "me/lora-2", "--out", tmp_path / "basis", "--k", "2", "--json").stdout)
     manifest = json.loads((tmp_path / "basis" / "unisub_basis.json").read_text())
     assert [(s["id"], s["revision"]) for s in manifest["sources"]] == [(f"me/lora-{i}", shas[i]) for i in range(3)]
-    assert built["report"]["sources"] == ["me/lora-0", "me/lora-1", "me/lora-2"]
+    assert built["report"]["sources"] == ["me/lora-0", f"me/lora-1@{shas[1]}", "me/lora-2"]  # as typed: the name identifies the source
     fetched = {r.path.rsplit("/", 1)[-1] for r in hub.requests if r.method == "GET" and "/resolve/" in r.path}
     assert "training_args.bin" not in fetched and "README.md" not in fetched
     assert {"adapter_model.safetensors", "adapter_config.json"} <= fetched

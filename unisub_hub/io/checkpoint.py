@@ -20,7 +20,7 @@ from ..engine.matrix import Dense, matrix_view
 from ..errors import FormatError, PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, read_header
 
-__all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "sha256_files"]
+__all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "provenance_id", "sha256_files"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -30,6 +30,11 @@ class TensorInfo(NamedTuple):
 
     shape: tuple[int, ...]
     dtype: str
+
+
+def provenance_id(name: str, revision: str | None) -> str:
+    """The id a manifest records: a Hub source's repo id (its revision is a field of its own), else the name."""
+    return name.split("@", 1)[0] if revision is not None else name
 
 
 def sha256_files(paths: Sequence[Path]) -> str:
@@ -170,7 +175,7 @@ class CheckpointSource:
 
     def provenance(self) -> dict[str, Any]:
         """``id``, ``revision``, ``sha256`` (over the weight files) and ``kind`` for manifests."""
-        return {"id": self.name, "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
+        return {"id": provenance_id(self.name, self.revision), "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
 
     @cached_property
     def sha256(self) -> str:

@@ -23,7 +23,7 @@ import torch
 from ..engine.matrix import Factored, lora_scale
 from ..errors import PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, read_header, read_tensors
-from .checkpoint import TensorInfo, sha256_files
+from .checkpoint import TensorInfo, provenance_id, sha256_files
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora_folder", "pattern_value"]
 
@@ -196,7 +196,7 @@ class LoraSource:
         return (left[start:stop].double() @ right.double()) * self.modules[name].scale
 
     def provenance(self) -> dict[str, Any]:
-        return {"id": self.name, "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
+        return {"id": provenance_id(self.name, self.revision), "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
 
     @cached_property
     def sha256(self) -> str:
