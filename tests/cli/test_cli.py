@@ -122,13 +122,20 @@ def test_sources_from_glob_and_list_file(tmp_path):
 
 
 def test_every_command_has_help_with_an_example():
+    import click
+
     def walk(group, prefix=()):
-        for name, command in group.commands.items():
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):  # lazily loaded commands too
+            command = group.get_command(ctx, name)
             yield (*prefix, name), command
-            if hasattr(command, "commands"):
+            if isinstance(command, click.Group):
                 yield from walk(command, (*prefix, name))
 
-    for path, command in walk(cli):
+    walked = list(walk(cli))
+    assert {path[0] for path, _ in walked} >= {"build", "project", "train", "materialize", "push", "pull", "registry"}
+    assert ("registry", "gc") in {path for path, _ in walked}
+    for path, command in walked:
         result = run(*path, "--help")
         assert "Example:" in result.output, f"unisub-hub {' '.join(path)} --help has no example"
         assert command.help and len(command.help.splitlines()[0]) > 10
@@ -175,3 +182,28 @@ def test_solver_and_power_iterations_reach_the_engine(tmp_path):
     assert angle(sharp, exact) < 1e-5 < angle(rough, exact)
     run("build", *paths, "--out", tmp_path / "bad", "--power-iterations", "-1", ok=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_lazy_command_table_says_what_each_command_says():
+    import click
+
+    from unisub_hub.cli import COMMANDS
+
+    ctx = click.Context(cli)
+    for name, (_, _, short) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command.name == name and command.get_short_help_str(limit=200) == short
+
+
+@pytest.mark.parametrize(("args", "absent"), [
+    (["--help"], ["torch", "sqlmodel", "unisub_hub.cli.build"]),
+    (["registry", "list", "--json"], ["torch", "transformers"]),
+])
+def test_start_up_imports_only_what_the_command_uses(tmp_path, args, absent):
+    code = (
+        "import sys\nfrom unisub_hub.cli import cli\n"
+        f"try:\n    cli.main({['--home', str(tmp_path / 'home'), *args]!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {absent!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -7,6 +7,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -39,7 +40,49 @@ class UnisubGroup(click.Group):
             raise click.ClickException(f"{where}{error.strerror or error}") from None
 
 
-@click.group(cls=UnisubGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "build": ("build", "build_command", "Build a basis from a collection of checkpoints or LoRA adapters."),
+    "project": ("project", "project_command", "Store one fine-tune as coefficients on a basis (plus passthrough tensors)."),
+    "train": ("train", "train_command", "Learn a new task as coefficients on a frozen basis (sequence classification)."),
+    "materialize": ("materialize", "materialize_command", "Rebuild a loadable model (or PEFT adapter) from basis + coefficients."),
+    "push": ("hub", "push_command", "Publish a basis or coefficient set (folder or registry reference) as a Hub repo."),
+    "pull": ("hub", "pull_command", "Download a basis or coefficient set (and its basis) at a pinned commit, verify, register."),
+    "info": ("info", "info_command", "Show an artifact's manifest, layers, ranks, sizes and quality numbers."),
+    "analyze": ("analyze", "analyze_command", "Spectra of a collection without writing a basis: explained variance, null, layer quality."),
+    "validate": ("validate", "validate_command", "Check a basis or coefficient set; exit 0 only if every check passes."),
+    "demo": ("demo", "demo_command", "Run the whole journey on built-in example models, offline, and write a report."),
+    "registry": ("registry", "registry_group", "Find, version, alias, tag and check registered bases and tasks."),
+}
+"""Every command: its module, its object and its short help. A command's module (and what it
+imports: torch, transformers, plotting) loads only when that command runs, so ``--help`` and
+the registry commands start in a fraction of a second. A test keeps the short help equal to
+the command's own."""
+
+
+def _load(name: str) -> click.Command:
+    module, attribute, _ = COMMANDS[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+
+
+def _lazy_commands(group: type[click.Group]) -> type[click.Group]:
+    """Add lazily loaded commands to a click group class."""
+
+    class Lazy(group):  # type: ignore[valid-type, misc]
+        def list_commands(self, ctx: click.Context) -> list[str]:
+            return [*COMMANDS, *super().list_commands(ctx)]
+
+        def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+            return _load(cmd_name) if cmd_name in COMMANDS else super().get_command(ctx, cmd_name)
+
+        def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            rows = [(name, short) for name, (_, _, short) in COMMANDS.items()]
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    return Lazy
+
+
+@click.group(cls=_lazy_commands(UnisubGroup), context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="unisub-hub")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="UNISUB_HOME", default=None,
@@ -54,25 +97,6 @@ def cli(ctx: click.Context, debug: bool, home: Path | None) -> None:
     """
     ctx.meta["debug"] = debug
     ctx.meta["home"] = home
-
-
-def _register_commands() -> None:
-    from .analyze import analyze_command
-    from .build import build_command
-    from .demo import demo_command
-    from .hub import pull_command, push_command
-    from .info import info_command
-    from .materialize import materialize_command
-    from .project import project_command
-    from .registry import registry_group
-    from .train import train_command
-    from .validate import validate_command
-
-    for command in (build_command, project_command, train_command, materialize_command, push_command, pull_command, info_command, analyze_command, validate_command, demo_command, registry_group):
-        cli.add_command(command)
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import click
 
+from typing import TYPE_CHECKING
+
 from ..errors import ReferenceNotFoundError
-from ..format import BasisArtifact, CoefficientSet, load_basis, load_coefficients
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..format import BasisArtifact, CoefficientSet
 
 __all__ = ["open_basis", "open_coefficients", "open_registry", "resolve_folder"]
 
@@ -36,8 +40,12 @@ def resolve_folder(ref: str, kind: str | None = None) -> Path:
 
 
 def open_basis(ref: str) -> BasisArtifact:
+    from ..format import load_basis  # torch loads with the first artifact, not with the CLI
+
     return load_basis(resolve_folder(ref, "basis"))
 
 
 def open_coefficients(ref: str) -> CoefficientSet:
+    from ..format import load_coefficients
+
     return load_coefficients(resolve_folder(ref, "task"))

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, func, select
 
@@ -25,8 +25,6 @@ from ..errors import (
     ReferenceNotFoundError,
     RegistryError,
 )
-from ..format import read_artifact
-from ..format.artifact import Artifact
 from .database import Database
 from .models import (
     Alias,
@@ -40,6 +38,17 @@ from .models import (
     Task,
 )
 from .store import Store
+
+if TYPE_CHECKING:
+    from ..format.artifact import Artifact
+
+
+def read_artifact(folder: Path, *, verify: bool) -> Artifact:
+    """Open an artifact; the format module (and torch with it) loads only when one is read,
+    so listing and resolving (``registry list``, ``--help``) start without it."""
+    from ..format.artifact import read_artifact as read
+
+    return read(folder, verify=verify)
 
 __all__ = ["KINDS", "Entry", "Registry"]
 
