@@ -50,3 +50,32 @@ def test_lora_null_has_the_ranks_of_the_updates():
     result = build_basis([LayerSpec("w", (40, 30))], planted, options=BuildOptions(rank=RankRule(k=4), center=False))
     mode = result.report.layers[0].mode_reports["2"]
     assert mode.explained_variance > mode.null_explained_variance + 0.3
+
+
+def _sampled_updates(dim: int, other: int, norms: torch.Tensor, ranks: list[int], generator: torch.Generator) -> torch.Tensor:
+    """Brute force: draw each ``B A``, scale it to its norm, and take the side Gram's eigenvalues."""
+    gram = torch.zeros(dim, dim, dtype=torch.float64)
+    for norm, rank in zip(norms.tolist(), ranks):
+        update = torch.randn(dim, rank, generator=generator, dtype=torch.float64) @ torch.randn(rank, other, generator=generator, dtype=torch.float64)
+        update *= norm / update.norm()
+        gram += update @ update.T
+    return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
+
+
+@pytest.mark.parametrize(("dim", "other", "ranks"), [(96, 64, [4] * 6), (120, 40, [2, 4, 8, 4, 2]), (64, 200, [8] * 4)])
+def test_low_rank_null_has_the_law_of_sampled_updates(dim, other, ranks):
+    gen = torch.Generator().manual_seed(5)
+    norms = torch.rand(len(ranks), generator=gen, dtype=torch.float64) + 0.5
+    fast = torch.stack([explained_variance(null.low_rank_null_eigenvalues(dim, other, norms, ranks, generator=gen))[:8] for _ in range(40)])
+    slow = torch.stack([explained_variance(_sampled_updates(dim, other, norms, ranks, gen))[:8] for _ in range(40)])
+    assert float((fast.mean(0) - slow.mean(0)).abs().max()) < 0.01  # the same law: means agree within sampling error
+    assert float(fast.std(0).max()) < 2 * float(slow.std(0).max()) + 1e-3
+    values = null.low_rank_null_eigenvalues(dim, other, norms, ranks, generator=gen)
+    assert values.shape[0] == sum(ranks)  # the rank the updates have
+    assert float(values.sum()) == pytest.approx(float(norms.square().sum()), rel=1e-5)
+
+
+def test_wide_lora_layers_get_a_low_rank_null_not_the_full_rank_law():
+    gen = torch.Generator().manual_seed(6)
+    values, method = null.side_null_eigenvalues((4096, 4096), 2, torch.ones(64, dtype=torch.float64), generator=gen, ranks=[16] * 64)
+    assert method == "sampled-low-rank" and values.shape[0] == 1024

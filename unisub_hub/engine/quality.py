@@ -148,6 +148,7 @@ def assess_layer(
     train = [v for v in residuals.values() if not v[3]]
     norms = torch.tensor([math.sqrt(v[2]) for v in train], dtype=torch.float64)
     mode_reports = {}
+    nulls: dict[tuple[int, int], tuple[torch.Tensor, str]] = {}
     for mode, singular in basis.spectra.items():
         eigenvalues = singular.double().cpu().square()
         total = basis.variance_totals.get(mode)
@@ -164,7 +165,12 @@ def assess_layer(
                 null_values = flat_null_eigenvalues(norms, p * q, center=basis.centered, generator=generator)
                 method = "sampled"
             else:
-                null_values, method = side_null_eigenvalues(basis.shape, mode, norms, generator=generator, ranks=source_ranks)
+                # A side's null depends on (its dimension, the other's) and the norms only: for a
+                # square layer both sides have the same law, and one sample serves both.
+                side = basis.shape if mode == 2 else basis.shape[::-1]
+                if side not in nulls:
+                    nulls[side] = side_null_eigenvalues(basis.shape, mode, norms, generator=generator, ranks=source_ranks)
+                null_values, method = nulls[side]
             report.null_explained_variance = _share(null_values, ranks[mode])
             report.null_k_for = _k_table(null_values)
             report.null_method = method
