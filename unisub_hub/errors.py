@@ -120,5 +120,31 @@ class DependencyError(RegistryError):
 # --- hub ------------------------------------------------------------------------------------
 
 
-class HubError(UnisubError, ConnectionError):
-    """A Hugging Face Hub operation failed."""
+class HubError(UnisubError):
+    """A Hugging Face Hub operation failed; the subclasses say how, and which builtin fits.
+
+    Only :class:`HubConnectionError` is a ``ConnectionError``: a caller that retries on
+    connection errors must not retry a typo in a repo id.
+    """
+
+    def __init__(self, message: str, *, repo_id: str | None = None, revision: str | None = None) -> None:
+        self.repo_id = repo_id
+        self.revision = revision
+        super().__init__(message)
+
+
+class HubConnectionError(HubError, ConnectionError):
+    """The Hub cannot be reached (network down, offline mode and nothing stored)."""
+
+
+class HubNotFoundError(HubError, LookupError):
+    """A repository, revision or file does not exist on the Hub (or is private)."""
+
+
+class HubAuthError(HubError, PermissionError):
+    """The Hub refused the token, or the repository is gated."""
+
+
+class HubUsageError(HubError, ValueError):
+    """What was asked of the Hub cannot be done as asked: a malformed repo id, a task pushed
+    before its basis, a basis where a coefficient set is needed, a malformed answer."""

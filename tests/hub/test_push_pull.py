@@ -195,3 +195,16 @@ def test_hub_sources_are_pinned_and_only_needed_files_fetched(zoo, tmp_path, hub
     projected = json.loads(run("project", "me/lora-0", "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout)
     task_manifest = json.loads((tmp_path / "task" / "unisub_coefficients.json").read_text())
     assert task_manifest["source"]["revision"] == shas[0] and projected["errors"]
+
+
+def test_hub_errors_say_what_went_wrong_by_their_type():
+    from unisub_hub.errors import HubConnectionError, HubError, HubUsageError
+    from unisub_hub.hub.client import split_revision
+
+    for bad in ("no-namespace", "a/b/c", "org/na..me", "-org/name", "org/name@"[:-1] + "/x"):
+        with pytest.raises(HubUsageError, match="not a Hub repo id") as caught:
+            split_revision(bad)
+        assert not isinstance(caught.value, ConnectionError)  # a typo is not worth a retry
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, HubError)
+    assert split_revision("org/name@v1") == ("org/name", "v1")
+    assert issubclass(HubConnectionError, ConnectionError)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..constants import COEFFICIENTS_FORMAT
-from ..errors import HubError
+from ..errors import HubUsageError
 from ..format import load_basis, load_coefficients, read_artifact
 from ..hub.pull import pull
 from ..hub.push import push_artifact
@@ -54,13 +54,13 @@ def push_command(ref, repo_id, private, revision, create_pr, commit_message, bas
             basis_location = (artifact.manifest["basis"]["repo_id"], artifact.manifest["basis"]["revision"])
         elif basis_repo:
             if basis_entry is None:
-                raise HubError(f"{ref}: its basis {basis_id[:19]}... is not in the registry; register or pull it first")
+                raise HubUsageError(f"{ref}: its basis {basis_id[:19]}... is not in the registry; register or pull it first")
             pushed = push_artifact(basis_entry.path, basis_repo, private=private, token=token, commit_message=commit_message)
             registry.set_hub(basis_id, pushed.repo_id, pushed.commit)
             basis_location = (pushed.repo_id, pushed.commit)
             results.append(("basis", pushed))
         else:
-            raise HubError(f"{ref}: its basis {basis_id[:19]}... is not on the Hub yet; push it first or pass --push-basis REPO_ID")
+            raise HubUsageError(f"{ref}: its basis {basis_id[:19]}... is not on the Hub yet; push it first or pass --push-basis REPO_ID")
     pushed = push_artifact(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                            commit_message=commit_message, token=token, basis_location=basis_location)
     if not create_pr:
@@ -99,7 +99,7 @@ def pull_command(spec, do_materialize, base, out, fmt, shard_size, device, token
     result = {"pulled": entry.to_dict()}
     if do_materialize:
         if entry.kind != "task":
-            raise HubError(f"{spec}: is a basis; --materialize needs a coefficient set")
+            raise HubUsageError(f"{spec}: is a basis; --materialize needs a coefficient set")
         coefficients = load_coefficients(entry.path)
         basis = load_basis(registry.resolve(coefficients.basis_id, "basis").path)
         made = materialize(coefficients, basis, out, base=base, fmt=fmt, shard_size=shard_size, device=device)

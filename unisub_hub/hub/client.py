@@ -8,11 +8,10 @@ started after ``huggingface_hub`` was imported is still used. ``HF_TOKEN``, ``HF
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import HubError
+from ..errors import HubAuthError, HubConnectionError, HubError, HubNotFoundError, HubUsageError
 
 __all__ = ["api", "cache_dir", "endpoint", "hub_errors", "is_offline", "split_revision"]
 
@@ -43,10 +42,21 @@ def api(token: str | None = None):
 
 
 def split_revision(spec: str) -> tuple[str, str | None]:
-    """``"org/name@rev"`` -> ``("org/name", "rev")``; the repo id is checked for path tricks."""
+    """``"org/name@rev"`` -> ``("org/name", "rev")``; the repo id is checked by ``huggingface_hub``'s own rules.
+
+    Raises:
+        HubUsageError: not ``org/name`` (a namespace is required), or a name the Hub refuses.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     repo_id, _, revision = spec.partition("@")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*", repo_id) or ".." in repo_id:
-        raise HubError(f"{spec}: not a Hub repo id (expected org/name[@revision])")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise HubUsageError(f"{spec}: not a Hub repo id (expected org/name[@revision])", repo_id=repo_id) from None
+    if repo_id.count("/") != 1:
+        raise HubUsageError(f"{spec}: not a Hub repo id (expected org/name[@revision])", repo_id=repo_id)
     return repo_id, revision or None
 
 
@@ -66,29 +76,29 @@ def hub_errors(what: str) -> Iterator[None]:
     try:
         yield
     except GatedRepoError:
-        raise HubError(f"{what}: gated repository; accept its terms on the Hub and set HF_TOKEN") from None
+        raise HubAuthError(f"{what}: gated repository; accept its terms on the Hub and set HF_TOKEN") from None
     except RepositoryNotFoundError:
-        raise HubError(f"{what}: repository not found on {endpoint()} (or private: set HF_TOKEN or --token)") from None
+        raise HubNotFoundError(f"{what}: repository not found on {endpoint()} (or private: set HF_TOKEN or --token)") from None
     except RevisionNotFoundError:
-        raise HubError(f"{what}: revision not found on {endpoint()}") from None
+        raise HubNotFoundError(f"{what}: revision not found on {endpoint()}") from None
     except EntryNotFoundError as error:
-        raise HubError(f"{what}: file not found on {endpoint()} ({_first_line(error)})") from None
+        raise HubNotFoundError(f"{what}: file not found on {endpoint()} ({_first_line(error)})") from None
     except OfflineModeIsEnabled:
-        raise HubError(f"{what}: HF_HUB_OFFLINE is set and this is not stored locally") from None
+        raise HubConnectionError(f"{what}: HF_HUB_OFFLINE is set and this is not stored locally") from None
     except LocalEntryNotFoundError:
-        raise HubError(f"{what}: cannot reach {endpoint()} and nothing is cached (network down?)") from None
+        raise HubConnectionError(f"{what}: cannot reach {endpoint()} and nothing is cached (network down?)") from None
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403):
-            raise HubError(f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or --token") from None
+            raise HubAuthError(f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or --token") from None
         raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(error)}") from None
     except OSError as error:  # httpx/requests connection errors derive from OSError or wrap it
         if _is_network_error(error):
-            raise HubError(f"{what}: cannot reach {endpoint()} (network down?)") from None
+            raise HubConnectionError(f"{what}: cannot reach {endpoint()} (network down?)") from None
         raise
     except Exception as error:
         if _is_network_error(error):
-            raise HubError(f"{what}: cannot reach {endpoint()} (network down?)") from None
+            raise HubConnectionError(f"{what}: cannot reach {endpoint()} (network down?)") from None
         raise
 
 

@@ -12,7 +12,7 @@ import shutil
 import uuid
 
 from ..constants import COEFFICIENTS_FORMAT
-from ..errors import ContentIdMismatchError, HubError
+from ..errors import ContentIdMismatchError, HubConnectionError, HubUsageError
 from ..format import read_artifact
 from ..pipeline.validate import check_tensor_table
 from ..registry import Entry, Registry
@@ -35,7 +35,7 @@ def pull(spec: str, registry: Registry, *, token: str | None = None, expected_id
         pinned = revision if revision and len(revision) == 40 else None
         entry = registry.find_by_hub(repo_id, pinned)
         if entry is None:
-            raise HubError(f"{spec}: HF_HUB_OFFLINE is set and this repo is not in the registry")
+            raise HubConnectionError(f"{spec}: HF_HUB_OFFLINE is set and this repo is not in the registry")
         return entry
     with hub_errors(spec):
         sha = api(token).repo_info(repo_id, revision=revision).sha
@@ -67,6 +67,6 @@ def _ensure_basis(manifest: dict, registry: Registry, *, token: str | None, spec
     if registry.find("basis", basis["content_id"]) is not None:
         return
     if not basis.get("repo_id"):
-        raise HubError(f"{spec}: its basis {basis['content_id'][:19]}... is not stored and the manifest does not say where it is")
+        raise HubUsageError(f"{spec}: its basis {basis['content_id'][:19]}... is not stored and the manifest does not say where it is")
     location = basis["repo_id"] + (f"@{basis['revision']}" if basis.get("revision") else "")
     pull(location, registry, token=token, expected_id=basis["content_id"])
