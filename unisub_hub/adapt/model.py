@@ -30,6 +30,7 @@ from ..format import (
     load_coefficients,
     save_coefficients,
 )
+from ..format.names import prefix_map
 from .layer import SubspaceLayer, TaskLinear, TaskState
 
 __all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach"]
@@ -79,7 +80,11 @@ class SubspaceAdapter:
         # (transformers.Trainer's) sees the tasks' coefficients and heads only.
         model.requires_grad_(False)
         modules = dict(model.named_modules())
-        self._to_model, self._to_basis = _name_mapping([name.removesuffix(".weight") for name in basis.layer_names], modules)
+        stems = [name.removesuffix(".weight") for name in basis.layer_names]
+        names = prefix_map(stems, modules)
+        if names is None:
+            raise AdaptError(f"the model has no module matching basis layer {basis.layer_names[0]} (wrong model for this basis?)")
+        self._to_model, self._to_basis = names.forward, names.back
         self._original = {key: value for key, value in model.state_dict(keep_vars=True).items()}
         self.layers: dict[str, SubspaceLayer] = {}
         for layer in basis.layer_names:
@@ -309,25 +314,6 @@ class SubspaceAdapter:
                 if stored in available:
                     heads[f"{head_name}.{part}"] = source.raw_tensor(stored) if self.lora else source.tensor(stored)  # type: ignore[union-attr]
         return coefficients, heads
-
-
-def _name_mapping(stems: list[str], modules: Mapping[str, nn.Module]):
-    """Functions from basis module names to model module names and back (a shared prefix may differ).
-
-    A PEFT adapter names modules inside the task model (``bert.encoder...``) while the model
-    given may be the backbone (``encoder...``), or the other way round.
-    """
-    for stem in stems:
-        if stem in modules:
-            return (lambda n: n), (lambda n: n)
-        for name in modules:
-            if name and name.endswith("." + stem):
-                extra = name[: -len(stem)]
-                return (lambda n, e=extra: e + n), (lambda n, e=extra: n.removeprefix(e))
-            if name and stem.endswith("." + name):
-                extra = stem[: -len(name)]
-                return (lambda n, e=extra: n.removeprefix(e)), (lambda n, e=extra: e + n)
-    raise AdaptError(f"the model has no module matching basis layer {stems[0]}.weight (wrong model for this basis?)")
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:

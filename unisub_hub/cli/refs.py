@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-
-from typing import TYPE_CHECKING
 
 from ..errors import ReferenceNotFoundError
 from ..registry import Registry
@@ -40,7 +39,9 @@ def resolve_folder(ref: str, kind: str | None = None) -> Path:
 
 
 def open_basis(ref: str) -> BasisArtifact:
-    from ..format import load_basis  # torch loads with the first artifact, not with the CLI
+    from ..format import (
+        load_basis,  # torch loads with the first artifact, not with the CLI
+    )
 
     return load_basis(resolve_folder(ref, "basis"))
 

@@ -163,15 +163,16 @@ def rm_command(ref, force, as_json):
 
 
 @registry_group.command("gc")
+@click.option("--force", is_flag=True, help="Delete stored artifacts even when the registry lists none (a lost database).")
 @json_option
-def gc_command(as_json):
+def gc_command(force, as_json):
     """Delete store folders that no registry row refers to.
 
     Example:
 
         unisub-hub registry gc
     """
-    removed = open_registry().gc()
+    removed = open_registry().gc(force=force)
     if as_json:
         emit_json({"removed": [str(p) for p in removed]})
     else:

@@ -4,7 +4,7 @@ The engine does math only: it sees sources through :class:`MatrixSource` and nev
 file. Tensors stay on the device and dtype they are given.
 """
 
-from .basis import LayerBasis, matrix_shape
+from .basis import LayerBasis
 from .build import (
     BuildOptions,
     BuildResult,
@@ -15,7 +15,6 @@ from .build import (
 )
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .modes import MODE_SETS, Factors, ModeSet, mode_set, parse_modes
 from .matrix import (
     Dense,
     LayerMatrix,
@@ -23,8 +22,10 @@ from .matrix import (
     all_finite,
     lora_canonical,
     lora_scale,
+    matrix_shape,
     matrix_view,
 )
+from .modes import MODE_SETS, Factors, ModeSet, mode_set, parse_modes
 from .project import (
     LayerFit,
     fit_layer,

@@ -7,17 +7,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import EngineError
+from .matrix import matrix_shape
 from .modes import Factors, ModeSet, mode_set
 
-__all__ = ["LayerBasis", "matrix_shape"]
-
-
-def matrix_shape(tensor_shape: tuple[int, ...] | list[int]) -> tuple[int, int]:
-    """The ``p x q`` matrix view of a weight's shape: rows, then the product of the rest."""
-    cols = 1
-    for size in tensor_shape[1:]:
-        cols *= size
-    return tensor_shape[0], cols
+__all__ = ["LayerBasis"]
 
 
 @dataclass

@@ -14,9 +14,8 @@ time, so no more than one source's share of one group is in memory at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
@@ -24,56 +23,18 @@ from ..constants import DEFAULT_MAX_MEMORY
 from ..errors import EngineError
 from .accumulate import LayerAccumulator
 from .basis import LayerBasis
-from .modes import mode_set
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .matrix import Dense, Factored, LayerMatrix, LowRank
+from .matrix import Dense, Factored, LowRank
+from .modes import mode_set
 from .project import fit_layer
 from .quality import BuildReport, LayerReport, assess_layer
 from .randomized import sketch_layers
 from .rank import RankRule, numerical_rank
 from .reader import SourceReader
+from .spec import LayerSpec, MatrixSource, Progress, SilentProgress
 
 __all__ = ["BuildOptions", "BuildResult", "LayerSpec", "MatrixSource", "Progress", "build_basis"]
-
-
-class MatrixSource(Protocol):
-    """One model of the collection, as the engine sees it: named layers as matrices."""
-
-    @property
-    def name(self) -> str: ...
-
-    def load(self, names: Sequence[str]) -> Mapping[str, LayerMatrix]:
-        """The listed layers, each as a :class:`Dense` or :class:`LowRank` matrix view."""
-
-    def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` of one layer's dense matrix view (mode 1 streams these)."""
-
-
-class Progress(Protocol):
-    """Receives the build's progress; ``task`` returns the function that advances one step."""
-
-    def task(self, description: str, total: int) -> Callable[[], None]: ...
-
-
-class _NoProgress:
-    def task(self, description: str, total: int) -> Callable[[], None]:
-        return lambda: None
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """A layer to decompose: its tensor name and the tensor's own shape."""
-
-    name: str
-    tensor_shape: tuple[int, ...]
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        cols = 1
-        for size in self.tensor_shape[1:]:
-            cols *= size
-        return self.tensor_shape[0], cols
 
 
 @dataclass(frozen=True)
@@ -145,7 +106,7 @@ def build_basis(
     if not layers:
         raise EngineError("no layers to decompose: the layer selection is empty")
     device = resolve_device(options.device)
-    progress = progress or _NoProgress()
+    progress = progress or SilentProgress()
     # The cache lives in this process: a distributing executor reads in its workers instead.
     reader = SourceReader(device, options.accumulate_dtype, check_finite=options.check_finite,
                           cache_budget=options.max_memory // 2 if executor is None else 0, source_count=len(sources) + len(holdout),

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Dense", "Factored", "LayerMatrix", "LowRank", "all_finite", "lora_canonical", "matrix_view"]
+__all__ = ["Dense", "Factored", "LayerMatrix", "LowRank", "all_finite", "lora_canonical", "matrix_shape", "matrix_view"]
+
+
+def matrix_shape(tensor_shape: tuple[int, ...] | list[int]) -> tuple[int, int]:
+    """The ``p x q`` matrix view of a weight's shape: rows, then the product of the rest."""
+    return tensor_shape[0], math.prod(tensor_shape[1:])
 
 
 def matrix_view(tensor: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from .reader import Loaded, SourceReader
 from .stack import FactoredStack
 
 if TYPE_CHECKING:
-    from .build import LayerSpec, MatrixSource
+    from .spec import LayerSpec, MatrixSource
 
 __all__ = ["sketch_layers"]
 
@@ -137,7 +137,7 @@ def sketch_layers(
 
     Args:
         layers: the group's layers.
-        sources: the :class:`~unisub_hub.engine.build.MatrixSource` collection.
+        sources: the :class:`~unisub_hub.engine.spec.MatrixSource` collection.
         reader: reads (and caches) the sources' layers.
         shift: per dense layer of a centred build, the point the sums are taken about (see
             :meth:`SourceReader.cast`); the means returned are relative to it.

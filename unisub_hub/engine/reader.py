@@ -20,7 +20,7 @@ from .matrix import Dense, Factored, LayerMatrix, all_finite
 from .stack import FactoredStack
 
 if TYPE_CHECKING:
-    from .build import MatrixSource
+    from .spec import MatrixSource
 
 __all__ = ["Loaded", "SourceReader"]
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,43 +37,13 @@ from ..pipeline.project import project
 from ..pipeline.selection import select_layers
 from ..registry import Registry
 from ..testing import LocalHub
+from .report import write_report
+from .results import CollectionResult, DemoResult
 from .trained import digits_trained, minilm_trained, parameter_count
 
 __all__ = ["DemoResult", "run_demo"]
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class CollectionResult:
-    name: str
-    kind: str
-    k: int
-    sweep: dict[str, dict[int, float]] = field(default_factory=dict)
-    accuracy: dict[str, float] = field(default_factory=dict)
-    sizes: dict[str, float] = field(default_factory=dict)
-    explained_variance: dict[str, float] = field(default_factory=dict)
-    null_explained_variance: dict[str, float] = field(default_factory=dict)
-    scree: list[dict[str, Any]] = field(default_factory=list)
-    heldout: list[str] = field(default_factory=list)
-    per_task: dict[str, dict[str, float]] = field(default_factory=dict)
-    note: str = ""
-    """What the collection is, for reading its numbers."""
-    trained: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per variant (original, trained universal, trained random, head only, projected): mean
-    held-out ``accuracy`` and ``parameters`` a task trains (or, for the originals and the
-    projections, stores)."""
-    heldout_error: float = float("nan")
-    """Mean over layers of the held-out members' relative error, centred: the share of their
-    own update (or of their difference from the mean) that the basis does not capture."""
-
-
-@dataclass
-class DemoResult:
-    collections: list[CollectionResult]
-    hub: dict[str, Any]
-    seconds: dict[str, float]
-    report_dir: Path
 
 
 def _truncate(layer: LayerBasis, start: int, stop: int) -> LayerBasis:
@@ -312,7 +281,5 @@ def run_demo(home: Path, report_dir: Path, *, quick: bool = False, log: Log = pr
     hub["local_accuracy"] = lora.per_task[hub["task"]][f"universal k={lora.k}"]
     seconds["total"] = time.perf_counter() - start
     result = DemoResult([lora, shared, random_init], hub, seconds, report_dir)
-    from .report import write_report
-
     write_report(result)
     return result

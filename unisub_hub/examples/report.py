@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..pipeline.plots import plot_accuracy_vs_k, plot_accuracy_vs_parameters, plot_scree
-
-if TYPE_CHECKING:
-    from .demo import CollectionResult, DemoResult
+from .results import CollectionResult, DemoResult
 
 __all__ = ["collection_rows", "write_report"]
 

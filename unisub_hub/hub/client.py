@@ -11,7 +11,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import HubAuthError, HubConnectionError, HubError, HubNotFoundError, HubUsageError
+from ..errors import (
+    HubAuthError,
+    HubConnectionError,
+    HubError,
+    HubNotFoundError,
+    HubUsageError,
+)
 
 __all__ = ["api", "cache_dir", "endpoint", "hub_errors", "is_offline", "split_revision"]
 

@@ -14,7 +14,7 @@ import uuid
 from ..constants import COEFFICIENTS_FORMAT
 from ..errors import ContentIdMismatchError, HubConnectionError, HubUsageError
 from ..format import read_artifact
-from ..pipeline.validate import check_tensor_table
+from ..format.checks import check_tensor_table
 from ..registry import Entry, Registry
 from .client import api, endpoint, hub_errors, is_offline, split_revision
 

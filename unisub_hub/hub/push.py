@@ -10,8 +10,8 @@ from ..constants import COEFFICIENTS_FORMAT
 from ..format import read_artifact
 from ..format.artifact import MANIFEST_NAMES, Artifact
 from ..format.card import basis_card, coefficients_card
+from ..format.checks import check_tensor_table
 from ..format.schema import validate_manifest
-from ..pipeline.validate import check_tensor_table
 from .client import api, hub_errors, split_revision
 
 __all__ = ["PushResult", "push_artifact"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from ..constants import DEFAULT_SHARD_SIZE
 from ..engine import all_finite, reconstruct_layer, reconstruct_lora, resolve_device
 from ..errors import FormatError, NonFiniteError, SourceError
 from ..format import BasisArtifact, CoefficientSet, atomic_folder, check_output
+from ..format.checks import check_pair
+from ..format.names import prefix_map
 from ..format.shards import ShardWriter
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
 from ..io.peft_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
@@ -38,22 +39,6 @@ class MaterializeOutcome:
     path: Path
     format: str
     files: list[str]
-
-
-def check_pair(coefficients: CoefficientSet, basis: BasisArtifact) -> None:
-    """The coefficient set must name this basis and fit its layer table (and both their manifests)."""
-    from .validate import check_tensor_table
-
-    check_tensor_table(coefficients.artifact)
-    check_tensor_table(basis.artifact)
-    if coefficients.basis_id != basis.content_id:
-        raise FormatError(f"coefficient set refers to basis {coefficients.basis_id[:19]}..., but the basis given is {basis.content_id[:19]}...", path=coefficients.path)
-    for entry in coefficients.manifest["layers"]:
-        expected = basis.layer(entry["name"]).coefficient_shape() if entry["name"] in basis.layer_names else None
-        if expected is None:
-            raise FormatError(f"layer {entry['name']} is not in the basis", path=coefficients.path)
-        if tuple(entry["shape"]) != expected:
-            raise FormatError(f"layer {entry['name']}: coefficients are {entry['shape']}, the basis expects {list(expected)}", path=coefficients.path)
 
 
 def materialize(
@@ -115,25 +100,6 @@ def _finite(weight: torch.Tensor, layer: str, coefficients: CoefficientSet) -> t
     return weight
 
 
-def _key_mapper(layers: list[str], base_keys: set[str]) -> tuple[Callable[[str], str], str]:
-    """Map adapter-side layer names to base checkpoint keys, and the prefix base keys lack.
-
-    PEFT names modules inside the task model (``bert.encoder...``) while a base checkpoint
-    may be saved without the backbone prefix (``encoder...``), or the other way round.
-    """
-    for layer in layers:
-        if layer in base_keys:
-            return (lambda name: name), ""
-        for key in base_keys:
-            if layer.endswith("." + key):
-                prefix = layer[: -len(key)]
-                return (lambda name, p=prefix: name.removeprefix(p)), prefix
-            if key.endswith("." + layer):
-                prefix = key[: -len(layer)]
-                return (lambda name, p=prefix: p + name), ""
-    raise SourceError(f"the base model has no tensor matching layer {layers[0]} (wrong base model?)")
-
-
 def _write_full(
     coefficients: CoefficientSet,
     basis: BasisArtifact,
@@ -147,8 +113,11 @@ def _write_full(
     writer = ShardWriter(folder, "model", shard_size, {"format": "pt"})
     base_keys = set(base.tensors) if base is not None else set()
     if kind == "lora":
-        to_base, out_prefix = _key_mapper(layers, base_keys)
-        updates = {to_base(layer): layer for layer in layers}
+        names = prefix_map(layers, base_keys)
+        if names is None:
+            raise SourceError(f"the base model has no tensor matching layer {layers[0]} (wrong base model?)")
+        out_prefix = names.drop  # written keys keep the adapter's spelling
+        updates = {names.forward(layer): layer for layer in layers}
         key_prefix = (coefficients.manifest.get("lora") or {}).get("key_prefix", "base_model.model.")
         passthrough = {name.removeprefix(key_prefix): name for name in coefficients.passthrough_names}
         for key in sorted(base_keys):  # type: ignore[union-attr]

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from ..constants import BASIS_FORMAT
-from ..engine import all_finite, matrix_shape, mode_set
-from ..errors import FormatError, UnisubError
+from ..engine import all_finite
+from ..errors import FormatError, IncompatibleSourcesError, UnisubError
 from ..format import (
     BasisArtifact,
     CoefficientSet,
@@ -25,10 +25,11 @@ from ..format import (
     read_artifact,
 )
 from ..format.artifact import Artifact
+from ..format.checks import DTYPE_CODES, check_pair, check_tensor_table
+from ..format.names import prefix_map
 
-__all__ = ["Check", "ValidationReport", "check_base_model", "check_tensor_table", "validate"]
+__all__ = ["Check", "ValidationReport", "check_base_model", "validate"]
 
-_DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 _TOLERANCE = {"F64": 1e-8, "F32": 1e-4, "F16": 5e-3, "BF16": 3e-2}
 
 
@@ -63,49 +64,9 @@ class ValidationReport:
         return True
 
 
-def _expected_basis_tensors(artifact: Artifact) -> dict[str, tuple[tuple[int, ...] | None, str]]:
-    manifest = artifact.manifest
-    code = _DTYPE_CODES[manifest["dtype"]]
-    expected: dict[str, tuple[tuple[int, ...] | None, str]] = {}
-    for layer in manifest["layers"]:
-        p, q = matrix_shape(layer["shape"])
-        ranks = {int(m): r for m, r in layer["ranks"].items()}
-        shapes = {"mean": (p, q), **mode_set(layer["modes"]).factor_shapes(p, q, ranks)}
-        for role, stored in layer["tensors"].items():
-            if role.startswith("S"):
-                expected[stored] = (None, "F32")  # spectra: any length
-            elif role in shapes:
-                expected[stored] = (shapes[role], code)
-            else:
-                raise FormatError(f"layer {layer['name']}: role {role!r} does not belong to modes {layer['modes']}", path=artifact.path)
-    return expected
-
-
-def check_tensor_table(artifact: Artifact) -> str:
-    if artifact.kind == BASIS_FORMAT:
-        expected = _expected_basis_tensors(artifact)
-    else:
-        expected = {e["tensor"]: (tuple(e["shape"]), "F32") for e in artifact.manifest["layers"]}
-        expected.update({e["name"]: (tuple(e["shape"]), None) for e in artifact.manifest["passthrough"]})
-    stored = set(artifact.tensor_names())
-    missing = sorted(set(expected) - stored)
-    extra = sorted(stored - set(expected))
-    if missing:
-        raise FormatError(f"tensor {missing[0]!r} named in the manifest is not in the tensor files ({len(missing)} missing)", path=artifact.path)
-    if extra:
-        raise FormatError(f"tensor {extra[0]!r} in the tensor files is not in the manifest ({len(extra)} extra)", path=artifact.path)
-    for name, (shape, dtype) in expected.items():
-        info = artifact.tensor_info(name)
-        if shape is not None and tuple(info["shape"]) != tuple(shape):
-            raise FormatError(f"tensor {name!r} has shape {info['shape']}, the manifest implies {list(shape)}", path=artifact.path)
-        if dtype is not None and info["dtype"] != dtype:
-            raise FormatError(f"tensor {name!r} is {info['dtype']}, the manifest says {dtype}", path=artifact.path)
-    return f"{len(expected)} tensors match the manifest"
-
-
 def _check_orthonormal(basis: BasisArtifact) -> str:
     worst = 0.0
-    code = _DTYPE_CODES[basis.manifest["dtype"]]
+    code = DTYPE_CODES[basis.manifest["dtype"]]
     for name in basis.layer_names:
         layer = basis.layer(name, dtype=torch.float64)
         for label, factor in (("U", layer.left), ("V", layer.right), ("components", None if layer.components is None else layer.components.reshape(layer.components.shape[0], -1).T)):
@@ -130,20 +91,18 @@ def _check_finite(artifact: Artifact) -> str:
 
 
 def _check_pairing(coefficients: CoefficientSet, basis: BasisArtifact) -> str:
-    from .materialize import check_pair
-
     check_pair(coefficients, basis)
     return f"basis {basis.content_id[:19]}... matches ids, layers and ranks"
 
 
 def check_base_model(basis_manifest: dict[str, Any], base: str) -> str:
     """Every basis layer exists in the base model with its shape (headers only; remote if a Hub id)."""
-    from ..errors import IncompatibleSourcesError
-    from .materialize import _key_mapper
-
     table = _base_table(base)
     layers = [(entry["name"], tuple(entry["shape"])) for entry in basis_manifest["layers"]]
-    to_base, _ = _key_mapper([name for name, _ in layers], set(table))
+    names = prefix_map([name for name, _ in layers], set(table))
+    if names is None:
+        raise IncompatibleSourcesError(f"has no tensor matching basis layer {layers[0][0]} (wrong base model?)", source=base)
+    to_base = names.forward
     for name, shape in layers:
         key = to_base(name)
         if key not in table:

@@ -114,16 +114,18 @@ class Registry:
         """
         artifact = read_artifact(folder, verify=verify)
         kind = "basis" if artifact.kind == BASIS_FORMAT else "task"
-        known = self._find(kind, artifact.content_id)
-        if known is not None:
-            if hub_repo and (known.hub_repo, known.hub_revision) != (hub_repo, hub_revision):
-                self._set_hub(kind, artifact.content_id, hub_repo, hub_revision)
-                return self._find(kind, artifact.content_id)  # type: ignore[return-value]
-            return known
-        if kind == "task" and self._find("basis", artifact.manifest["basis"]["content_id"]) is None:
-            raise RegistryError(f"{folder}: its basis {artifact.manifest['basis']['content_id'][:19]}... is not registered; register the basis first")
-        self.store.put(Path(folder), artifact.content_id)
-        created = self._insert(kind, artifact, hub_repo, hub_revision)
+        with self.store.lease():  # gc waits until the folder has its rows
+            known = self._find(kind, artifact.content_id)
+            if known is not None:
+                self.store.put(Path(folder), artifact.content_id)  # restores a stored folder that went missing
+                if hub_repo and (known.hub_repo, known.hub_revision) != (hub_repo, hub_revision):
+                    self._set_hub(kind, artifact.content_id, hub_repo, hub_revision)
+                    return self._find(kind, artifact.content_id)  # type: ignore[return-value]
+                return known
+            if kind == "task" and self._find("basis", artifact.manifest["basis"]["content_id"]) is None:
+                raise RegistryError(f"{folder}: its basis {artifact.manifest['basis']['content_id'][:19]}... is not registered; register the basis first")
+            self.store.put(Path(folder), artifact.content_id)
+            created = self._insert(kind, artifact, hub_repo, hub_revision)
         entry = self.resolve(artifact.content_id, kind)
         return Entry(**{**entry.__dict__, "created": created})
 
@@ -403,11 +405,28 @@ class Registry:
         with self.db.read() as session:
             return set(session.exec(select(Basis.content_id)).all()) | set(session.exec(select(Task.content_id)).all())
 
-    def gc(self) -> list[Path]:
-        """Remove store folders that no row refers to (left by crashes or interrupted copies)."""
-        garbage = self.store.garbage(self.known_ids())
-        for folder in garbage:
-            self.store.remove(folder.name)
+    def gc(self, *, force: bool = False) -> list[Path]:
+        """Remove store folders that no row refers to (left by crashes or interrupted copies).
+
+        It holds the store's lock exclusively, so a folder being placed by ``add`` in another
+        process is never taken for garbage.
+
+        Raises:
+            RegistryError: the database lists nothing while the store holds artifacts (a lost
+                or replaced database: removing them would lose every artifact), unless ``force``.
+        """
+        with self.store.lease(exclusive=True):
+            known = self.known_ids()
+            garbage = self.store.garbage(known)
+            stored = [folder for folder in garbage if not folder.name.startswith(".")]
+            if not known and stored and not force:
+                raise RegistryError(
+                    f"{self.home / 'registry.db'}: the registry lists nothing but the store holds {len(stored)} artifact(s); "
+                    "if the database was lost, register them again with `unisub-hub registry add` of the store folders "
+                    "(or run gc with --force to delete them)"
+                )
+            for folder in garbage:
+                self.store.remove(folder.name)
         return garbage
 
     def verify(self) -> dict[str, Any]:

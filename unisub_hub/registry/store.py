@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["Store"]
@@ -19,6 +22,19 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @contextmanager
+    def lease(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Hold the store's lock: shared while an artifact is placed and its rows written,
+        exclusive while garbage is collected, so that gc never sees a placed folder before
+        its rows (nor removes a temporary folder that is being copied)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root.with_name(self.root.name + ".lock"), "a+b") as handle:  # beside the store, not in it
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def folder(self, content_id: str) -> Path:
         return self.root / content_id.removeprefix("sha256:")

@@ -1,0 +1,75 @@
+"""gc beside writers, lost store folders and a lost database (#15 items 1 and 7)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import make_basis
+
+from unisub_hub.errors import RegistryError
+from unisub_hub.registry import Registry
+
+_SLOW_ADD = """
+import sys, time
+from unisub_hub.registry import Registry
+registry = Registry(sys.argv[1])
+insert = registry._insert
+def slow_insert(*args, **kwargs):
+    time.sleep(1.5)  # the folder is placed, its rows not yet written: gc's window before the lease
+    return insert(*args, **kwargs)
+registry._insert = slow_insert
+print(registry.add(sys.argv[2]).content_id)
+"""
+
+
+def test_gc_beside_a_live_add_removes_nothing_it_is_placing(tmp_path):
+    basis = make_basis(tmp_path / "basis")
+    home = tmp_path / "home"
+    Registry(home).close()
+    writer = subprocess.Popen([sys.executable, "-c", _SLOW_ADD, str(home), str(basis.path)], stdout=subprocess.PIPE, text=True)
+    placed = home / "store" / basis.content_id.removeprefix("sha256:")
+    deadline = time.monotonic() + 60
+    while not placed.is_dir() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert placed.is_dir()
+    collector = Registry(home)
+    removed = collector.gc()  # waits for the writer's lease
+    assert writer.wait(timeout=60) == 0
+    assert removed == [] and placed.is_dir()
+    assert collector.resolve(basis.content_id, "basis").path == placed
+    collector.close()
+
+
+def test_a_lost_store_folder_is_restored_by_adding_it_again(tmp_path):
+    import shutil
+
+    basis = make_basis(tmp_path / "basis")
+    registry = Registry(tmp_path / "home")
+    entry = registry.add(basis.path)
+    shutil.rmtree(entry.path)
+    assert not registry.verify()["ok"]
+    registry.add(basis.path)
+    assert registry.verify()["ok"] and (entry.path / "basis.safetensors").is_file()
+    registry.close()
+
+
+def test_gc_refuses_to_empty_a_store_its_database_no_longer_describes(tmp_path):
+    basis = make_basis(tmp_path / "basis")
+    home = tmp_path / "home"
+    registry = Registry(home)
+    stored = registry.add(basis.path).path
+    registry.close()
+    (home / "registry.db").unlink()  # the database is lost; the store is not
+    for suffix in ("-wal", "-shm"):
+        Path(f"{home / 'registry.db'}{suffix}").unlink(missing_ok=True)
+    fresh = Registry(home)
+    with pytest.raises(RegistryError, match="the registry lists nothing but the store holds 1 artifact"):
+        fresh.gc()
+    assert stored.is_dir()
+    fresh.add(stored)  # rebuilt from the store's own manifests
+    assert fresh.gc() == [] and fresh.verify()["ok"]
+    fresh.close()

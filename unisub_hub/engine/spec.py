@@ -1,0 +1,55 @@
+"""The engine's shared vocabulary: what a source must offer, a layer to decompose, progress.
+
+A leaf module: the build, the randomized solver and the reader all speak these types, so they
+live below all three (no import cycle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .matrix import LayerMatrix, matrix_shape
+
+__all__ = ["LayerSpec", "MatrixSource", "Progress", "SilentProgress"]
+
+
+class MatrixSource(Protocol):
+    """One model of the collection, as the engine sees it: named layers as matrices."""
+
+    @property
+    def name(self) -> str: ...
+
+    def load(self, names: Sequence[str]) -> Mapping[str, LayerMatrix]:
+        """The listed layers, each as a :class:`Dense` or :class:`LowRank` matrix view."""
+
+    def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of one layer's dense matrix view (mode 1 streams these)."""
+
+
+class Progress(Protocol):
+    """Receives the build's progress; ``task`` returns the function that advances one step."""
+
+    def task(self, description: str, total: int) -> Callable[[], None]: ...
+
+
+class SilentProgress:
+    """Progress that shows nothing (the default)."""
+
+    def task(self, description: str, total: int) -> Callable[[], None]:
+        return lambda: None
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer to decompose: its tensor name and the tensor's own shape."""
+
+    name: str
+    tensor_shape: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return matrix_shape(self.tensor_shape)
