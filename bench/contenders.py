@@ -98,11 +98,11 @@ def arithmetic_floor(spec: dict) -> dict[str, torch.Tensor]:
     tests = [(torch.randn(x.shape[0], width, generator=gen), torch.randn(x.shape[1], width, generator=gen)) for x in layers]
     for _ in range(1 + defaults.power_iterations):
         for _ in spec["sources"]:
-            for x, (left, right) in zip(layers, tests):
+            for x, (left, right) in zip(layers, tests, strict=True):
                 x @ (x.T @ left)
                 x.T @ (x @ right)
     for _ in spec["sources"]:
-        for x, (left, right) in zip(layers, tests):
+        for x, (left, right) in zip(layers, tests, strict=True):
             left[:, :k].T @ x @ right[:, :k]
     return {}
 
@@ -144,7 +144,10 @@ IMPORTS = {
 }
 """Modules each contender imports before the clock starts, so no one pays for imports."""
 
-CONTENDERS = {"unisub-hub": unisub, "unisub-hub-float32": unisub_float32, "unisub-hub-float32-q2": unisub_float32_q2, "in-memory-svd": in_memory_svd, "read-floor": read_floor, "arithmetic-floor": arithmetic_floor, "lorashare": lorashare, "vlora-dev": vlora_dev}
+CONTENDERS = {
+    "unisub-hub": unisub, "unisub-hub-float32": unisub_float32, "unisub-hub-float32-q2": unisub_float32_q2, "in-memory-svd": in_memory_svd,
+    "read-floor": read_floor, "arithmetic-floor": arithmetic_floor, "lorashare": lorashare, "vlora-dev": vlora_dev,
+}
 
 
 def main() -> None:

@@ -144,14 +144,14 @@ def test_lora_canonical_path_equals_hosvd_of_formed_updates(center, rslora):
     specs = [LayerSpec(n, s) for n, s in shapes.items()]
     options = BuildOptions(modes=(2, 3), rank=RankRule(k=3), center=center)
     low_rank = build_basis(specs, loras, options=options)
-    dense_sources = [InMemoryCheckpoint(l.name, {n: l.load_rows(n, 0, 10**9) for n in shapes}) for l in loras]
+    dense_sources = [InMemoryCheckpoint(lora.name, {n: lora.load_rows(n, 0, 10**9) for n in shapes}) for lora in loras]
     dense = build_basis(specs, dense_sources, options=options)
     for name in shapes:
         assert max_principal_angle(low_rank.layers[name].left, dense.layers[name].left) < 1e-6
         assert max_principal_angle(low_rank.layers[name].right, dense.layers[name].right) < 1e-6
         torch.testing.assert_close(low_rank.layers[name].spectra[2], dense.layers[name].spectra[2][: len(low_rank.layers[name].spectra[2])], rtol=1e-8, atol=1e-9)
-        for l, d in zip(loras, dense_sources):
-            c_low = project_layer(low_rank.layers[name], l.load([name])[name])
+        for lora, d in zip(loras, dense_sources, strict=True):
+            c_low = project_layer(low_rank.layers[name], lora.load([name])[name])
             c_dense = project_layer(low_rank.layers[name], d.load([name])[name])
             torch.testing.assert_close(c_low, c_dense, rtol=1e-8, atol=1e-9)
 
@@ -159,7 +159,7 @@ def test_lora_canonical_path_equals_hosvd_of_formed_updates(center, rslora):
 def test_lora_flat_mode_reads_dense_rows():
     shapes = {"q.weight": (10, 6)}
     loras = random_loras(5, shapes)
-    dense_sources = [InMemoryCheckpoint(l.name, {n: l.load_rows(n, 0, 10**9) for n in shapes}) for l in loras]
+    dense_sources = [InMemoryCheckpoint(lora.name, {n: lora.load_rows(n, 0, 10**9) for n in shapes}) for lora in loras]
     a = build_basis([LayerSpec("q.weight", (10, 6))], loras, options=BuildOptions(modes=(1,), rank=RankRule(k=2), center=False))
     b = build_basis([LayerSpec("q.weight", (10, 6))], dense_sources, options=BuildOptions(modes=(1,), rank=RankRule(k=2), center=False))
     torch.testing.assert_close(a.layers["q.weight"].components, b.layers["q.weight"].components)

@@ -79,3 +79,14 @@ def test_transposed_mode_set_rebuilds_the_transposed_layer(name):
     coef = torch.randn(strategy.coefficient_shape(P, Q, RANKS), generator=gen, dtype=torch.float64)
     flipped = strategy.transposed.reconstruct(factors.transposed(), strategy.transpose_coefficients(coef))
     torch.testing.assert_close(flipped, strategy.reconstruct(factors, coef).T)
+
+
+@pytest.mark.parametrize("name", list(MODE_SETS))
+def test_as_matrix_is_the_reconstruction_in_factors(name):
+    strategy = MODE_SETS[name]
+    gen = torch.Generator().manual_seed(6)
+    factors = _factors(strategy, gen)
+    coef = torch.randn(strategy.coefficient_shape(P, Q, RANKS), generator=gen, dtype=torch.float64)
+    matrix = strategy.as_matrix(factors, coef)
+    torch.testing.assert_close(matrix.dense(), strategy.reconstruct(factors, coef))
+    assert strategy.flat or not isinstance(matrix, Dense)  # low-rank form wherever the mode set has one

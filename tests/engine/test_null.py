@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import random_loras
+
 from unisub_hub.engine import null
 from unisub_hub.engine.rank import explained_variance
 
@@ -55,7 +55,7 @@ def test_lora_null_has_the_ranks_of_the_updates():
 def _sampled_updates(dim: int, other: int, norms: torch.Tensor, ranks: list[int], generator: torch.Generator) -> torch.Tensor:
     """Brute force: draw each ``B A``, scale it to its norm, and take the side Gram's eigenvalues."""
     gram = torch.zeros(dim, dim, dtype=torch.float64)
-    for norm, rank in zip(norms.tolist(), ranks):
+    for norm, rank in zip(norms.tolist(), ranks, strict=True):
         update = torch.randn(dim, rank, generator=generator, dtype=torch.float64) @ torch.randn(rank, other, generator=generator, dtype=torch.float64)
         update *= norm / update.norm()
         gram += update @ update.T

@@ -95,3 +95,49 @@ def test_fit_measures_the_residual_of_the_dense_reconstruction(modes, centred, f
         torch.testing.assert_close(shifted.coef, fit.coef)
         torch.testing.assert_close(shifted.residual, fit.residual, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(shifted.total, fit.total)
+
+
+def _random_basis(name: str, modes: tuple[int, ...], centred: bool, generator: torch.Generator, *, p: int = 14, q: int = 9, k: int = 4):
+    from unisub_hub.engine import LayerBasis
+
+    orthonormal = lambda rows, cols: torch.linalg.qr(torch.randn(rows, cols, generator=generator, dtype=torch.float64))[0]  # noqa: E731
+    return LayerBasis(
+        name, (p, q), modes, mean=torch.randn(p, q, generator=generator, dtype=torch.float64) if centred else None,
+        left=orthonormal(p, k) if 2 in modes else None, right=orthonormal(q, k - 1) if 3 in modes else None,
+        components=orthonormal(p * q, k).T.reshape(k, p, q) if modes == (1,) else None,
+    )
+
+
+@pytest.mark.parametrize("old_modes", [(2, 3), (2,), (3,), (1,)])
+@pytest.mark.parametrize("new_modes", [(2, 3), (1,)])
+@pytest.mark.parametrize("means", [(False, False), (True, True), (True, False)])
+def test_rebase_equals_projecting_the_rebuilt_layer(old_modes, new_modes, means):
+    from unisub_hub.engine import Dense, rebase_layer
+
+    gen = torch.Generator().manual_seed(7)
+    old = _random_basis("w", old_modes, means[0], gen)
+    new = _random_basis("w", new_modes, means[1], gen)
+    coef = torch.randn(old.coefficient_shape(), generator=gen, dtype=torch.float64)
+    rebuilt = reconstruct_layer(old, coef)  # brute force: the old task's p x q layer
+
+    fit = rebase_layer(old, coef, new)
+
+    centred = rebuilt - (new.mean if new.mean is not None else 0)
+    torch.testing.assert_close(fit.coef, new.strategy.project(new.factors, Dense(centred)))
+    torch.testing.assert_close(fit.residual, (rebuilt - reconstruct_layer(new, fit.coef)).square().sum(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(fit.total, rebuilt.square().sum())
+
+
+def test_rebase_is_exact_when_the_new_basis_contains_the_old():
+    from unisub_hub.engine import LayerBasis, rebase_layer
+
+    gen = torch.Generator().manual_seed(8)
+    old = _random_basis("w", (2, 3), True, gen, k=3)
+    extra_left = torch.linalg.qr(torch.cat([old.left, torch.randn(14, 3, generator=gen, dtype=torch.float64)], 1))[0]
+    extra_right = torch.linalg.qr(torch.cat([old.right, torch.randn(9, 2, generator=gen, dtype=torch.float64)], 1))[0]
+    shifted_mean = old.mean + extra_left[:, :3] @ torch.randn(3, 2, generator=gen, dtype=torch.float64) @ extra_right[:, :2].T
+    new = LayerBasis("w", (14, 9), (2, 3), mean=shifted_mean, left=extra_left, right=extra_right)
+    coef = torch.randn(old.coefficient_shape(), generator=gen, dtype=torch.float64)
+    fit = rebase_layer(old, coef, new)
+    assert float(fit.residual) < 1e-20 * float(fit.total)
+    torch.testing.assert_close(reconstruct_layer(new, fit.coef), reconstruct_layer(old, coef))

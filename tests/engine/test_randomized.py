@@ -62,7 +62,7 @@ def test_mixed_ranks_within_a_source_give_the_exact_answer():
     for name in "abc":  # B shares a column space (a wide gap on the left); A is random (a narrow one on the right)
         assert max_principal_angle(fast.layers[name].left, exact.layers[name].left) < 1e-8
         assert max_principal_angle(fast.layers[name].right, exact.layers[name].right) < 1e-3
-    for a, b in zip(exact.report.layers, fast.report.layers):
+    for a, b in zip(exact.report.layers, fast.report.layers, strict=True):
         assert b.fit == pytest.approx(a.fit, rel=1e-6)
         assert b.mode_reports["2"].explained_variance == pytest.approx(a.mode_reports["2"].explained_variance, rel=1e-9)
 

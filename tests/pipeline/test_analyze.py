@@ -26,7 +26,7 @@ def test_analyze_matches_direct_svd(tmp_path):
     centred = stacked - stacked.mean(0)
     left = torch.linalg.svdvals(centred.permute(1, 0, 2).reshape(24, -1)).square()
     right = torch.linalg.svdvals(centred.permute(2, 0, 1).reshape(20, -1)).square()
-    layer = next(l for l in report.layers if l["name"] == "layers.0.w")
+    layer = next(entry for entry in report.layers if entry["name"] == "layers.0.w")
     for target in ("0.5", "0.8", "0.9", "0.95"):
         assert layer["modes"]["2"]["k_for"][target] == k_for_variance(left, float(target))
         assert layer["modes"]["3"]["k_for"][target] == k_for_variance(right, float(target))

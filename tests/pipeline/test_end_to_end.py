@@ -52,7 +52,7 @@ def test_checkpoint_collection_round_trip_through_transformers(checkpoint_zoo, t
     for layer, error in held.errors.items():
         measured = float((weights[layer].double() - truth[layer].double()).norm() / truth[layer].double().norm())
         assert measured == pytest.approx(error["rel_error"], rel=1e-3, abs=1e-6)
-    report = {l.name: l for l in outcome.report.layers}
+    report = {entry.name: entry for entry in outcome.report.layers}
     layer = basis.layer_names[0]
     assert report[layer].fits[str(finetunes[-1])].rel_error == pytest.approx(held.errors[layer]["rel_error"], rel=1e-6)
 

@@ -40,7 +40,7 @@ def test_eight_processes_registering_fifty_each(tmp_path):
         for w in range(8)
     ]
     results = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, results):
+    for proc, (_out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
         assert "database is locked" not in err
     assert sum(int(out) for out, _ in results) == 400  # each artifact created exactly once

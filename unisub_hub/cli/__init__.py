@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "build": ("build", "build_command", "Build a basis from a collection of checkpoints or LoRA adapters."),
     "project": ("project", "project_command", "Store one fine-tune as coefficients on a basis (plus passthrough tensors)."),
     "train": ("train", "train_command", "Learn a new task as coefficients on a frozen basis (sequence classification)."),
+    "rebase": ("rebase", "rebase_command", "Move a task onto another basis of the same layers, without the original model."),
     "materialize": ("materialize", "materialize_command", "Rebuild a loadable model (or PEFT adapter) from basis + coefficients."),
     "push": ("hub", "push_command", "Publish a basis or coefficient set (folder or registry reference) as a Hub repo."),
     "pull": ("hub", "pull_command", "Download a basis or coefficient set (and its basis) at a pinned commit, verify, register."),

@@ -27,15 +27,18 @@ def registry_group():
 @click.argument("what", type=click.Choice(["bases", "tasks", "architectures"]), default="bases")
 @click.option("--arch", default=None, help="Only artifacts of this architecture name.")
 @click.option("--name", default=None, help="Only artifacts of this name (all versions).")
+@click.option("--stale", is_flag=True, help="Only tasks whose basis has a newer version (move them with `unisub-hub rebase`).")
 @json_option
-def list_command(what, arch, name, as_json):
+def list_command(what, arch, name, stale, as_json):
     """List registered bases, tasks or architectures (newest first).
 
     Example:
 
-        unisub-hub registry list tasks --json
+        unisub-hub registry list tasks --stale --json
     """
-    rows = open_registry().list(what, arch=arch, name=name)
+    if stale and what != "tasks":
+        raise click.BadParameter("--stale lists tasks only", param_hint="--stale")
+    rows = open_registry().list(what, arch=arch, name=name, stale=stale)
     if as_json:
         emit_json(rows)
         return
@@ -46,8 +49,8 @@ def list_command(what, arch, name, as_json):
             [f"{r['name']}:{r['version']}", r["content_id"][7:19], r["architecture"], r["modes"], human_bytes(r["size_bytes"]), r["hub_repo"]] for r in rows])
     else:
         print_table("Tasks", ["ref", "content id", "basis", "size", "mean rel. error", "hub"], [
-            [f"{r['name']}:{r['version']}", r["content_id"][7:19], r["basis"], human_bytes(r["size_bytes"]),
-             "" if r["mean_rel_error"] is None else f"{r['mean_rel_error']:.4f}", r["hub_repo"]] for r in rows])
+            [f"{r['name']}:{r['version']}", r["content_id"][7:19], r["basis"] + (f" (newest {r['newest_basis']})" if r["stale"] else ""),
+             human_bytes(r["size_bytes"]), "" if r["mean_rel_error"] is None else f"{r['mean_rel_error']:.4f}", r["hub_repo"]] for r in rows])
 
 
 @registry_group.command("show")

@@ -43,7 +43,7 @@ def fit_power_law(eigenvalues: torch.Tensor, *, min_tail: int = 5) -> AlphaFit:
     sums = suffix[candidates] - tails * logs[candidates]  # sum ln(x / xmin) over the tail
     alphas = 1 + tails / sums.clamp_min(1e-300)
     best = (float("inf"), 0)
-    for index, alpha in zip(candidates.tolist(), alphas.tolist()):
+    for index, alpha in zip(candidates.tolist(), alphas.tolist(), strict=True):
         tail = values[index:]
         xmin = tail[0]
         empirical = torch.arange(tail.numel(), dtype=torch.float64) / tail.numel()

@@ -243,7 +243,7 @@ def _finish_sides(spec: LayerSpec, acc: LayerAccumulator, modes: tuple[int, ...]
     for mode, side, side_mean in ((2, acc.left, mean), (3, acc.right, None if mean is None else mean.T)):
         if side is None:
             continue
-        values, vectors = _solve(spec.name, lambda: side.eigen(side_mean, acc.count))
+        values, vectors = _solve(spec.name, lambda: side.eigen(side_mean, acc.count))  # noqa: B023 (called at once)
         limit = numerical_rank(values)
         k = rule.choose(values, limit)
         if mode == 2:
@@ -410,7 +410,7 @@ def _quality_pass(
                     singles.update((name, stack.matrix(i)) for i, name in enumerate(stack.names))
                     continue
                 residual, total = stack.tucker_residuals(*stacked_bases[stack.names])  # type: ignore[misc]
-                for name, r, t in zip(stack.names, residual.tolist(), total.tolist()):
+                for name, r, t in zip(stack.names, residual.tolist(), total.tolist(), strict=True):
                     residuals[name][source.name] = (r, t, t, is_holdout)
             for name, matrix in singles.items():
                 if not is_holdout and isinstance(matrix, LowRank):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import EngineError
-from .matrix import LayerMatrix
+from .matrix import Dense, Factored, LayerMatrix
 
 __all__ = ["MODE_SETS", "Factors", "ModeSet", "mode_set", "parse_modes"]
 
@@ -89,6 +89,11 @@ class ModeSet(ABC):
         """``||reconstruct(coef)||^2`` from the factors' small Gram matrices (exact for any factors)."""
 
     @abstractmethod
+    def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
+        """``reconstruct(coef)`` as a layer matrix, in low-rank factors where the mode set has them
+        (so a task can be projected onto another basis without forming ``p x q``)."""
+
+    @abstractmethod
     def apply(self, factors: Factors, coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``x reconstruct(coef)^T`` through thin products."""
 
@@ -123,6 +128,9 @@ class Flat(ModeSet):
         flat = factors.components.reshape(coef.shape[0], -1)  # type: ignore[union-attr]
         return coef @ (flat @ flat.T) @ coef
 
+    def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
+        return Dense(self.reconstruct(factors, coef))  # the components are dense already
+
     def apply(self, factors: Factors, coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         # The k-term sum costs k p q once per call, far less than k products with the batch.
         return x @ self.reconstruct(factors, coef).T
@@ -150,6 +158,9 @@ class Left(ModeSet):
     def reconstruction_sq_norm(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
         return ((factors.left.T @ factors.left @ coef) * coef).sum()  # type: ignore[union-attr]
 
+    def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
+        return Factored(factors.left, coef, 1.0)  # type: ignore[arg-type]
+
     def apply(self, factors: Factors, coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (x @ coef.T) @ factors.left.T  # type: ignore[union-attr]
 
@@ -174,6 +185,9 @@ class Right(ModeSet):
 
     def reconstruction_sq_norm(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
         return ((coef @ (factors.right.T @ factors.right)) * coef).sum()  # type: ignore[union-attr]
+
+    def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
+        return Factored(coef, factors.right.T, 1.0)  # type: ignore[union-attr]
 
     def apply(self, factors: Factors, coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (x @ factors.right) @ coef.T  # type: ignore[operator]
@@ -201,6 +215,9 @@ class Tucker(ModeSet):
         left_gram = factors.left.T @ factors.left  # type: ignore[union-attr]
         right_gram = factors.right.T @ factors.right  # type: ignore[union-attr]
         return ((left_gram @ coef @ right_gram) * coef).sum()
+
+    def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
+        return Factored(factors.left @ coef, factors.right.T, 1.0)  # type: ignore[operator, union-attr]
 
     def apply(self, factors: Factors, coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return ((x @ factors.right) @ coef.T) @ factors.left.T  # type: ignore[operator, union-attr]

@@ -72,7 +72,7 @@ def low_rank_null_eigenvalues(dim: int, other: int, norms: torch.Tensor, ranks: 
     starts = [0, *itertools.accumulate(ranks)]
     scale = torch.cat([
         torch.full((rank,), float(norm) / math.sqrt(float(gram[a:b, a:b].diagonal().sum())), dtype=torch.float64)
-        for norm, rank, a, b in zip(norms.tolist(), ranks, starts[:-1], starts[1:])
+        for norm, rank, a, b in zip(norms.tolist(), ranks, starts[:-1], starts[1:], strict=True)
     ])
     gram = (gram * scale[:, None] * scale[None, :]).float()
     return torch.linalg.eigvalsh((gram + gram.T) / 2).double().flip(0).clamp_min(0)
@@ -96,7 +96,7 @@ def side_null_eigenvalues(
         return low_rank_null_eigenvalues(dim, other, norms, ranks, generator=generator), "sampled-low-rank"
     if ranks is not None and count * max(ranks) * dim * dim <= SAMPLE_LIMIT:  # more update directions than the side has
         acc = SideAccumulator(dim)
-        for norm, rank in zip(norms.tolist(), ranks):
+        for norm, rank in zip(norms.tolist(), ranks, strict=True):
             left = torch.randn(dim, rank, generator=generator, dtype=torch.float64)
             factor = left @ _bartlett(rank, other, generator)  # (B A)(B A)^T = (B T)(B T)^T
             acc.add(factor * (norm / factor.norm()))

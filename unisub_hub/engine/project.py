@@ -10,7 +10,7 @@ from .basis import LayerBasis
 from .matrix import Dense, Factored, LayerMatrix
 from .modes import Factors
 
-__all__ = ["LayerFit", "fit_layer", "project_layer", "reconstruct_layer", "reconstruct_lora", "update_rank"]
+__all__ = ["LayerFit", "fit_layer", "project_layer", "rebase_layer", "reconstruct_layer", "reconstruct_lora", "update_rank"]
 
 
 def _reference(matrix: LayerMatrix) -> torch.Tensor:
@@ -143,3 +143,34 @@ def update_rank(basis: LayerBasis, coef: torch.Tensor) -> int:
     if basis.mean is None and not basis.strategy.flat:
         return max(1, int(torch.linalg.matrix_rank(coef)))
     return max(1, int(torch.linalg.matrix_rank(reconstruct_layer(basis, coef))))
+
+
+def rebase_layer(old: LayerBasis, coef: torch.Tensor, new: LayerBasis) -> LayerFit:
+    """A task's coefficients moved from ``old`` to ``new``: the projection of ``M1 + U1 C1 V1^T``
+    onto the new basis, with the residual of what falls outside it.
+
+    Tucker to Tucker: ``C2 = U2^T (M1 - M2) V2 + (U2^T U1) C1 (V1^T V2)``. Every mode set keeps
+    the old update in its factors (:meth:`ModeSet.as_matrix`), so only the small cross
+    products and the means' difference (once per layer, not per task) are formed. Exact when
+    the new basis contains the old one.
+
+    Returns:
+        The new coefficients; ``total`` is ``||X||^2`` and ``centered_total`` ``||X - M2||^2``
+        of the old task's layer ``X``.
+    """
+    like = coef
+    low = old.strategy.as_matrix(old.factors.to(like), coef)
+    old_mean, new_mean = _mean(old, like), _mean(new, like)
+    shift = None if old_mean is None and new_mean is None else (
+        (old_mean if old_mean is not None else 0) - (new_mean if new_mean is not None else 0)
+    )
+    factors = new.factors.to(like)
+    coef2 = new.strategy.project(factors, low)
+    low_sq = low.sq_norm()
+    centred_sq = low_sq
+    if shift is not None:
+        coef2 = coef2 + new.strategy.project(factors, Dense(shift))
+        centred_sq = low_sq + 2 * low.inner(shift) + Dense(shift).sq_norm()
+    total = low_sq if old_mean is None else low_sq + 2 * low.inner(old_mean) + Dense(old_mean).sq_norm()
+    residual = (centred_sq - 2 * coef2.square().sum() + new.strategy.reconstruction_sq_norm(factors, coef2)).clamp_min(0)
+    return LayerFit(coef2, residual, total)

@@ -96,12 +96,12 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
     base_state = {name: value.clone() for name, value in model.state_dict().items()}
     series: dict[str, dict[int, list[float]]] = {"universal": {}, "secondary": {}}
     originals, means, coefficient_sizes = [], [], []
-    for folder, source in zip(held, sources[-holdout:]):
+    for folder, source in zip(held, sources[-holdout:], strict=True):
         task = make_task(folder.name.removeprefix("lora-"))
         head = {name.removeprefix("base_model.model."): source.raw_tensor(name) for name in source.passthrough_names}
         matrices = {n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([spec.name for spec in specs]).items()}
 
-        def score(deltas: dict[str, torch.Tensor]) -> float:
+        def score(deltas: dict[str, torch.Tensor], matrices=matrices, head=head, task=task) -> float:
             """Accuracy of base + updates (+ the task's own head), set in place on one model."""
             own = model.state_dict()
             with torch.no_grad():
@@ -130,7 +130,7 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
     }
     result.trained = {
         "original": {"accuracy": result.accuracy["original"], "parameters": float(parameter_count(held[0] / "adapter_model.safetensors"))},
-        **minilm_trained(base, held, work / "minilm-basis", work, log, steps=20 if quick else 80),
+        **minilm_trained(base, held, work / "minilm-basis", work, log, steps=20 if quick else 60),
         "projected": {"accuracy": result.accuracy[f"universal k={main_k}"],
                       "parameters": float(parameter_count(work / f"task-{held[0].name}" / "coefficients.safetensors"))},
     }
@@ -159,12 +159,12 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
     limit = min(layer.ranks[1] for layer in wide.values())
     series: dict[str, dict[int, list[float]]] = {"universal": {}, "secondary": {}}
     originals, means, coefficient_sizes = [], [], []
-    for folder, source in zip(held, sources[-holdout:]):
+    for folder, source in zip(held, sources[-holdout:], strict=True):
         pair = pair_of(folder)
         own = {name: source.tensor(name) for name in source.tensors}
         matrices = {n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([s.name for s in specs]).items()}
         originals.append(accuracy(own, pair))
-        means.append(accuracy({**own, **{n: l.mean.reshape(l.tensor_shape) for n, l in wide.items()}}, pair))
+        means.append(accuracy({**own, **{n: layer.mean.reshape(layer.tensor_shape) for n, layer in wide.items()}}, pair))
         for k in _sweep_ks(limit, main_k):
             series["universal"].setdefault(k, []).append(accuracy({**own, **_rebuilt(wide, matrices, 0, k)}, pair))
             if 2 * k <= limit:

@@ -82,7 +82,7 @@ def save_basis(
         **manifest_header(BASIS_FORMAT, name),
         "architecture": {
             "name": architecture_name,
-            "fingerprint": architecture_fingerprint((l.name, l.tensor_shape) for l in layers.values()),
+            "fingerprint": architecture_fingerprint((layer.name, layer.tensor_shape) for layer in layers.values()),
             "base_model": base_model,
         },
         "source_kind": source_kind,

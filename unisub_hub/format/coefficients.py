@@ -34,6 +34,7 @@ def save_coefficients(
     command: str | None = None,
     lineage: str = "projected",
     training: Mapping[str, Any] | None = None,
+    rebased_from: Mapping[str, Any] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> CoefficientSet:
     """Write a coefficient set that refers to the basis described by ``basis_manifest``.
@@ -41,7 +42,8 @@ def save_coefficients(
     Coefficients are stored float32; passthrough tensors keep their own dtype and name.
     ``layer_extras`` adds per-layer fields (``lora_rank``, ``rel_error``). ``lineage`` says
     how the coefficients came about (``projected`` from a fine-tune, ``trained`` on the frozen
-    basis); ``training`` records what produced a trained set.
+    basis, ``rebased`` from another basis); ``training`` records what produced a trained set,
+    ``rebased_from`` the set a rebased one was moved from.
     """
     tensors: dict[str, torch.Tensor] = {}
     layers = []
@@ -69,7 +71,7 @@ def save_coefficients(
         "passthrough": entries,
         "lineage": lineage,
     }
-    for key, value in (("training", training), ("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
+    for key, value in (("training", training), ("rebased_from", rebased_from), ("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
         if value is not None:
             manifest[key] = dict(value) if isinstance(value, Mapping) else value
     artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, card=coefficients_card)

@@ -37,7 +37,7 @@ def plot_scree(layers: Sequence[Mapping[str, Any]], out: Path, *, title: str, ma
     cols = min(4, len(shown))
     rows = math.ceil(len(shown) / cols)
     figure, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
-    for axis, layer in zip(axes.flat, shown):
+    for axis, layer in zip(axes.flat, shown, strict=False):
         for mode, data in layer["modes"].items():
             curve = data.get("explained_variance_curve") or []
             line = axis.plot(range(1, len(curve) + 1), curve, label=f"mode {mode}")[0]

@@ -147,7 +147,7 @@ class Registry:
                 session.add(Basis(
                     **common, architecture_id=architecture.id, source_kind=manifest["source_kind"],
                     modes=",".join(map(str, manifest["modes"])), centered=manifest["centered"], dtype=manifest["dtype"],
-                    ranks=json.dumps({l["name"]: l["ranks"] for l in manifest["layers"]}),
+                    ranks=json.dumps({entry["name"]: entry["ranks"] for entry in manifest["layers"]}),
                     quality=json.dumps(manifest.get("quality", {})),
                 ))
                 session.flush()
@@ -273,8 +273,12 @@ class Registry:
             raise AmbiguousReferenceError(f"{ref}: matches {len(matches)} artifacts: {listed}; give more of the content id or name:version")
         return matches[0]
 
-    def list(self, kind: str, *, arch: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
-        """Registered bases, tasks or architectures, as plain dicts (newest first)."""
+    def list(self, kind: str, *, arch: str | None = None, name: str | None = None, stale: bool = False) -> list[dict[str, Any]]:
+        """Registered bases, tasks or architectures, as plain dicts (newest first).
+
+        Each task says whether its basis is ``stale``: a newer version of the basis's name is
+        registered (``rebase`` moves the task onto it); ``stale=True`` lists only those.
+        """
         with self.db.read() as session:
             if kind == "architectures":
                 rows = session.exec(select(Architecture).order_by(Architecture.name)).all()
@@ -296,12 +300,15 @@ class Registry:
             if name:
                 query = query.where(Task.name == name)
             rows = session.exec(query.order_by(col(Task.created).desc(), col(Task.version).desc())).all()
-            return [
+            newest = dict(session.exec(select(Basis.name, func.max(Basis.version)).group_by(Basis.name)).all())
+            tasks = [
                 {"kind": "task", "content_id": cid, "name": task_name, "version": version, "path": str(self.home / path),
                  "hub_repo": repo, "hub_revision": revision, "basis": f"{basis_name}:{basis_version}", "architecture": arch_name,
-                 "size_bytes": size, "mean_rel_error": error, "created": created}
+                 "size_bytes": size, "mean_rel_error": error, "created": created,
+                 "newest_basis": f"{basis_name}:{newest[basis_name]}", "stale": basis_version < newest[basis_name]}
                 for cid, task_name, version, path, repo, revision, size, error, created, basis_name, basis_version, arch_name in rows
             ]
+            return [task for task in tasks if task["stale"]] if stale else tasks
 
     def show(self, ref: str) -> dict[str, Any]:
         """Everything known of one artifact: row, aliases, tags, lineage."""
