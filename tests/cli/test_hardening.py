@@ -155,3 +155,11 @@ def test_debug_flag_shows_the_traceback(tmp_path, zoo):
 
 def test_a_source_given_twice_is_refused(tmp_path, zoo):
     refused(["build", zoo[0], zoo[1], zoo[0], "--out", tmp_path / "out"], f"{zoo[0]}: is given twice in the collection", tmp_path / "out")
+
+
+def test_a_basis_name_is_not_reused_for_another_architecture(tmp_path, zoo):
+    other = write_checkpoints(tmp_path / "other", 3, {"layers.0.w": (8, 12), "layers.1.w": (12, 8)})
+    run("build", *zoo[:3], "--out", tmp_path / "a" / "basis", "--k", "1")
+    run("build", *zoo[1:4], "--out", tmp_path / "b" / "basis", "--k", "2")  # same layers: version 2 of "basis"
+    line = refused(["build", *other, "--out", tmp_path / "c" / "basis", "--k", "1"], "basis name 'basis' is taken by basis:", tmp_path / "c" / "basis")
+    assert "give this one its own name (build --name NAME)" in line

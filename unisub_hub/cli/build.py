@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import click
 
 from ..constants import DEFAULT_MAX_MEMORY
 from ..engine.modes import MODE_SETS
+from ..errors import RegistryError
 from ..pipeline.build import BuildOutcome, build
 from .options import (
     device_option,
@@ -86,7 +88,13 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
             solver=solver, power_iterations=power_iterations, progress=bars,
             command=command_line(),
         )
-    entry = open_registry().add(outcome.basis.path) if register else None
+    entry = None
+    if register:
+        try:
+            entry = open_registry().add(outcome.basis.path)
+        except RegistryError:
+            shutil.rmtree(outcome.basis.path)  # a failed command leaves no output
+            raise
     if as_json:
         emit_json({**build_json(outcome), "registered": entry.to_dict() if entry else None})
     else:

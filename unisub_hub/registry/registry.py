@@ -124,10 +124,27 @@ class Registry:
                 return known
             if kind == "task" and self._find("basis", artifact.manifest["basis"]["content_id"]) is None:
                 raise RegistryError(f"{folder}: its basis {artifact.manifest['basis']['content_id'][:19]}... is not registered; register the basis first")
+            if kind == "basis":
+                self._check_basis_name(folder, artifact.manifest)
             self.store.put(Path(folder), artifact.content_id)
             created = self._insert(kind, artifact, hub_repo, hub_revision)
         entry = self.resolve(artifact.content_id, kind)
         return Entry(**{**entry.__dict__, "created": created})
+
+    def _check_basis_name(self, folder: str | Path, manifest: dict[str, Any]) -> None:
+        """A basis name names versions of one architecture's basis: ``--basis NAME`` resolves to the
+        newest, so an unrelated basis under a taken name would be picked silently."""
+        fingerprint = manifest["architecture"]["fingerprint"]
+        with self.db.read() as session:
+            taken = session.exec(
+                select(Basis.version, Architecture.fingerprint, Architecture.name).join(Architecture).where(Basis.name == manifest["name"])
+            ).all()
+        other = next(((version, arch) for version, found, arch in taken if found != fingerprint), None)
+        if other is not None:
+            raise RegistryError(
+                f"{folder}: basis name {manifest['name']!r} is taken by {manifest['name']}:{other[0]}, a basis of another layer table "
+                f"({other[1]}); give this one its own name (build --name NAME)"
+            )
 
     def _insert(self, kind: str, artifact: Artifact, hub_repo: str | None, hub_revision: str | None) -> bool:
         """Write the artifact's rows; ``False`` when another process registered it first."""
