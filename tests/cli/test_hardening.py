@@ -163,3 +163,12 @@ def test_a_basis_name_is_not_reused_for_another_architecture(tmp_path, zoo):
     run("build", *zoo[1:4], "--out", tmp_path / "b" / "basis", "--k", "2")  # same layers: version 2 of "basis"
     line = refused(["build", *other, "--out", tmp_path / "c" / "basis", "--k", "1"], "basis name 'basis' is taken by basis:", tmp_path / "c" / "basis")
     assert "give this one its own name (build --name NAME)" in line
+
+
+def test_materialize_refuses_a_base_model_of_another_architecture(tmp_path, zoo):
+    other = write_checkpoints(tmp_path / "other", 1, {"layers.0.w": (16, 10), "layers.1.w": (10, 16), "norm.weight": (16,)})[0]
+    run("build", *zoo[:3], "--out", tmp_path / "basis", "--k", "1")
+    run("project", zoo[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task")
+    out = tmp_path / "model"
+    refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--base", other, "--out", out],
+            f"{other}: tensor layers.0.w is 16x10, the basis layer is 16x12", out)

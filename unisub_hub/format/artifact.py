@@ -27,6 +27,7 @@ from ..constants import (
     FORMAT_VERSION,
 )
 from ..errors import ArtifactExistsError, ContentIdMismatchError, FormatError
+from .common import MEANING_KEY, meaning_table
 from .schema import validate_manifest
 from .shards import ShardWriter
 from .tensorfile import content_id, open_tensor_file, read_header
@@ -85,7 +86,7 @@ def write_artifact(
     kind = manifest["format"]
     if shard_size < 1:
         raise FormatError(f"--shard-size must be a positive number of bytes, got {shard_size}")
-    metadata = {"format": kind, "format_version": FORMAT_VERSION}
+    metadata = {"format": kind, "format_version": FORMAT_VERSION, MEANING_KEY: meaning_table(manifest)}
     with atomic_folder(out) as tmp:
         writer = ShardWriter(tmp, TENSOR_STEMS[kind], shard_size, metadata)
         for tensor_name in sorted(tensors):
@@ -226,6 +227,11 @@ def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = F
         meta = header.pop("__metadata__", None) or {}
         if meta.get("format") != kind:
             raise FormatError(f"safetensors metadata format is {meta.get('format')!r}, expected {kind!r}", path=file_path)
+        if MEANING_KEY in meta and meta[MEANING_KEY] != meaning_table(manifest):
+            raise FormatError(
+                f"the manifest does not say what {file_name} says its tensors mean (roles, layers, shapes, source kind, "
+                "architecture or basis were changed after writing): edited or tampered", path=path,
+            )
         artifact._headers[file_name] = header
         for name in header:
             artifact._locations[name] = file_name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -11,9 +12,9 @@ from typing import Any
 
 import torch
 
-from ..constants import FORMAT_VERSION
+from ..constants import COEFFICIENTS_FORMAT, FORMAT_VERSION
 
-__all__ = ["DTYPES", "architecture_fingerprint", "dtype_name", "manifest_header", "producer"]
+__all__ = ["DTYPES", "MEANING_KEY", "architecture_fingerprint", "dtype_name", "manifest_header", "meaning_table", "producer"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -62,3 +63,33 @@ def manifest_header(kind: str, name: str) -> dict[str, Any]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "producer": producer(),
     }
+
+
+MEANING_KEY = "unisub_meaning"
+"""The safetensors ``__metadata__`` key under which every tensor file of an artifact repeats
+what its tensors mean (:func:`meaning_table`)."""
+
+
+def meaning_table(manifest: dict[str, Any]) -> str:
+    """What the tensors mean, as canonical JSON: per layer its name, shape, modes and which stored
+    tensor plays which role; the kind of source, the architecture fingerprint, and for a
+    coefficient set its basis and passthrough names.
+
+    The content id hashes the tensor files' bytes and every file's header carries this
+    table, so the meaning is bound to the id: a manifest edited to swap roles, layers or
+    shapes, or to point at another basis, no longer matches its files. Descriptions (names,
+    quality numbers, provenance) stay editable without a new id.
+    """
+    common = {"source_kind": manifest["source_kind"], "fingerprint": manifest["architecture"]["fingerprint"]}
+    if manifest["format"] == COEFFICIENTS_FORMAT:
+        table = {
+            **common, "kind": "coefficients", "basis": manifest["basis"]["content_id"],
+            "layers": {e["name"]: {"tensor": e["tensor"], "shape": e["shape"]} for e in manifest["layers"]},
+            "passthrough": sorted(e["name"] for e in manifest["passthrough"]),
+        }
+    else:
+        table = {
+            **common, "kind": "basis",
+            "layers": {e["name"]: {"shape": e["shape"], "modes": e["modes"], "centered": e["centered"], "tensors": e["tensors"]} for e in manifest["layers"]},
+        }
+    return json.dumps(table, sort_keys=True, separators=(",", ":"))

@@ -27,6 +27,7 @@ from ..format.names import prefix_map
 from ..format.shards import ShardWriter
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
 from ..io.peft_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from .validate import check_base_model
 
 __all__ = ["FORMATS", "MaterializeOutcome", "materialize"]
 
@@ -74,6 +75,8 @@ def materialize(
     if kind == "lora" and fmt == "hf":
         fmt = "merged"
     base_source = CheckpointSource(base, name=str(base)) if base is not None else None
+    if base is not None:
+        check_base_model(basis.manifest, str(base))  # another architecture would give a mixed model
     if fmt == "merged" and base_source is None:
         raise SourceError("--format merged needs --base (the base model folder)")
     target = resolve_device(device)
