@@ -145,6 +145,25 @@ def test_newer_minor_version_with_new_optional_field_is_read(tmp_path):
     assert load_basis(tmp_path / "basis").layer_names == list(SHAPES)
 
 
+def test_newer_minor_version_may_add_fields_inside_layer_entries_too(tmp_path):
+    result, _ = built()
+    write_basis(tmp_path / "basis", result)
+
+    def newer(manifest):
+        manifest["format_version"] = "1.9.0"
+        manifest["layers"][0]["added_in_1_9"] = {"x": 1}
+
+    edit_manifest(tmp_path / "basis", newer)
+    assert load_basis(tmp_path / "basis").layer_names == list(SHAPES)
+    # ... but not in a manifest of this reader's own minor version, and known fields are still checked.
+    edit_manifest(tmp_path / "basis", lambda m: m.update(format_version="1.1.0"))
+    with pytest.raises(SchemaError, match="added_in_1_9"):
+        load_basis(tmp_path / "basis")
+    edit_manifest(tmp_path / "basis", lambda m: m.update(format_version="1.9.0", centered="yes"))
+    with pytest.raises(SchemaError, match="centered"):
+        load_basis(tmp_path / "basis")
+
+
 def test_truncated_tensor_file_is_refused(tmp_path):
     result, _ = built()
     write_basis(tmp_path / "basis", result)

@@ -60,10 +60,29 @@ def check_version(manifest: dict[str, Any], kind: str, *, path: str | Path | Non
     return manifest
 
 
+def _open(node: Any) -> Any:
+    """A schema that lets every object have fields it does not know, at any depth."""
+    if isinstance(node, dict):
+        return {key: _open(value) for key, value in node.items() if not (key == "additionalProperties" and value is False)}
+    if isinstance(node, list):
+        return [_open(value) for value in node]
+    return node
+
+
+@cache
+def _validator(kind: str, newer_minor: bool) -> Draft202012Validator:
+    return Draft202012Validator(_open(schema(kind)) if newer_minor else schema(kind))
+
+
 def validate_manifest(manifest: dict[str, Any], kind: str, *, path: str | Path | None = None) -> dict[str, Any]:
-    """Validate a manifest against its schema; raise :class:`SchemaError` naming the first bad field."""
+    """Validate a manifest against its schema; raise :class:`SchemaError` naming the first bad field.
+
+    A newer minor version may add optional fields anywhere (inside a layer entry too): they are
+    allowed then, while every field this reader knows is still checked.
+    """
     manifest = check_version(manifest, kind, path=path)
-    validator = Draft202012Validator(schema(kind))
+    newer_minor = _version_tuple(manifest["format_version"], path)[1] > _version_tuple(FORMAT_VERSION, None)[1]
+    validator = _validator(kind, newer_minor)
     errors = sorted(validator.iter_errors(manifest), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         first = errors[0]
