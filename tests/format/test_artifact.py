@@ -206,3 +206,11 @@ def test_package_schemas_are_the_specs_files():
     for spec in (REPO / "specs").glob("*.schema.json"):
         shipped = REPO / "unisub_hub" / "format" / "schemas" / spec.name
         assert shipped.read_bytes() == spec.read_bytes(), f"{shipped} differs from {spec}: copy specs/ into the package"
+
+
+def test_a_trailing_newline_does_not_pass_an_anchored_pattern(tmp_path):
+    result, _ = built()
+    write_basis(tmp_path / "basis", result)
+    edit_manifest(tmp_path / "basis", lambda m: m.update(name="evil\n"))
+    with pytest.raises(SchemaError, match="manifest field name"):
+        load_basis(tmp_path / "basis")
