@@ -318,7 +318,8 @@ def main() -> None:
     parser.add_argument("--paper", action="store_true", help="500 Mistral-7B-shaped q/k/v LoRAs (r=16, 32 layers, bf16)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--data", type=Path, default=HERE / ".data")
-    parser.add_argument("--sections", default="lora,full,materialize,pull", help="comma-separated subset of lora,full,materialize,pull")
+    parser.add_argument("--sections", default="lora,full,materialize,pull",
+                        help="comma-separated subset of lora,full,materialize,pull,train (train: coefficient training and serving, bench/train_bench.py)")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument("--skip-slow-baseline", action="store_true", help="skip the in-memory SVD on the first LoRA collection (about 6 minutes)")
     args = parser.parse_args()
@@ -351,6 +352,11 @@ def main() -> None:
             rows += materialize_section(args.data, work, layers=20, width=1024, log=log)
         if "pull" in sections:
             rows += pull_section(args.data, work, log)
+        if "train" in sections:  # its own processes and result files (it needs the demo extra)
+            stamp = datetime.date.today().isoformat() + "-train" + args.tag
+            subprocess.run([sys.executable, str(HERE / "train_bench.py"), "--out", str(args.out / stamp)], check=True)
+            if sections == {"train"}:
+                return
     rows += ratios(rows)
     stamp = datetime.date.today().isoformat() + ("-quick" if args.quick else "-paper" if args.paper else "") + args.tag
     args.out.mkdir(parents=True, exist_ok=True)

@@ -208,3 +208,29 @@ def test_hub_errors_say_what_went_wrong_by_their_type():
         assert isinstance(caught.value, ValueError) and isinstance(caught.value, HubError)
     assert split_revision("org/name@v1") == ("org/name", "v1")
     assert issubclass(HubConnectionError, ConnectionError)
+
+
+def test_a_task_trained_on_a_hub_basis_is_pushed_and_pulled_like_any_other(zoo, tmp_path, hub, monkeypatch):
+    import torch
+    import transformers
+    from models import logits_of
+
+    from unisub_hub.adapt import attach
+
+    base, _ = publish(zoo, tmp_path, hub)
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "trainer-home"))  # a fresh home: the basis comes from the Hub
+    model = transformers.BertForSequenceClassification.from_pretrained(base).eval()
+    adapter = attach(model, "me/tiny-basis", heads=["classifier"])
+    adapter.add_task("fresh")
+    with torch.no_grad():
+        for parameter in adapter.parameters():
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(3)))
+    expected = logits_of(model)
+    adapter.save_task(tmp_path / "fresh", training={"steps": 0})
+    run("registry", "add", tmp_path / "fresh")
+    run("push", "fresh", "me/fresh-task")
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "user-home"))
+    pulled = json.loads(run("pull", "me/fresh-task", "--json").stdout)
+    again = transformers.BertForSequenceClassification.from_pretrained(base).eval()
+    attach(again, "tiny-basis", heads=["classifier"]).load_task(pulled["pulled"]["path"])  # by registry name this time
+    torch.testing.assert_close(logits_of(again), expected)

@@ -33,7 +33,7 @@ from ..format import (
 from ..format.names import prefix_map
 from .layer import SubspaceLayer, TaskLinear, TaskState
 
-__all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach"]
+__all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach", "open_basis"]
 
 INIT_CHOICES = ("zero", "mean")
 """Named initialisations; anything else given as ``init`` is a fine-tune to project."""
@@ -48,7 +48,8 @@ def attach(model: nn.Module, basis: BasisArtifact | str | Path, *, heads: Sequen
     Args:
         model: a ``torch``/``transformers`` model of the basis's architecture (its base model
             for a LoRA basis). It is changed in place; its own parameters are frozen.
-        basis: a basis folder or an opened :class:`BasisArtifact` (verified before use).
+        basis: a basis folder, registry reference or Hub repo id (see :func:`open_basis`), or
+            an opened :class:`BasisArtifact`; verified before use.
         heads: module names (e.g. ``"classifier"``) whose ``nn.Linear`` layers each task
             keeps its own copy of, trainable: heads of different tasks differ.
 
@@ -64,8 +65,35 @@ def attach(model: nn.Module, basis: BasisArtifact | str | Path, *, heads: Sequen
         >>> optimizer = torch.optim.AdamW(adapter.parameters("sst2"), lr=5e-3)
     """
     if not isinstance(basis, BasisArtifact):
-        basis = load_basis(basis)
+        basis = open_basis(basis)
     return SubspaceAdapter(model, basis, heads=heads)
+
+
+def open_basis(ref: str | Path, *, home: str | Path | None = None) -> BasisArtifact:
+    """A basis from a folder, a registry reference (``name``, ``name:2``, ``name@prod``, an id
+    prefix) or a Hub repo id ``org/name[@revision]`` (pulled into the registry once).
+
+    Raises:
+        ReferenceNotFoundError: none of the three.
+    """
+    from ..errors import ReferenceNotFoundError
+    from ..io.collection import REPO_ID
+    from ..registry import Registry
+
+    if Path(ref).exists():
+        return load_basis(ref)
+    registry = Registry(home)
+    try:
+        try:
+            return load_basis(registry.resolve(str(ref), "basis").path)
+        except ReferenceNotFoundError:
+            if not REPO_ID.match(str(ref)):
+                raise ReferenceNotFoundError(f"{ref}: no such folder, registered basis or Hub repo id") from None
+        from ..hub.pull import pull
+
+        return load_basis(pull(str(ref), registry).path)
+    finally:
+        registry.close()
 
 
 class SubspaceAdapter:
