@@ -207,3 +207,18 @@ def test_start_up_imports_only_what_the_command_uses(tmp_path, args, absent):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_build_table_headlines_the_error_of_the_update_not_of_the_weight(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # one table row per line
+    paths = write_checkpoints(tmp_path / "zoo", 5, SHAPES)  # a shared base plus small per-member updates
+    output = run("build", *paths, "--out", tmp_path / "basis", "--k", "1", "--holdout", "1").output
+    assert "holdout err (of update)" in output
+    row = next(line for line in output.splitlines() if "layers.0.w" in line)
+    shown = float([cell for cell in row.replace("│", " ").split() if cell.replace(".", "", 1).isdigit()][-1])
+    report = json.loads(run("build", *paths, "--out", tmp_path / "again", "--k", "1", "--holdout", "1", "--no-register", "--json").stdout)["report"]
+    held = next(fit for layer in report["layers"] if layer["name"] == "layers.0.w" for fit in layer["fits"].values() if fit["holdout"])
+    assert shown == pytest.approx(held["rel_error_centered"], abs=1e-4)
+    assert held["rel_error_centered"] > 3 * held["rel_error"]  # the base dominates the weight: relative to it, a lost update looks small
+    info = run("info", tmp_path / "basis").output
+    assert "rel. err of the update" in info and "(held out)" in info

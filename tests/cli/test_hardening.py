@@ -172,3 +172,10 @@ def test_materialize_refuses_a_base_model_of_another_architecture(tmp_path, zoo)
     out = tmp_path / "model"
     refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--base", other, "--out", out],
             f"{other}: tensor layers.0.w is 16x10, the basis layer is 16x12", out)
+
+
+def test_an_empty_selection_file_is_refused_not_read_as_everything(tmp_path, zoo):
+    empty = tmp_path / "keep.txt"
+    empty.write_text("# analyze kept nothing\n")
+    result = run("build", *zoo, "--out", tmp_path / "out", "--include-from", empty, ok=False)
+    assert result.exit_code == 2 and "names no layer" in result.output and not (tmp_path / "out").exists()

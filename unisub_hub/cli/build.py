@@ -38,7 +38,10 @@ def _holdout(value: str | None) -> int | list[str] | None:
 def _read_patterns(path: Path | None) -> list[str]:
     if path is None:
         return []
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    patterns = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not patterns:  # an empty list would include every layer: the opposite of what a selection that kept nothing means
+        raise click.BadParameter(f"{path} names no layer (did `analyze --select` keep none?)", param_hint="--include-from")
+    return patterns
 
 
 @click.command("build")
@@ -119,12 +122,14 @@ def print_build(outcome: BuildOutcome) -> None:
     for layer in outcome.report.layers:
         ev = " ".join(f"{m}:{r.explained_variance:.3f}" for m, r in layer.mode_reports.items())
         null = " ".join(f"{m}:{r.null_explained_variance:.3f}" for m, r in layer.mode_reports.items() if r.null_explained_variance is not None)
-        held = layer.mean_error(holdout=True)
+        held = layer.mean_error(holdout=True, centered=True)
         rows.append([
             layer.name, "x".join(map(str, layer.shape)), " ".join(f"{m}:{r}" for m, r in layer.ranks.items()), ev, null,
-            f"{layer.mean_error(holdout=False):.4f}", "-" if held is None else f"{held:.4f}",
+            f"{layer.mean_error(holdout=False, centered=True):.4f}", "-" if held is None else f"{held:.4f}",
         ])
-    print_table("Layers", ["layer", "shape", "ranks", "explained var.", "Gaussian null", "train rel. err", "holdout rel. err"], rows)
+    # The error shown is relative to each member's update (its difference from the mean, or the LoRA
+    # update itself): relative to the whole weight (--json's rel_error), a lost update looks small.
+    print_table("Layers", ["layer", "shape", "ranks", "explained var.", "Gaussian null", "train err (of update)", "holdout err (of update)"], rows)
     if outcome.selection.passthrough:
         reasons: dict[str, int] = {}
         for reason in outcome.selection.passthrough.values():

@@ -41,9 +41,9 @@ def info_command(artifact, verify, as_json):
                 " ".join(f"{m}:{r}" for m, r in layer["ranks"].items()),
                 " ".join(f"{m}:{v:.3f}" for m, v in layer.get("explained_variance", {}).items()),
                 " ".join(f"{m}:{v:.3f}" for m, v in (q.get("null_explained_variance") or {}).items()),
-                q.get("holdout_mean_rel_error", q.get("mean_rel_error", "")),
+                _error(q),
             ])
-        print_table("Layers", ["layer", "shape", "modes", "ranks", "explained var.", "null", "rel. err"], rows)
+        print_table("Layers", ["layer", "shape", "modes", "ranks", "explained var.", "null", "rel. err of the update"], rows)
         roles = [s.get("role", "train") for s in manifest["sources"]]
         stdout.print(f"{roles.count('train')} training sources, {roles.count('holdout')} held out")
     else:
@@ -52,3 +52,11 @@ def info_command(artifact, verify, as_json):
         rows = [[e["name"], "x".join(map(str, e["shape"])), e.get("rel_error", "")] for e in manifest["layers"]]
         print_table("Coefficients", ["layer", "shape", "rel. error"], rows)
         stdout.print(f"{len(manifest['passthrough'])} passthrough tensor(s)")
+
+
+def _error(quality: dict) -> str:
+    """The headline error of a layer: held-out members' when there are any, relative to their update."""
+    for key, label in (("holdout_mean_rel_error_centered", "held out"), ("mean_rel_error_centered", "train")):
+        if quality.get(key) is not None:
+            return f"{quality[key]:.4f} ({label})"
+    return ""

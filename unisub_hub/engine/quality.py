@@ -93,6 +93,7 @@ def layer_summary(layer: LayerReport) -> dict[str, Any]:
         },
         "k_for": {m: r.k_for for m, r in layer.mode_reports.items()},
         "mean_rel_error": _round(layer.mean_error(holdout=False)),
+        "mean_rel_error_centered": _round(layer.mean_error(holdout=False, centered=True)),
     }
     if (held := layer.mean_error(holdout=True)) is not None:
         out["holdout_mean_rel_error"] = _round(held)
