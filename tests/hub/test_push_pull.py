@@ -234,3 +234,34 @@ def test_a_task_trained_on_a_hub_basis_is_pushed_and_pulled_like_any_other(zoo, 
     again = transformers.BertForSequenceClassification.from_pretrained(base).eval()
     attach(again, "tiny-basis", heads=["classifier"]).load_task(pulled["pulled"]["path"])  # by registry name this time
     torch.testing.assert_close(logits_of(again), expected)
+
+
+def test_a_basis_reference_to_a_coefficient_set_or_to_itself_is_refused_and_registers_nothing(zoo, tmp_path, hub, monkeypatch):
+    publish(zoo, tmp_path, hub)
+    for repo, points_to in (("me/task0", "me/task0"), ("me/task1", "me/task2"), ("me/task2", "me/task1")):
+        manifest = json.loads(hub.repos[repo].resolve("main").files["unisub_coefficients.json"])
+        manifest["basis"].pop("revision", None)
+        manifest["basis"]["repo_id"] = points_to
+        hub.tamper(repo, "unisub_coefficients.json", json.dumps(manifest).encode())
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh"))
+    for repo, points_to in (("me/task0", "me/task0"), ("me/task1", "me/task2")):
+        result = run("pull", repo, ok=False)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert f"Error: {points_to}: is a coefficient set, not the basis" in result.output.strip().splitlines()[-1]
+    assert json.loads(run("registry", "list", "tasks", "--json").stdout) == []
+    assert json.loads(run("registry", "list", "bases", "--json").stdout) == []
+
+
+def test_a_pull_fetches_and_keeps_the_artifact_files_only(zoo, tmp_path, hub, monkeypatch):
+    from huggingface_hub import HfApi
+
+    publish(zoo, tmp_path, hub)
+    api = HfApi(endpoint=hub.url)
+    for name, data in (("big.bin", b"x" * 100_000), ("evil.sh", b"rm -rf /\n"), ("stray.safetensors", b"not listed")):
+        api.upload_file(repo_id="me/task1", path_or_fileobj=data, path_in_repo=name)
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh"))
+    before = len(hub.requests)
+    pulled = json.loads(run("pull", "me/task1", "--json").stdout)["pulled"]
+    fetched = {r.path.rsplit("/", 1)[-1] for r in hub.requests[before:] if r.method == "GET" and "/resolve/" in r.path}
+    assert not fetched & {"big.bin", "evil.sh"}
+    assert sorted(p.name for p in Path(pulled["path"]).iterdir()) == ["README.md", "coefficients.safetensors", "unisub_coefficients.json"]
