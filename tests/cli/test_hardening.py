@@ -179,3 +179,15 @@ def test_an_empty_selection_file_is_refused_not_read_as_everything(tmp_path, zoo
     empty.write_text("# analyze kept nothing\n")
     result = run("build", *zoo, "--out", tmp_path / "out", "--include-from", empty, ok=False)
     assert result.exit_code == 2 and "names no layer" in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["--max-memory", "--shard-size"])
+def test_an_infinite_size_is_a_usage_error_not_a_traceback(tmp_path, zoo, flag):
+    result = run("build", *zoo, "--out", tmp_path / "out", flag, "1e400", ok=False)
+    assert result.exit_code == 2 and "is not a size in bytes" in result.output and "Traceback" not in result.output
+
+
+def test_a_name_that_looks_like_a_content_id_resolves_by_name(tmp_path, zoo):
+    run("build", *zoo[:3], "--out", tmp_path / "cafe01", "--k", "1")
+    shown = json.loads(run("registry", "show", "cafe01", "--json").stdout)
+    assert shown["name"] == "cafe01" and shown["version"] == 1

@@ -66,7 +66,7 @@ def _read_patterns(path: Path | None) -> list[str]:
               help="Accumulation precision; float32 is about 2x faster (see bench/ for the accuracy cost).")
 @click.option("--solver", type=click.Choice(["auto", "exact", "randomized"]), default="auto", show_default=True,
               help="exact: Gram + eigh, whole spectrum; randomized: subspace iteration, top-k only; auto: randomized for a fixed --k on wide layers.")
-@click.option("--power-iterations", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--power-iterations", type=click.IntRange(min=0, max=20), default=1, show_default=True,
               help="Randomized solver: extra passes that sharpen the subspace where the spectrum decays slowly (see bench/).")
 @click.option("--allow-nonfinite", is_flag=True, help="Replace NaN/Inf in dense sources by 0 instead of refusing them.")
 @register_option

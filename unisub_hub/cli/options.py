@@ -38,7 +38,7 @@ def parse_bytes(ctx: click.Context | None, param: click.Parameter | None, value:
     unit = text[len(number):]
     try:
         size = int(float(number) * _UNITS[unit])
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):  # "1e400" is inf: no number of bytes
         raise click.BadParameter(f"{value!r} is not a size in bytes (e.g. 500000000, 500MB, 2GiB)") from None
     if size < 1:
         raise click.BadParameter(f"{value!r} must be at least 1 byte")

@@ -266,11 +266,10 @@ class Registry:
         with self.db.read() as session:
             for each in kinds:
                 model = Basis if each == "basis" else Task
-                if _HEX_PREFIX.match(ref):
+                if _HEX_PREFIX.match(ref):  # an id prefix, or a name that looks like one (build --out cafe01): both count
                     prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
                     rows = session.exec(select(model).where(col(model.content_id).startswith(prefix))).all()
                     matches += [self._entry(each, r) for r in rows]
-                    continue
                 name, version = ref, None
                 if m := _NAME_VERSION.match(ref):
                     name, version = m["name"], int(m["version"])
@@ -282,6 +281,7 @@ class Registry:
                 query = select(model).where(model.name == name)
                 query = query.where(model.version == version) if version is not None else query.order_by(col(model.version).desc()).limit(1)
                 matches += [self._entry(each, r) for r in session.exec(query).all()]
+        matches = list({(e.kind, e.content_id): e for e in matches}.values())
         what = kind or "artifact"
         if not matches:
             raise ReferenceNotFoundError(f"{ref}: no registered {what} matches (try `unisub-hub registry list`)")
