@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from unisub_hub.cli import cli
 
@@ -222,3 +222,19 @@ def test_build_table_headlines_the_error_of_the_update_not_of_the_weight(tmp_pat
     assert held["rel_error_centered"] > 3 * held["rel_error"]  # the base dominates the weight: relative to it, a lost update looks small
     info = run("info", tmp_path / "basis").output
     assert "rel. err of the update" in info and "(held out)" in info
+
+
+@pytest.mark.parametrize("modes", ["2,3", "1"])
+def test_a_layer_equal_in_every_member_is_passed_through_not_an_error(tmp_path, modes):
+    paths = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
+    frozen = torch.randn(12, 16, generator=torch.Generator().manual_seed(9))
+    for path in paths:  # frozen during fine-tuning: the same bytes in every member
+        tensors = load_file(path / "model.safetensors")
+        tensors["layers.1.w"] = frozen.clone()
+        save_file(tensors, path / "model.safetensors")
+    built = json.loads(run("build", *paths[:4], "--out", tmp_path / "basis", "--k", "1", "--modes", modes, "--json").stdout)
+    assert built["layers"] == ["layers.0.w"]
+    assert built["passthrough"]["layers.1.w"] == "equal in every source (frozen?): nothing to decompose"
+    run("project", paths[4], "--basis", tmp_path / "basis", "--out", tmp_path / "task")
+    run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model")
+    assert torch.equal(load_file(tmp_path / "model" / "model.safetensors")["layers.1.w"], frozen)

@@ -63,6 +63,8 @@ class BuildResult:
 
     layers: dict[str, LayerBasis]
     report: BuildReport
+    constant: list[str] = field(default_factory=list)
+    """Layers equal in every training source: no direction to keep, so no basis (callers pass them through)."""
 
 
 def build_basis(
@@ -137,7 +139,13 @@ def build_basis(
             bases.update(_shifted_back(_build_randomized(group, sources, shift, context, f"sketch group {number}/{len(sketch_groups)}"), shift))
         passes += len(sketch_groups) * (1 + options.power_iterations)
         groups = groups + sketch_groups  # the quality pass reads what the build read, so the cache serves it
-    layer_reports, quality_passes = _quality_pass(groups, bases, sources, holdout, context)
+    constant = [name for name, basis in bases.items() if 0 in basis.ranks.values()]
+    if len(constant) == len(bases):
+        raise EngineError("every selected layer is equal in every source: nothing to decompose (all sources equal?)")
+    for name in constant:
+        del bases[name]
+    groups = [[spec for spec in group if spec.name in bases] for group in groups]
+    layer_reports, quality_passes = _quality_pass([group for group in groups if group], bases, sources, holdout, context)
     report = BuildReport(
         modes=modes,
         centered=options.center,
@@ -148,7 +156,7 @@ def build_basis(
         holdout=[s.name for s in holdout],
         layers=layer_reports,
     )
-    return BuildResult(layers=bases, report=report)
+    return BuildResult(layers=bases, report=report, constant=constant)
 
 
 @dataclass

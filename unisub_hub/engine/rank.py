@@ -30,9 +30,13 @@ class RankRule:
             raise EngineError(f"variance target must lie in (0, 1], got {self.variance}")
 
     def choose(self, eigenvalues: torch.Tensor, limit: int) -> int:
-        """Rank for a descending spectrum of eigenvalues, capped at ``limit`` (what the data can have)."""
+        """Rank for a descending spectrum of eigenvalues, capped at ``limit`` (what the data can have).
+
+        0 when the data has no direction at all (a layer equal in every source): the build
+        then leaves the layer out (:attr:`BuildResult.constant`) instead of failing.
+        """
         if limit < 1:
-            raise EngineError("the data has rank 0: nothing to decompose (all sources equal?)")
+            return 0
         if self.k is not None:
             return min(self.k, limit)
         return min(k_for_variance(eigenvalues, self.variance), limit)  # type: ignore[arg-type]

@@ -160,6 +160,9 @@ def build(
         accumulate_dtype=DTYPES[precision], solver=solver, power_iterations=power_iterations,
     )
     result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress)
+    for name in result.constant:  # frozen during fine-tuning: stored whole, like any other passthrough
+        selection.passthrough[name] = "equal in every source (frozen?): nothing to decompose"
+    selection.layers = [spec for spec in selection.layers if spec.name not in result.constant]
     arch_name, base_model = architecture_of(train)
     provenance = [{**s.provenance(), "role": "train"} for s in train] + [{**s.provenance(), "role": "holdout"} for s in held]
     sizes = {"sources_bytes": sum(s.size_bytes() for s in train)}
