@@ -238,3 +238,15 @@ def test_a_layer_equal_in_every_member_is_passed_through_not_an_error(tmp_path, 
     run("project", paths[4], "--basis", tmp_path / "basis", "--out", tmp_path / "task")
     run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model")
     assert torch.equal(load_file(tmp_path / "model" / "model.safetensors")["layers.1.w"], frozen)
+
+
+def test_bf16_sources_materialize_as_bf16_without_a_base(tmp_path):
+    paths = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
+    for path in paths:
+        tensors = {name: value.to(torch.bfloat16) for name, value in load_file(path / "model.safetensors").items()}
+        save_file(tensors, path / "model.safetensors")
+    run("build", *paths[:4], "--out", tmp_path / "basis", "--k", "2")
+    run("project", paths[4], "--basis", tmp_path / "basis", "--out", tmp_path / "task")
+    run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model")
+    written = load_file(tmp_path / "model" / "model.safetensors")
+    assert {name: tensor.dtype for name, tensor in written.items()} == dict.fromkeys(written, torch.bfloat16)

@@ -37,6 +37,7 @@ def save_basis(
     sizes: Mapping[str, int] | None = None,
     command: str | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    source_dtypes: Mapping[str, str] | None = None,
 ) -> BasisArtifact:
     """Write a basis artifact folder.
 
@@ -48,6 +49,8 @@ def save_basis(
         source_kind: ``"checkpoint"`` or ``"lora"``.
         sources: provenance entries ``{"id", "revision", "sha256", "role", "kind"}``.
         dtype: storage dtype of the factors and the mean; spectra are always float32.
+        source_dtypes: per layer, the dtype its sources stored (``bfloat16`` ...): what a
+            materialized model writes the layer in.
         quality: per-layer summary for the manifest; ``quality_report`` goes to ``quality.json``.
 
     Returns:
@@ -74,6 +77,8 @@ def save_basis(
             "centered": layer.centered,
             "tensors": names,
         }
+        if source_dtypes and layer.name in source_dtypes:
+            entry["source_dtype"] = source_dtypes[layer.name]
         if quality and layer.name in quality:
             entry["explained_variance"] = quality[layer.name].get("explained_variance", {})
         entries.append(entry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ from ..engine import (
 )
 from ..errors import EngineError, IncompatibleSourcesError
 from ..format import BasisArtifact, check_output, save_basis
-from ..format.common import DTYPES, safe_name
+from ..format.common import DTYPES, dtype_name, safe_name
+from ..format.tensorfile import TORCH_DTYPES
 from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers
 
@@ -180,7 +181,18 @@ def build(
         sizes=sizes,
         command=command,
         shard_size=shard_size,
+        source_dtypes=_source_dtypes(train, result.layers) if kind == "checkpoint" else None,
     )
     sizes["basis_bytes"] = basis.artifact.size_bytes()
     return BuildOutcome(basis=basis, report=result.report, selection=selection, sizes=sizes)
 
+
+
+def _source_dtypes(sources: Sequence[Source], layers: Mapping[str, Any]) -> dict[str, str]:
+    """Per layer, the dtype every training source stored it in (a mixed layer records none)."""
+    found = {}
+    for name in layers:
+        names = {dtype_name(TORCH_DTYPES[d]) if d in TORCH_DTYPES else d for d in (s.tensors[name].dtype for s in sources)}
+        if len(names) == 1 and (only := names.pop()) in DTYPES:
+            found[name] = only
+    return found

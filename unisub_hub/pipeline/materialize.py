@@ -23,8 +23,10 @@ from ..engine import all_finite, reconstruct_layer, reconstruct_lora, resolve_de
 from ..errors import FormatError, NonFiniteError, SourceError
 from ..format import BasisArtifact, CoefficientSet, atomic_folder, check_output
 from ..format.checks import check_pair
+from ..format.common import DTYPES
 from ..format.names import prefix_map
 from ..format.shards import ShardWriter
+from ..format.tensorfile import TORCH_DTYPES
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
 from ..io.peft_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from .validate import check_base_model
@@ -140,7 +142,7 @@ def _write_full(
     written = set()
     for layer in layers:
         weight = _layer_update(coefficients, basis, layer, device)
-        dtype = _st_dtype(base.tensors[layer].dtype) if base is not None and layer in base_keys else torch.float32
+        dtype = _output_dtype(layer, basis, base)
         router.add(layer, weight.to(dtype))
         written.add(layer)
     for name in coefficients.passthrough_names:
@@ -186,9 +188,12 @@ class _ComponentRouter:
         return files
 
 
-def _st_dtype(name: str) -> torch.dtype:
-    table = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-    return table.get(name, torch.float32)
+def _output_dtype(layer: str, basis: BasisArtifact, base: CheckpointSource | None) -> torch.dtype:
+    """The base model's dtype for the layer, else the dtype its sources had (bf16 in, bf16 out), else float32."""
+    if base is not None and layer in base.tensors:
+        code = base.tensors[layer].dtype  # a safetensors code (BF16) or, from a pickle, a name (bfloat16)
+        return TORCH_DTYPES.get(code) or DTYPES.get(code, torch.float32)
+    return DTYPES.get(basis.entry(layer).get("source_dtype", "float32"), torch.float32)
 
 
 def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path, device: torch.device) -> list[str]:
