@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, event
+from sqlalchemy import URL, Engine, event
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from ..errors import RegistryError
@@ -19,7 +20,8 @@ BUSY_TIMEOUT_MS = 60_000
 
 
 def _engine(path: Path, begin: str) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    # URL.create quotes the path: an f-string URL breaks on "?" or "#" in a folder name.
+    engine = create_engine(URL.create("sqlite", database=str(path)), connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record) -> None:  # noqa: ANN001
@@ -50,7 +52,7 @@ class Database:
         self.path = path
         self._reader = _engine(path, "BEGIN")
         self._writer = _engine(path, "BEGIN IMMEDIATE")
-        with self.write() as session:
+        with _database_errors(path), self.write() as session:
             connection = session.connection()
             version = connection.exec_driver_sql("PRAGMA user_version").scalar() or 0
             tables = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type='table'").scalar()
@@ -63,15 +65,33 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+        with _database_errors(self.path), Session(self._reader, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One short write transaction: committed when the block ends, rolled back on error."""
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+        with _database_errors(self.path), Session(self._writer, expire_on_commit=False) as session, session.begin():
             yield session
 
     def close(self) -> None:
         self._reader.dispose()
         self._writer.dispose()
+
+
+@contextmanager
+def _database_errors(path: Path) -> Iterator[None]:
+    """A damaged, unreadable or full database becomes one :class:`RegistryError` naming the file and the way out."""
+    try:
+        yield
+    except OperationalError as error:
+        reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]
+        if "locked" in reason:
+            raise
+        raise RegistryError(f"{path}: the registry database cannot be used ({reason})") from None
+    except DatabaseError as error:
+        reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]
+        raise RegistryError(
+            f"{path}: the registry database is damaged ({reason}); move it aside, then register the stored artifacts again "
+            f"with `unisub-hub registry add {path.parent / 'store'}/*` (bases first)"
+        ) from None
