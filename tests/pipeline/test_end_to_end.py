@@ -134,3 +134,35 @@ def test_diffusers_style_components_are_read_and_written_back(tmp_path):
     assert set(unet) == set(truth)
     torch.testing.assert_close(unet["down.0.weight"], truth["down.0.weight"], rtol=1e-5, atol=1e-5)
     assert torch.equal(unet["norm.bias"], truth["norm.bias"])
+
+
+def test_a_member_with_its_own_head_size_materializes_with_its_own_config(tmp_path):
+    """Heads of different sizes are passed through; the member's config (num_labels, id2label) comes with them."""
+    from models import tiny_config
+
+    base = save_base(tmp_path / "base")  # 3 labels
+    base_state = transformers.BertForSequenceClassification.from_pretrained(base).state_dict()
+    gen = torch.Generator().manual_seed(2)
+    members = []
+    for number, labels in enumerate((3, 4, 5, 3, 5)):
+        config = tiny_config()
+        config.num_labels = labels
+        config.id2label = {i: f"class-{i}" for i in range(labels)}
+        config.label2id = {v: k for k, v in config.id2label.items()}
+        model = transformers.BertForSequenceClassification(config).eval()
+        with torch.no_grad():
+            for name, value in model.state_dict().items():
+                if not name.startswith("classifier."):
+                    value.copy_(base_state[name] + 0.01 * torch.randn(value.shape, generator=gen))
+        model.save_pretrained(tmp_path / f"member-{number}")
+        members.append(tmp_path / f"member-{number}")
+    outcome = build([str(p) for p in members[:4]], tmp_path / "basis", k=3, device="cpu")
+    assert outcome.selection.passthrough["classifier.weight"].startswith("shape differs across sources")
+    task = project(str(members[4]), outcome.basis, tmp_path / "task", device="cpu")
+    assert len(task.coefficients.manifest["config"]["id2label"]) == 5  # the member's own config travels with its task
+    out = materialize(task.coefficients, outcome.basis, tmp_path / "model", base=base, fmt="hf", device="cpu").path
+    rebuilt = transformers.BertForSequenceClassification.from_pretrained(out).eval()  # 5 labels, no size mismatch
+    assert rebuilt.config.id2label[4] == "class-4"
+    original = transformers.BertForSequenceClassification.from_pretrained(members[4]).eval()
+    assert logits_of(rebuilt).shape == (4, 5)
+    torch.testing.assert_close(rebuilt.classifier.weight, original.classifier.weight)

@@ -13,6 +13,7 @@ folded into the frozen base weight once here; only ``C`` (and heads) are trainab
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -233,7 +234,7 @@ class SubspaceAdapter:
         return save_coefficients(
             out, coefficients, passthrough, name=name, basis_manifest=self.basis.manifest, lora=lora,
             layer_extras=extras, passthrough_reasons=reasons, metrics=metrics, command=command,
-            lineage="trained", training=training,
+            lineage="trained", training=training, config=None if self.lora else _model_config(self.model),
         )
 
     def load_task(self, coefficients: CoefficientSet | str | Path, name: str | None = None, *, train_head: bool = True) -> str:
@@ -342,6 +343,15 @@ class SubspaceAdapter:
                 if stored in available:
                     heads[f"{head_name}.{part}"] = source.raw_tensor(stored) if self.lora else source.tensor(stored)  # type: ignore[union-attr]
         return coefficients, heads
+
+
+def _model_config(model: nn.Module) -> dict[str, Any] | None:
+    """A ``transformers`` model's config as plain JSON data (its head's labels included), else None."""
+    config = getattr(model, "config", None)
+    to_dict = getattr(config, "to_dict", None)
+    if to_dict is None:
+        return None
+    return json.loads(json.dumps(to_dict(), default=str))
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:

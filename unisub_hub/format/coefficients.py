@@ -35,6 +35,7 @@ def save_coefficients(
     lineage: str = "projected",
     training: Mapping[str, Any] | None = None,
     rebased_from: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> CoefficientSet:
     """Write a coefficient set that refers to the basis described by ``basis_manifest``.
@@ -43,7 +44,8 @@ def save_coefficients(
     ``layer_extras`` adds per-layer fields (``lora_rank``, ``rel_error``). ``lineage`` says
     how the coefficients came about (``projected`` from a fine-tune, ``trained`` on the frozen
     basis, ``rebased`` from another basis); ``training`` records what produced a trained set,
-    ``rebased_from`` the set a rebased one was moved from.
+    ``rebased_from`` the set a rebased one was moved from. ``config`` is the member's own model
+    config, which ``materialize`` writes (its head may differ from the base's).
     """
     tensors: dict[str, torch.Tensor] = {}
     layers = []
@@ -71,7 +73,7 @@ def save_coefficients(
         "passthrough": entries,
         "lineage": lineage,
     }
-    for key, value in (("training", training), ("rebased_from", rebased_from), ("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
+    for key, value in (("config", config), ("training", training), ("rebased_from", rebased_from), ("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
         if value is not None:
             manifest[key] = dict(value) if isinstance(value, Mapping) else value
     artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, card=coefficients_card)

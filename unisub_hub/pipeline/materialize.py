@@ -89,6 +89,9 @@ def materialize(
             files = _write_full(coefficients, basis, tmp, target, base_source, shard_size)
             if base_source is not None:
                 files += _copy_side_files(base_source.path, tmp)
+            if (config := coefficients.manifest.get("config")) is not None:  # the member's head, not the base's
+                (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+                files = sorted({*files, "config.json"})
     return MaterializeOutcome(path=Path(out), format=fmt, files=sorted(files))
 
 

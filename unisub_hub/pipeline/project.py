@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,7 @@ def project(
         sizes={"source_bytes": source.size_bytes(), "passthrough_bytes": passthrough_bytes},
         command=command,
         shard_size=shard_size,
+        config=_member_config(source),
     )
     sizes = {
         "source_bytes": source.size_bytes(),
@@ -144,3 +146,21 @@ def _passthrough(source: Source, covered: set[str]) -> tuple[dict[str, torch.Ten
             tensors[key] = source.tensor(key)
             reasons[key] = f"{len(info.shape)}-D tensor" if len(info.shape) < 2 else "not in the basis"
     return tensors, reasons
+
+
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+def _member_config(source: Source) -> dict[str, Any] | None:
+    """The checkpoint's own ``config.json``, when it has a readable one: a member's head (num_labels,
+    id2label) may differ from the base's, and only its own config loads it."""
+    if source.kind != "checkpoint" or not source.path.is_dir():
+        return None
+    path = source.path / "config.json"
+    if not path.is_file() or path.stat().st_size > _MAX_CONFIG_BYTES:
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return config if isinstance(config, dict) else None
