@@ -18,7 +18,7 @@ import torch
 
 from .text_tasks import TASKS, TextTask, make_task
 
-__all__ = ["LORA_RANK", "SEQUENCE_LENGTH", "accuracy", "ensure_base", "ensure_lora_zoo", "load_task_model"]
+__all__ = ["LORA_RANK", "SEQUENCE_LENGTH", "accuracy", "ensure_base", "ensure_lora_zoo", "fit", "load_task_model"]
 
 LORA_RANK = 8
 SEQUENCE_LENGTH = 32
@@ -78,6 +78,22 @@ def accuracy(model, tokenizer, examples: Sequence[tuple[str, int]], batch: int =
     return correct / len(examples)
 
 
+def fit(model, parameters: Sequence[torch.nn.Parameter], tokenizer, task: TextTask, *, steps: int, batch: int, lr: float, seed: int) -> None:
+    """AdamW on ``parameters`` for ``steps`` batches drawn (with ``seed``) from the task's training set; leaves the model in eval mode."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(0, len(task.train), (batch,), generator=generator).tolist()
+        chunk = [task.train[i] for i in index]
+        encoded = tokenizer([t for t, _ in chunk], padding=True, truncation=True, max_length=SEQUENCE_LENGTH, return_tensors="pt")
+        loss = model(**encoded, labels=torch.tensor([label for _, label in chunk])).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
 def train_adapter(base: Path, task: TextTask, out: Path, *, seed: int, steps: int, batch: int = 16, lr: float = 1e-3) -> dict:
     """Train one LoRA adapter (r=8 on query/value, head trained too) and save it to ``out``."""
     _quiet()
@@ -91,17 +107,7 @@ def train_adapter(base: Path, task: TextTask, out: Path, *, seed: int, steps: in
     config = LoraConfig(task_type="SEQ_CLS", r=LORA_RANK, lora_alpha=2 * LORA_RANK, target_modules=["query", "value"], lora_dropout=0.0)
     peft_model = get_peft_model(model, config)
     peft_model.train()
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        index = torch.randint(0, len(task.train), (batch,), generator=generator).tolist()
-        chunk = [task.train[i] for i in index]
-        encoded = tokenizer([t for t, _ in chunk], padding=True, truncation=True, max_length=SEQUENCE_LENGTH, return_tensors="pt")
-        loss = peft_model(**encoded, labels=torch.tensor([label for _, label in chunk])).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    peft_model.eval()
+    fit(peft_model, [p for p in peft_model.parameters() if p.requires_grad], tokenizer, task, steps=steps, batch=batch, lr=lr, seed=seed)
     result = {"task": task.name, "seed": seed, "steps": steps, "accuracy": accuracy(peft_model, tokenizer, task.test)}
     tmp = out.with_name(out.name + ".tmp")
     peft_model.save_pretrained(tmp)

@@ -39,7 +39,7 @@ def minilm_trained(base: Path, held: list[Path], basis_folder: Path, work: Path,
     """Train each held-out text task three ways on all-MiniLM-L6-v2 (see the module docstring)."""
     from transformers import AutoTokenizer
 
-    from .minilm import SEQUENCE_LENGTH, accuracy, load_task_model
+    from .minilm import accuracy, fit, load_task_model
     from .text_tasks import make_task
 
     basis = load_basis(basis_folder)
@@ -56,18 +56,7 @@ def minilm_trained(base: Path, held: list[Path], basis_folder: Path, work: Path,
             adapter.add_task(task.name, train_coefficients=variant != "head only")
             trainable = adapter.parameters()
             parameters[variant] = sum(p.numel() for p in trainable)
-            optimizer = torch.optim.AdamW(trainable, lr=lr)
-            generator = torch.Generator().manual_seed(1000 + number)
-            model.train()
-            for _ in range(steps):
-                index = torch.randint(0, len(task.train), (batch,), generator=generator).tolist()
-                chunk = [task.train[i] for i in index]
-                encoded = tokenizer([t for t, _ in chunk], padding=True, truncation=True, max_length=SEQUENCE_LENGTH, return_tensors="pt")
-                loss = model(**encoded, labels=torch.tensor([label for _, label in chunk])).loss
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            model.eval()
+            fit(model, trainable, tokenizer, task, steps=steps, batch=batch, lr=lr, seed=1000 + number)
             scores[variant].append(accuracy(model, tokenizer, task.test))
         log(f"  learned {task.name} on the frozen basis: universal {scores['trained universal'][-1]:.3f}, "
             f"random directions {scores['trained random'][-1]:.3f}, head only {scores['head only'][-1]:.3f}")

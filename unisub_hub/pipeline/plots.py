@@ -53,11 +53,7 @@ def plot_scree(layers: Sequence[Mapping[str, Any]], out: Path, *, title: str, ma
     for axis in list(axes.flat)[len(shown):]:
         axis.set_visible(False)
     figure.suptitle(title)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=90)
-    plt.close(figure)
-    return out
+    return _save(plt, figure, out)
 
 
 def plot_accuracy_vs_k(series: Mapping[str, Mapping[int, float]], references: Mapping[str, float], out: Path, *, title: str) -> Path:
@@ -75,11 +71,7 @@ def plot_accuracy_vs_k(series: Mapping[str, Mapping[int, float]], references: Ma
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=90)
-    plt.close(figure)
-    return out
+    return _save(plt, figure, out)
 
 
 def plot_accuracy_vs_parameters(points: Mapping[str, tuple[int, float]], out: Path, *, title: str) -> Path:
@@ -94,6 +86,10 @@ def plot_accuracy_vs_parameters(points: Mapping[str, tuple[int, float]], out: Pa
     axis.set_ylabel("held-out task accuracy")
     axis.set_title(title)
     axis.grid(alpha=0.3)
+    return _save(plt, figure, out)
+
+
+def _save(plt, figure, out: Path) -> Path:  # noqa: ANN001 (matplotlib is optional: no types at import)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=90)
