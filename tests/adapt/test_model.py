@@ -171,6 +171,11 @@ def test_wrong_model_and_foreign_tasks_are_refused(mlp_basis, tmp_path):
         attach(nn.Sequential(nn.Conv1d(8, 16, 1)), mlp_basis)
     with pytest.raises(AdaptError, match=r"weight is \(16, 9\)"):
         attach(nn.Sequential(nn.Linear(9, 16)), mlp_basis)
+    untouched = nn.Sequential(nn.Linear(9, 16))
+    before = untouched[0].weight.detach().clone()
+    with pytest.raises(AdaptError):
+        attach(untouched, mlp_basis)
+    assert isinstance(untouched[0], nn.Linear) and torch.equal(untouched[0].weight, before) and untouched[0].weight.requires_grad
     model = _mlp()
     adapter = attach(model, mlp_basis)
     with pytest.raises(AdaptError, match="no task 'x'"):

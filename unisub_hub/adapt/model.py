@@ -32,7 +32,7 @@ from ..format import (
     save_coefficients,
 )
 from ..format.names import prefix_map
-from .layer import SubspaceLayer, TaskLinear, TaskState
+from .layer import SubspaceLayer, TaskLinear, TaskState, layer_orientation
 
 __all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach", "open_basis"]
 
@@ -105,22 +105,27 @@ class SubspaceAdapter:
         self.basis = basis
         self.lora = basis.manifest["source_kind"] == "lora"
         self.state = TaskState()
-        # Like peft: everything the model had is frozen, so an optimizer over "what requires grad"
-        # (transformers.Trainer's) sees the tasks' coefficients and heads only.
-        model.requires_grad_(False)
         modules = dict(model.named_modules())
         stems = [name.removesuffix(".weight") for name in basis.layer_names]
         names = prefix_map(stems, modules)
         if names is None:
             raise AdaptError(f"the model has no module matching basis layer {basis.layer_names[0]} (wrong model for this basis?)")
         self._to_model, self._to_basis = names.forward, names.back
+        targets = {layer: self._to_model(layer.removesuffix(".weight")) for layer in basis.layer_names}
+        for layer, module_name in targets.items():  # every check before the model is touched
+            base = modules.get(module_name)
+            if base is None or not isinstance(getattr(base, "weight", None), torch.Tensor):
+                raise AdaptError(f"the model has no module {module_name} for basis layer {layer} (wrong model for this basis?)")
+            layer_orientation(base)
+            if list(base.weight.shape) != basis.entry(layer)["shape"]:
+                raise AdaptError(f"layer {layer}: the model's weight is {tuple(base.weight.shape)}, the basis expects {tuple(basis.entry(layer)['shape'])}")
+        # Like peft: everything the model had is frozen, so an optimizer over "what requires grad"
+        # (transformers.Trainer's) sees the tasks' coefficients and heads only.
+        model.requires_grad_(False)
         self._original = {key: value for key, value in model.state_dict(keep_vars=True).items()}
         self.layers: dict[str, SubspaceLayer] = {}
-        for layer in basis.layer_names:
-            module_name = self._to_model(layer.removesuffix(".weight"))
-            base = modules.get(module_name)
-            if base is None or not hasattr(base, "weight"):
-                raise AdaptError(f"the model has no module {module_name} for basis layer {layer} (wrong model for this basis?)")
+        for layer, module_name in targets.items():
+            base = modules[module_name]
             layer_basis = basis.layer(layer, dtype=torch.float64)
             wrapped = SubspaceLayer(base, layer_basis, self.state)
             self._fold_mean(base, layer_basis)
