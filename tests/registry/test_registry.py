@@ -183,3 +183,16 @@ def test_a_version_1_registry_is_migrated(tmp_path):
     assert migrated.verify()["ok"]
     with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_a_version_number_is_never_given_twice_even_after_rm(tmp_path):
+    registry = Registry(tmp_path / "home")
+    first = registry.add(make_basis(tmp_path / "b1", name="toy", seed=1).path)
+    second = registry.add(make_basis(tmp_path / "b2", name="toy", seed=2).path)
+    assert (first.version, second.version) == (1, 2)
+    registry.remove("toy:2")
+    third = registry.add(make_basis(tmp_path / "b3", name="toy", seed=3).path)
+    assert third.version == 3  # toy:2 named another basis once: it is not reused
+    with pytest.raises(ReferenceNotFoundError):
+        registry.resolve("toy:2")
+    registry.close()

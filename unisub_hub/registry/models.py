@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from sqlmodel import Field, SQLModel, UniqueConstraint
 
-__all__ = ["SCHEMA_VERSION", "Alias", "Architecture", "Basis", "BasisLayer", "BasisSource", "Layer", "Source", "Tag", "Task"]
+__all__ = ["SCHEMA_VERSION", "Alias", "Architecture", "Basis", "BasisLayer", "BasisSource", "Layer", "LastVersion", "Source", "Tag", "Task"]
 
 SCHEMA_VERSION = 2
 """Recorded in ``PRAGMA user_version``; :mod:`unisub_hub.registry.migrations` upgrades older files."""
@@ -108,3 +108,13 @@ class Tag(SQLModel, table=True):
     content_id: str = Field(primary_key=True)
     key: str = Field(primary_key=True)
     value: str
+
+
+class LastVersion(SQLModel, table=True):
+    """The highest version ever given to a name, removed ones included: a version number names
+    one artifact for good, so ``name:3`` never comes back as something else after ``rm``.
+    (A new table: ``create_all`` adds it to older files, whose rows still count.)"""
+
+    kind: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    version: int

@@ -32,6 +32,7 @@ from .models import (
     Basis,
     BasisLayer,
     BasisSource,
+    LastVersion,
     Layer,
     Source,
     Tag,
@@ -153,7 +154,10 @@ class Registry:
             model = Basis if kind == "basis" else Task
             if session.get(model, artifact.content_id) is not None:
                 return False  # another process registered it between our lookup and this transaction
-            version = (session.exec(select(func.max(model.version)).where(model.name == manifest["name"])).one() or 0) + 1
+            highest = session.exec(select(func.max(model.version)).where(model.name == manifest["name"])).one() or 0
+            last = session.get(LastVersion, (kind, manifest["name"]))
+            version = max(highest, last.version if last is not None else 0) + 1
+            session.merge(LastVersion(kind=kind, name=manifest["name"], version=version))
             common = {
                 "content_id": artifact.content_id, "name": manifest["name"], "version": version,
                 "size_bytes": artifact.size_bytes(), "path": self.store.relative(artifact.content_id),
