@@ -73,3 +73,14 @@ def test_gc_refuses_to_empty_a_store_its_database_no_longer_describes(tmp_path):
     fresh.add(stored)  # rebuilt from the store's own manifests
     assert fresh.gc() == [] and fresh.verify()["ok"]
     fresh.close()
+
+
+def test_gc_clears_what_killed_pulls_left_in_downloads(tmp_path):
+    home = tmp_path / "home"
+    registry = Registry(home)
+    leftover = home / "downloads" / "me--task-1a2b3c4d"
+    leftover.mkdir(parents=True)
+    (leftover / "coefficients.safetensors").write_bytes(b"half a download")
+    assert registry.gc() == [leftover]
+    assert not leftover.exists() and (home / "downloads").is_dir()
+    registry.close()

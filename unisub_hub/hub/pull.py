@@ -17,7 +17,7 @@ from ..errors import ContentIdMismatchError, HubConnectionError, HubUsageError
 from ..format import read_artifact
 from ..format.artifact import MANIFEST_NAMES, Artifact
 from ..format.checks import check_tensor_table
-from ..registry import Entry, Registry
+from ..registry import DOWNLOADS, Entry, Registry
 from .client import api, endpoint, hub_errors, is_offline, split_revision
 
 __all__ = ["pull"]
@@ -30,7 +30,6 @@ def pull(spec: str, registry: Registry, *, token: str | None = None, expected_id
         HubError: the repo, revision or network is unavailable, or offline and not stored.
         ContentIdMismatchError: downloaded bytes do not match the manifest (nothing registered).
     """
-    from huggingface_hub import snapshot_download
 
     repo_id, revision = split_revision(spec)
     if is_offline():
@@ -43,9 +42,17 @@ def pull(spec: str, registry: Registry, *, token: str | None = None, expected_id
         sha = api(token).repo_info(repo_id, revision=revision).sha
     if (entry := registry.find_by_hub(repo_id, sha)) is not None:
         return entry
-    downloads = registry.home / "downloads"
+    downloads = registry.home / DOWNLOADS
     downloads.mkdir(parents=True, exist_ok=True)
     folder = downloads / f"{repo_id.replace('/', '--')}-{uuid.uuid4().hex[:8]}"
+    # The shared lease keeps gc, which clears what killed pulls left in downloads/, off this one.
+    with registry.store.lease():
+        return _download_and_register(spec, repo_id, sha, folder, registry, token=token, expected_id=expected_id)
+
+
+def _download_and_register(spec: str, repo_id: str, sha: str, folder: Path, registry: Registry, *, token: str | None, expected_id: str | None) -> Entry:
+    from huggingface_hub import snapshot_download
+
     try:
         with hub_errors(spec):  # an artifact's own files only: nothing else of the repo is fetched or kept
             snapshot_download(repo_id, revision=sha, local_dir=folder, token=token, endpoint=endpoint(), allow_patterns=ARTIFACT_FILE_PATTERNS)

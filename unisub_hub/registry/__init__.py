@@ -1,5 +1,5 @@
 """The registry: SQLite (through SQLModel) plus a content-addressed store of artifact folders."""
 
-from .registry import KINDS, Entry, Registry
+from .registry import DOWNLOADS, KINDS, Entry, Registry
 
-__all__ = ["KINDS", "Entry", "Registry"]
+__all__ = ["DOWNLOADS", "KINDS", "Entry", "Registry"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,10 @@ class Entry:
             "kind": self.kind, "content_id": self.content_id, "name": self.name, "version": self.version,
             "path": str(self.path), "hub_repo": self.hub_repo, "hub_revision": self.hub_revision,
         }
+
+
+DOWNLOADS = "downloads"
+"""Folder of the home where pulls download before registering."""
 
 
 class Registry:
@@ -455,7 +460,10 @@ class Registry:
                 )
             for folder in garbage:
                 self.store.remove(folder.name)
-        return garbage
+            leftovers = sorted((self.home / DOWNLOADS).iterdir()) if (self.home / DOWNLOADS).is_dir() else []
+            for folder in leftovers:  # pulls killed midway (a live pull holds the shared lease)
+                shutil.rmtree(folder, ignore_errors=True)
+        return garbage + leftovers
 
     def verify(self) -> dict[str, Any]:
         """Re-hash every stored artifact; report rows whose folder is missing or changed."""
