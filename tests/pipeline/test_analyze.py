@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
@@ -49,3 +50,32 @@ def test_analyze_cli_plots_and_select(tmp_path):
         assert built["layers"] == kept
     human = run("analyze", *paths).output
     assert "q_all" in human and "layers.0.w" in human
+
+
+def _lora_folders(root, count: int, *, shared: bool, rank: int = 4, seed: int = 0):
+    """PEFT adapter folders of rank 4 (too few eigenvalues for an alpha fit); ``shared`` plants a common column space."""
+    import json
+
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    common = torch.randn(48, 2, generator=gen)
+    folders = []
+    for m in range(count):
+        folder = root / f"lora-{m}"
+        folder.mkdir(parents=True)
+        lora_b = (common @ torch.randn(2, rank, generator=gen)) if shared else torch.randn(48, rank, generator=gen)
+        tensors = {"base_model.model.layer.q.lora_A.weight": torch.randn(rank, 40, generator=gen), "base_model.model.layer.q.lora_B.weight": lora_b.contiguous()}
+        save_file(tensors, folder / "adapter_model.safetensors")
+        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": ["q"]}))
+        folders.append(str(folder))
+    return folders
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_where_the_alpha_fit_cannot_speak_the_spectrum_against_its_null_decides(tmp_path, shared):
+    report = analyze(_lora_folders(tmp_path, 8, shared=shared), device="cpu")
+    (layer,) = report.layers
+    assert layer["reason"].startswith("no alpha could be fitted")
+    assert layer["retained"] is shared  # a planted common subspace is kept, random updates are not
+    assert ("kept by its spectrum" if shared else "not kept by its spectrum") in layer["reason"]

@@ -53,8 +53,9 @@ def analyze_command(sources, modes, center, include, exclude, plot_dir, select_f
             + (f" (null {'/'.join(str(data['null_k_for'][t]) for t in ('0.5', '0.8', '0.9', '0.95'))})" if data.get("null_k_for") else "")
             for m, data in layer["modes"].items()
         )
-        rows.append([layer["name"], "x".join(map(str, layer["shape"])), ks, f"{layer['mean_alpha']:.2f}", f"{layer['q']:.3f}", "yes" if layer["retained"] else "no"])
-    print_table("Spectra (k for 50/80/90/95 % explained variance) and layer quality", ["layer", "shape", "k per mode", "mean alpha", "q", "kept"], rows)
+        rows.append([layer["name"], "x".join(map(str, layer["shape"])), ks, f"{layer['mean_alpha']:.2f}", f"{layer['q']:.3f}",
+                     ("yes: " if layer["retained"] else "no: ") + layer["reason"]])
+    print_table("Spectra (k for 50/80/90/95 % explained variance) and layer quality", ["layer", "shape", "k per mode", "mean alpha", "q", "kept, and why"], rows)
     stdout.print(f"q_all {report.q_all:.3f}, q_arch {report.q_arch:.3f}; {len(report.retained)} of {len(report.layers)} layers retained")
     for plot in plots:
         stdout.print(f"wrote {plot}")

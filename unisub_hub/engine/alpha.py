@@ -71,13 +71,15 @@ class LayerQuality:
     std_alpha: float
     q: float
     retained: bool
+    reason: str = ""
+    """Why the layer is kept or not, in words (every threshold it fails)."""
 
 
 def layer_quality(alphas: list[float], thresholds: QualityThresholds = QualityThresholds()) -> LayerQuality:
     """The layer score ``q`` and whether the layer is kept, from its sources' alphas."""
     finite = [a for a in alphas if math.isfinite(a)]
     if not finite:
-        return LayerQuality(alphas, float("nan"), float("nan"), 0.0, False)
+        return LayerQuality(alphas, float("nan"), float("nan"), 0.0, False, "no alpha could be fitted (too few eigenvalues, e.g. a low-rank adapter)")
     values = torch.tensor(finite, dtype=torch.float64)
     mean = float(values.mean())
     std = float(values.std(unbiased=False))
@@ -85,10 +87,14 @@ def layer_quality(alphas: list[float], thresholds: QualityThresholds = QualityTh
     phi = torch.where(in_range, torch.exp(-0.5 * (values - 2)), torch.zeros_like(values))
     q = (1 - math.exp(-len(finite) / 20)) * float(phi.mean()) * math.exp(-std)
     q = min(1.0, max(0.0, q))
-    retained = (
-        thresholds.low <= mean <= thresholds.high
-        and std <= thresholds.max_std
-        and float(in_range.double().mean()) >= thresholds.min_share_in_range
-        and q >= thresholds.min_q
-    )
-    return LayerQuality(alphas, mean, std, q, retained)
+    share = float(in_range.double().mean())
+    failed = [
+        text for ok, text in (
+            (thresholds.low <= mean <= thresholds.high, f"mean alpha {mean:.2f} outside [{thresholds.low:g}, {thresholds.high:g}]"),
+            (std <= thresholds.max_std, f"alpha spread {std:.2f} above {thresholds.max_std:g}"),
+            (share >= thresholds.min_share_in_range, f"only {share:.0%} of alphas in range"),
+            (q >= thresholds.min_q, f"q {q:.3f} below {thresholds.min_q:g}"),
+        ) if not ok
+    ]
+    reason = "; ".join(failed) if failed else f"alpha fit: mean {mean:.2f}, spread {std:.2f}, q {q:.3f}"
+    return LayerQuality(alphas, mean, std, q, not failed, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,13 +77,30 @@ def analyze(
                 "null_explained_variance_curve": mode_report.null_curve,
                 "singular_values": mode_report.singular_values[:CURVE_POINTS],
             }
-        entry.update(alphas=quality.alphas, mean_alpha=quality.mean_alpha, std_alpha=quality.std_alpha, q=quality.q, retained=quality.retained)
+        retained, reason = quality.retained, quality.reason
+        if not math.isfinite(quality.mean_alpha):  # the alpha fit cannot speak: the spectrum against its null can
+            retained, reason = _spectrum_verdict(entry["modes"], reason)
+        entry.update(alphas=quality.alphas, mean_alpha=quality.mean_alpha, std_alpha=quality.std_alpha, q=quality.q,
+                     retained=retained, reason=reason)
         layers.append(entry)
     retained = [layer["name"] for layer in layers if layer["retained"]]
     q_all = sum(layer["q"] for layer in layers) / len(layers)
     q_kept = [layer["q"] for layer in layers if layer["retained"]]
     q_arch = (sum(q_kept) / len(q_kept)) * (len(q_kept) / len(layers)) if q_kept else 0.0
     return AnalyzeReport(layers=layers, sources=[s.name for s in sources], q_all=q_all, q_arch=q_arch, retained=retained)
+
+
+def _spectrum_verdict(modes: dict[str, dict[str, Any]], why: str) -> tuple[bool, str]:
+    """Keep a layer whose spectrum reaches 90 % with fewer directions than its null needs."""
+    verdicts = []
+    for mode, data in modes.items():
+        null = data.get("null_k_for")
+        if null is not None:
+            verdicts.append((data["k_for"]["0.9"] < null["0.9"], f"mode {mode}: k90 {data['k_for']['0.9']} against a null of {null['0.9']}"))
+    if not verdicts:
+        return False, f"{why}; no null to compare the spectrum with"
+    kept = any(ok for ok, _ in verdicts)
+    return kept, f"{why}; {'kept' if kept else 'not kept'} by its spectrum ({', '.join(text for _, text in verdicts)})"
 
 
 def _alphas(layers, sources, device: torch.device, progress: Progress | None) -> dict[str, list[float]]:  # noqa: ANN001
