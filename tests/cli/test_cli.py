@@ -250,3 +250,14 @@ def test_bf16_sources_materialize_as_bf16_without_a_base(tmp_path):
     run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model")
     written = load_file(tmp_path / "model" / "model.safetensors")
     assert {name: tensor.dtype for name, tensor in written.items()} == dict.fromkeys(written, torch.bfloat16)
+
+
+def test_info_of_a_task_lists_its_passthrough_tensors_and_says_which_error_it_shows(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    paths = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
+    run("build", *paths[:3], "--out", tmp_path / "basis", "--k", "1")
+    projected = json.loads(run("project", paths[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout)
+    output = run("info", tmp_path / "task").output
+    assert "Coefficients (projected)" in output and "rel. error of the update" in output
+    assert f"{projected['errors']['layers.0.w']['rel_error_centered']:.4f}" in output
+    assert "norm.weight" in output and "1-D tensor" in output

@@ -49,9 +49,12 @@ def info_command(artifact, verify, as_json):
     else:
         basis = manifest["basis"]
         stdout.print(f"basis {basis['content_id']}" + (f" ({basis['repo_id']}@{basis['revision'][:8]})" if basis.get("repo_id") else ""))
-        rows = [[e["name"], "x".join(map(str, e["shape"])), e.get("rel_error", "")] for e in manifest["layers"]]
-        print_table("Coefficients", ["layer", "shape", "rel. error"], rows)
-        stdout.print(f"{len(manifest['passthrough'])} passthrough tensor(s)")
+        errors = (manifest.get("metrics") or {}).get("layers", {})
+        rows = [[e["name"], "x".join(map(str, e["shape"])), _task_error(errors.get(e["name"]), e.get("rel_error"))] for e in manifest["layers"]]
+        print_table(f"Coefficients ({manifest.get('lineage', 'projected')})", ["layer", "shape", "rel. error of the update"], rows)
+        if manifest["passthrough"]:
+            print_table("Passthrough tensors (stored whole)", ["tensor", "shape", "dtype", "why"],
+                        [[e["name"], "x".join(map(str, e["shape"])), e["dtype"], e.get("reason", "")] for e in manifest["passthrough"]])
 
 
 def _error(quality: dict) -> str:
@@ -60,3 +63,10 @@ def _error(quality: dict) -> str:
         if quality.get(key) is not None:
             return f"{quality[key]:.4f} ({label})"
     return ""
+
+
+def _task_error(measured: dict | None, whole: float | None) -> str:
+    """A projected layer's error relative to its update (centred), else relative to the whole weight, said so."""
+    if measured and measured.get("rel_error_centered") is not None:
+        return f"{measured['rel_error_centered']:.4f}"
+    return "" if whole is None else f"{whole:.4f} (of the weight)"
