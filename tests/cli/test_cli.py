@@ -10,32 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from clitools import SHAPES, run, write_checkpoints
 from safetensors.torch import load_file, save_file
 
 from unisub_hub.cli import cli
-
-
-def run(*args: str, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
-def write_checkpoints(root: Path, count: int, shapes: dict[str, tuple[int, ...]], seed: int = 0) -> list[Path]:
-    gen = torch.Generator().manual_seed(seed)
-    base = {n: torch.randn(s, generator=gen) for n, s in shapes.items()}
-    paths = []
-    for m in range(count):
-        folder = root / f"model-{m}"
-        folder.mkdir(parents=True)
-        save_file({n: (t + 0.1 * torch.randn(t.shape, generator=gen)).contiguous() for n, t in base.items()}, folder / "model.safetensors")
-        paths.append(folder)
-    return paths
-
-
-SHAPES = {"layers.0.w": (16, 12), "layers.1.w": (12, 16), "norm.weight": (16,)}
 
 
 def test_build_project_materialize_info_json_round_trip(tmp_path):

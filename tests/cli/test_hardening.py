@@ -5,30 +5,11 @@ from __future__ import annotations
 import errno
 import json
 import struct
-from pathlib import Path
 
 import pytest
 import torch
+from clitools import SHAPES, refused, run, write_checkpoints
 from safetensors.torch import save_file
-from test_cli import SHAPES, run, write_checkpoints
-
-
-def registry_rows() -> list:
-    return json.loads(run("registry", "list", "bases", "--json").stdout) + json.loads(run("registry", "list", "tasks", "--json").stdout)
-
-
-def refused(args, message: str, out: Path | None = None) -> str:
-    before = registry_rows()
-    result = run(*args, ok=False)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    line = result.output.strip().splitlines()[-1]
-    assert line.startswith("Error: ") and message in line, line
-    if out is not None:
-        assert not out.exists()
-        assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp")]
-    assert registry_rows() == before
-    return line
 
 
 @pytest.fixture

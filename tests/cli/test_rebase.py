@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
-from test_cli import SHAPES, run, write_checkpoints
-from test_hardening import refused
+from clitools import SHAPES, refused, run, write_checkpoints
 
 from unisub_hub.engine import reconstruct_layer
 from unisub_hub.format import load_basis, load_coefficients

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_cli import SHAPES, run, write_checkpoints
+from clitools import SHAPES, run, write_checkpoints
 
 
 def test_build_and_project_register_and_references_resolve(tmp_path, isolated_home):

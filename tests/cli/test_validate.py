@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import torch
+from clitools import SHAPES, run, write_checkpoints
 from safetensors.torch import save_file
-from test_cli import SHAPES, run, write_checkpoints
 
 from unisub_hub.format.tensorfile import canonical_bytes
 

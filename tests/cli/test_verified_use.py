@@ -6,8 +6,7 @@ import json
 import os
 
 import pytest
-from test_cli import SHAPES, run, write_checkpoints
-from test_hardening import refused
+from clitools import SHAPES, refused, run, write_checkpoints
 
 from unisub_hub.format import verified
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-
+from clitools import run
 from models import save_adapters, save_base  # noqa: E402
-from test_cli import run  # noqa: E402
 
 from unisub_hub.testing import LocalHub  # noqa: E402
 

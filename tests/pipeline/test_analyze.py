@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-
-from test_cli import run, write_checkpoints  # noqa: E402
+from clitools import run, write_checkpoints
 
 from unisub_hub.engine.rank import k_for_variance  # noqa: E402
 from unisub_hub.io.checkpoint import CheckpointSource  # noqa: E402
