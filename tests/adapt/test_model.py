@@ -183,3 +183,15 @@ def test_wrong_model_and_foreign_tasks_are_refused(mlp_basis, tmp_path):
     with pytest.raises(AdaptError, match="has no mean"):
         other = build(_zoo(tmp_path, _mlp(), 4, seed=5), tmp_path / "uncentred", k=2, device="cpu", include=["0.weight"], center=False).basis
         attach(_mlp(), other).add_task("t", init="mean")
+
+
+def test_a_saved_task_holding_nan_is_refused_on_load(mlp_basis, tmp_path):
+    from unisub_hub.format import save_coefficients
+
+    layer = mlp_basis.layer("0.weight")
+    poisoned = save_coefficients(tmp_path / "nan-task", {"0.weight": torch.full(layer.coefficient_shape(), float("nan"))}, {},
+                                 name="nan-task", basis_manifest=mlp_basis.manifest)
+    adapter = attach(_mlp(), mlp_basis)
+    with pytest.raises(AdaptError, match="coefficients of layer 0.weight hold NaN or Inf"):
+        adapter.load_task(poisoned.path)
+    assert adapter.tasks == []

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine import project_layer, update_rank
+from ..engine import all_finite, project_layer, update_rank
 from ..errors import AdaptError
 from ..format import (
     BasisArtifact,
@@ -254,6 +254,9 @@ class SubspaceAdapter:
         missing = set(self.layers) - set(coefficients.layer_names)
         if missing:
             raise AdaptError(f"{coefficients.path}: has no coefficients for layer {sorted(missing)[0]}")
+        for layer in self.layers:  # a set written elsewhere may hold NaN under a valid content id
+            if not all_finite(coefficients.coefficient(layer)):
+                raise AdaptError(f"{coefficients.path}: coefficients of layer {layer} hold NaN or Inf")
         key = self.state.add(name)
         try:
             for layer, module in self.layers.items():
