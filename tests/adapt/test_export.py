@@ -147,3 +147,16 @@ def test_transformers_trainer_trains_only_the_task(lora_zoo, tmp_path):
     transformers.Trainer(model=model, args=args, train_dataset=rows).train()
     assert all(not torch.equal(a, b) for a, b in zip(before, adapter.parameters(), strict=True))
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Conv2d(3, 4, 3, padding="same")])
+def test_a_convolution_whose_padding_the_update_cannot_follow_is_refused(tmp_path, conv):
+    from unisub_hub.errors import AdaptError
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+
+    basis = build(_zoo(tmp_path, make(), 4), tmp_path / "basis", k=2, device="cpu", include=["0.weight"]).basis
+    with pytest.raises(AdaptError, match="zero padding of fixed size only"):
+        attach(nn.Sequential(conv), basis)

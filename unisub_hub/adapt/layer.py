@@ -24,7 +24,7 @@ from ..engine.basis import LayerBasis
 from ..engine.modes import Factors
 from ..errors import AdaptError
 
-__all__ = ["SubspaceLayer", "TaskLinear", "TaskState", "layer_orientation"]
+__all__ = ["SubspaceLayer", "TaskLinear", "TaskState", "check_module", "layer_orientation"]
 
 
 @dataclass
@@ -62,10 +62,28 @@ def layer_orientation(module: nn.Module) -> str:
     if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
         return "conv1d_gpt2"
     if isinstance(module, nn.Conv2d):
+        # The update runs on the unfolded input, which pads with zeros at fixed sizes: any other
+        # padding would give an update the frozen convolution does not see, silently.
         if module.groups != 1:
             raise AdaptError(f"a grouped Conv2d (groups={module.groups}) is not supported")
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            raise AdaptError(f"a Conv2d with padding {module.padding!r} ({module.padding_mode}) is not supported; zero padding of fixed size only")
         return "conv2d"
     raise AdaptError(f"a {type(module).__name__} cannot carry a subspace update (Linear, Embedding, GPT-2 Conv1D or Conv2d only)")
+
+
+def check_module(module: nn.Module | None, layer: str, tensor_shape: tuple[int, ...] | list[int]) -> str:
+    """That ``module`` can carry basis ``layer`` (a supported kind, a weight of its shape); its orientation.
+
+    Raises:
+        AdaptError: naming the layer and what does not fit.
+    """
+    if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+        raise AdaptError(f"the model has no module with a weight for basis layer {layer} (wrong model for this basis?)")
+    orientation = layer_orientation(module)
+    if tuple(module.weight.shape) != tuple(tensor_shape):
+        raise AdaptError(f"layer {layer}: the model's weight is {tuple(module.weight.shape)}, the basis expects {tuple(tensor_shape)}")
+    return orientation
 
 
 class SubspaceLayer(nn.Module):
@@ -73,9 +91,7 @@ class SubspaceLayer(nn.Module):
 
     def __init__(self, base: nn.Module, basis: LayerBasis, state: TaskState) -> None:
         super().__init__()
-        self.orientation = layer_orientation(base)
-        if tuple(base.weight.shape) != tuple(basis.tensor_shape):
-            raise AdaptError(f"layer {basis.name}: the model's weight is {tuple(base.weight.shape)}, the basis expects {basis.tensor_shape}")
+        self.orientation = check_module(base, basis.name, basis.tensor_shape)
         self.base = base
         for parameter in base.parameters():
             parameter.requires_grad_(False)

@@ -32,7 +32,7 @@ from ..format import (
     save_coefficients,
 )
 from ..format.names import prefix_map
-from .layer import SubspaceLayer, TaskLinear, TaskState, layer_orientation
+from .layer import SubspaceLayer, TaskLinear, TaskState, check_module
 
 __all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach", "open_basis"]
 
@@ -113,12 +113,7 @@ class SubspaceAdapter:
         self._to_model, self._to_basis = names.forward, names.back
         targets = {layer: self._to_model(layer.removesuffix(".weight")) for layer in basis.layer_names}
         for layer, module_name in targets.items():  # every check before the model is touched
-            base = modules.get(module_name)
-            if base is None or not isinstance(getattr(base, "weight", None), torch.Tensor):
-                raise AdaptError(f"the model has no module {module_name} for basis layer {layer} (wrong model for this basis?)")
-            layer_orientation(base)
-            if list(base.weight.shape) != basis.entry(layer)["shape"]:
-                raise AdaptError(f"layer {layer}: the model's weight is {tuple(base.weight.shape)}, the basis expects {tuple(basis.entry(layer)['shape'])}")
+            check_module(modules.get(module_name), layer, basis.entry(layer)["shape"])
         # Like peft: everything the model had is frozen, so an optimizer over "what requires grad"
         # (transformers.Trainer's) sees the tasks' coefficients and heads only.
         model.requires_grad_(False)
@@ -146,8 +141,9 @@ class SubspaceAdapter:
         """Add a task (and make it active): coefficients zero, the mean alone, or a fine-tune's projection.
 
         ``init="zero"`` starts every layer at ``C = 0``: the base model for an uncentred LoRA
-        basis, the basis mean otherwise (a coefficient set always includes its basis's mean,
-        so on a centred basis ``"mean"`` and ``"zero"`` are the same start). Any other value
+        basis, the basis mean for a centred one (a coefficient set always includes its basis's
+        mean, so there ``"mean"`` and ``"zero"`` are the same start), and a zero layer for an
+        uncentred checkpoint basis (whose tasks are ``U C V^T`` alone: start those from a fine-tune). Any other value
         is a fine-tune (folder or Hub id) projected onto the basis; its head, when it has
         one of the right shape, starts the task's head. ``train_coefficients=False`` keeps the
         coefficients at their start (a head-only baseline).

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from ..adapt import attach, random_basis_like
 from ..format import load_basis
 
-__all__ = ["TRAINED_VARIANTS", "digits_trained", "minilm_trained"]
+__all__ = ["TRAINED_VARIANTS", "digits_trained", "minilm_trained", "parameter_count"]
 
 TRAINED_VARIANTS = ("trained universal", "trained random", "head only")
 
