@@ -9,7 +9,7 @@ import torch
 from models import save_adapters, save_base
 from safetensors.torch import load_file, save_file
 
-from unisub_hub.errors import NonFiniteError
+from unisub_hub.errors import NonFiniteError, SourceError
 from unisub_hub.format import save_coefficients
 from unisub_hub.pipeline.build import build
 from unisub_hub.pipeline.materialize import materialize
@@ -46,7 +46,7 @@ def test_project_refuses_an_overflowing_lora_alpha(tmp_path):
     config = json.loads((adapters[3] / "adapter_config.json").read_text())
     config["lora_alpha"] = float("inf")
     (adapters[3] / "adapter_config.json").write_text(json.dumps(config).replace("Infinity", "1e999"))
-    with pytest.raises(NonFiniteError, match="LoRA scale is inf"):
+    with pytest.raises(SourceError, match="lora-3: adapter_config.json: lora_alpha must be a finite non-zero number, got inf"):
         project(str(adapters[3]), basis, tmp_path / "task", device="cpu")
     assert not (tmp_path / "task").exists()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -20,9 +21,23 @@ from ..engine.matrix import Dense, matrix_view
 from ..errors import FormatError, PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, read_header
 
-__all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "provenance_id", "sha256_files"]
+__all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "load_pickle_safely", "provenance_id", "sha256_files"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def load_pickle_safely(path: Path, source: str) -> dict[str, torch.Tensor]:
+    """``torch.load`` with ``weights_only=True`` (no code runs); any refusal or damage becomes one line."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the one line below is what the user needs
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for a payload the safe loader blocks, RuntimeError/EOFError for damage
+        first = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        raise SourceError(f"{path.name}: not a plain tensor file the safe loader accepts ({first:.200})", source=source) from None
+    if not isinstance(loaded, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
+        raise SourceError(f"{path.name}: does not hold a mapping of names to tensors", source=source)
+    return loaded
 
 
 class TensorInfo(NamedTuple):
@@ -48,22 +63,35 @@ def sha256_files(paths: Sequence[Path]) -> str:
 
 
 def find_tensor_files(folder: Path, stem: str = "model") -> list[Path]:
-    """The safetensors files of a checkpoint folder: the index's shards, ``<stem>.safetensors``, or all."""
+    """The safetensors files of a checkpoint folder: the index's shards, ``<stem>.safetensors``, or all.
+
+    One rule for single files and shards alike: a file is named by a bare file name inside
+    the folder, and may be a symlink to anywhere (the Hub cache keeps snapshot files as
+    links into ``blobs/``); a name in an index that climbs out of the folder is refused.
+    """
     index = folder / f"{stem}.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise FormatError(f"not a valid safetensors index ({error.__class__.__name__})", path=index) from None
-        files = sorted({folder / name for name in weight_map.values()})
-        for path in files:
-            if not path.is_file() or Path(path).resolve().parent != folder.resolve():
-                raise SourceError(f"shard {path.name} named in {index.name} is missing", source=str(folder))
-        return files
+        return [folder / name for name in sorted(set(_shard_names(index).values()))]
     single = folder / f"{stem}.safetensors"
     if single.is_file():
         return [single]
     return sorted(folder.glob("*.safetensors"))
+
+
+def _shard_names(index: Path) -> dict[str, str]:
+    """The index's ``weight_map`` (tensor -> shard file name), checked to name existing files in its folder."""
+    try:
+        weight_map = json.loads(index.read_text()).get("weight_map")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise FormatError(f"not a valid safetensors index ({error.__class__.__name__})", path=index) from None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise FormatError("not a valid safetensors index (weight_map must map tensor names to shard file names)", path=index)
+    for tensor, name in weight_map.items():
+        if not isinstance(name, str) or Path(name).name != name or name in {"", ".", ".."} or "\\" in name:
+            raise FormatError(f"tensor {tensor!r:.80} is mapped to {name!r:.80}, which is not a file name in the index's folder", path=index)
+        if not (index.parent / name).is_file():
+            raise FormatError(f"shard {name} named in the index is missing", path=index)
+    return weight_map
 
 
 def _component_files(folder: Path) -> dict[Path, str]:
@@ -115,7 +143,7 @@ class CheckpointSource:
             self.files = pickles
             self._pickled = {}
             for path in pickles:
-                self._pickled.update(torch.load(path, map_location="cpu", weights_only=True))
+                self._pickled.update(load_pickle_safely(path, self.name))
 
     @property
     def tensors(self) -> dict[str, TensorInfo]:

@@ -11,6 +11,7 @@ Tensors that are not LoRA factors (``modules_to_save`` heads, ...) are passthrou
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch
 from ..engine.matrix import Factored, lora_scale
 from ..errors import PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, read_header, read_tensors
-from .checkpoint import TensorInfo, provenance_id, sha256_files
+from .checkpoint import TensorInfo, load_pickle_safely, provenance_id, sha256_files
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora_folder", "pattern_value"]
 
@@ -66,6 +67,57 @@ class LoraModule:
         return f"{self.module}.weight"
 
 
+@dataclass(frozen=True)
+class _LoraSettings:
+    """The parts of ``adapter_config.json`` that decide each module's rank and scale, checked once."""
+
+    r: int
+    alpha: float
+    use_rslora: bool
+    fan_in_fan_out: bool
+    rank_pattern: dict[str, int]
+    alpha_pattern: dict[str, float]
+
+    @classmethod
+    def read(cls, config: dict[str, Any], source: str) -> _LoraSettings:
+        def fail(problem: str) -> SourceError:
+            return SourceError(f"{ADAPTER_CONFIG}: {problem}", source=source)
+
+        def rank(value: Any, where: str) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail(f"{where} must be a positive integer, got {value!r:.60}")
+            return value
+
+        def alpha(value: Any, where: str) -> float:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value == 0:
+                raise fail(f"{where} must be a finite non-zero number, got {value!r:.60}")
+            return float(value)
+
+        def flag(name: str) -> bool:
+            value = config.get(name, False)
+            if not isinstance(value, bool) and value is not None:
+                raise fail(f"{name} must be true or false, got {value!r:.60}")
+            return bool(value)
+
+        def patterns(name: str, check: Any) -> dict[str, Any]:
+            table = config.get(name) or {}
+            if not isinstance(table, dict):
+                raise fail(f"{name} must map module-name patterns to values, got {type(table).__name__}")
+            for key, value in table.items():
+                try:
+                    re.compile(key)
+                except re.error as error:
+                    raise fail(f"{name} key {key!r:.60} is not a valid regular expression ({error})") from None
+                table[key] = check(value, f"{name}[{key!r:.60}]")
+            return table
+
+        r = rank(config.get("r", 8), "r")
+        return cls(
+            r=r, alpha=alpha(config.get("lora_alpha", r), "lora_alpha"), use_rslora=flag("use_rslora"), fan_in_fan_out=flag("fan_in_fan_out"),
+            rank_pattern=patterns("rank_pattern", rank), alpha_pattern=patterns("alpha_pattern", alpha),
+        )
+
+
 class LoraSource:
     """A PEFT LoRA adapter folder as a :class:`MatrixSource` of low-rank updates."""
 
@@ -97,7 +149,8 @@ class LoraSource:
             if not allow_pickle:
                 raise PickleRefusedError(f"{pickled.name} is a pickle file; refusing to load it", source=self.name)
             self.weights = pickled
-            self._pickled = torch.load(pickled, map_location="cpu", weights_only=True)
+            self._pickled = load_pickle_safely(pickled, self.name)
+        self.settings = _LoraSettings.read(self.config, self.name)
 
     @cached_property
     def header(self) -> dict[str, TensorInfo]:
@@ -114,10 +167,7 @@ class LoraSource:
         for key, info in self.header.items():
             if match := _KEY.match(key):
                 parts.setdefault(match["module"], {})[match["part"]] = info
-        default_r = int(self.config.get("r", 8))
-        default_alpha = float(self.config.get("lora_alpha", default_r))
-        rslora = bool(self.config.get("use_rslora", False))
-        fan_in_fan_out = bool(self.config.get("fan_in_fan_out", False))
+        settings = self.settings
         out: dict[str, LoraModule] = {}
         for stem, found in parts.items():
             module = stem.removeprefix(_PEFT_PREFIX)
@@ -126,20 +176,24 @@ class LoraSource:
             b = found.get("lora_embedding_B" if embedding else "lora_B")
             if a is None or b is None:
                 raise SourceError(f"module {module} has only one of its LoRA factors", source=self.name)
+            if len(a.shape) < 2 or len(b.shape) < 2:
+                raise SourceError(f"module {module}: LoRA factors must be matrices, got shapes {list(a.shape)} and {list(b.shape)}", source=self.name)
             if embedding:  # A: r x num_embeddings, B: dim x r; base weight num_embeddings x dim
                 rank, shape, kind = a.shape[0], (a.shape[1], b.shape[0]), "embedding"
             else:
                 rank = a.shape[0]
                 kind = "conv" if len(a.shape) > 2 else "linear"
                 shape = (b.shape[0], *a.shape[1:])
-            transposed = fan_in_fan_out and kind == "linear"
+            if b.shape[1] != rank:
+                raise SourceError(f"module {module}: lora_A has rank {rank} but lora_B has rank {b.shape[1]} (shapes {list(a.shape)} and {list(b.shape)})", source=self.name)
+            transposed = settings.fan_in_fan_out and kind == "linear"
             if transposed:
                 shape = (shape[1], shape[0])
-            alpha = float(pattern_value(self.config.get("alpha_pattern") or {}, module, default_alpha))
-            r_config = int(pattern_value(self.config.get("rank_pattern") or {}, module, default_r))
+            alpha = pattern_value(settings.alpha_pattern, module, settings.alpha)
+            r_config = pattern_value(settings.rank_pattern, module, settings.r)
             if r_config != rank:
                 raise SourceError(f"module {module}: factors have rank {rank} but the config says r={r_config}", source=self.name)
-            scale = lora_scale(alpha, rank, use_rslora=rslora)
+            scale = lora_scale(alpha, rank, use_rslora=settings.use_rslora)
             out[f"{module}.weight"] = LoraModule(module, stem, kind, rank, scale, tuple(shape), transposed)
         return out
 
