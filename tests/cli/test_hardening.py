@@ -172,3 +172,15 @@ def test_a_name_that_looks_like_a_content_id_resolves_by_name(tmp_path, zoo):
     run("build", *zoo[:3], "--out", tmp_path / "cafe01", "--k", "1")
     shown = json.loads(run("registry", "show", "cafe01", "--json").stdout)
     assert shown["name"] == "cafe01" and shown["version"] == 1
+
+
+def test_an_integer_past_pythons_digit_limit_is_invalid_json_not_a_traceback(tmp_path, zoo):
+    run("build", *zoo, "--out", tmp_path / "basis", "--k", "1", "--no-register")
+    manifest_path = tmp_path / "basis" / "unisub_basis.json"
+    manifest_path.write_text(manifest_path.read_text().replace('"format_version"', '"huge": ' + "9" * 5000 + ', "format_version"', 1))
+    refused(["info", tmp_path / "basis"], f"{manifest_path}: manifest is not valid JSON (Exceeds the limit (4300 digits)")
+    config = zoo[0] / "config.json"
+    for text in ('{"architectures": {"a": 1}}', '{"architectures": 5, "model_type": "bert"}', '{"n": ' + "1" * 5000 + "}"):
+        config.write_text(text)
+        assert run("build", *zoo, "--out", tmp_path / "again", "--k", "1", "--no-register").exit_code == 0
+        (tmp_path / "again").rename(tmp_path / f"again-{len(text)}")

@@ -261,3 +261,67 @@ def test_a_pull_fetches_and_keeps_the_artifact_files_only(zoo, tmp_path, hub, mo
     fetched = {r.path.rsplit("/", 1)[-1] for r in hub.requests[before:] if r.method == "GET" and "/resolve/" in r.path}
     assert not fetched & {"big.bin", "evil.sh"}
     assert sorted(p.name for p in Path(pulled["path"]).iterdir()) == ["README.md", "coefficients.safetensors", "unisub_coefficients.json"]
+
+
+@pytest.mark.parametrize("fault", ["drop-commit", "garbage-commit"])
+def test_a_server_that_dies_or_garbles_its_answer_during_a_push_is_one_line(zoo, tmp_path, hub, fault):
+    base, adapters = zoo
+    run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "2", "--name", "b")
+    hub.fail_next(fault)
+    result = run("push", "b", "me/b", ok=False)
+    expected = "broke off mid-transfer" if fault == "drop-commit" else "answered with something that is not JSON"
+    assert result.exit_code == 1 and "Traceback" not in result.output and expected in result.output.strip().splitlines()[-1]
+    assert hub.repos["me/b"].resolve("main").files.keys() == {".gitattributes"}  # nothing committed
+    assert run("registry", "show", "b", "--json").exit_code == 0  # still registered, not yet pushed: a retry works
+    assert run("push", "b", "me/b").exit_code == 0
+
+
+def test_a_download_cut_short_is_retried_and_one_that_keeps_failing_registers_nothing(zoo, tmp_path, hub, monkeypatch):
+    publish(zoo, tmp_path, hub)
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh"))
+    hub.fail_next("cut-download")
+    assert run("pull", "me/task0").exit_code == 0  # huggingface_hub resumes the cut file
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh2"))
+    hub.fail_next("cut-download", times=50)
+    result = run("pull", "me/task1", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output and "broke off mid-transfer" in result.output.strip().splitlines()[-1]
+    assert json.loads(run("registry", "list", "--json").stdout) == []
+    assert not any((tmp_path / "fresh2" / "downloads").iterdir())
+
+
+def test_a_push_target_with_a_revision_is_refused_before_anything_is_sent(zoo, tmp_path, hub):
+    base, adapters = zoo
+    run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "2", "--name", "b")
+    result = run("push", "b", "me/b@main", ok=False)
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: me/b@main: a push target is a repo id without @revision; give the branch with --revision main"
+    assert "me/b" not in hub.repos and "me/b@main" not in hub.repos
+
+
+@pytest.mark.parametrize("name", ["../evil.safetensors", "/abs/evil.safetensors", "sub/../../evil.safetensors", "sub/extra.safetensors"])
+def test_a_repo_file_name_that_climbs_out_is_neither_fetched_nor_written(zoo, tmp_path, hub, monkeypatch, name):
+    import base64
+
+    base, adapters = zoo
+    run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "2", "--name", "b")
+    run("push", "b", "me/b")
+    hub.commit(hub.repos["me/b"], "main", [{"key": "file", "value": {"path": name, "content": base64.b64encode(b"payload").decode()}}], create_pr=False)
+    monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh"))
+    pulled = json.loads(run("pull", "me/b", "--json").stdout)
+    assert pulled["pulled"]["kind"] == "basis"
+    assert not [p for p in tmp_path.rglob("*") if p.name in {"evil.safetensors", "extra.safetensors"}]
+    assert not [r for r in hub.requests if "evil" in r.path or "extra" in r.path]
+
+
+def test_a_source_repo_listing_with_climbing_names_downloads_only_safe_files(zoo, tmp_path, hub):
+    from huggingface_hub import HfApi
+
+    base, adapters = zoo
+    api = HfApi(endpoint=hub.url)
+    for i, adapter in enumerate(adapters[:3]):
+        api.create_repo(f"me/lora-{i}")
+        api.upload_folder(repo_id=f"me/lora-{i}", folder_path=adapter)
+    import base64
+
+    hub.commit(hub.repos["me/lora-0"], "main", [{"key": "file", "value": {"path": "../evil.safetensors", "content": base64.b64encode(b"x").decode()}}], create_pr=False)
+    assert run("build", "me/lora-0", "me/lora-1", "me/lora-2", "--out", tmp_path / "basis", "--k", "2").exit_code == 0
+    assert not [r for r in hub.requests if "evil" in r.path] and not list(tmp_path.rglob("evil.safetensors"))

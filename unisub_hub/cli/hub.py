@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..constants import COEFFICIENTS_FORMAT
 from ..errors import HubUsageError
-from ..format import load_basis, load_coefficients, read_artifact
+from ..format import load_basis, load_coefficients
 from ..hub.pull import pull
-from ..hub.push import push_artifact
+from ..hub.push import publish
 from ..pipeline.materialize import FORMATS, materialize
 from .options import device_option, json_option, shard_size_option
 from .output import emit_json, stdout
@@ -39,33 +38,8 @@ def push_command(ref, repo_id, private, revision, create_pr, commit_message, bas
 
         unisub-hub push sst2-task me/minilm-sst2 --push-basis me/minilm-basis
     """
-    registry = open_registry()
-    folder = resolve_folder(ref)
-    entry = registry.add(folder)  # re-hashes the tensor files; push_artifact checks them again before upload
-    artifact = read_artifact(folder)
-    results = []
-    basis_location = None
-    if artifact.kind == COEFFICIENTS_FORMAT:
-        basis_id = artifact.manifest["basis"]["content_id"]
-        basis_entry = registry.find("basis", basis_id)
-        if basis_entry is not None and basis_entry.hub_repo:
-            basis_location = (basis_entry.hub_repo, basis_entry.hub_revision)
-        elif artifact.manifest["basis"].get("repo_id") and artifact.manifest["basis"].get("revision"):
-            basis_location = (artifact.manifest["basis"]["repo_id"], artifact.manifest["basis"]["revision"])
-        elif basis_repo:
-            if basis_entry is None:
-                raise HubUsageError(f"{ref}: its basis {basis_id[:19]}... is not in the registry; register or pull it first")
-            pushed = push_artifact(basis_entry.path, basis_repo, private=private, token=token, commit_message=commit_message)
-            registry.set_hub(basis_id, pushed.repo_id, pushed.commit)
-            basis_location = (pushed.repo_id, pushed.commit)
-            results.append(("basis", pushed))
-        else:
-            raise HubUsageError(f"{ref}: its basis {basis_id[:19]}... is not on the Hub yet; push it first or pass --push-basis REPO_ID")
-    pushed = push_artifact(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
-                           commit_message=commit_message, token=token, basis_location=basis_location)
-    if not create_pr:
-        registry.set_hub(entry.content_id, pushed.repo_id, pushed.commit)
-    results.append((entry.kind, pushed))
+    results = publish(resolve_folder(ref), repo_id, open_registry(), private=private, revision=revision, create_pr=create_pr,
+                      commit_message=commit_message, token=token, push_basis_to=basis_repo)
     if as_json:
         emit_json([{"kind": kind, "repo_id": r.repo_id, "commit": r.commit, "url": r.url, "pr_url": r.pr_url} for kind, r in results])
         return

@@ -215,8 +215,8 @@ def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = F
         raise FormatError(f"missing {MANIFEST_NAMES[kind]}", path=path)
     try:
         raw = json.loads(manifest_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FormatError(f"manifest is not valid JSON ({error})", path=manifest_path) from None
+    except ValueError as error:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
+        raise FormatError(f"manifest is not valid JSON ({str(error)[:200]})", path=manifest_path) from None
     manifest = validate_manifest(raw, kind, path=manifest_path)
     artifact = Artifact(path=path, manifest=manifest, kind=kind)
     for file_name in manifest["tensor_files"]:

@@ -138,8 +138,17 @@ class BasisArtifact(ArtifactView):
         return layer
 
     def quality_report(self) -> dict[str, Any] | None:
+        """The build's per-source report (``quality.json``), or None for a basis without one."""
         path = self.path / QUALITY_REPORT
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            report = json.loads(path.read_text())
+        except ValueError as error:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
+            raise FormatError(f"not valid JSON ({str(error)[:200]})", path=path) from None
+        if not isinstance(report, dict):
+            raise FormatError("not a JSON object", path=path)
+        return report
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

@@ -7,8 +7,10 @@ started after ``huggingface_hub`` was imported is still used. ``HF_TOKEN``, ``HF
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from ..errors import (
@@ -19,7 +21,7 @@ from ..errors import (
     HubUsageError,
 )
 
-__all__ = ["api", "cache_dir", "endpoint", "hub_errors", "is_offline", "split_revision"]
+__all__ = ["api", "cache_dir", "endpoint", "hub_errors", "is_offline", "matching_files", "split_revision"]
 
 _DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -66,6 +68,20 @@ def split_revision(spec: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def matching_files(names: Iterable[str], patterns: Sequence[str], *, top_level: bool = False) -> list[str]:
+    """The repo file names to fetch: those matching ``patterns`` whose path stays inside the folder.
+
+    A repo listing is not trusted: a name that is absolute, holds a ``..`` segment or a
+    backslash (or, with ``top_level``, any folder) is left out, so it reaches neither the
+    downloader (which would raise on it) nor the disk.
+    """
+    def safe(name: str) -> bool:
+        parts = name.split("/")
+        return bool(name) and "\\" not in name and not name.startswith("/") and all(part not in {"", ".", ".."} for part in parts) and (len(parts) == 1 or not top_level)
+
+    return sorted(name for name in names if safe(name) and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns))
+
+
 @contextmanager
 def hub_errors(what: str) -> Iterator[None]:
     """Turn ``huggingface_hub`` and network exceptions into :class:`HubError` naming ``what``."""
@@ -98,11 +114,11 @@ def hub_errors(what: str) -> Iterator[None]:
         if status in (401, 403):
             raise HubAuthError(f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or --token") from None
         raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(error)}") from None
-    except OSError as error:  # httpx/requests connection errors derive from OSError or wrap it
-        if _is_network_error(error):
-            raise HubConnectionError(f"{what}: cannot reach {endpoint()} (network down?)") from None
-        raise
-    except Exception as error:
+    except json.JSONDecodeError:
+        raise HubError(f"{what}: {endpoint()} answered with something that is not JSON (not a Hub API, or a proxy's error page); nothing was changed here") from None
+    except Exception as error:  # httpx/requests errors: some derive from OSError, others only from their own base
+        if _is_broken_transfer(error):
+            raise HubConnectionError(f"{what}: the connection to {endpoint()} broke off mid-transfer ({_first_line(error)}); try again") from None
         if _is_network_error(error):
             raise HubConnectionError(f"{what}: cannot reach {endpoint()} (network down?)") from None
         raise
@@ -113,6 +129,15 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else error.__class__.__name__
 
 
+def _error_names(error: BaseException) -> set[str]:
+    """Class names along the error's MRO: httpx, requests and urllib3 are matched by name, not imported."""
+    return {cls.__name__ for cls in type(error).__mro__}
+
+
 def _is_network_error(error: BaseException) -> bool:
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError", "ReadTimeout"})
+    return bool(_error_names(error) & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError", "ReadTimeout"})
+
+
+def _is_broken_transfer(error: BaseException) -> bool:
+    """The server closed or garbled a connection it had accepted (it died, or cut a download short)."""
+    return bool(_error_names(error) & {"RemoteProtocolError", "ProtocolError", "ChunkedEncodingError", "IncompleteRead"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .client import api, cache_dir, endpoint, hub_errors, is_offline, split_revision
+from .client import api, cache_dir, endpoint, hub_errors, is_offline, matching_files, split_revision
 
 __all__ = ["SOURCE_FILES", "download_source"]
 
@@ -26,6 +26,8 @@ def download_source(spec: str, *, allow_patterns: Sequence[str] | None = None) -
         if is_offline():
             folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(allow_patterns or SOURCE_FILES), endpoint=endpoint(), cache_dir=cache_dir())
             return Path(folder), Path(folder).name
-        sha = api().repo_info(repo_id, revision=revision).sha
-        folder = snapshot_download(repo_id, revision=sha, allow_patterns=list(allow_patterns or SOURCE_FILES), endpoint=endpoint(), cache_dir=cache_dir())
+        info = api().repo_info(repo_id, revision=revision)
+        files = matching_files((sibling.rfilename for sibling in info.siblings or []), list(allow_patterns or SOURCE_FILES))
+        folder = snapshot_download(repo_id, revision=info.sha, allow_patterns=files, endpoint=endpoint(), cache_dir=cache_dir())
+        sha = info.sha
     return Path(folder), sha

@@ -18,7 +18,7 @@ from ..format import read_artifact
 from ..format.artifact import MANIFEST_NAMES, Artifact
 from ..format.checks import check_tensor_table
 from ..registry import DOWNLOADS, Entry, Registry
-from .client import api, endpoint, hub_errors, is_offline, split_revision
+from .client import api, endpoint, hub_errors, is_offline, matching_files, split_revision
 
 __all__ = ["pull"]
 
@@ -39,7 +39,8 @@ def pull(spec: str, registry: Registry, *, token: str | None = None, expected_id
             raise HubConnectionError(f"{spec}: HF_HUB_OFFLINE is set and this repo is not in the registry")
         return entry
     with hub_errors(spec):
-        sha = api(token).repo_info(repo_id, revision=revision).sha
+        info = api(token).repo_info(repo_id, revision=revision)
+    sha = info.sha
     if (entry := registry.find_by_hub(repo_id, sha)) is not None:
         return entry
     downloads = registry.home / DOWNLOADS
@@ -47,15 +48,16 @@ def pull(spec: str, registry: Registry, *, token: str | None = None, expected_id
     folder = downloads / f"{repo_id.replace('/', '--')}-{uuid.uuid4().hex[:8]}"
     # The shared lease keeps gc, which clears what killed pulls left in downloads/, off this one.
     with registry.store.lease():
-        return _download_and_register(spec, repo_id, sha, folder, registry, token=token, expected_id=expected_id)
+        files = matching_files((sibling.rfilename for sibling in info.siblings or []), ARTIFACT_FILE_PATTERNS, top_level=True)
+        return _download_and_register(spec, repo_id, sha, files, folder, registry, token=token, expected_id=expected_id)
 
 
-def _download_and_register(spec: str, repo_id: str, sha: str, folder: Path, registry: Registry, *, token: str | None, expected_id: str | None) -> Entry:
+def _download_and_register(spec: str, repo_id: str, sha: str, files: list[str], folder: Path, registry: Registry, *, token: str | None, expected_id: str | None) -> Entry:
     from huggingface_hub import snapshot_download
 
     try:
         with hub_errors(spec):  # an artifact's own files only: nothing else of the repo is fetched or kept
-            snapshot_download(repo_id, revision=sha, local_dir=folder, token=token, endpoint=endpoint(), allow_patterns=ARTIFACT_FILE_PATTERNS)
+            snapshot_download(repo_id, revision=sha, local_dir=folder, token=token, endpoint=endpoint(), allow_patterns=files)
         shutil.rmtree(folder / ".cache", ignore_errors=True)
         try:
             artifact = read_artifact(folder, verify=True)
@@ -88,6 +90,7 @@ def _ensure_basis(manifest: dict, registry: Registry, *, token: str | None, spec
 
 ARTIFACT_FILE_PATTERNS = ["unisub_basis.json", "unisub_coefficients.json", "*.safetensors", "*.safetensors.index.json", "README.md", QUALITY_REPORT]
 """What a pull downloads: an artifact's own files (the tensor files among them are checked below)."""
+
 
 
 def _keep_only_artifact_files(folder: Path, artifact: Artifact) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..constants import COEFFICIENTS_FORMAT
+from ..errors import HubUsageError
 from ..format import read_artifact
 from ..format.artifact import MANIFEST_NAMES, Artifact
 from ..format.card import basis_card, coefficients_card
@@ -14,7 +16,10 @@ from ..format.checks import check_tensor_table
 from ..format.schema import validate_manifest
 from .client import api, hub_errors, split_revision
 
-__all__ = ["PushResult", "push_artifact"]
+if TYPE_CHECKING:
+    from ..registry import Registry
+
+__all__ = ["PushResult", "publish", "push_artifact"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ def push_artifact(
     """
     from huggingface_hub import CommitOperationAdd
 
-    split_revision(repo_id)
+    _check_target(repo_id)
     artifact = read_artifact(folder, verify=True)
     check_tensor_table(artifact)
     manifest = dict(artifact.manifest)
@@ -65,6 +70,71 @@ def push_artifact(
             client.create_branch(repo_id, branch=revision, exist_ok=True)
         info = client.create_commit(repo_id, operations, commit_message=message, revision=revision, create_pr=create_pr)
     return PushResult(repo_id=repo_id, commit=info.oid, url=str(info.commit_url), pr_url=info.pr_url)
+
+
+def publish(
+    folder: str | Path,
+    repo_id: str,
+    registry: Registry,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+    push_basis_to: str | None = None,
+) -> list[tuple[str, PushResult]]:
+    """Register and push an artifact; for a coefficient set, find (or first push) its basis on the Hub.
+
+    A coefficient set names its basis repo and commit, so the basis must be on the Hub: the
+    registry's record of where it was pushed or pulled from is used, else the manifest's own
+    location, else it is pushed to ``push_basis_to``. The registry records where each pushed
+    artifact now lives (not for a pull request, which is not the branch's content).
+
+    Returns:
+        ``(kind, result)`` per pushed repo, the basis first when it was pushed too.
+
+    Raises:
+        HubUsageError: the basis is not on the Hub and ``push_basis_to`` is not given, or a
+            target carries ``@revision``.
+    """
+    _check_target(repo_id)
+    if push_basis_to is not None:
+        _check_target(push_basis_to)
+    entry = registry.add(folder)  # re-hashes the tensor files; push_artifact checks them again before upload
+    artifact = read_artifact(folder)
+    results: list[tuple[str, PushResult]] = []
+    basis_location = None
+    if artifact.kind == COEFFICIENTS_FORMAT:
+        basis_id = artifact.manifest["basis"]["content_id"]
+        basis_entry = registry.find("basis", basis_id)
+        recorded = artifact.manifest["basis"]
+        if basis_entry is not None and basis_entry.hub_repo:
+            basis_location = (basis_entry.hub_repo, basis_entry.hub_revision)
+        elif recorded.get("repo_id") and recorded.get("revision"):
+            basis_location = (recorded["repo_id"], recorded["revision"])
+        elif push_basis_to:
+            if basis_entry is None:
+                raise HubUsageError(f"{folder}: its basis {basis_id[:19]}... is not in the registry; register or pull it first")
+            pushed_basis = push_artifact(basis_entry.path, push_basis_to, private=private, token=token, commit_message=commit_message)
+            registry.set_hub(basis_id, pushed_basis.repo_id, pushed_basis.commit)
+            basis_location = (pushed_basis.repo_id, pushed_basis.commit)
+            results.append(("basis", pushed_basis))
+        else:
+            raise HubUsageError(f"{folder}: its basis {basis_id[:19]}... is not on the Hub yet; push it first or pass --push-basis REPO_ID (push_basis_to)")
+    pushed = push_artifact(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
+                           commit_message=commit_message, token=token, basis_location=basis_location)
+    if not create_pr:
+        registry.set_hub(entry.content_id, pushed.repo_id, pushed.commit)
+    results.append((entry.kind, pushed))
+    return results
+
+
+def _check_target(repo_id: str) -> None:
+    """A push names a repo only: the branch is its own option, and ``@main`` would be read as part of the name."""
+    name, revision = split_revision(repo_id)
+    if revision is not None:
+        raise HubUsageError(f"{repo_id}: a push target is a repo id without @revision; give the branch with --revision {revision}", repo_id=name)
 
 
 def _payload_files(artifact: Artifact) -> list[str]:

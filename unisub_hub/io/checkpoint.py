@@ -82,7 +82,7 @@ def _shard_names(index: Path) -> dict[str, str]:
     """The index's ``weight_map`` (tensor -> shard file name), checked to name existing files in its folder."""
     try:
         weight_map = json.loads(index.read_text()).get("weight_map")
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+    except (ValueError, AttributeError) as error:  # ValueError: bad JSON or UTF-8, or an integer past the digit limit
         raise FormatError(f"not a valid safetensors index ({error.__class__.__name__})", path=index) from None
     if not isinstance(weight_map, dict) or not weight_map:
         raise FormatError("not a valid safetensors index (weight_map must map tensor names to shard file names)", path=index)

@@ -132,7 +132,7 @@ class LoraSource:
             self.config = json.loads(config_path.read_text())
         except FileNotFoundError:
             raise SourceError(f"no {ADAPTER_CONFIG}: not a PEFT adapter folder", source=self.name) from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except ValueError as error:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
             raise SourceError(f"{ADAPTER_CONFIG} is not valid JSON ({error.__class__.__name__})", source=self.name) from None
         if not isinstance(self.config, dict):
             raise SourceError(f"{ADAPTER_CONFIG} is not a JSON object", source=self.name)

@@ -61,10 +61,11 @@ def architecture_of(sources: Sequence[Source]) -> tuple[str, dict[str, Any] | No
     if config_path.is_file():
         try:
             config = json.loads(config_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except ValueError:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
             config = {}
         if isinstance(config, dict):
-            arch = (config.get("architectures") or [None])[0] or config.get("model_type")
+            architectures = config.get("architectures")
+            arch = (architectures[0] if isinstance(architectures, list) and architectures and isinstance(architectures[0], str) else None) or config.get("model_type")
             if arch:
                 return str(arch), None
     return "unknown", None

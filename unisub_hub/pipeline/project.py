@@ -161,6 +161,6 @@ def _member_config(source: Source) -> dict[str, Any] | None:
         return None
     try:
         config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except ValueError:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
         return None
     return config if isinstance(config, dict) else None

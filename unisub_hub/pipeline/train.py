@@ -120,8 +120,8 @@ def _rows(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise TrainingDataError(f"line {number} is not JSON ({error.msg}); expected JSONL, or a .csv/.tsv file", path=path) from None
+        except ValueError as error:  # JSONDecodeError, or an integer past Python's digit limit
+            raise TrainingDataError(f"line {number} is not JSON ({getattr(error, 'msg', str(error)[:120])}); expected JSONL, or a .csv/.tsv file", path=path) from None
         if not isinstance(row, dict):
             raise TrainingDataError(f"line {number} is not a JSON object", path=path)
         rows.append(row)

@@ -66,6 +66,9 @@ class RequestRecord:
     bytes_sent: int
 
 
+_FAULTS = {"cut-download", "drop-commit", "garbage-commit"}
+
+
 class _HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
@@ -85,6 +88,7 @@ class LocalHub:
         self.token = token
         self.repos: dict[str, _Repo] = {}
         self.requests: list[RequestRecord] = []
+        self.faults: list[str] = []
         self._lock = threading.RLock()
         self._counter = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
@@ -117,6 +121,25 @@ class LocalHub:
         """Bytes sent by ``GET .../resolve/...`` (file downloads), for one repo or all."""
         prefix = f"/{repo_id}/resolve/" if repo_id else None
         return sum(r.bytes_sent for r in self.requests if r.method == "GET" and "/resolve/" in r.path and (prefix is None or r.path.startswith(prefix)))
+
+    def fail_next(self, fault: str, times: int = 1) -> None:
+        """Misbehave on the next ``times`` requests the fault applies to.
+
+        ``"cut-download"``: a file download stops half-way and the connection closes;
+        ``"drop-commit"``: a commit closes the connection without an answer (a server dying
+        mid-push; nothing is committed); ``"garbage-commit"``: a commit answers 200 with a
+        body that is not JSON (a proxy's error page; nothing is committed).
+        """
+        if fault not in _FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {sorted(_FAULTS)}")
+        self.faults.extend([fault] * times)
+
+    def _take_fault(self, fault: str) -> bool:
+        with self._lock:
+            if fault in self.faults:
+                self.faults.remove(fault)
+                return True
+            return False
 
     def tamper(self, repo_id: str, path: str, data: bytes, revision: str = "main") -> None:
         """Replace a file's bytes in place, keeping the commit id (a corrupted mirror)."""
@@ -340,6 +363,11 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
         def _commit_route(self, repo: _Repo, revision: str, query: dict[str, str]) -> None:
             self._require_write()
             lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
+            if hub._take_fault("drop-commit"):
+                self.close_connection = True
+                return
+            if hub._take_fault("garbage-commit"):
+                return self._send(200, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
             oid, pr_url = hub.commit(repo, revision, lines, create_pr=query.get("create_pr") == "1")
             self._json(200, {"commitUrl": f"{hub.url}/{repo.repo_id}/commit/{oid}", "commitOid": oid, "pullRequestUrl": pr_url, "success": True})
 
@@ -371,6 +399,14 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 raise _HubError(404, f"Entry not found: {path}", "EntryNotFound")
             etag = f'"{hashlib.sha256(data).hexdigest()}"'
             headers = {"Content-Type": "application/octet-stream", "X-Repo-Commit": commit.oid, "ETag": etag, "Accept-Ranges": "bytes"}
+            if not head and hub._take_fault("cut-download"):
+                self.send_response(200)
+                for key, value in {**headers, "Content-Length": str(len(data))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.close_connection = True
+                return
             self._send(200, data, headers, head=head)
 
     return Handler
