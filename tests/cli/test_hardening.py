@@ -184,3 +184,11 @@ def test_an_integer_past_pythons_digit_limit_is_invalid_json_not_a_traceback(tmp
         config.write_text(text)
         assert run("build", *zoo, "--out", tmp_path / "again", "--k", "1", "--no-register").exit_code == 0
         (tmp_path / "again").rename(tmp_path / f"again-{len(text)}")
+
+
+@pytest.mark.parametrize("command", ["build", "project", "materialize", "rebase", "train"])
+def test_an_output_name_that_is_not_utf8_is_refused_before_any_work(tmp_path, zoo, command):
+    bad = str(tmp_path / "out\udcff")  # how Python hands over the shell's byte 0xff
+    result = run(command, "x", "--out", bad, ok=False)
+    assert result.exit_code == 2 and "is not a valid UTF-8 name" in result.output and "out\\\\xff" in result.output
+    assert list(tmp_path.iterdir()) == [tmp_path / "zoo"]

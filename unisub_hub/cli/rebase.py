@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .build import command_line
-from .options import device_option, json_option, register_option
+from .options import OutputPath, device_option, json_option, register_option
 from .output import emit_json, print_table, stdout
 from .refs import open_basis, open_coefficients, open_registry
 
@@ -15,7 +13,7 @@ from .refs import open_basis, open_coefficients, open_registry
 @click.command("rebase")
 @click.argument("task_ref", metavar="TASK")
 @click.option("--basis", "basis_ref", required=True, help="The basis to move the task onto (folder or registry reference).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the moved coefficient set into.")
+@click.option("--out", type=OutputPath(), required=True, help="Folder to write the moved coefficient set into.")
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
 @device_option
 @register_option
