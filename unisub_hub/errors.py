@@ -42,9 +42,9 @@ class ContentIdMismatchError(FormatError):
 class ArtifactExistsError(UnisubError, FileExistsError):
     """The output folder already exists and would be overwritten."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, detail: str = "") -> None:
         self.path = str(path)
-        super().__init__(f"{self.path}: output folder already exists (remove it or choose another --out)")
+        super().__init__(f"{self.path}: output folder already exists{' and ' + detail if detail else ''} (remove it or choose another --out)")
 
 
 # --- sources --------------------------------------------------------------------------------

@@ -2,12 +2,12 @@
 
 from .artifact import (
     Artifact,
-    atomic_folder,
-    check_output,
+    check_artifact_output,
     detect_kind,
     read_artifact,
     write_artifact,
 )
+from .atomic import atomic_folder, check_output
 from .basis import BasisArtifact, load_basis, save_basis
 from .coefficients import CoefficientSet, load_coefficients, save_coefficients
 from .common import architecture_fingerprint
@@ -20,6 +20,7 @@ __all__ = [
     "CoefficientSet",
     "architecture_fingerprint",
     "atomic_folder",
+    "check_artifact_output",
     "check_output",
     "canonical_bytes",
     "content_id",

@@ -1,17 +1,13 @@
 """Artifact folders: a manifest, tensor files (sharded HF-style when large) and a model card.
 
-Writing happens in a hidden temporary folder beside the target that is renamed into place
-only once every file is complete, so an interrupted write leaves no artifact behind.
+Writing goes through :func:`~.atomic.atomic_folder`: an interrupted write leaves no
+artifact behind, and a rerun finds the same artifact already in place.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,42 +22,18 @@ from ..constants import (
     DEFAULT_SHARD_SIZE,
     FORMAT_VERSION,
 )
-from ..errors import ArtifactExistsError, ContentIdMismatchError, FormatError
+from ..errors import ContentIdMismatchError, FormatError, UnisubError
+from .atomic import atomic_folder, check_output
 from .common import MEANING_KEY, meaning_table
 from .schema import validate_manifest
 from .shards import ShardWriter
 from .tensorfile import content_id, open_tensor_file, read_header
 from .verified import cached_content_id, remember_content_id
 
-__all__ = ["MANIFEST_NAMES", "Artifact", "atomic_folder", "check_output", "read_artifact", "write_artifact"]
+__all__ = ["MANIFEST_NAMES", "Artifact", "check_artifact_output", "holds_artifact", "read_artifact", "write_artifact"]
 
 MANIFEST_NAMES = {BASIS_FORMAT: BASIS_MANIFEST, COEFFICIENTS_FORMAT: COEFFICIENTS_MANIFEST}
 TENSOR_STEMS = {BASIS_FORMAT: "basis", COEFFICIENTS_FORMAT: "coefficients"}
-
-
-def check_output(out: str | Path) -> Path:
-    """Refuse an output path that exists and is not an empty folder (call before long work)."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ArtifactExistsError(out)
-    return out
-
-
-@contextmanager
-def atomic_folder(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder that becomes ``out`` when the block completes, or vanishes on error."""
-    out = check_output(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_artifact(
@@ -87,7 +59,10 @@ def write_artifact(
     if shard_size < 1:
         raise FormatError(f"--shard-size must be a positive number of bytes, got {shard_size}")
     metadata = {"format": kind, "format_version": FORMAT_VERSION, MEANING_KEY: meaning_table(manifest)}
-    with atomic_folder(out) as tmp:
+    def same_as_existing(tmp: Path) -> bool:  # a rerun after a kill between writing and registering
+        return holds_artifact(out, kind) and _content_id_of(out, kind) == _content_id_of(tmp, kind)
+
+    with atomic_folder(out, same_as_existing=same_as_existing) as tmp:
         writer = ShardWriter(tmp, TENSOR_STEMS[kind], shard_size, metadata)
         for tensor_name in sorted(tensors):
             writer.add(tensor_name, tensors[tensor_name])
@@ -101,6 +76,27 @@ def write_artifact(
             (tmp / name).write_text(text)
     remember_content_id([out / f for f in files], final["content_id"])  # just hashed: the next reader need not
     return read_artifact(out, kind)
+
+
+def holds_artifact(folder: Path, kind: str) -> bool:
+    """Whether ``folder`` holds a complete, intact artifact of ``kind`` (its files hash to its content id)."""
+    if not (folder / MANIFEST_NAMES[kind]).is_file():
+        return False
+    try:
+        read_artifact(folder, kind, verify=True)
+    except UnisubError:
+        return False
+    return True
+
+
+def check_artifact_output(out: str | Path, kind: str) -> Path:
+    """:func:`~.atomic.check_output` for an artifact: a complete one of ``kind`` already at ``out``
+    is let through (a rerun after a kill; :func:`write_artifact` then compares contents)."""
+    return check_output(out, holds=lambda folder: holds_artifact(folder, kind))
+
+
+def _content_id_of(folder: Path, kind: str) -> str:
+    return json.loads((folder / MANIFEST_NAMES[kind]).read_text())["content_id"]
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..constants import DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
+from ..constants import BASIS_FORMAT, DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
 from ..engine import (
     BuildOptions,
     BuildReport,
@@ -19,7 +19,7 @@ from ..engine import (
     parse_modes,
 )
 from ..errors import EngineError, IncompatibleSourcesError
-from ..format import BasisArtifact, check_output, save_basis
+from ..format import BasisArtifact, check_artifact_output, save_basis
 from ..format.common import DTYPES, dtype_name, safe_name
 from ..format.tensorfile import TORCH_DTYPES
 from ..io.collection import Source, open_sources
@@ -138,7 +138,7 @@ def build(
         >>> outcome = build(["ft/*"], "my-basis", modes="2,3", k=16, holdout=2)
         >>> outcome.report.layers[0].fit
     """
-    check_output(out)
+    check_artifact_output(out, BASIS_FORMAT)
     try:
         storage = DTYPES[dtype]
     except KeyError:

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from ..constants import DEFAULT_SHARD_SIZE
+from ..constants import COEFFICIENTS_FORMAT, DEFAULT_SHARD_SIZE
 from ..engine import all_finite, fit_layer, resolve_device
 from ..errors import IncompatibleSourcesError, NonFiniteError
-from ..format import BasisArtifact, CoefficientSet, check_output, save_coefficients
+from ..format import BasisArtifact, CoefficientSet, check_artifact_output, save_coefficients
 from ..format.common import safe_name
 from ..io.collection import Source, open_source
 
@@ -55,7 +55,7 @@ def project(
     Every tensor the basis does not decompose is stored whole as passthrough (for LoRA:
     the adapter's other tensors, and the raw factors of modules outside the basis).
     """
-    check_output(out)
+    check_artifact_output(out, COEFFICIENTS_FORMAT)
     if isinstance(source, str):
         source = open_source(source, allow_pickle=allow_pickle)
     if source.kind != basis.manifest["source_kind"]:

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from ..constants import COEFFICIENTS_FORMAT
 from ..engine import all_finite, rebase_layer, resolve_device, update_rank
 from ..errors import IncompatibleSourcesError, NonFiniteError
-from ..format import BasisArtifact, CoefficientSet, check_output, save_coefficients
+from ..format import BasisArtifact, CoefficientSet, check_artifact_output, save_coefficients
 from ..format.checks import check_pair
 from ..format.common import safe_name
 
@@ -56,7 +57,7 @@ def rebase(task: CoefficientSet, old: BasisArtifact, new: BasisArtifact, out: st
         IncompatibleSourcesError: see :func:`check_rebase`.
         NonFiniteError: the moved coefficients are not finite (nothing written).
     """
-    check_output(out)
+    check_artifact_output(out, COEFFICIENTS_FORMAT)
     check_rebase(task, old, new)
     target = resolve_device(device)
     coefficients: dict[str, torch.Tensor] = {}

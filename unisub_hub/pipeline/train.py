@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from ..adapt import attach
+from ..constants import COEFFICIENTS_FORMAT
 from ..engine import resolve_device
 from ..errors import TrainingDataError
-from ..format import BasisArtifact, CoefficientSet, check_output
+from ..format import BasisArtifact, CoefficientSet, check_artifact_output
 from ..format.common import safe_name
 from ..io.checkpoint import sha256_files
 from .validate import check_base_model
@@ -163,7 +164,7 @@ def train(
         ArtifactExistsError: ``out`` exists (checked before anything else).
     """
     started = time.perf_counter()
-    check_output(out)
+    check_artifact_output(out, COEFFICIENTS_FORMAT)
     _check_options(options)
     progress = progress or TrainProgress()
     check_base_model(basis.manifest, str(base))
