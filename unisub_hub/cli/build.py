@@ -22,7 +22,7 @@ from .options import (
     shard_size_option,
 )
 from .output import emit_json, human_bytes, print_table, progress_bar, stdout
-from .refs import open_registry
+from .refs import check_can_register, open_registry
 
 
 def command_line() -> str:
@@ -82,6 +82,7 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
 
         unisub-hub build adapters/* --out minilm-basis --k 8 --holdout 2
     """
+    check_can_register(register)
     if k is not None and variance is not None:
         raise click.UsageError("give --k or --variance, not both")
     with progress_bar(enabled=not as_json) as bars:

@@ -8,7 +8,7 @@ from ..pipeline.project import ProjectOutcome, project
 from .build import command_line
 from .options import OutputPath, device_option, json_option, register_option, shard_size_option
 from .output import emit_json, human_bytes, print_table, stdout
-from .refs import open_basis, open_registry
+from .refs import check_can_register, open_basis, open_registry
 
 
 @click.command("project")
@@ -28,6 +28,7 @@ def project_command(source, basis_ref, out, name, device, shard_size, allow_pick
 
         unisub-hub project adapters/sst2 --basis minilm-basis --out sst2-task
     """
+    check_can_register(register)
     basis = open_basis(basis_ref)
     outcome = project(source, basis, out, name=name, device=device, allow_pickle=allow_pickle, shard_size=shard_size, command=command_line())
     entry = None

@@ -7,7 +7,7 @@ import click
 from .build import command_line
 from .options import OutputPath, device_option, json_option, register_option
 from .output import emit_json, print_table, stdout
-from .refs import open_basis, open_coefficients, open_registry
+from .refs import check_can_register, open_basis, open_coefficients, open_registry
 
 
 @click.command("rebase")
@@ -25,6 +25,7 @@ def rebase_command(task_ref, basis_ref, out, name, device, register, as_json):
 
         unisub-hub rebase sst2-task --basis minilm-basis:2 --out sst2-task-v2
     """
+    check_can_register(register)
     from ..pipeline.rebase import rebase
 
     task = open_coefficients(task_ref)

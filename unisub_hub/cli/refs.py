@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ReferenceNotFoundError
+from ..errors import ReferenceNotFoundError, RegistryError
 from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..format import BasisArtifact, CoefficientSet
 
-__all__ = ["open_basis", "open_coefficients", "open_registry", "resolve_folder"]
+__all__ = ["check_can_register", "open_basis", "open_coefficients", "open_registry", "resolve_folder"]
 
 
 def open_registry() -> Registry:
@@ -24,6 +24,12 @@ def open_registry() -> Registry:
         root.meta["registry"] = Registry(root.meta.get("home"))
         root.call_on_close(root.meta["registry"].close)
     return root.meta["registry"]
+
+
+def check_can_register(register: bool) -> None:
+    """Before long work whose result is to be registered: refuse a registry that cannot record it."""
+    if register and open_registry().read_only:
+        raise RegistryError(f"{open_registry().home}: the registry is read-only here; pass --no-register to compute without recording, or --home to use another")
 
 
 def resolve_folder(ref: str, kind: str | None = None) -> Path:

@@ -16,7 +16,7 @@ from rich.progress import (
 from .build import command_line
 from .options import OutputPath, device_option, json_option, register_option
 from .output import emit_json, human_bytes, stderr, stdout
-from .refs import open_basis, open_registry
+from .refs import check_can_register, open_basis, open_registry
 
 
 class _Bar:
@@ -70,6 +70,7 @@ def train_command(basis_ref, base, data, out, eval_data, name, epochs, max_steps
 
         unisub-hub train minilm-basis --base minilm-base --data train.jsonl --eval test.jsonl --out sst2-task
     """
+    check_can_register(register)
     from ..pipeline.train import TrainOptions, train
 
     basis = open_basis(basis_ref)

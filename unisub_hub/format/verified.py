@@ -11,6 +11,7 @@ can fool the memory, as they could fool ``make``; ``validate``, ``info --verify`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -56,7 +57,8 @@ def _store(key: str, value: str) -> None:
         tmp.write_text(json.dumps(data))
         os.replace(tmp, home / _CACHE_FILE)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only file system refuses even the clean-up
+            tmp.unlink(missing_ok=True)
 
 
 def cached_content_id(files: Sequence[Path]) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import URL, Engine, event
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -19,15 +21,25 @@ __all__ = ["BUSY_TIMEOUT_MS", "Database"]
 BUSY_TIMEOUT_MS = 60_000
 
 
-def _engine(path: Path, begin: str) -> Engine:
+def _engine(path: Path, begin: str, *, read_only: bool = False) -> Engine:
     # URL.create quotes the path: an f-string URL breaks on "?" or "#" in a folder name.
-    engine = create_engine(URL.create("sqlite", database=str(path)), connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    # A read-only home is opened through SQLite's read-only modes (a URI), so a write fails
+    # cleanly. A WAL database needs its -shm file to be read; where the last writer closed
+    # cleanly there is none, and none can be made, but then the main file holds everything
+    # and is opened as immutable.
+    if read_only:
+        mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
+        url = URL.create("sqlite", database=f"file:{quote(str(path))}?{mode}", query={"uri": "true"})
+    else:
+        url = URL.create("sqlite", database=str(path))
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record) -> None:  # noqa: ANN001
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -48,16 +60,26 @@ class Database:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._reader = _engine(path, "BEGIN")
-        self._writer = _engine(path, "BEGIN IMMEDIATE")
-        with _database_errors(path), self.write() as session:
+        self.read_only = _read_only(path)
+        if not self.read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._reader = _engine(path, "BEGIN", read_only=self.read_only)
+        self._writer = _engine(path, "BEGIN IMMEDIATE", read_only=self.read_only)
+        with _database_errors(path), self.read() as session:  # opening writes nothing unless the schema must change
             connection = session.connection()
             version = connection.exec_driver_sql("PRAGMA user_version").scalar() or 0
             tables = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type='table'").scalar()
-            if version > models.SCHEMA_VERSION:
-                raise RegistryError(f"{path}: registry schema version {version} is newer than this unisub-hub's ({models.SCHEMA_VERSION}); upgrade unisub-hub")
+        if version > models.SCHEMA_VERSION:
+            raise RegistryError(f"{path}: registry schema version {version} is newer than this unisub-hub's ({models.SCHEMA_VERSION}); upgrade unisub-hub")
+        if version == models.SCHEMA_VERSION and tables:
+            return
+        if self.read_only:
+            raise RegistryError(f"{path}: the registry is read-only and its schema (version {version}) needs an upgrade or creation; open it once where it can be written")
+        with _database_errors(path), self.write() as session:
+            connection = session.connection()
+            version = connection.exec_driver_sql("PRAGMA user_version").scalar() or 0  # again, under the write lock
+            tables = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type='table'").scalar()
             if tables and version < models.SCHEMA_VERSION:
                 migrate(connection, version)
             SQLModel.metadata.create_all(connection)
@@ -79,6 +101,14 @@ class Database:
         self._writer.dispose()
 
 
+def _read_only(path: Path) -> bool:
+    """Whether this process cannot write the registry: its file, or the folder a new file (or SQLite's WAL files) would go in."""
+    if path.exists():
+        return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    return existing is not None and not os.access(existing, os.W_OK)
+
+
 @contextmanager
 def _database_errors(path: Path) -> Iterator[None]:
     """A damaged, unreadable or full database becomes one :class:`RegistryError` naming the file and the way out."""
@@ -88,6 +118,8 @@ def _database_errors(path: Path) -> Iterator[None]:
         reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]
         if "locked" in reason:
             raise
+        if "readonly" in reason:
+            raise RegistryError(f"{path}: the registry is read-only here ({reason}); it can be listed and read, not changed") from None
         raise RegistryError(f"{path}: the registry database cannot be used ({reason})") from None
     except DatabaseError as error:
         reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]

@@ -103,6 +103,11 @@ class Registry:
         self.db = Database(self.home / "registry.db")
         self.store = Store(self.home / "store")
 
+    @property
+    def read_only(self) -> bool:
+        """True where this process can list and read the registry but not change it."""
+        return self.db.read_only
+
     def close(self) -> None:
         self.db.close()
 

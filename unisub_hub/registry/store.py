@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import RegistryError
+
 __all__ = ["Store"]
 
 
@@ -28,8 +30,13 @@ class Store:
         """Hold the store's lock: shared while an artifact is placed and its rows written,
         exclusive while garbage is collected, so that gc never sees a placed folder before
         its rows (nor removes a temporary folder that is being copied)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root.with_name(self.root.name + ".lock"), "a+b") as handle:  # beside the store, not in it
+        lock = self.root.with_name(self.root.name + ".lock")  # beside the store, not in it
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(lock, "a+b")  # noqa: SIM115 (closed by the with below)
+        except OSError as error:
+            raise RegistryError(f"{lock}: cannot take the store's lock ({error.strerror or error}); is the registry read-only here?") from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield
