@@ -26,7 +26,7 @@ from unisub_hub.format import (
 from unisub_hub.pipeline.validate import validate
 
 SHAPES = {"a.weight": (6, 5), "b.weight": (5, 4)}
-CASES = 700
+CASES = 1000
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=False) | st.text(max_size=12),
@@ -139,7 +139,7 @@ def test_mutated_safetensors_headers_only_raise_catalogue_errors(pristine, tmp_p
     read_everything(folder, "basis")
 
 
-@settings(max_examples=CASES // 2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_cli_never_shows_a_traceback(pristine, tmp_path, data):
     kind = data.draw(st.sampled_from(["basis", "task"]))
