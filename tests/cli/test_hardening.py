@@ -186,9 +186,20 @@ def test_an_integer_past_pythons_digit_limit_is_invalid_json_not_a_traceback(tmp
         (tmp_path / "again").rename(tmp_path / f"again-{len(text)}")
 
 
-@pytest.mark.parametrize("command", ["build", "project", "materialize", "rebase", "train"])
-def test_an_output_name_that_is_not_utf8_is_refused_before_any_work(tmp_path, zoo, command):
+@pytest.mark.parametrize("command", ["build", "project", "materialize", "rebase", "train", "push", "registry show"])
+def test_an_argument_that_is_not_utf8_is_refused_before_any_work(tmp_path, zoo, command):
     bad = str(tmp_path / "out\udcff")  # how Python hands over the shell's byte 0xff
-    result = run(command, "x", "--out", bad, ok=False)
-    assert result.exit_code == 2 and "is not a valid UTF-8 name" in result.output and "out\\\\xff" in result.output
+    result = run(*command.split(), "x", "--out", bad, ok=False) if command != "push" else run("push", bad, "me/x", ok=False)
+    assert result.exit_code == 2 and "is not valid UTF-8; names and paths are recorded as text" in result.output and "out\\\\xff" in result.output
     assert list(tmp_path.iterdir()) == [tmp_path / "zoo"]
+
+
+def test_hf_without_base_refuses_an_old_set_that_cannot_carry_a_config_and_lora_sets_name_the_format(tmp_path, zoo):
+    run("build", *zoo[:3], "--out", tmp_path / "basis", "--k", "1", "--no-register")
+    run("project", zoo[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--no-register")
+    manifest_path = tmp_path / "task" / "unisub_coefficients.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "new").exit_code == 0  # its source had no config either
+    manifest_path.write_text(json.dumps({**manifest, "format_version": "1.0.0"}))
+    refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "old"],
+            "--format hf without --base: this set was written before format 1.1 and carries no model config", tmp_path / "old")

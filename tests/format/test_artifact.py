@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import planted_collection
 
+from unisub_hub.constants import FORMAT_VERSION
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
 from unisub_hub.errors import (
     ArtifactExistsError,
@@ -156,7 +157,7 @@ def test_newer_minor_version_may_add_fields_inside_layer_entries_too(tmp_path):
     edit_manifest(tmp_path / "basis", newer)
     assert load_basis(tmp_path / "basis").layer_names == list(SHAPES)
     # ... but not in a manifest of this reader's own minor version, and known fields are still checked.
-    edit_manifest(tmp_path / "basis", lambda m: m.update(format_version="1.1.0"))
+    edit_manifest(tmp_path / "basis", lambda m: m.update(format_version=FORMAT_VERSION))
     with pytest.raises(SchemaError, match="added_in_1_9"):
         load_basis(tmp_path / "basis")
     edit_manifest(tmp_path / "basis", lambda m: m.update(format_version="1.9.0", centered="yes"))

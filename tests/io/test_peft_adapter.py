@@ -49,7 +49,7 @@ def test_malformed_config_values_are_one_line(tmp_path, config, message):
 
 def test_factors_of_mismatched_rank_are_refused(tmp_path):
     folder = write_adapter(tmp_path / "a", ranks=(2, 3))
-    with pytest.raises(SourceError, match=r"module layers.0.q: lora_A has rank 2 but lora_B has rank 3 \(shapes \[2, 8\] and \[6, 3\]\)"):
+    with pytest.raises(SourceError, match=r"module layers.0.q: the down factor has rank 2 but the up factor has shape \[6, 3\] \(down \[2, 8\]\)"):
         LoraSource(folder).modules  # noqa: B018
 
 

@@ -8,6 +8,7 @@ traceback instead.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,16 @@ __all__ = ["cli", "main"]
 
 class UnisubGroup(click.Group):
     """A click group that turns expected errors into one line and exit code 1."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the whole command line, once: names, paths and references become text in manifests and the registry
+            for arg in args:
+                try:
+                    arg.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = str(os.fsencode(arg))[2:-1]  # the bytes as the shell passed them: out\xff
+                    raise click.UsageError(f"argument {shown!r} is not valid UTF-8; names and paths are recorded as text, so choose one that is", ctx) from None
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:

@@ -14,7 +14,6 @@ from ..engine.modes import MODE_SETS
 from ..errors import RegistryError
 from ..pipeline.build import BuildOutcome, build
 from .options import (
-    OutputPath,
     device_option,
     json_option,
     parse_bytes,
@@ -47,7 +46,7 @@ def _read_patterns(path: Path | None) -> list[str]:
 
 @click.command("build")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--out", type=OutputPath(), required=True, help="Folder to write the basis into (must not exist).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the basis into (must not exist).")
 @click.option("--modes", type=click.Choice(list(MODE_SETS)), default="2,3", show_default=True, help="1: PCA across models; 2/3: one shared side; 2,3: Tucker.")
 @click.option("--k", type=click.IntRange(min=1), default=None, help="Rank per mode (default 8 unless --variance is given).")
 @click.option("--variance", type=click.FloatRange(0, 1, min_open=True), default=None, help="Smallest rank reaching this explained variance, per mode.")

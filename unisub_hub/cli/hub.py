@@ -11,7 +11,7 @@ from ..format import load_basis, load_coefficients
 from ..hub.pull import pull
 from ..hub.push import publish
 from ..pipeline.materialize import FORMATS, materialize
-from .options import OutputPath, device_option, json_option, shard_size_option
+from .options import device_option, json_option, shard_size_option
 from .output import emit_json, stdout
 from .refs import open_registry, resolve_folder
 
@@ -51,7 +51,7 @@ def push_command(ref, repo_id, private, revision, create_pr, commit_message, bas
 @click.argument("spec", metavar="REPO_ID[@REVISION]")
 @click.option("--materialize", "do_materialize", is_flag=True, help="Also materialize the pulled coefficient set.")
 @click.option("--base", type=click.Path(exists=True, path_type=Path), default=None, help="Base model folder (with --materialize).")
-@click.option("--out", type=OutputPath(), default=None, help="Output folder (with --materialize).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (with --materialize).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Materialized format.")
 @shard_size_option("5GB")
 @device_option

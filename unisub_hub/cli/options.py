@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
-__all__ = ["OutputPath", "device_option", "json_option", "parse_bytes", "register_option", "shard_size_option"]
+__all__ = ["device_option", "json_option", "parse_bytes", "register_option", "shard_size_option"]
 
 F = Callable[..., Any]
 
@@ -53,23 +51,3 @@ def shard_size_option(default: str) -> Callable[[F], F]:
         help="Bytes per tensor file above which output is sharded HF-style (units: KB, MB, GB, KiB, MiB, GiB).",
     )
 
-
-class OutputPath(click.Path):
-    """A folder to write: refused before any work when its name cannot be written into a manifest.
-
-    A name that is not valid UTF-8 (bytes the shell passed through) would be accepted by the
-    file system, but manifests, the registry and the terminal hold text; finding that out after
-    an hour of computation is too late.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(path_type=Path)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        path = super().convert(value, param, ctx)
-        try:
-            str(path).encode("utf-8")
-        except UnicodeEncodeError:
-            shown = str(os.fsencode(path))[2:-1]  # the bytes as the shell passed them: bad\xff
-            self.fail(f"{shown!r} is not a valid UTF-8 name; manifests and the registry hold text, so choose a name that is", param, ctx)
-        return path

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..pipeline.project import ProjectOutcome, project
 from .build import command_line
-from .options import OutputPath, device_option, json_option, register_option, shard_size_option
+from .options import device_option, json_option, register_option, shard_size_option
 from .output import emit_json, human_bytes, print_table, stdout
 from .refs import check_can_register, open_basis, open_registry
 
@@ -14,7 +16,7 @@ from .refs import check_can_register, open_basis, open_registry
 @click.command("project")
 @click.argument("source")
 @click.option("--basis", "basis_ref", required=True, help="The basis: a folder or a registry reference (name, name:version, name@alias, id prefix).")
-@click.option("--out", type=OutputPath(), required=True, help="Folder to write the coefficient set into.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the coefficient set into.")
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
 @device_option
 @shard_size_option("5GB")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .build import command_line
-from .options import OutputPath, device_option, json_option, register_option
+from .options import device_option, json_option, register_option
 from .output import emit_json, print_table, stdout
 from .refs import check_can_register, open_basis, open_coefficients, open_registry
 
@@ -13,7 +15,7 @@ from .refs import check_can_register, open_basis, open_coefficients, open_regist
 @click.command("rebase")
 @click.argument("task_ref", metavar="TASK")
 @click.option("--basis", "basis_ref", required=True, help="The basis to move the task onto (folder or registry reference).")
-@click.option("--out", type=OutputPath(), required=True, help="Folder to write the moved coefficient set into.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the moved coefficient set into.")
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
 @device_option
 @register_option

@@ -14,7 +14,7 @@ from rich.progress import (
 )
 
 from .build import command_line
-from .options import OutputPath, device_option, json_option, register_option
+from .options import device_option, json_option, register_option
 from .output import emit_json, human_bytes, stderr, stdout
 from .refs import check_can_register, open_basis, open_registry
 
@@ -42,7 +42,7 @@ class _Bar:
 @click.argument("basis_ref", metavar="BASIS")
 @click.option("--base", required=True, help="The base model folder (transformers sequence classification, with its tokenizer).")
 @click.option("--data", "data", type=click.Path(path_type=Path), required=True, help="Training examples: JSONL, CSV or TSV with text, optional text_pair, and label.")
-@click.option("--out", type=OutputPath(), required=True, help="Folder to write the coefficient set into.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the coefficient set into.")
 @click.option("--eval", "eval_data", type=click.Path(path_type=Path), default=None, help="Evaluation examples, same layout; accuracy is reported per epoch.")
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import IncompatibleSourcesError, SourceError
 from .checkpoint import CheckpointSource
-from .peft_adapter import LoraSource, is_lora_folder
+from .peft_adapter import LoraSource, is_lora
 
 __all__ = ["REPO_ID", "Source", "expand_source_args", "open_source", "open_sources"]
 
@@ -41,7 +41,7 @@ def open_source(spec: str, *, allow_pickle: bool = False, hub_files: Sequence[st
     """Open one source: a local folder or file, else a Hub repo id ``org/name[@revision]``."""
     path = Path(spec)
     if path.exists():
-        if path.is_dir() and is_lora_folder(path):
+        if is_lora(path):
             return LoraSource(path, name=spec, allow_pickle=allow_pickle)
         return CheckpointSource(path, name=spec, allow_pickle=allow_pickle)
     if REPO_ID.match(spec):
@@ -50,7 +50,7 @@ def open_source(spec: str, *, allow_pickle: bool = False, hub_files: Sequence[st
         folder, revision = download_source(spec, allow_patterns=hub_files)
         # The name is the locator as typed, revision included: it identifies the source in
         # caches, reports and --holdout, and org/x@rev1 and org/x@rev2 are two sources.
-        if is_lora_folder(folder):
+        if is_lora(folder):
             return LoraSource(folder, name=spec, revision=revision, allow_pickle=allow_pickle)
         return CheckpointSource(folder, name=spec, revision=revision, allow_pickle=allow_pickle)
     raise SourceError("no such file or folder (nor a Hub repo id org/name[@revision])", source=spec)

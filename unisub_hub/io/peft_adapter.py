@@ -1,11 +1,12 @@
-"""PEFT LoRA adapters on disk (``adapter_config.json`` + ``adapter_model.safetensors``).
+"""LoRA adapters on disk: PEFT folders, and kohya/A1111 or diffusers files (see ``lora_layouts``).
 
 Each adapted module becomes one layer named after the base weight it changes
 (``<module>.weight``), in canonical low-rank form ``P diag(s) Q^T`` of ``scale * B A``,
 so the engine never forms ``B A``. Linear, conv (``out x in*kh*kw``), embedding
 (``lora_embedding_A/B``) and ``fan_in_fan_out`` (GPT-2 ``Conv1D``) modules are understood;
-per-module ``rank_pattern``/``alpha_pattern`` and rsLoRA set each module's scale.
-Tensors that are not LoRA factors (``modules_to_save`` heads, ...) are passthrough.
+per-module ``rank_pattern``/``alpha_pattern`` and rsLoRA set each module's scale in a PEFT
+folder, a module's ``.alpha`` tensor in the other layouts. Tensors that are not LoRA factors
+(``modules_to_save`` heads, ...) are passthrough.
 """
 
 from __future__ import annotations
@@ -25,17 +26,17 @@ from ..engine.matrix import Factored, lora_scale
 from ..errors import PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, read_header, read_tensors
 from .checkpoint import TensorInfo, load_pickle_safely, provenance_id, sha256_files
+from .lora_layouts import LAYOUTS, detect_lora_file
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora_folder", "pattern_value"]
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora", "pattern_value"]
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$")
-_PEFT_PREFIX = "base_model.model."
 
 
-def is_lora_folder(path: Path) -> bool:
-    return (path / ADAPTER_CONFIG).is_file()
+def is_lora(path: Path) -> bool:
+    """A PEFT adapter folder, or a kohya/diffusers LoRA file (or a folder holding one)."""
+    return (path.is_dir() and (path / ADAPTER_CONFIG).is_file()) or detect_lora_file(path) is not None
 
 
 def pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
@@ -51,9 +52,7 @@ class LoraModule:
     """One adapted module: its key stem in the adapter file, its kind and its scale."""
 
     module: str
-    """Module name without the ``base_model.model.`` prefix (also the layer name stem)."""
-    stem: str
-    """The key stem in the file (``base_model.model.<module>``)."""
+    """Module name (the layer name without ``.weight``): PEFT's without ``base_model.model.``, else as the file spells it."""
     kind: str
     """``linear``, ``conv`` or ``embedding``."""
     rank: int
@@ -61,6 +60,17 @@ class LoraModule:
     tensor_shape: tuple[int, ...]
     transposed: bool
     """``fan_in_fan_out``: the base weight is ``in x out`` and the update is ``(B A)^T``."""
+    key_a: str
+    """The file's key of the down factor ``A`` (``lora_A``, ``lora_down``, ``lora_embedding_A``)."""
+    key_b: str
+    """The file's key of the up factor ``B``."""
+    alpha_key: str | None = None
+    """The file's key of the module's alpha, in layouts that store one."""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every key of the file that belongs to this module."""
+        return (self.key_a, self.key_b) + ((self.alpha_key,) if self.alpha_key else ())
 
     @property
     def layer(self) -> str:
@@ -127,11 +137,18 @@ class LoraSource:
         self.path = Path(path)
         self.name = name or str(path)
         self.revision = revision
+        self._pickled: dict[str, torch.Tensor] | None = None
+        self.config: dict[str, Any] = {}
+        self.settings: _LoraSettings | None = None
+        if not (self.path / ADAPTER_CONFIG).is_file() and (found := detect_lora_file(self.path)) is not None:
+            self.layout, self.weights = found  # kohya or diffusers: alphas are in the file, there is no config
+            return
+        self.layout = LAYOUTS["peft"]
         config_path = self.path / ADAPTER_CONFIG
         try:
             self.config = json.loads(config_path.read_text())
-        except FileNotFoundError:
-            raise SourceError(f"no {ADAPTER_CONFIG}: not a PEFT adapter folder", source=self.name) from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise SourceError(f"no {ADAPTER_CONFIG}: not a PEFT adapter folder (nor a kohya or diffusers LoRA file)", source=self.name) from None
         except ValueError as error:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
             raise SourceError(f"{ADAPTER_CONFIG} is not valid JSON ({error.__class__.__name__})", source=self.name) from None
         if not isinstance(self.config, dict):
@@ -141,7 +158,6 @@ class LoraSource:
         if self.config.get("use_dora"):
             raise SourceError("DoRA adapters (use_dora) are not a plain low-rank update; not supported", source=self.name)
         self.weights = self.path / ADAPTER_WEIGHTS
-        self._pickled: dict[str, torch.Tensor] | None = None
         if not self.weights.is_file():
             pickled = self.path / "adapter_model.bin"
             if not pickled.is_file():
@@ -163,17 +179,17 @@ class LoraSource:
     @cached_property
     def modules(self) -> dict[str, LoraModule]:
         """Adapted modules keyed by layer name (``<module>.weight``)."""
-        parts: dict[str, dict[str, TensorInfo]] = {}
+        layout = self.layout
+        parts: dict[str, dict[str, tuple[str, TensorInfo]]] = {}
         for key, info in self.header.items():
-            if match := _KEY.match(key):
-                parts.setdefault(match["module"], {})[match["part"]] = info
-        settings = self.settings
+            if match := layout.key.match(key):
+                parts.setdefault(match["stem"], {})[layout.roles[match["part"]]] = (key, info)
+        alphas = self._alphas(parts)
         out: dict[str, LoraModule] = {}
         for stem, found in parts.items():
-            module = stem.removeprefix(_PEFT_PREFIX)
-            embedding = "lora_embedding_A" in found
-            a = found.get("lora_embedding_A" if embedding else "lora_A")
-            b = found.get("lora_embedding_B" if embedding else "lora_B")
+            module = layout.module(stem)
+            embedding = "embedding_A" in found
+            (key_a, a), (key_b, b) = found.get("embedding_A" if embedding else "A", ("", None)), found.get("embedding_B" if embedding else "B", ("", None))
             if a is None or b is None:
                 raise SourceError(f"module {module} has only one of its LoRA factors", source=self.name)
             if len(a.shape) < 2 or len(b.shape) < 2:
@@ -184,18 +200,42 @@ class LoraSource:
                 rank = a.shape[0]
                 kind = "conv" if len(a.shape) > 2 else "linear"
                 shape = (b.shape[0], *a.shape[1:])
-            if b.shape[1] != rank:
-                raise SourceError(f"module {module}: lora_A has rank {rank} but lora_B has rank {b.shape[1]} (shapes {list(a.shape)} and {list(b.shape)})", source=self.name)
-            transposed = settings.fan_in_fan_out and kind == "linear"
+            if b.shape[1] != rank or any(d != 1 for d in b.shape[2:]):
+                raise SourceError(f"module {module}: the down factor has rank {rank} but the up factor has shape {list(b.shape)} (down {list(a.shape)})", source=self.name)
+            transposed = self.settings is not None and self.settings.fan_in_fan_out and kind == "linear"
             if transposed:
                 shape = (shape[1], shape[0])
-            alpha = pattern_value(settings.alpha_pattern, module, settings.alpha)
-            r_config = pattern_value(settings.rank_pattern, module, settings.r)
-            if r_config != rank:
-                raise SourceError(f"module {module}: factors have rank {rank} but the config says r={r_config}", source=self.name)
-            scale = lora_scale(alpha, rank, use_rslora=settings.use_rslora)
-            out[f"{module}.weight"] = LoraModule(module, stem, kind, rank, scale, tuple(shape), transposed)
+            alpha_key = stem + layout.alpha_suffix if layout.alpha_suffix and stem + layout.alpha_suffix in self.header else None
+            scale = self._scale(module, rank, alphas.get(stem))
+            out[f"{module}.weight"] = LoraModule(module, kind, rank, scale, tuple(shape), transposed, key_a, key_b, alpha_key)
         return out
+
+    def _alphas(self, parts: dict[str, Any]) -> dict[str, float]:
+        """Each module's alpha, where the layout stores it in the file (a scalar tensor per module)."""
+        suffix = self.layout.alpha_suffix
+        keys = {stem: stem + suffix for stem in parts if suffix and stem + suffix in self.header}
+        if not keys:
+            return {}
+        values = read_tensors(self.weights, list(keys.values()))
+        alphas = {}
+        for stem, key in keys.items():
+            value = values[key]
+            if value.numel() != 1 or not value.is_floating_point() and value.dtype not in (torch.int64, torch.int32):
+                raise SourceError(f"{key}: an alpha must be one number, got a {value.dtype} tensor of shape {list(value.shape)}", source=self.name)
+            alphas[stem] = float(value.reshape(()))
+        return alphas
+
+    def _scale(self, module: str, rank: int, alpha: float | None) -> float:
+        """PEFT: the config's rules (patterns, rsLoRA); other layouts: alpha / rank, or 1 without an alpha."""
+        if self.settings is None:
+            if alpha is not None and (not math.isfinite(alpha) or alpha == 0):
+                raise SourceError(f"module {module}: alpha is {alpha}, not a finite non-zero number", source=self.name)
+            return lora_scale(alpha if alpha is not None else rank, rank, use_rslora=False)
+        settings = self.settings
+        r_config = pattern_value(settings.rank_pattern, module, settings.r)
+        if r_config != rank:
+            raise SourceError(f"module {module}: factors have rank {rank} but the config says r={r_config}", source=self.name)
+        return lora_scale(pattern_value(settings.alpha_pattern, module, settings.alpha), rank, use_rslora=settings.use_rslora)
 
     @property
     def tensors(self) -> dict[str, TensorInfo]:
@@ -204,8 +244,9 @@ class LoraSource:
 
     @property
     def passthrough_names(self) -> list[str]:
-        """Keys in the adapter file that are not LoRA factors (e.g. ``modules_to_save`` heads)."""
-        return [key for key in self.header if not _KEY.match(key)]
+        """Keys in the adapter file that belong to no module (e.g. ``modules_to_save`` heads)."""
+        owned = {key for module in self.modules.values() for key in module.keys}
+        return [key for key in self.header if key not in owned]
 
     def raw_tensor(self, key: str) -> torch.Tensor:
         if self._pickled is not None:
@@ -218,9 +259,7 @@ class LoraSource:
             module = self.modules[layer]
         except KeyError:
             raise SourceError(f"no LoRA update for {layer}", source=self.name) from None
-        if module.kind == "embedding":
-            return f"{module.stem}.lora_embedding_A", f"{module.stem}.lora_embedding_B"
-        return f"{module.stem}.lora_A.weight", f"{module.stem}.lora_B.weight"
+        return module.key_a, module.key_b
 
     def _orient(self, layer: str, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, A)`` as ``p x r`` and ``r x q`` matrices of the layer's matrix view (unscaled)."""

@@ -3,8 +3,11 @@
 Formats:
 - ``hf``: a full checkpoint (``model.safetensors`` or HF shards + index), with the base
   model's config and tokenizer files copied when a base is given;
-- ``peft``: a LoRA adapter (``adapter_model.safetensors`` + ``adapter_config.json``) whose
-  factors are rebuilt from the basis at each module's original rank, scale 1;
+- ``lora``: a LoRA in the layout its source had (a PEFT adapter folder, a kohya/A1111 file
+  or a diffusers file), its factors rebuilt from the basis at each module's original rank,
+  scale 1;
+- ``peft``: the same for sets made from PEFT adapters (``adapter_model.safetensors`` +
+  ``adapter_config.json``);
 - ``merged``: the base model's weights with each layer replaced (checkpoint sets) or
   increased by its update (LoRA sets).
 """
@@ -28,12 +31,13 @@ from ..format.names import prefix_map
 from ..format.shards import ShardWriter
 from ..format.tensorfile import TORCH_DTYPES
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
+from ..io.lora_layouts import DIFFUSERS_WEIGHTS
 from ..io.peft_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from .validate import check_base_model
 
 __all__ = ["FORMATS", "MaterializeOutcome", "materialize"]
 
-FORMATS = ("auto", "hf", "peft", "merged")
+FORMATS = ("auto", "hf", "lora", "peft", "merged")
 _WEIGHT_FILES = (".safetensors", ".safetensors.index.json", ".bin.index.json", *PICKLE_SUFFIXES)
 
 
@@ -70,21 +74,37 @@ def materialize(
         raise FormatError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     check_pair(coefficients, basis)
     kind = coefficients.manifest["source_kind"]
+    layout = (coefficients.manifest.get("lora") or {}).get("layout", "peft")
     if fmt == "auto":
-        fmt = "peft" if kind == "lora" else "hf"
-    if fmt == "peft" and kind != "lora":
-        raise FormatError("--format peft needs a coefficient set made from LoRA adapters; this one is from full checkpoints", path=coefficients.path)
+        fmt = ("peft" if layout == "peft" else "lora") if kind == "lora" else "hf"
+    if fmt in ("peft", "lora") and kind != "lora":
+        raise FormatError(f"--format {fmt} needs a coefficient set made from LoRA adapters; this one is from full checkpoints", path=coefficients.path)
+    if fmt == "peft" and layout != "peft":
+        raise FormatError(f"this set came from a {layout} LoRA file, whose module names PEFT's cannot be derived from without the model; "
+                          "--format lora writes it back in its own layout", path=coefficients.path)
+    if fmt == "lora" and layout == "peft":
+        fmt = "peft"
+    asked = fmt
     if kind == "lora" and fmt == "hf":
         fmt = "merged"
+    if fmt == "merged" and layout == "kohya":
+        raise FormatError("--format merged needs the base model's tensor names, which kohya's underscored names do not give; "
+                          "--format lora writes the LoRA file, which kohya, A1111 and ComfyUI merge at load time", path=coefficients.path)
     base_source = CheckpointSource(base, name=str(base)) if base is not None else None
     if base is not None:
         check_base_model(basis.manifest, str(base))  # another architecture would give a mixed model
     if fmt == "merged" and base_source is None:
-        raise SourceError("--format merged needs --base (the base model folder)")
+        what = "of a LoRA set is the base model with the update merged in, so it" if asked == "hf" else ""
+        raise SourceError(f"--format {asked} {what} needs --base (the base model folder)".replace("  ", " "))
+    if fmt == "hf" and base_source is None and _written_before_configs(coefficients):
+        raise FormatError("--format hf without --base: this set was written before format 1.1 and carries no model config, so "
+                          "from_pretrained would invent a default one; pass --base MODEL for its config.json", path=coefficients.path)
     target = resolve_device(device)
     with atomic_folder(Path(out)) as tmp:
         if fmt == "peft":
             files = _write_peft(coefficients, basis, tmp, target)
+        elif fmt == "lora":
+            files = _write_lora_file(coefficients, basis, tmp, target, layout)
         else:
             files = _write_full(coefficients, basis, tmp, target, base_source, shard_size)
             if base_source is not None:
@@ -93,6 +113,12 @@ def materialize(
                 (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
                 files = sorted({*files, "config.json"})
     return MaterializeOutcome(path=Path(out), format=fmt, files=sorted(files))
+
+
+def _written_before_configs(coefficients: CoefficientSet) -> bool:
+    """A set older than format 1.1 cannot say whether its source had a config (newer sets carry it when it had one)."""
+    major, minor = (int(part) for part in coefficients.manifest["format_version"].split(".")[:2])
+    return (major, minor) < (1, 1)
 
 
 def _layer_update(coefficients: CoefficientSet, basis: BasisArtifact, layer: str, device: torch.device) -> torch.Tensor:
@@ -199,22 +225,63 @@ def _output_dtype(layer: str, basis: BasisArtifact, base: CheckpointSource | Non
     return DTYPES.get(basis.entry(layer).get("source_dtype", "float32"), torch.float32)
 
 
+def _rebuilt_factors(coefficients: CoefficientSet, basis: BasisArtifact, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor, str, tuple[int, ...]]]:
+    """Per layer: the up factor ``B`` (p x r) and down factor ``A`` (r x q) of its update at its
+    original LoRA rank and scale 1, its LoRA kind and its weight's shape."""
+    manifest = coefficients.manifest
+    lora = manifest.get("lora") or {}
+    out = {}
+    for entry in manifest["layers"]:
+        layer = entry["name"]
+        layer_basis = basis.layer(layer, device=device, dtype=torch.float64)
+        coef = coefficients.coefficient(layer, device).double()
+        left, right = reconstruct_lora(layer_basis, coef, entry.get("lora_rank", lora.get("r", 8)))
+        _finite(left, layer, coefficients)
+        _finite(right, layer, coefficients)
+        out[layer] = (left, right, entry.get("lora_kind", "linear"), tuple(layer_basis.tensor_shape))
+    return out
+
+
+def _conv_factors(left: torch.Tensor, right: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(down, up)`` of a conv update as LoRA stores them: ``r x in x kh x kw`` and ``out x r x 1 x 1``."""
+    rank = left.shape[1]
+    return right.reshape(rank, *shape[1:]), left.reshape(left.shape[0], rank, *([1] * (len(shape) - 2)))
+
+
+def _write_single_file(coefficients: CoefficientSet, folder: Path, tensors: dict[str, torch.Tensor], file_name: str) -> list[str]:
+    """The factors (float32) and the set's passthrough tensors in one file, as LoRA loaders expect."""
+    tensors = {name: value.to(torch.float32).contiguous() for name, value in tensors.items()}
+    for name in coefficients.passthrough_names:
+        tensors[name] = coefficients.passthrough(name)
+    writer = ShardWriter(folder, file_name.removesuffix(".safetensors"), 2**62, {"format": "pt"})
+    for name in sorted(tensors):
+        writer.add(name, tensors[name])
+    return writer.close()
+
+
+def _write_lora_file(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path, device: torch.device, layout: str) -> list[str]:
+    """A kohya/A1111 or diffusers LoRA file with the source's key names (scale 1: a kohya alpha equals the rank)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for layer, (left, right, kind, shape) in _rebuilt_factors(coefficients, basis, device).items():
+        module = layer.removesuffix(".weight")
+        down, up = _conv_factors(left, right, shape) if kind == "conv" else (right, left)
+        if layout == "kohya":
+            tensors[f"{module}.lora_down.weight"], tensors[f"{module}.lora_up.weight"] = down, up
+            tensors[f"{module}.alpha"] = torch.tensor(float(left.shape[1]))
+        else:
+            tensors[f"{module}.lora_A.weight"], tensors[f"{module}.lora_B.weight"] = down, up
+    file_name = (coefficients.manifest.get("lora") or {}).get("weights_file") or DIFFUSERS_WEIGHTS
+    return _write_single_file(coefficients, folder, tensors, file_name)
+
+
 def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path, device: torch.device) -> list[str]:
     manifest = coefficients.manifest
     lora = manifest.get("lora") or {}
     prefix = lora.get("key_prefix", "base_model.model.")
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
-    for entry in manifest["layers"]:
-        layer = entry["name"]
+    for layer, (left, right, kind, shape) in _rebuilt_factors(coefficients, basis, device).items():
         module = layer.removesuffix(".weight")
-        layer_basis = basis.layer(layer, device=device, dtype=torch.float64)
-        coef = coefficients.coefficient(layer, device).double()
-        left, right = reconstruct_lora(layer_basis, coef, entry.get("lora_rank", lora.get("r", 8)))
-        _finite(left, layer, coefficients)
-        _finite(right, layer, coefficients)
-        rank = left.shape[1]
-        kind = entry.get("lora_kind", "linear")
         stem = prefix + module
         if kind == "embedding":
             tensors[f"{stem}.lora_embedding_A"] = left.T
@@ -223,19 +290,12 @@ def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path
             tensors[f"{stem}.lora_A.weight"] = left.T
             tensors[f"{stem}.lora_B.weight"] = right.T
         elif kind == "conv":
-            tensors[f"{stem}.lora_A.weight"] = right.reshape(rank, *layer_basis.tensor_shape[1:])
-            tensors[f"{stem}.lora_B.weight"] = left.reshape(left.shape[0], rank, *([1] * (len(layer_basis.tensor_shape) - 2)))
+            tensors[f"{stem}.lora_A.weight"], tensors[f"{stem}.lora_B.weight"] = _conv_factors(left, right, shape)
         else:
             tensors[f"{stem}.lora_A.weight"] = right
             tensors[f"{stem}.lora_B.weight"] = left
-        ranks[module] = rank
-    tensors = {name: value.to(torch.float32) for name, value in tensors.items()}
-    for name in coefficients.passthrough_names:
-        tensors[name] = coefficients.passthrough(name)
-    writer = ShardWriter(folder, ADAPTER_WEIGHTS.removesuffix(".safetensors"), 2**62, {"format": "pt"})  # PEFT reads one file
-    for name in sorted(tensors):
-        writer.add(name, tensors[name])
-    files = writer.close()
+        ranks[module] = left.shape[1]
+    files = _write_single_file(coefficients, folder, tensors, ADAPTER_WEIGHTS)  # PEFT reads one file
     top = max(ranks.values())
     base = manifest["architecture"].get("base_model") or {}
     config = {

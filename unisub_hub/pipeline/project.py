@@ -16,6 +16,7 @@ from ..errors import IncompatibleSourcesError, NonFiniteError
 from ..format import BasisArtifact, CoefficientSet, check_artifact_output, save_coefficients
 from ..format.common import safe_name
 from ..io.collection import Source, open_source
+from ..io.peft_adapter import ADAPTER_WEIGHTS
 
 __all__ = ["ProjectOutcome", "project"]
 
@@ -88,7 +89,9 @@ def project(
     if source.kind == "lora":
         lora_info = {
             "r": max(m.rank for m in source.modules.values()),
-            "key_prefix": "base_model.model.",
+            "key_prefix": source.layout.module_prefix,
+            "layout": source.layout.name,
+            "weights_file": source.weights.name if source.layout.name != "peft" else ADAPTER_WEIGHTS,
             "task_type": source.config.get("task_type"),
             "modules_to_save": source.config.get("modules_to_save"),
         }
@@ -136,10 +139,9 @@ def _passthrough(source: Source, covered: set[str]) -> tuple[dict[str, torch.Ten
             reasons[key] = "not a LoRA factor"
         for layer, module in source.modules.items():
             if layer not in covered:
-                for key in source.header:
-                    if key.startswith(module.stem + ".lora_"):
-                        tensors[key] = source.raw_tensor(key)
-                        reasons[key] = "module outside the basis"
+                for key in module.keys:
+                    tensors[key] = source.raw_tensor(key)
+                    reasons[key] = "module outside the basis"
         return tensors, reasons
     for key, info in source.tensors.items():
         if key not in covered:
