@@ -1,0 +1,98 @@
+"""The model families of the paper, as tiny stand-ins built from ``transformers`` configs.
+
+Each family: members of one initialisation whose every matrix moved inside a shared rank-2
+subspace; five build a basis, a sixth is projected, materialized as ``hf`` (no ``--base``:
+the set carries its member's config), loaded with ``from_pretrained`` and run. Its logits
+must be the original member's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from clitools import run
+
+MEMBERS = 6
+
+
+def _gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2)), {"input_ids": torch.tensor([[1, 5, 9, 3]])}
+
+
+def _t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=40, d_model=16, d_kv=8, d_ff=24, num_layers=1, num_heads=2, decoder_start_token_id=0)
+    return T5ForConditionalGeneration(config), {"input_ids": torch.tensor([[1, 5, 9, 3]]), "decoder_input_ids": torch.tensor([[0, 4, 2]])}
+
+
+def _llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
+    return LlamaForCausalLM(config), {"input_ids": torch.tensor([[1, 5, 9, 3]])}
+
+
+def _roberta():
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    config = RobertaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24, max_position_embeddings=20, num_labels=3)
+    return RobertaForSequenceClassification(config), {"input_ids": torch.tensor([[0, 5, 9, 2]])}
+
+
+def _vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24, num_labels=4)
+    return ViTForImageClassification(config), {"pixel_values": torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(5))}
+
+
+def _resnet():
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 12], depths=[1, 1], layer_type="basic", num_labels=3)
+    return ResNetForImageClassification(config), {"pixel_values": torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))}
+
+
+FAMILIES = {"gpt2": _gpt2, "t5": _t5, "llama-sharded": _llama, "roberta": _roberta, "vit": _vit, "resnet": _resnet}
+
+
+def _members(factory, folder, gen):
+    """Fine-tunes of one random initialisation: every matrix (conv kernels as out x rest) moves in a shared rank-2 subspace."""
+    torch.manual_seed(0)
+    model, inputs = factory()
+    model.eval()
+    base = {name: value.clone() for name, value in model.state_dict().items()}
+    planted = {name: (torch.randn(value.shape[0], 2, generator=gen), torch.randn(2, value[0].numel(), generator=gen))
+               for name, value in base.items() if value.is_floating_point() and value.ndim >= 2 and min(value.shape[0], value[0].numel()) > 2}
+    paths = []
+    for m in range(MEMBERS):
+        state = dict(base)
+        for name, (left, right) in planted.items():
+            state[name] = base[name] + 0.05 * (left @ torch.randn(2, 2, generator=gen) @ right).reshape(base[name].shape)
+        model.load_state_dict(state, strict=False)
+        path = folder / f"member-{m}"
+        model.save_pretrained(path, max_shard_size="8KB" if factory is _llama else "10GB")
+        paths.append(path)
+    with torch.no_grad():
+        expected = model(**inputs).logits  # the last member: the held-out one
+    return paths, inputs, expected, type(model)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_family_round_trips_through_from_pretrained(tmp_path, family):
+    paths, inputs, expected, model_class = _members(FAMILIES[family], tmp_path, torch.Generator().manual_seed(1))
+    if family == "llama-sharded":
+        assert (paths[0] / "model.safetensors.index.json").is_file()
+    run("build", *paths[:-1], "--out", tmp_path / "basis", "--k", "2", "--no-register")
+    projected = json.loads(run("project", paths[-1], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--no-register", "--json").stdout)
+    assert max(e["rel_error_centered"] for e in projected["errors"].values()) < 1e-4
+    run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model")
+    loaded = model_class.from_pretrained(tmp_path / "model").eval()
+    with torch.no_grad():
+        logits = loaded(**inputs).logits
+    assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4), (logits - expected).abs().max()
