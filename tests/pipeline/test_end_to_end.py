@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from models import logits_of, save_adapters, save_base, save_finetunes
@@ -10,6 +12,7 @@ from unisub_hub.engine import reconstruct_layer
 from unisub_hub.pipeline.build import build
 from unisub_hub.pipeline.materialize import materialize
 from unisub_hub.pipeline.project import project
+from unisub_hub.pipeline.validate import validate
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -166,3 +169,14 @@ def test_a_member_with_its_own_head_size_materializes_with_its_own_config(tmp_pa
     original = transformers.BertForSequenceClassification.from_pretrained(members[4]).eval()
     assert logits_of(rebuilt).shape == (4, 5)
     torch.testing.assert_close(rebuilt.classifier.weight, original.classifier.weight)
+    report = validate(task.coefficients.path, against=str(outcome.basis.path))
+    assert report.ok, [c for c in report.checks if not c.ok]
+    assert "tensors have the shapes BertForSequenceClassification" in [c for c in report.checks if c.name == "carried config fits the tensors"][0].detail
+    manifest_path = task.coefficients.path / "unisub_coefficients.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["id2label"] = {"0": "a", "1": "b", "2": "c"}  # a config that no longer fits the 5-way head
+    manifest["config"]["label2id"] = {"a": 0, "b": 1, "c": 2}
+    manifest_path.write_text(json.dumps(manifest))
+    failed = [c for c in validate(task.coefficients.path, against=str(outcome.basis.path)).checks if not c.ok]
+    assert [c.name for c in failed] == ["carried config fits the tensors"]
+    assert "tensor classifier.bias is 5 but the carried config builds 3 (num_labels" in failed[0].detail

@@ -90,6 +90,39 @@ def _check_finite(artifact: Artifact) -> str:
     return f"{len(artifact.tensor_names())} tensors finite"
 
 
+def _check_config_shapes(coefficients: CoefficientSet, basis_path: Path | None) -> str:
+    """The model the carried config builds has every tensor of the set at the set's shape.
+
+    A member's head (``num_labels``, ``id2label``) lives in its config and in a passed-through
+    tensor; if they disagree, ``from_pretrained`` fails on the size or loads a random head. The
+    model is built on the meta device, so this costs no memory.
+    """
+    config = coefficients.manifest.get("config")
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    if not architectures:
+        return "no model config carried: nothing to check"
+    try:
+        import transformers
+
+        model_class = getattr(transformers, architectures[0])
+        settings = transformers.AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            built = {name: tuple(value.shape) for name, value in model_class(settings).state_dict().items()}
+    except Exception as error:  # not installed, an architecture transformers does not know, a config it cannot build
+        return f"not checked: transformers cannot build {architectures[0]} ({error.__class__.__name__})"
+    ours = {entry["name"]: tuple(entry["shape"]) for entry in coefficients.manifest["passthrough"]}
+    if basis_path is not None:  # a layer's weight shape is the basis's (the set stores coefficient shapes)
+        ours |= {entry["name"]: tuple(entry["shape"]) for entry in load_basis(basis_path).manifest["layers"]}
+    shared = sorted(set(ours) & set(built))
+    for name in shared:
+        if built[name] != ours[name]:
+            raise FormatError(
+                f"tensor {name} is {'x'.join(map(str, ours[name]))} but the carried config builds {'x'.join(map(str, built[name]))} "
+                "(num_labels / id2label or another size disagrees): from_pretrained would fail or load a random head", path=coefficients.path,
+            )
+    return f"{len(shared)} tensors have the shapes {architectures[0]} of the carried config builds"
+
+
 def _check_pairing(coefficients: CoefficientSet, basis: BasisArtifact) -> str:
     check_pair(coefficients, basis)
     return f"basis {basis.content_id[:19]}... matches ids, layers and ranks"
@@ -167,6 +200,7 @@ def validate(target: str | Path, *, against: str | None = None, deep: bool = Fal
 
         if tensors_ok:
             report.run("basis present and matching", pairing)
+            report.run("carried config fits the tensors", lambda: _check_config_shapes(coefficients, basis_path))
         if against is not None and basis_path is not None and Path(against) != basis_path:
             report.run(f"layers present in base model {against}", lambda: check_base_model(load_basis(basis_path).manifest, against))
     if deep and tensors_ok:
