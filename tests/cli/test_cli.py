@@ -239,3 +239,18 @@ def test_info_of_a_task_lists_its_passthrough_tensors_and_says_which_error_it_sh
     assert "Coefficients (projected)" in output and "rel. error of the update" in output
     assert f"{projected['errors']['layers.0.w']['rel_error_centered']:.4f}" in output
     assert "norm.weight" in output and "1-D tensor" in output
+
+
+def test_leading_singleton_dimensions_are_squeezed_into_the_matrix_they_hold(tmp_path):
+    """A ``1 x 17 x 8`` position embedding is the 17 x 8 matrix it holds: decomposed, not passed through."""
+    from safetensors.torch import load_file
+
+    zoo = write_checkpoints(tmp_path / "zoo", 4, {"pos": (1, 17, 8), "w": (16, 12), "cls": (1, 1, 8)})
+    built = json.loads(run("build", *zoo, "--out", tmp_path / "basis", "--modes", "1", "--k", "3", "--no-register", "--json").stdout)
+    assert "pos" in built["layers"]
+    assert built["passthrough"]["cls"] == "matrix side below 2"
+    run("project", zoo[1], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--no-register")
+    run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model")
+    original, rebuilt = load_file(zoo[1] / "model.safetensors"), load_file(tmp_path / "model" / "model.safetensors")
+    assert rebuilt["pos"].shape == (1, 17, 8)
+    torch.testing.assert_close(rebuilt["pos"], original["pos"], atol=1e-5, rtol=1e-5)  # 4 centred members span 3 directions: --modes 1 --k 3 holds them exactly

@@ -21,3 +21,13 @@ def test_every_form_gives_the_dense_squared_norm():
     dense = factored.dense()
     for form in (Dense(dense), factored, factored.canonical(), Dense(dense.T.contiguous().T)):
         torch.testing.assert_close(form.sq_norm(), dense.square().sum())
+
+
+def test_the_matrix_view_drops_leading_singleton_dimensions_and_rows_read_through_them():
+    from unisub_hub.engine.matrix import matrix_shape, matrix_view, row_index
+
+    assert matrix_shape((1, 17, 64)) == (17, 64) and matrix_shape((1, 1, 8)) == (1, 8) and matrix_shape((8, 4, 3, 3)) == (8, 36)
+    assert matrix_shape((1, 5)) == (1, 5)  # two dimensions stay two
+    tensor = torch.arange(2 * 17 * 3, dtype=torch.float32)[: 17 * 3].reshape(1, 1, 17, 3)
+    assert matrix_view(tensor).shape == (17, 3)
+    assert torch.equal(tensor[row_index(tensor.shape, 4, 9)].reshape(5, -1), matrix_view(tensor)[4:9])

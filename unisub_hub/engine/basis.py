@@ -19,7 +19,7 @@ class LayerBasis:
 
     Attributes:
         name: tensor name in the source checkpoints (for LoRA, the base model's weight name).
-        tensor_shape: the weight's own shape; the matrix view is ``(shape[0], prod(shape[1:]))``.
+        tensor_shape: the weight's own shape; the matrix view is ``matrix_shape(tensor_shape)``.
         modes: ``(1,)``, ``(2,)``, ``(3,)`` or ``(2, 3)``.
         mean: ``p x q`` centre, or ``None`` when the layer is not centred.
         left: ``U``, ``p x k2`` with orthonormal columns (modes 2 and 2,3).

@@ -15,16 +15,33 @@ import torch
 __all__ = ["Dense", "Factored", "LayerMatrix", "LowRank", "all_finite", "lora_canonical", "matrix_shape", "matrix_view"]
 
 
+def leading_ones(tensor_shape: tuple[int, ...] | list[int] | torch.Size) -> int:
+    """How many leading size-1 dimensions the matrix view drops (a ``1 x 17 x 64`` position
+    embedding is the ``17 x 64`` matrix it holds), keeping at least two dimensions."""
+    count = 0
+    while len(tensor_shape) - count > 2 and tensor_shape[count] == 1:
+        count += 1
+    return count
+
+
 def matrix_shape(tensor_shape: tuple[int, ...] | list[int]) -> tuple[int, int]:
-    """The ``p x q`` matrix view of a weight's shape: rows, then the product of the rest."""
-    return tensor_shape[0], math.prod(tensor_shape[1:])
+    """The ``p x q`` matrix view of a weight's shape: rows, then the product of the rest
+    (after leading size-1 dimensions)."""
+    shape = tuple(tensor_shape)[leading_ones(tensor_shape):]
+    return shape[0], math.prod(shape[1:])
 
 
 def matrix_view(tensor: torch.Tensor) -> torch.Tensor:
-    """View a weight as a matrix: ``(out, in, kh, kw)`` conv kernels become ``out x (in*kh*kw)``."""
+    """View a weight as a matrix: ``(out, in, kh, kw)`` conv kernels become ``out x (in*kh*kw)``,
+    ``(1, n, d)`` becomes ``n x d``."""
     if tensor.ndim < 2:
         raise ValueError(f"a {tensor.ndim}-D tensor has no matrix view")
-    return tensor.reshape(tensor.shape[0], -1)
+    return tensor.reshape(matrix_shape(tensor.shape))
+
+
+def row_index(tensor_shape: tuple[int, ...] | list[int], start: int, stop: int) -> tuple[slice, ...]:
+    """The index that reads rows ``start:stop`` of the matrix view from the stored tensor."""
+    return (slice(0, 1),) * leading_ones(tensor_shape) + (slice(start, stop),)
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

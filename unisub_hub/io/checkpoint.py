@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ..engine.matrix import Dense, matrix_view
+from ..engine.matrix import Dense, matrix_view, row_index
 from ..errors import FormatError, PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, read_header
 
@@ -199,7 +199,8 @@ class CheckpointSource:
             return matrix_view(self._pickled[name])[start:stop]
         path, key = self._location(name)
         with open_tensor_file(path) as handle:
-            return matrix_view(handle.get_slice(key)[start:stop])
+            part = handle.get_slice(key)[row_index(self.tensors[name].shape, start, stop)]
+        return part.reshape(stop - start, -1)
 
     def provenance(self) -> dict[str, Any]:
         """``id``, ``revision``, ``sha256`` (over the weight files) and ``kind`` for manifests."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from ..engine.build import LayerSpec
+from ..engine.matrix import matrix_shape
 from ..errors import EngineError
 
 __all__ = ["Selection", "select_layers"]
@@ -51,7 +52,7 @@ def select_layers(
             passthrough[name] = "shape differs across sources: " + ", ".join("x".join(map(str, s)) for s in sorted(shapes))
         elif len(shape := next(iter(shapes))) < 2:
             passthrough[name] = f"{len(shape)}-D tensor"
-        elif min(shape[0], _cols(shape)) < min_size:
+        elif min(matrix_shape(shape)) < min_size:
             passthrough[name] = f"matrix side below {min_size}"
         elif include and not _matches(name, include):
             passthrough[name] = "not matched by --include"
@@ -65,9 +66,3 @@ def select_layers(
         raise EngineError("the layer selection is empty: no tensor is a matrix of the same shape in every source (check --include/--exclude)")
     return Selection(layers, passthrough)
 
-
-def _cols(shape: tuple[int, ...]) -> int:
-    cols = 1
-    for size in shape[1:]:
-        cols *= size
-    return cols
