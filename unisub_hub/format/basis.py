@@ -38,6 +38,7 @@ def save_basis(
     command: str | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     source_dtypes: Mapping[str, str] | None = None,
+    tied: Mapping[str, str] | None = None,
 ) -> BasisArtifact:
     """Write a basis artifact folder.
 
@@ -52,6 +53,7 @@ def save_basis(
         source_dtypes: per layer, the dtype its sources stored (``bfloat16`` ...): what a
             materialized model writes the layer in.
         quality: per-layer summary for the manifest; ``quality_report`` goes to ``quality.json``.
+        tied: ``{alias: layer}`` for tensors equal to a basis layer in every source (not decomposed again).
 
     Returns:
         The written artifact, opened.
@@ -98,6 +100,8 @@ def save_basis(
         "sources": list(sources),
         "quality": dict(quality or {}),
     }
+    if tied:
+        manifest["tied"] = dict(tied)
     if sizes is not None:
         manifest["sizes"] = dict(sizes)
     if command is not None:

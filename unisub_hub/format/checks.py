@@ -62,6 +62,10 @@ def check_tensor_table(artifact: Artifact) -> str:
         raise FormatError(f"tensor {missing[0]!r} named in the manifest is not in the tensor files ({len(missing)} missing)", path=artifact.path)
     if extra:
         raise FormatError(f"tensor {extra[0]!r} in the tensor files is not in the manifest ({len(extra)} extra)", path=artifact.path)
+    layers = {e["name"] for e in artifact.manifest["layers"]}
+    for alias, target in (artifact.manifest.get("tied") or {}).items():
+        if target not in layers or alias in layers or alias in expected:
+            raise FormatError(f"tie {alias} -> {target}: a tie copies a decomposed layer into a tensor the artifact holds no other way", path=artifact.path)
     for name, (shape, dtype) in expected.items():
         info = artifact.tensor_info(name)
         if shape is not None and tuple(info["shape"]) != tuple(shape):

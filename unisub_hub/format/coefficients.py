@@ -36,6 +36,7 @@ def save_coefficients(
     training: Mapping[str, Any] | None = None,
     rebased_from: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
+    tied: Mapping[str, str] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> CoefficientSet:
     """Write a coefficient set that refers to the basis described by ``basis_manifest``.
@@ -45,7 +46,8 @@ def save_coefficients(
     how the coefficients came about (``projected`` from a fine-tune, ``trained`` on the frozen
     basis, ``rebased`` from another basis); ``training`` records what produced a trained set,
     ``rebased_from`` the set a rebased one was moved from. ``config`` is the member's own model
-    config, which ``materialize`` writes (its head may differ from the base's).
+    config, which ``materialize`` writes (its head may differ from the base's). ``tied`` maps a
+    tensor of the member to the layer it equals (``materialize`` writes it as a copy).
     """
     tensors: dict[str, torch.Tensor] = {}
     layers = []
@@ -73,7 +75,7 @@ def save_coefficients(
         "passthrough": entries,
         "lineage": lineage,
     }
-    for key, value in (("config", config), ("training", training), ("rebased_from", rebased_from), ("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
+    for key, value in (("tied", tied or None), ("config", config), ("training", training), ("rebased_from", rebased_from), ("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
         if value is not None:
             manifest[key] = dict(value) if isinstance(value, Mapping) else value
     artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, card=coefficients_card)

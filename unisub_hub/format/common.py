@@ -92,4 +92,6 @@ def meaning_table(manifest: dict[str, Any]) -> str:
             **common, "kind": "basis",
             "layers": {e["name"]: {"shape": e["shape"], "modes": e["modes"], "centered": e["centered"], "tensors": e["tensors"]} for e in manifest["layers"]},
         }
+    if manifest.get("tied"):  # a tie is written back as a copy: which tensor copies which is meaning too
+        table["tied"] = manifest["tied"]
     return json.dumps(table, sort_keys=True, separators=(",", ":"))

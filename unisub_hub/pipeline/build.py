@@ -24,6 +24,7 @@ from ..format.common import DTYPES, dtype_name, safe_name
 from ..format.tensorfile import TORCH_DTYPES
 from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers
+from .ties import find_ties
 
 __all__ = ["BuildOutcome", "architecture_of", "build", "check_duplicates", "split_holdout"]
 
@@ -154,6 +155,10 @@ def build(
     _check_same_architecture(sources)
     selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
     check_duplicates(sources)
+    ties = find_ties(train, [spec.name for spec in selection.layers]) if kind == "checkpoint" else {}
+    for alias, target in ties.items():
+        selection.passthrough[alias] = f"tied to {target} (equal in every source): decomposed once, written back as a copy"
+    selection.layers = [spec for spec in selection.layers if spec.name not in ties]
     mode_set = parse_modes(modes)
     if k is not None and k > (largest := _largest_rank(selection.layers, mode_set, len(train), center)):
         raise EngineError(f"--k {k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
@@ -183,6 +188,7 @@ def build(
         command=command,
         shard_size=shard_size,
         source_dtypes=_source_dtypes(train, result.layers) if kind == "checkpoint" else None,
+        tied={alias: target for alias, target in ties.items() if target in result.layers},
     )
     sizes["basis_bytes"] = basis.artifact.size_bytes()
     return BuildOutcome(basis=basis, report=result.report, selection=selection, sizes=sizes)

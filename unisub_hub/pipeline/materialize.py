@@ -168,15 +168,21 @@ def _write_full(
                 writer.add(out_key, coefficients.passthrough(stored))
         return writer.close()
     router = _ComponentRouter(folder, writer, base, shard_size)
+    tied = coefficients.manifest.get("tied") or {}
+    copies: dict[str, torch.Tensor] = {}  # the tensors a tie copies, kept until it is written
     written = set()
     for layer in layers:
-        weight = _layer_update(coefficients, basis, layer, device)
-        dtype = _output_dtype(layer, basis, base)
-        router.add(layer, weight.to(dtype))
+        weight = _layer_update(coefficients, basis, layer, device).to(_output_dtype(layer, basis, base))
+        router.add(layer, weight)
         written.add(layer)
+        if layer in tied.values():
+            copies[layer] = weight
     for name in coefficients.passthrough_names:
         router.add(name, coefficients.passthrough(name))
         written.add(name)
+    for alias, target in sorted(tied.items()):
+        router.add(alias, copies[target].clone())  # stored twice, as the source had it (safetensors refuses shared memory)
+        written.add(alias)
     for key in sorted(base_keys - written):
         router.add(key, base.tensor(key))  # type: ignore[union-attr]
     return router.close()

@@ -17,6 +17,7 @@ from ..format import BasisArtifact, CoefficientSet, check_artifact_output, save_
 from ..format.common import safe_name
 from ..io.collection import Source, open_source
 from ..io.peft_adapter import ADAPTER_WEIGHTS
+from .ties import is_tied
 
 __all__ = ["ProjectOutcome", "project"]
 
@@ -82,7 +83,8 @@ def project(
             module = source.modules[layer]
             extras[layer]["lora_rank"] = module.rank
             extras[layer]["lora_kind"] = "linear_fan_in_fan_out" if module.transposed else module.kind
-    passthrough, reasons = _passthrough(source, set(basis.layer_names))
+    tied = {alias: target for alias, target in (basis.manifest.get("tied") or {}).items() if is_tied(source, alias, target)}
+    passthrough, reasons = _passthrough(source, set(basis.layer_names) | set(tied))
     for key, value in passthrough.items():
         _check_finite([value], 1.0, source, key)
     lora_info = None
@@ -105,6 +107,7 @@ def project(
         basis_manifest=basis.manifest,
         source=source.provenance(),
         lora=lora_info,
+        tied=tied,
         layer_extras=extras,
         passthrough_reasons=reasons,
         metrics={"mean_rel_error": mean_error, "layers": errors},
