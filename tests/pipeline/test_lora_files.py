@@ -136,3 +136,11 @@ def test_a_kohya_alpha_that_is_not_one_number_is_one_line(tmp_path):
     other = write_kohya(tmp_path / "ok.safetensors", planted_updates(KOHYA, 2)[1])
     result = run("build", path, other, "--out", tmp_path / "basis", ok=False)
     assert result.exit_code == 1 and "lora_unet_conv_in.alpha: an alpha must be one number" in result.output.strip().splitlines()[-1]
+
+
+def test_a_basis_larger_than_its_sources_says_so(tmp_path):
+    paths = [write_kohya(tmp_path / f"s{m}.safetensors", factors) for m, factors in enumerate(planted_updates(KOHYA, 4))]
+    flat = run("build", *paths, "--out", tmp_path / "flat", "--modes", "1", "--k", "3", "--no-register")
+    assert "Warning: the basis (" in flat.output and "is larger than its 4 training sources together" in flat.output
+    tucker = run("build", *paths, "--out", tmp_path / "tucker", "--k", "2", "--no-register")
+    assert "Warning" not in tucker.output

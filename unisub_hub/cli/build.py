@@ -20,7 +20,7 @@ from .options import (
     register_option,
     shard_size_option,
 )
-from .output import emit_json, human_bytes, print_table, progress_bar, stdout
+from .output import emit_json, human_bytes, print_table, progress_bar, stderr, stdout
 from .refs import check_can_register, open_registry
 
 
@@ -99,6 +99,11 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
         except RegistryError:
             shutil.rmtree(outcome.basis.path)  # a failed command leaves no output
             raise
+    sizes = outcome.sizes
+    if sizes["basis_bytes"] > sizes["sources_bytes"]:  # stderr: a warning, whichever way the result is printed
+        stderr.print(f"Warning: the basis ({human_bytes(sizes['basis_bytes'])}) is larger than its {len(outcome.report.sources)} training sources together "
+                     f"({human_bytes(sizes['sources_bytes'])}); --modes 1 stores k directions of full weight size per layer, "
+                     "--modes 2,3 or a smaller --k stores less")
     if as_json:
         emit_json({**build_json(outcome), "registered": entry.to_dict() if entry else None})
     else:
