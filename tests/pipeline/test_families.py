@@ -96,3 +96,60 @@ def test_a_family_round_trips_through_from_pretrained(tmp_path, family):
     with torch.no_grad():
         logits = loaded(**inputs).logits
     assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4), (logits - expected).abs().max()
+
+
+def _lora_members(folder, *, family):
+    """PEFT LoRAs of one tiny base: mixed ranks, rank_pattern and rsLoRA, factors in a shared rank-2 subspace."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import MistralConfig, MistralForCausalLM, RobertaConfig, RobertaForSequenceClassification
+
+    gen = torch.Generator().manual_seed(3)
+    if family == "mistral":
+        config = MistralConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
+        make, targets, task, inputs = (lambda: MistralForCausalLM(config)), ["q_proj", "v_proj"], "CAUSAL_LM", {"input_ids": torch.tensor([[1, 5, 9, 3]])}
+    else:
+        config = RobertaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24, max_position_embeddings=20, num_labels=3)
+        make, targets, task, inputs = (lambda: RobertaForSequenceClassification(config)), ["query", "value"], "SEQ_CLS", {"input_ids": torch.tensor([[0, 5, 9, 2]])}
+    torch.manual_seed(0)
+    make().save_pretrained(folder / "base")
+    shared: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    paths = []
+    for m in range(MEMBERS):
+        rank = (2, 4)[m % 2]
+        lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, task_type=task, use_rslora=m % 3 == 0,
+                          rank_pattern={targets[1]: 2}, init_lora_weights=False)
+        torch.manual_seed(0)
+        model = get_peft_model(make(), lora)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_A" in name or "lora_B" in name:
+                    module = name.split(".lora_")[0]
+                    key = module + ("A" if "lora_A" in name else "B")
+                    if key not in shared:
+                        size = param.shape[1] if "lora_A" in name else param.shape[0]
+                        shared[key] = torch.linalg.qr(torch.randn(size, 2, generator=gen))[0]
+                    basis = shared[key]
+                    mix = torch.randn(2, param.shape[0] if "lora_A" in name else param.shape[1], generator=gen)
+                    param.copy_((basis @ mix).T if "lora_A" in name else basis @ mix)
+                elif "classifier" in name and param.requires_grad:
+                    param.copy_(torch.randn(param.shape, generator=gen))
+        model.save_pretrained(folder / f"lora-{m}")
+        paths.append(folder / f"lora-{m}")
+    with torch.no_grad():
+        expected = model.eval()(**inputs).logits
+    return folder / "base", paths, inputs, expected, type(make())
+
+
+@pytest.mark.parametrize("family", ["mistral", "roberta"])
+def test_a_lora_family_round_trips_through_peft(tmp_path, family):
+    from peft import PeftModel
+
+    base, paths, inputs, expected, model_class = _lora_members(tmp_path, family=family)
+    run("build", *paths[:-1], "--out", tmp_path / "basis", "--k", "2", "--no-register")
+    projected = json.loads(run("project", paths[-1], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--no-register", "--json").stdout)
+    assert max(e["rel_error"] for e in projected["errors"].values()) < 1e-4
+    run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "adapter")
+    model = PeftModel.from_pretrained(model_class.from_pretrained(base), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4), (logits - expected).abs().max()
