@@ -153,3 +153,13 @@ def test_a_lora_family_round_trips_through_peft(tmp_path, family):
     with torch.no_grad():
         logits = model(**inputs).logits
     assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4), (logits - expected).abs().max()
+
+
+def test_analyze_keeps_small_layers_with_shared_structure_by_their_spectrum(tmp_path):
+    """16 x 48 matrices have too few eigenvalues for an alpha fit; their spectra against the null decide."""
+    paths, *_ = _members(_gpt2, tmp_path, torch.Generator().manual_seed(1))
+    report = json.loads(run("analyze", *paths, "--json", "--select", tmp_path / "keep.txt").stdout)
+    attention = next(layer for layer in report["layers"] if layer["name"] == "transformer.h.0.attn.c_attn.weight")
+    assert attention["retained"] and "fewer than 50 eigenvalues" in attention["reason"] and "kept by its spectrum" in attention["reason"]
+    assert len(report["retained"]) >= len(report["layers"]) - 2
+    assert (tmp_path / "keep.txt").read_text().split() == report["retained"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["AlphaFit", "LayerQuality", "QualityThresholds", "fit_power_law", "layer_quality"]
+__all__ = ["MIN_EIGENVALUES", "AlphaFit", "LayerQuality", "QualityThresholds", "fit_power_law", "layer_quality"]
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,22 @@ class AlphaFit:
     ks_distance: float
 
 
-def fit_power_law(eigenvalues: torch.Tensor, *, min_tail: int = 5) -> AlphaFit:
+MIN_EIGENVALUES = 50
+"""Fewer positive eigenvalues than this give no alpha: a tail of a handful of values fits any
+power law (a 16 x 48 matrix of random numbers fits alpha 1.7), so the fit cannot speak, as
+WeightWatcher skips such layers."""
+
+
+def fit_power_law(eigenvalues: torch.Tensor, *, min_tail: int = 5, min_values: int = MIN_EIGENVALUES) -> AlphaFit:
     """Fit ``p(x) ~ x^-alpha`` for ``x >= xmin`` to positive eigenvalues (maximum likelihood, KS-chosen ``xmin``).
 
-    Every candidate ``xmin`` that leaves at least ``min_tail`` values is tried at once.
+    Every candidate ``xmin`` that leaves at least ``min_tail`` values is tried at once. Fewer
+    than ``min_values`` positive eigenvalues give NaN (see :data:`MIN_EIGENVALUES`).
     """
     values = eigenvalues.double().flatten()
     values = torch.sort(values[values > values.max() * 1e-12]).values if values.numel() else values
     count = values.numel()
-    if count < min_tail + 1:
+    if count < max(min_tail + 1, min_values):
         return AlphaFit(float("nan"), float("nan"), count, float("nan"))
     logs = values.log()
     suffix = logs.flip(0).cumsum(0).flip(0)  # sum of log(values[i:])
@@ -79,7 +86,7 @@ def layer_quality(alphas: list[float], thresholds: QualityThresholds = QualityTh
     """The layer score ``q`` and whether the layer is kept, from its sources' alphas."""
     finite = [a for a in alphas if math.isfinite(a)]
     if not finite:
-        return LayerQuality(alphas, float("nan"), float("nan"), 0.0, False, "no alpha could be fitted (too few eigenvalues, e.g. a low-rank adapter)")
+        return LayerQuality(alphas, float("nan"), float("nan"), 0.0, False, f"no alpha could be fitted (fewer than {MIN_EIGENVALUES} eigenvalues: a small layer or a low-rank adapter)")
     values = torch.tensor(finite, dtype=torch.float64)
     mean = float(values.mean())
     std = float(values.std(unbiased=False))
