@@ -83,6 +83,10 @@ class DeviceError(UnisubError, RuntimeError):
     """The requested device is not available."""
 
 
+class ExecutorError(UnisubError, RuntimeError):
+    """The requested executor cannot run: Dask is missing, or its scheduler cannot be reached."""
+
+
 class AdaptError(UnisubError, ValueError):
     """A basis cannot be attached to a model, or a task does not fit the attached model."""
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from ..constants import DEFAULT_MAX_MEMORY
+from ..engine.executor import Executor
 from ..engine.modes import MODE_SETS
 from ..errors import RegistryError
 from ..pipeline.build import BuildOutcome, build
@@ -44,6 +47,24 @@ def _read_patterns(path: Path | None) -> list[str]:
     return patterns
 
 
+def _executor_target(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in ("serial", "dask") or value.startswith(("dask://", "tcp://")):
+        return value
+    raise click.BadParameter(f"{value!r}: use serial, dask or dask://HOST:PORT")
+
+
+@contextmanager
+def _executor(target: str, workers: int | None) -> Iterator[Executor | None]:
+    """The engine's executor for ``--executor``: None (serial, in this process) or a Dask cluster's."""
+    if target == "serial":
+        yield None
+        return
+    from ..engine.dask_executor import DaskExecutor, dask_client
+
+    with dask_client(target, workers) as client:
+        yield DaskExecutor(client)
+
+
 @click.command("build")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the basis into (must not exist).")
@@ -69,9 +90,13 @@ def _read_patterns(path: Path | None) -> list[str]:
 @click.option("--power-iterations", type=click.IntRange(min=0, max=20), default=1, show_default=True,
               help="Randomized solver: extra passes that sharpen the subspace where the spectrum decays slowly (see bench/).")
 @click.option("--allow-nonfinite", is_flag=True, help="Replace NaN/Inf in dense sources by 0 instead of refusing them.")
+@click.option("--executor", default="serial", show_default=True, callback=_executor_target,
+              help="Where the folds over sources run: serial (this process), dask (a local cluster of --workers processes) or dask://HOST:PORT (a running scheduler).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes of --executor dask (default 2).")
 @register_option
 @json_option
-def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, precision, solver, power_iterations, allow_nonfinite, register, as_json):
+def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, precision, solver,
+                  power_iterations, allow_nonfinite, executor, workers, register, as_json):
     """Build a basis from a collection of checkpoints or LoRA adapters.
 
     SOURCES are folders, globs, Hub repo ids (org/name[@revision]) or text files listing
@@ -84,12 +109,14 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
     check_can_register(register)
     if k is not None and variance is not None:
         raise click.UsageError("give --k or --variance, not both")
-    with progress_bar(enabled=not as_json) as bars:
+    if workers is not None and executor != "dask":
+        raise click.UsageError("--workers sizes the local cluster of --executor dask")
+    with _executor(executor, workers) as engine_executor, progress_bar(enabled=not as_json) as bars:
         outcome = build(
             sources, out, modes=modes, k=k, variance=variance, center=center, holdout=_holdout(holdout),
             include=[*include, *_read_patterns(include_from)], exclude=exclude, max_memory=max_memory, device=device,
             dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, precision=precision,
-            solver=solver, power_iterations=power_iterations, progress=bars,
+            solver=solver, power_iterations=power_iterations, progress=bars, executor=engine_executor,
             command=command_line(),
         )
     entry = None

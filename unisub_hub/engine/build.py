@@ -172,7 +172,16 @@ class _Context:
         return self.reader.device
 
     def executor_for(self, description: str, total: int) -> Executor:
-        return self.executor or SerialExecutor(self.progress.task(description, total))
+        advance = self.progress.task(description, total)
+        if self.executor is None:
+            return SerialExecutor(advance)
+        with_progress = getattr(self.executor, "with_progress", None)  # a cluster reports sources folded per finished task
+        return with_progress(lambda count: [advance() for _ in range(count)]) if with_progress else self.executor
+
+    def __getstate__(self) -> dict:
+        """What a worker receives with a fold's ``step``: the options and the reader, not the
+        driver's progress bars or executor (neither can cross a process boundary)."""
+        return {**self.__dict__, "executor": None, "progress": SilentProgress()}
 
 
 def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions, *, dense: bool) -> list[list[LayerSpec]]:

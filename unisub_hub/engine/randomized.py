@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["sketch_layers"]
 
 
-@dataclass(eq=False)  # compared and hashed by identity: the folds key their sums by class
+@dataclass(eq=False)
 class _ShapeClass:
     """The layers of one ``p x q`` shape in a group, with their stacked test matrices per side."""
 
@@ -45,6 +45,12 @@ class _ShapeClass:
 
     def __post_init__(self) -> None:
         self.index = {name: i for i, name in enumerate(self.names)}
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What the folds key their sums by: the layer names, which survive the trip to a worker
+        and back (the object itself does not: a fold sent back holds copies)."""
+        return tuple(self.names)
 
     def rows(self, names: Sequence[str]) -> slice | torch.Tensor:
         """Where ``names`` sit in the stacks: a slice when contiguous (the usual case), else indices."""
@@ -64,9 +70,9 @@ class _SketchFold:
     def __init__(self, classes: list[_ShapeClass], *, first_pass: bool, center: bool) -> None:
         self.first_pass = first_pass
         self.class_of = {name: c for c in classes for name in c.names}
-        self.sums = {c: {mode: torch.zeros_like(t) for mode, t in c.tests.items()} for c in classes}
+        self.sums = {c.key: {mode: torch.zeros_like(t) for mode, t in c.tests.items()} for c in classes}
         some = classes[0].tests[next(iter(classes[0].tests))]
-        self.sq_norms = {c: torch.zeros(len(c.names), dtype=some.dtype, device=some.device) for c in classes} if first_pass else {}
+        self.sq_norms = {c.key: torch.zeros(len(c.names), dtype=some.dtype, device=some.device) for c in classes} if first_pass else {}
         self.totals = {n: torch.zeros(c.shape, dtype=some.dtype, device=some.device) for c in classes for n in c.names} if (first_pass and center) else {}
         self.count = 0
 
@@ -76,11 +82,11 @@ class _SketchFold:
         for name, matrix in loaded.single.items():
             shape_class = self.class_of[name]
             i = shape_class.index[name]
-            sums = self.sums[shape_class]
+            sums = self.sums[shape_class.key]
             for mode, tests in shape_class.tests.items():
                 sums[mode][i] += matrix.left_apply(tests[i]) if mode == 2 else matrix.right_apply(tests[i])
             if self.first_pass:
-                self.sq_norms[shape_class][i] += matrix.sq_norm()
+                self.sq_norms[shape_class.key][i] += matrix.sq_norm()
                 if name in self.totals:
                     self.totals[name] += matrix.dense()
         self.count += 1
@@ -88,7 +94,7 @@ class _SketchFold:
     def _add_stack(self, stack: FactoredStack) -> None:
         shape_class = self.class_of[stack.names[0]]
         rows = shape_class.rows(stack.names)
-        sums = self.sums[shape_class]
+        sums = self.sums[shape_class.key]
         for mode, tests in shape_class.tests.items():
             apply = stack.add_left_apply if mode == 2 else stack.add_right_apply
             if isinstance(rows, slice):
@@ -98,7 +104,7 @@ class _SketchFold:
                 apply(product, tests[rows])
                 sums[mode].index_add_(0, rows, product)
         if self.first_pass:
-            norms = self.sq_norms[shape_class]
+            norms = self.sq_norms[shape_class.key]
             if isinstance(rows, slice):
                 norms[rows] += stack.sq_norms()
             else:
@@ -179,14 +185,14 @@ def sketch_layers(
         if first is None:
             first = fold
             means = {name: total / fold.count for name, total in fold.totals.items()}
-        products = {c: {mode: _centred(fold.sums[c][mode], c, mode, means, fold.count) for mode in c.tests} for c in classes}
+        products = {c: {mode: _centred(fold.sums[c.key][mode], c, mode, means, fold.count) for mode in c.tests} for c in classes}
         if round_number < rounds - 1:
             for shape_class in classes:
                 shape_class.tests = {mode: torch.linalg.qr(y)[0] for mode, y in products[shape_class].items()}
     specs = {spec.name: spec for spec in layers}
     bases: dict[str, LayerBasis] = {}
     for shape_class in classes:
-        bases.update(_finish(shape_class, products[shape_class], first.sq_norms[shape_class], means, first.count, modes, rank, specs))  # type: ignore[union-attr]
+        bases.update(_finish(shape_class, products[shape_class], first.sq_norms[shape_class.key], means, first.count, modes, rank, specs))  # type: ignore[union-attr]
     return bases
 
 

@@ -12,6 +12,7 @@ from ..constants import BASIS_FORMAT, DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
 from ..engine import (
     BuildOptions,
     BuildReport,
+    Executor,
     LayerSpec,
     Progress,
     RankRule,
@@ -125,6 +126,7 @@ def build(
     solver: str = "auto",
     power_iterations: int = 1,
     progress: Progress | None = None,
+    executor: Executor | None = None,
     command: str | None = None,
 ) -> BuildOutcome:
     """Build a basis from sources (paths, globs, list files or Hub ids) and write it to ``out``.
@@ -133,7 +135,8 @@ def build(
     ``k`` per mode, or the smallest reaching ``variance``, or 8 when neither is given.
     ``solver`` and ``power_iterations`` are :class:`~unisub_hub.engine.BuildOptions`'s: each
     extra power iteration is one more pass over the sources and brings the randomized
-    subspaces closer to the exact ones where the spectrum decays slowly.
+    subspaces closer to the exact ones where the spectrum decays slowly. ``executor`` runs the
+    folds over sources elsewhere (e.g. :class:`~unisub_hub.engine.dask_executor.DaskExecutor`).
 
     Example:
         >>> outcome = build(["ft/*"], "my-basis", modes="2,3", k=16, holdout=2)
@@ -166,7 +169,7 @@ def build(
         modes=mode_set, rank=rule, center=center, device=device, max_memory=max_memory, check_finite=not allow_nonfinite,
         accumulate_dtype=DTYPES[precision], solver=solver, power_iterations=power_iterations,
     )
-    result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress)
+    result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress, executor=executor)
     for name in result.constant:  # frozen during fine-tuning: stored whole, like any other passthrough
         selection.passthrough[name] = "equal in every source (frozen?): nothing to decompose"
     selection.layers = [spec for spec in selection.layers if spec.name not in result.constant]

@@ -1,0 +1,94 @@
+"""Builds on a local Dask cluster of two worker processes equal the serial build, even when a worker dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+from clitools import SHAPES, run, write_checkpoints
+from conftest import planted_collection, random_loras
+
+from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
+from unisub_hub.format import load_basis
+from unisub_hub.io.memory import InMemoryCheckpoint
+
+distributed = pytest.importorskip("distributed")
+
+from unisub_hub.engine.dask_executor import DaskExecutor, dask_client  # noqa: E402
+
+SHAPES_2D = {"a.weight": (24, 16), "b.weight": (16, 20)}
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask_client("dask", workers=2) as connected:
+        yield connected
+
+
+def largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest principal angle, from its sine (arccos of a cosine near 1 loses half the digits)."""
+    a, b = torch.linalg.qr(a.double())[0], torch.linalg.qr(b.double())[0]
+    return float(torch.arcsin(torch.linalg.matrix_norm(b - a @ (a.T @ b), ord=2).clamp(max=1)))
+
+
+def factors(layer):
+    return [layer.left, layer.right] if layer.left is not None else [layer.components.reshape(layer.components.shape[0], -1).T]
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "lora"])
+@pytest.mark.parametrize(("modes", "solver"), [((2, 3), "exact"), ((2, 3), "randomized"), ((1,), "auto")])
+def test_a_cluster_build_equals_the_serial_build(client, kind, modes, solver):
+    sources = planted_collection(10, SHAPES_2D) if kind == "checkpoint" else random_loras(10, SHAPES_2D, ranks=[2, 4])
+    specs = [LayerSpec(name, shape) for name, shape in SHAPES_2D.items()]
+    options = BuildOptions(modes=modes, rank=RankRule(k=3), center=kind == "checkpoint", solver=solver)
+    serial = build_basis(specs, sources[:8], holdout=sources[8:], options=options)
+    spread = build_basis(specs, sources[:8], holdout=sources[8:], options=options, executor=DaskExecutor(client))
+    for name in SHAPES_2D:
+        assert serial.layers[name].ranks == spread.layers[name].ranks
+        for ours, theirs in zip(factors(serial.layers[name]), factors(spread.layers[name]), strict=True):
+            assert largest_angle(ours, theirs) < 1e-6
+    for ours, theirs in zip(serial.report.layers, spread.report.layers, strict=True):
+        assert ours.mean_error(holdout=True, centered=True) == pytest.approx(theirs.mean_error(holdout=True, centered=True), rel=1e-9, abs=1e-12)
+
+
+class SlowCheckpoint(InMemoryCheckpoint):
+    """A source that takes its time to read, so that a worker can be killed while it folds."""
+
+    def load(self, names):
+        time.sleep(0.25)
+        return super().load(names)
+
+
+def test_a_worker_killed_in_the_middle_of_a_build_does_not_change_the_answer(client):
+    sources = [SlowCheckpoint(s.name, s.tensors) for s in planted_collection(16, SHAPES_2D)]
+    specs = [LayerSpec(name, shape) for name, shape in SHAPES_2D.items()]
+    options = BuildOptions(rank=RankRule(k=3), solver="exact", null_baseline=False)
+    serial = build_basis(specs, sources, options=options)
+    done = {}
+    builder = threading.Thread(target=lambda: done.update(result=build_basis(specs, sources, options=options, executor=DaskExecutor(client))))
+    builder.start()
+    time.sleep(0.6)  # the first chunks are being read
+    victim = next(iter(client.run(os.getpid).values()))
+    os.kill(victim, signal.SIGKILL)
+    builder.join(timeout=120)
+    assert not builder.is_alive() and "result" in done
+    for name in SHAPES_2D:
+        assert largest_angle(serial.layers[name].left, done["result"].layers[name].left) < 1e-6
+    assert victim not in client.run(os.getpid).values()  # it really died (the nanny started another)
+
+
+def test_the_command_line_builds_on_a_local_cluster(tmp_path):
+    zoo = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
+    run("build", *zoo, "--out", tmp_path / "serial", "--k", "2", "--no-register")
+    spread = json.loads(run("build", *zoo, "--out", tmp_path / "spread", "--k", "2", "--executor", "dask", "--workers", "2", "--no-register", "--json").stdout)
+    assert spread["content_id"].startswith("sha256:")
+    serial, cluster = load_basis(tmp_path / "serial"), load_basis(tmp_path / "spread")
+    for name in serial.layer_names:
+        assert largest_angle(serial.layer(name).left, cluster.layer(name).left) < 1e-6
+    bad = run("build", *zoo, "--out", tmp_path / "x", "--workers", "2", ok=False)
+    assert bad.exit_code == 2 and "--workers sizes the local cluster of --executor dask" in bad.output

@@ -1,0 +1,109 @@
+"""Builds on a Dask cluster: each worker folds its share of the sources, the driver merges.
+
+The engine's passes are all ``aggregate(zero, step, merge)`` over sources (see
+:mod:`.executor`), so a cluster only has to run ``step`` where the data is. The sources
+are split into about two chunks per worker; each chunk becomes one task that starts from
+``zero()``, reads and folds its sources *in the worker* (local paths on shared storage, or
+the Hugging Face cache), and sends back one partial accumulator. The driver never reads a
+source for these folds: it holds at most two accumulators while it merges the partial sums in
+the order they arrive.
+
+A lost worker loses its running tasks, which the scheduler runs again elsewhere (``retries``
+on top of Dask's own rescheduling); the sums are associative, so the answer is the serial
+build's up to round-off. Partial sums are float32 or float64 (the accumulate dtype): Dask's
+torch serializer cannot send bfloat16 back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ..errors import ExecutorError
+
+__all__ = ["DaskExecutor", "dask_client"]
+
+Item = TypeVar("Item")
+Acc = TypeVar("Acc")
+
+
+def _fold(chunk: Sequence[Any], zero: Callable[[], Any], step: Callable[[Any, Any], Any]) -> Any:
+    acc = zero()
+    for item in chunk:
+        acc = step(acc, item)
+    return acc
+
+
+class DaskExecutor:
+    """Runs each fold as tasks on a ``distributed.Client``'s workers.
+
+    Args:
+        client: a connected ``distributed.Client``.
+        chunks_per_worker: tasks per worker and fold; more tasks balance uneven sources and
+            lose less work to a dead worker, fewer send fewer partial sums back.
+        retries: extra attempts of a task whose worker died or that raised.
+        on_items: called with the number of sources each finished task folded (progress).
+    """
+
+    def __init__(self, client: Any, *, chunks_per_worker: int = 2, retries: int = 3, on_items: Callable[[int], None] | None = None) -> None:
+        self.client = client
+        self.chunks_per_worker = chunks_per_worker
+        self.retries = retries
+        self.on_items = on_items
+
+    def with_progress(self, on_items: Callable[[int], None] | None) -> DaskExecutor:
+        return DaskExecutor(self.client, chunks_per_worker=self.chunks_per_worker, retries=self.retries, on_items=on_items)
+
+    def aggregate(
+        self,
+        items: Iterable[Item],
+        zero: Callable[[], Acc],
+        step: Callable[[Acc, Item], Acc],
+        merge: Callable[[Acc, Acc], Acc],
+    ) -> Acc:
+        from distributed import as_completed
+
+        items = list(items)
+        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        count = max(1, min(len(items), workers * self.chunks_per_worker))
+        chunks = [items[i::count] for i in range(count)]
+        futures = [self.client.submit(_fold, chunk, zero, step, pure=False, retries=self.retries) for chunk in chunks]
+        sizes = {future.key: len(chunk) for future, chunk in zip(futures, chunks, strict=True)}
+        total: Acc | None = None
+        for future in as_completed(futures):
+            part = future.result()
+            total = part if total is None else merge(total, part)
+            if self.on_items is not None:
+                self.on_items(sizes[future.key])
+            future.release()
+        assert total is not None  # at least one chunk
+        return total
+
+
+@contextmanager
+def dask_client(target: str, workers: int | None = None) -> Iterator[Any]:
+    """A connected ``distributed.Client`` for the block, closed after it.
+
+    ``dask`` starts a local cluster of ``workers`` processes (one thread each; default 2) and
+    stops it afterwards; ``dask://HOST:PORT`` (or ``tcp://HOST:PORT``) joins a running
+    scheduler, whose workers must see the sources' paths and have unisub-hub installed.
+
+    Raises:
+        ExecutorError: dask is not installed, or the scheduler cannot be reached.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ExecutorError("--executor dask needs Dask: pip install 'unisub-hub[dask]'") from None
+    if target == "dask":
+        with LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+        return
+    address = target.removeprefix("dask://")
+    try:
+        client = Client(address if "://" in address else f"tcp://{address}", timeout="10s")
+    except OSError as error:  # TimeoutError and connection refusals
+        raise ExecutorError(f"cannot reach the Dask scheduler at {address} ({error.__class__.__name__}): is it running?") from None
+    with client:
+        yield client
