@@ -34,9 +34,12 @@ def make_lora_collection(
             continue
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
+        # Each adapter draws from its own seed: with one stream, a collection grown from cached
+        # adapters would replay the stream of the first ones (skipped adapters draw nothing).
+        own = torch.Generator().manual_seed(seed * 1_000_003 + number + 1)
         for module, out in modules:
-            lora_b = left[module] @ torch.randn(shared, r, generator=gen) + noise / (out ** 0.5) * torch.randn(out, r, generator=gen)
-            lora_a = torch.randn(r, shared, generator=gen) @ right[module].T + noise / (d ** 0.5) * torch.randn(r, d, generator=gen)
+            lora_b = left[module] @ torch.randn(shared, r, generator=own) + noise / (out ** 0.5) * torch.randn(out, r, generator=own)
+            lora_a = torch.randn(r, shared, generator=own) @ right[module].T + noise / (d ** 0.5) * torch.randn(r, d, generator=own)
             tensors[f"base_model.model.{module}.lora_A.weight"] = lora_a.to(dtype).contiguous()
             tensors[f"base_model.model.{module}.lora_B.weight"] = lora_b.to(dtype).contiguous()
         save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})
