@@ -68,7 +68,10 @@ class DaskExecutor:
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         count = max(1, min(len(items), workers * self.chunks_per_worker))
         chunks = [items[i::count] for i in range(count)]
-        futures = [self.client.submit(_fold, chunk, zero, step, pure=False, retries=self.retries) for chunk in chunks]
+        # The fold's functions carry what every task needs (a centred build's shift: one dense
+        # matrix per layer), so they travel once per worker, not once per task.
+        zero_on_workers, step_on_workers = self.client.scatter([zero, step], broadcast=True, hash=False)
+        futures = [self.client.submit(_fold, chunk, zero_on_workers, step_on_workers, pure=False, retries=self.retries) for chunk in chunks]
         sizes = {future.key: len(chunk) for future, chunk in zip(futures, chunks, strict=True)}
         total: Acc | None = None
         for future in as_completed(futures):
