@@ -24,7 +24,7 @@ from .options import (
     shard_size_option,
 )
 from .output import emit_json, human_bytes, print_table, progress_bar, stderr, stdout
-from .refs import check_can_register, open_registry
+from .refs import check_can_register, open_registry, resolve_folder
 
 
 def command_line() -> str:
@@ -45,6 +45,17 @@ def _read_patterns(path: Path | None) -> list[str]:
     if not patterns:  # an empty list would include every layer: the opposite of what a selection that kept nothing means
         raise click.BadParameter(f"{path} names no layer (did `analyze --select` keep none?)", param_hint="--include-from")
     return patterns
+
+
+_FROM_PARENT = ("modes", "variance", "center", "holdout", "include", "include_from", "exclude", "dtype", "arch", "precision", "solver", "power_iterations", "allow_nonfinite", "keep_state")
+
+
+def _check_update_flags(ctx: click.Context) -> None:
+    """With --update the basis's own settings hold; a flag that would change them is a mistake, not a wish."""
+    given = [name for name in _FROM_PARENT if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.UsageError(f"{flags}: with --update the parent basis decides these (a grown basis always keeps its state)")
 
 
 def _executor_target(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -93,10 +104,13 @@ def _executor(target: str, workers: int | None) -> Iterator[Executor | None]:
 @click.option("--executor", default="serial", show_default=True, callback=_executor_target,
               help="Where the folds over sources run: serial (this process), dask (a local cluster of --workers processes) or dask://HOST:PORT (a running scheduler).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes of --executor dask (default 2).")
+@click.option("--keep-state", is_flag=True, help="Also store what --update needs to add members later without reading these (BASIS/state/).")
+@click.option("--update", "parent", default=None, metavar="BASIS",
+              help="Grow BASIS (built with --keep-state; a folder or registry reference) by SOURCES into --out, without reading its members.")
 @register_option
 @json_option
 def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, precision, solver,
-                  power_iterations, allow_nonfinite, executor, workers, register, as_json):
+                  power_iterations, allow_nonfinite, executor, workers, keep_state, parent, register, as_json):
     """Build a basis from a collection of checkpoints or LoRA adapters.
 
     SOURCES are folders, globs, Hub repo ids (org/name[@revision]) or text files listing
@@ -111,14 +125,22 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
         raise click.UsageError("give --k or --variance, not both")
     if workers is not None and executor != "dask":
         raise click.UsageError("--workers sizes the local cluster of --executor dask")
+    if parent is not None:
+        _check_update_flags(click.get_current_context())
     with _executor(executor, workers) as engine_executor, progress_bar(enabled=not as_json) as bars:
-        outcome = build(
-            sources, out, modes=modes, k=k, variance=variance, center=center, holdout=_holdout(holdout),
-            include=[*include, *_read_patterns(include_from)], exclude=exclude, max_memory=max_memory, device=device,
-            dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, precision=precision,
-            solver=solver, power_iterations=power_iterations, progress=bars, executor=engine_executor,
-            command=command_line(),
-        )
+        if parent is not None:
+            from ..pipeline.grow import grow
+
+            outcome = grow(resolve_folder(parent, "basis"), sources, out, k=k, name=name, device=device, max_memory=max_memory,
+                           shard_size=shard_size, allow_pickle=allow_pickle, progress=bars, executor=engine_executor, command=command_line())
+        else:
+            outcome = build(
+                sources, out, modes=modes, k=k, variance=variance, center=center, holdout=_holdout(holdout),
+                include=[*include, *_read_patterns(include_from)], exclude=exclude, max_memory=max_memory, device=device,
+                dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, precision=precision,
+                solver=solver, power_iterations=power_iterations, progress=bars, executor=engine_executor, keep_state=keep_state,
+                command=command_line(),
+            )
     entry = None
     if register:
         try:
@@ -127,7 +149,7 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
             shutil.rmtree(outcome.basis.path)  # a failed command leaves no output
             raise
     sizes = outcome.sizes
-    if sizes["basis_bytes"] > sizes["sources_bytes"]:  # stderr: a warning, whichever way the result is printed
+    if parent is None and sizes["basis_bytes"] > sizes["sources_bytes"]:  # stderr: a warning, whichever way the result is printed
         stderr.print(f"Warning: the basis ({human_bytes(sizes['basis_bytes'])}) is larger than its {len(outcome.report.sources)} training sources together "
                      f"({human_bytes(sizes['sources_bytes'])}); --modes 1 stores k directions of full weight size per layer, "
                      "--modes 2,3 or a smaller --k stores less")

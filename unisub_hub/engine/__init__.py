@@ -11,6 +11,7 @@ from .build import (
     LayerSpec,
     MatrixSource,
     Progress,
+    assess_basis,
     build_basis,
 )
 from .device import resolve_device
@@ -58,6 +59,7 @@ __all__ = [
     "RankRule",
     "SerialExecutor",
     "all_finite",
+    "assess_basis",
     "build_basis",
     "explained_variance",
     "fit_layer",

@@ -34,7 +34,7 @@ from .rank import RankRule, numerical_rank
 from .reader import SourceReader
 from .spec import LayerSpec, MatrixSource, Progress, SilentProgress
 
-__all__ = ["BuildOptions", "BuildResult", "LayerSpec", "MatrixSource", "Progress", "build_basis"]
+__all__ = ["BuildOptions", "BuildResult", "LayerSpec", "MatrixSource", "Progress", "assess_basis", "build_basis"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,31 @@ def build_basis(
         layers=layer_reports,
     )
     return BuildResult(layers=bases, report=report, constant=constant)
+
+
+def assess_basis(
+    bases: dict[str, LayerBasis],
+    layers: Sequence[LayerSpec],
+    sources: Sequence[MatrixSource],
+    *,
+    options: BuildOptions = BuildOptions(),
+    holdout: Sequence[MatrixSource] = (),
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> BuildReport:
+    """The quality report of given bases on ``sources``: each one projected, per-layer errors, the null.
+
+    What a build's last pass does, for bases that did not come from a build over these sources
+    (a grown basis, assessed on the members it just took in).
+    """
+    device = resolve_device(options.device)
+    reader = SourceReader(device, options.accumulate_dtype, check_finite=options.check_finite, cache_budget=0, source_count=len(sources) + len(holdout),
+                          reuse_buffers=executor is None)
+    context = _Context(options, mode_set(options.modes).modes, reader, executor, progress or SilentProgress())
+    groups = _plan_groups([spec for spec in layers if spec.name in bases], context.modes, options, dense=_reads_dense(sources[0], layers[0]))
+    reports, passes = _quality_pass(groups, bases, sources, holdout, context)
+    return BuildReport(modes=context.modes, centered=options.center, device=str(device), passes=passes, max_memory=options.max_memory,
+                       sources=[s.name for s in sources], holdout=[s.name for s in holdout], layers=reports)
 
 
 @dataclass

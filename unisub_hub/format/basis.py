@@ -39,6 +39,7 @@ def save_basis(
     shard_size: int = DEFAULT_SHARD_SIZE,
     source_dtypes: Mapping[str, str] | None = None,
     tied: Mapping[str, str] | None = None,
+    grown_from: Mapping[str, Any] | None = None,
 ) -> BasisArtifact:
     """Write a basis artifact folder.
 
@@ -54,6 +55,8 @@ def save_basis(
             materialized model writes the layer in.
         quality: per-layer summary for the manifest; ``quality_report`` goes to ``quality.json``.
         tied: ``{alias: layer}`` for tensors equal to a basis layer in every source (not decomposed again).
+        grown_from: for a basis grown from another (``build --update``): the parent's
+            ``content_id`` and ``name``, and the ids of the ``added`` sources.
 
     Returns:
         The written artifact, opened.
@@ -102,6 +105,8 @@ def save_basis(
     }
     if tied:
         manifest["tied"] = dict(tied)
+    if grown_from:
+        manifest["grown_from"] = dict(grown_from)
     if sizes is not None:
         manifest["sizes"] = dict(sizes)
     if command is not None:

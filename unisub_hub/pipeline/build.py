@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..constants import BASIS_FORMAT, DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
 from ..engine import (
@@ -18,10 +21,14 @@ from ..engine import (
     RankRule,
     build_basis,
     parse_modes,
+    resolve_device,
 )
+from ..engine.grow import layer_states
+from ..engine.reader import SourceReader
 from ..errors import EngineError, IncompatibleSourcesError
 from ..format import BasisArtifact, check_artifact_output, save_basis
 from ..format.common import DTYPES, dtype_name, safe_name
+from ..format.state import save_state
 from ..format.tensorfile import TORCH_DTYPES
 from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers
@@ -127,6 +134,7 @@ def build(
     power_iterations: int = 1,
     progress: Progress | None = None,
     executor: Executor | None = None,
+    keep_state: bool = False,
     command: str | None = None,
 ) -> BuildOutcome:
     """Build a basis from sources (paths, globs, list files or Hub ids) and write it to ``out``.
@@ -137,6 +145,8 @@ def build(
     extra power iteration is one more pass over the sources and brings the randomized
     subspaces closer to the exact ones where the spectrum decays slowly. ``executor`` runs the
     folds over sources elsewhere (e.g. :class:`~unisub_hub.engine.dask_executor.DaskExecutor`).
+    ``keep_state`` adds one pass that stores what :func:`~unisub_hub.pipeline.grow.grow` needs
+    to add members later without reading these (``<out>/state/``).
 
     Example:
         >>> outcome = build(["ft/*"], "my-basis", modes="2,3", k=16, holdout=2)
@@ -147,6 +157,8 @@ def build(
         storage = DTYPES[dtype]
     except KeyError:
         raise EngineError(f"unknown --dtype {dtype!r}: use float32, float16 or bfloat16") from None
+    if keep_state:
+        check_can_keep_state(parse_modes(modes), dtype, variance)
     sources = open_sources(source_specs, allow_pickle=allow_pickle)
     train, held = split_holdout(sources, holdout)
     if len(train) < 2:
@@ -194,7 +206,28 @@ def build(
         tied={alias: target for alias, target in ties.items() if target in result.layers},
     )
     sizes["basis_bytes"] = basis.artifact.size_bytes()
+    if keep_state:
+        specs = [spec for spec in selection.layers if spec.name in result.layers]
+        stored = {spec.name: basis.layer(spec.name, dtype=torch.float64) for spec in specs}  # the state is about the stored means
+        reader = SourceReader(resolve_device(device), torch.float64, check_finite=not allow_nonfinite)
+        try:
+            states = layer_states(stored, specs, train, k=rule.k or 8, reader=reader, executor=executor, progress=progress)
+            sizes["state_bytes"] = save_state(basis.path, basis.content_id, states)["bytes"]
+        except BaseException:
+            shutil.rmtree(basis.path, ignore_errors=True)  # a failed command leaves no output
+            raise
     return BuildOutcome(basis=basis, report=result.report, selection=selection, sizes=sizes)
+
+
+def check_can_keep_state(modes: tuple[int, ...], dtype: str, variance: float | None) -> None:
+    """What a growth state needs: one-sided or Tucker modes, a float32 basis (the state is about its
+    stored means) and a fixed rank (a wide side keeps a sketch of the top of its spectrum only)."""
+    if 1 in modes:
+        raise EngineError("--keep-state needs --modes 2, 3 or 2,3: a --modes 1 basis spans the members themselves, and grows by rebuilding")
+    if dtype != "float32":
+        raise EngineError(f"--keep-state needs --dtype float32: the state is centred on the stored means, which --dtype {dtype} rounds too coarsely")
+    if variance is not None:
+        raise EngineError("--keep-state needs a fixed --k: a wide side keeps only the top of its spectrum, which a --variance target cannot use")
 
 
 

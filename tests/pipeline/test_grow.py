@@ -1,0 +1,95 @@
+"""Growing a basis by new members equals rebuilding it from all of them, without reading the old ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from clitools import SHAPES, refused, run, write_checkpoints
+from conftest import planted_collection, random_loras
+
+from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
+from unisub_hub.engine.grow import grow_layers, layer_states
+from unisub_hub.engine.reader import SourceReader
+from unisub_hub.format import load_basis
+
+
+def largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = torch.linalg.qr(a.double())[0], torch.linalg.qr(b.double())[0]
+    return float(torch.arcsin(torch.linalg.matrix_norm(b - a @ (a.T @ b), ord=2).clamp(max=1)))
+
+
+def test_a_chain_of_growths_equals_the_rebuild_through_the_command_line(tmp_path):
+    zoo = write_checkpoints(tmp_path / "zoo", 12, SHAPES)
+    run("build", *zoo[:8], "--out", tmp_path / "b1", "--k", "3", "--keep-state", "--name", "grown")
+    run("build", *zoo[8:10], "--update", "grown", "--out", tmp_path / "b2")
+    outcome = json.loads(run("build", *zoo[10:], "--update", tmp_path / "b2", "--out", tmp_path / "b3", "--json").stdout)
+    run("build", *zoo, "--out", tmp_path / "rebuilt", "--k", "3", "--no-register")
+    grown, rebuilt = load_basis(tmp_path / "b3"), load_basis(tmp_path / "rebuilt")
+    for name in rebuilt.layer_names:
+        ours, theirs = grown.layer(name, dtype=torch.float64), rebuilt.layer(name, dtype=torch.float64)
+        assert largest_angle(ours.left, theirs.left) < 1e-5 and largest_angle(ours.right, theirs.right) < 1e-5
+        torch.testing.assert_close(ours.mean, theirs.mean, atol=1e-6, rtol=1e-6)
+        for mode in (2, 3):  # the same spectrum, so the same explained variance
+            torch.testing.assert_close(ours.spectra[mode][:3], theirs.spectra[mode][:3], atol=1e-5, rtol=1e-5)
+    manifest = grown.manifest
+    assert manifest["grown_from"]["added"] == [str(p) for p in zoo[10:]] and len(manifest["sources"]) == 12
+    assert (outcome["registered"]["name"], outcome["registered"]["version"]) == ("grown", 3)  # the name's next version: tasks on grown:1 are now stale
+    assert "state_bytes" in outcome["sizes"] and (tmp_path / "b3" / "state" / "state.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "lora"])
+@pytest.mark.parametrize("max_gram_side", [4096, 32])
+def test_growing_in_the_engine_equals_the_rebuild_with_grams_and_with_sketches(kind, max_gram_side):
+    shapes = {"a.weight": (160, 96), "b.weight": (96, 200)}
+    sources = planted_collection(14, shapes, noise=0.01) if kind == "checkpoint" else random_loras(14, shapes, ranks=[2, 4])
+    specs = [LayerSpec(name, shape) for name, shape in shapes.items()]
+    options = BuildOptions(rank=RankRule(k=3), null_baseline=False, solver="exact", center=kind == "checkpoint")
+    first = build_basis(specs, sources[:10], options=options)
+    reader = SourceReader(torch.device("cpu"), torch.float64, check_finite=True)
+    states = layer_states(first.layers, specs, sources[:10], k=3, reader=reader, max_gram_side=max_gram_side)
+    assert {side.kind for state in states.values() for side in state.sides.values()} == ({"gram"} if max_gram_side == 4096 else {"sketch"})
+    grown = grow_layers(first.layers, states, specs, sources[10:], rank=RankRule(k=3), reader=reader)
+    rebuilt = build_basis(specs, sources, options=options)
+    # LoRA's right factors (A) are random in this collection: no planted side to compare there
+    sides = ("left", "right") if kind == "checkpoint" else ("left",)
+    tolerance = 1e-10 if max_gram_side == 4096 else 1e-5  # a sketch holds the top of the spectrum
+    for name in shapes:
+        for side in sides:
+            assert largest_angle(getattr(grown[name], side), getattr(rebuilt.layers[name], side)) < tolerance
+        assert grown[name].ranks == rebuilt.layers[name].ranks
+
+
+@pytest.fixture
+def grown_parent(tmp_path):
+    zoo = write_checkpoints(tmp_path / "zoo", 6, SHAPES)
+    run("build", *zoo[:4], "--out", tmp_path / "parent", "--k", "2", "--keep-state", "--no-register")
+    return zoo, tmp_path / "parent"
+
+
+def test_growth_refuses_what_would_be_wrong(tmp_path, grown_parent):
+    zoo, parent = grown_parent
+    out = tmp_path / "child"
+    refused(["build", zoo[1], "--update", parent, "--out", out], f"{zoo[1]}: is already a member of parent (same bytes as {zoo[1]}): it would count twice", out)
+    other = write_checkpoints(tmp_path / "other", 1, {"layers.0.w": (16, 10), "layers.1.w": (12, 16), "norm.weight": (16,)})[0]
+    refused(["build", other, "--update", parent, "--out", out], f"{other}: layer layers.0.w is 16x10, the basis has 16x12", out)
+    usage = run("build", zoo[4], "--update", parent, "--out", out, "--modes", "2", ok=False)
+    assert usage.exit_code == 2 and "--modes: with --update the parent basis decides these" in usage.output
+    run("build", *zoo[:3], "--out", tmp_path / "plain", "--k", "2", "--no-register")
+    refused(["build", zoo[4], "--update", tmp_path / "plain", "--out", out], "this basis has no growth state (build it with --keep-state", out)
+    state = parent / "state" / "state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[-3] ^= 0xFF
+    state.write_bytes(bytes(data))
+    refused(["build", zoo[4], "--update", parent, "--out", out], "the state's tensors are missing or changed since they were written", out)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--modes", "1"], "--keep-state needs --modes 2, 3 or 2,3"),
+    (["--dtype", "bfloat16"], "--keep-state needs --dtype float32"),
+    (["--variance", "0.9"], "--keep-state needs a fixed --k"),
+])
+def test_keep_state_refuses_settings_it_cannot_grow(tmp_path, flags, message):
+    zoo = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
+    refused(["build", *zoo, "--out", tmp_path / "basis", "--keep-state", *flags], message, tmp_path / "basis")
