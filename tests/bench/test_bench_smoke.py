@@ -37,3 +37,23 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     pull = [r for r in rows if r["section"] == "pull"][0]
     assert pull["ratio"] > 1
     assert (tmp_path / "results" / results[0].name.replace(".json", ".md")).read_text().startswith("# unisub-hub benchmark results")
+
+
+def _quick(script: str, tmp_path: Path) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--quick", "--data", str(tmp_path / "data")], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_quick_dask_benchmark_builds_the_serial_answer_on_a_cluster(tmp_path):
+    rows = _quick("dask_bench.py", tmp_path)
+    assert [row["executor"] for row in rows] == ["serial", "dask, 1 worker", "dask, 2 workers"]
+    assert all(row["angle_to_serial"] < 1e-6 for row in rows[1:]) and all(row["peak_rss_mib"] > 0 for row in rows)
+
+
+def test_quick_grow_benchmark_grows_to_the_rebuilt_basis(tmp_path):
+    rows = _quick("grow_bench.py", tmp_path)
+    steps = [row for row in rows if "grow_s" in row]
+    assert [row["members"] for row in steps] == [6, 8] and rows[0]["state_bytes"] > 0
+    assert all(row["largest_angle"] < 1e-5 and abs(row["explained_variance_grown"] - row["explained_variance_rebuilt"]) < 1e-5 for row in steps)
