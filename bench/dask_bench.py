@@ -79,6 +79,7 @@ def section(name: str, sources: list[str], work: Path, repeats: int, log, k: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--paper", action="store_true", help="500 Mistral-7B-shaped q/k/v LoRAs (r=16, 32 layers, bf16, ~9.5 GB), one run per executor")
     parser.add_argument("--data", type=Path, default=HERE / ".data")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
@@ -91,18 +92,28 @@ def main() -> None:
         loras = [str(p) for p in make_lora_collection(args.data / "dask-lora-quick", adapters=6, layers=1, d=64, r=4)]
         rows += section("LoRA 6 x d=64", loras, work, 1, log, k=2)
         return
+    if args.paper:  # the same collection as run.py --paper (planted 16, k=16)
+        folder = args.data / "lora-n500-d4096-L32-s16-bfloat16"
+        loras = [str(p) for p in make_lora_collection(folder, adapters=500, layers=32, d=4096, d_kv=1024, r=16, shared=16, dtype=torch.bfloat16)]
+        rows += section("paper: 500 LoRA (32 layers x q,k,v, d=4096, r=16, bf16)", loras, work, 1, log)
+        _write(rows, args.out, "-dask-paper")
+        return
     for adapters in (16, 64):
         loras = [str(p) for p in make_lora_collection(args.data / "lora-1024", adapters=adapters, layers=8, d=1024, r=16)][:adapters]
         rows += section(f"LoRA {adapters} x (8 layers x q,k,v, d=1024, r=16)", loras, work, 3, log)
     checkpoints = make_checkpoints(args.data / "full-1024", 16, layers=8, width=1024)
     rows += section("16 checkpoints x 8 layers 1024x1024", checkpoints, work, 3, log)
-    stamp = datetime.date.today().isoformat() + "-dask"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stamp}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _write(rows, args.out, "-dask")
+
+
+def _write(rows: list[dict], out: Path, suffix: str) -> None:
+    stamp = datetime.date.today().isoformat() + suffix
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stamp}.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| collection | executor | median s (runs) | peak RSS MiB | largest angle to serial |", "|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['collection']} | {row['executor']} | {row['seconds']} ({', '.join(map(str, row['runs']))}) | {row['peak_rss_mib']} | {row.get('angle_to_serial', '-')} |")
-    (args.out / f"{stamp}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stamp}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
