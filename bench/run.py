@@ -222,12 +222,12 @@ def full_section(data: Path, work: Path, counts: list[int], layers: int, width: 
 
 def materialize_section(data: Path, work: Path, layers: int, width: int, log) -> list[dict]:  # noqa: ANN001
     from unisub_hub.format import load_basis
-    from unisub_hub.pipeline.build import build
+    from unisub_hub.pipeline.build import BuildSettings, build
     from unisub_hub.pipeline.materialize import materialize
     from unisub_hub.pipeline.project import project
 
     sources = make_checkpoints(data / f"ckpt-L{layers}-w{width}", 8, layers, width)
-    outcome = build(sources[:6], work / "m-basis", k=8, device="cpu")
+    outcome = build(sources[:6], work / "m-basis", BuildSettings(k=8, device="cpu"))
     task = project(sources[7], load_basis(work / "m-basis"), work / "m-task", device="cpu")
     times, floor = [], []
     for attempt in range(3):
@@ -247,13 +247,13 @@ def materialize_section(data: Path, work: Path, layers: int, width: int, log) ->
 def pull_section(data: Path, work: Path, log) -> list[dict]:  # noqa: ANN001
     from unisub_hub.hub.pull import pull
     from unisub_hub.hub.push import push_artifact
-    from unisub_hub.pipeline.build import build
+    from unisub_hub.pipeline.build import BuildSettings, build
     from unisub_hub.pipeline.project import project
     from unisub_hub.registry import Registry
     from unisub_hub.testing import LocalHub
 
     adapters = [str(p) for p in make_lora_collection(data / "lora-pull", adapters=10, layers=4, d=512, r=16)]
-    basis = build(adapters[:8], work / "p-basis", k=8, device="cpu").basis
+    basis = build(adapters[:8], work / "p-basis", BuildSettings(k=8, device="cpu")).basis
     task = project(adapters[9], basis, work / "p-task", device="cpu")
     with LocalHub() as hub:
         os.environ.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1")

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from unisub_hub.adapt import attach
 from unisub_hub.engine import reconstruct_layer
-from unisub_hub.pipeline.build import build
+from unisub_hub.pipeline.build import BuildSettings, build
 from unisub_hub.pipeline.materialize import materialize
 
 transformers = pytest.importorskip("transformers")
@@ -35,7 +35,7 @@ def lora_zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("loras")
     base = save_base(root / "base")
     adapters = save_adapters(base, root, 6, ranks=(4,))
-    return base, adapters, build([str(p) for p in adapters[:5]], root / "basis", k=3, device="cpu").basis
+    return base, adapters, build([str(p) for p in adapters[:5]], root / "basis", BuildSettings(k=3, device="cpu")).basis
 
 
 @pytest.mark.parametrize("fmt", ["peft", "merged"])
@@ -75,7 +75,7 @@ def test_projection_start_is_the_projected_adapter(lora_zoo, tmp_path):
 def test_checkpoint_basis_task_materializes_to_the_attached_logits(tmp_path, modes):
     base = save_base(tmp_path / "base")
     finetunes = save_finetunes(base, tmp_path, 5, shard_first=False)
-    basis = build([str(p) for p in finetunes], tmp_path / "basis", modes=modes, k=3, device="cpu").basis
+    basis = build([str(p) for p in finetunes], tmp_path / "basis", BuildSettings(modes=modes, k=3, device="cpu")).basis
     model = transformers.BertForSequenceClassification.from_pretrained(base).eval()
     adapter = attach(model, basis)
     adapter.add_task("t")
@@ -104,7 +104,7 @@ def test_gpt2_conv1d_orientation(tmp_path):
         torch.manual_seed(0)
         return nn.Sequential(Conv1D(16, 8))  # weight stored in x out: 8 x 16
 
-    basis = build(_zoo(tmp_path, make(), 5), tmp_path / "basis", k=3, device="cpu", include=["0.weight"]).basis
+    basis = build(_zoo(tmp_path, make(), 5), tmp_path / "basis", BuildSettings(k=3, device="cpu", include=["0.weight"])).basis
     model = make()
     adapter = attach(model, basis)
     adapter.add_task("t")
@@ -120,7 +120,7 @@ def test_conv2d_kernels_as_the_basis_flattens_them(tmp_path):
         torch.manual_seed(0)
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, stride=2))
 
-    basis = build(_zoo(tmp_path, make(), 5), tmp_path / "basis", k=3, device="cpu", include=["0.weight"]).basis
+    basis = build(_zoo(tmp_path, make(), 5), tmp_path / "basis", BuildSettings(k=3, device="cpu", include=["0.weight"])).basis
     model = make()
     adapter = attach(model, basis)
     adapter.add_task("t")
@@ -157,6 +157,6 @@ def test_a_convolution_whose_padding_the_update_cannot_follow_is_refused(tmp_pat
         torch.manual_seed(0)
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
 
-    basis = build(_zoo(tmp_path, make(), 4), tmp_path / "basis", k=2, device="cpu", include=["0.weight"]).basis
+    basis = build(_zoo(tmp_path, make(), 4), tmp_path / "basis", BuildSettings(k=2, device="cpu", include=["0.weight"])).basis
     with pytest.raises(AdaptError, match="zero padding of fixed size only"):
         attach(nn.Sequential(conv), basis)

@@ -13,7 +13,7 @@ from unisub_hub.adapt import attach
 from unisub_hub.engine import reconstruct_layer
 from unisub_hub.errors import AdaptError
 from unisub_hub.format import load_coefficients
-from unisub_hub.pipeline.build import build
+from unisub_hub.pipeline.build import BuildSettings, build
 
 
 def _zoo(folder: Path, module: nn.Module, count: int, *, seed: int = 0) -> list[str]:
@@ -47,7 +47,7 @@ def _mlp() -> nn.Module:
 def mlp_basis(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlp")
     paths = _zoo(root, _mlp(), 6)
-    return build(paths, root / "basis", k=3, device="cpu", include=["0.weight"]).basis
+    return build(paths, root / "basis", BuildSettings(k=3, device="cpu", include=["0.weight"])).basis
 
 
 def test_only_coefficients_and_heads_receive_gradients_and_change(mlp_basis):
@@ -181,7 +181,7 @@ def test_wrong_model_and_foreign_tasks_are_refused(mlp_basis, tmp_path):
     with pytest.raises(AdaptError, match="no task 'x'"):
         adapter.set_task("x")
     with pytest.raises(AdaptError, match="has no mean"):
-        other = build(_zoo(tmp_path, _mlp(), 4, seed=5), tmp_path / "uncentred", k=2, device="cpu", include=["0.weight"], center=False).basis
+        other = build(_zoo(tmp_path, _mlp(), 4, seed=5), tmp_path / "uncentred", BuildSettings(k=2, device="cpu", include=["0.weight"], center=False)).basis
         attach(_mlp(), other).add_task("t", init="mean")
 
 

@@ -9,7 +9,7 @@ import torch
 from models import logits_of, save_adapters, save_base, save_finetunes
 
 from unisub_hub.engine import reconstruct_layer
-from unisub_hub.pipeline.build import build
+from unisub_hub.pipeline.build import BuildSettings, build
 from unisub_hub.pipeline.materialize import materialize
 from unisub_hub.pipeline.project import project
 from unisub_hub.pipeline.validate import validate
@@ -35,7 +35,7 @@ def lora_zoo(tmp_path_factory):
 def test_checkpoint_collection_round_trip_through_transformers(checkpoint_zoo, tmp_path):
     base, finetunes = checkpoint_zoo
     assert (finetunes[0] / "model.safetensors.index.json").is_file()  # sharded input is read
-    outcome = build([str(p) for p in finetunes], tmp_path / "basis", modes="1", k=4, holdout=1, device="cpu")
+    outcome = build([str(p) for p in finetunes], tmp_path / "basis", BuildSettings(modes="1", k=4, holdout=1, device="cpu"))
     basis = outcome.basis
     assert not any(name.endswith(".bias") for name in basis.layer_names)
     assert "1-D tensor" in outcome.selection.passthrough["bert.embeddings.LayerNorm.weight"]
@@ -62,7 +62,7 @@ def test_checkpoint_collection_round_trip_through_transformers(checkpoint_zoo, t
 
 def test_sharded_materialize_writes_hf_index(checkpoint_zoo, tmp_path):
     base, finetunes = checkpoint_zoo
-    basis = build([str(p) for p in finetunes[:4]], tmp_path / "basis", k=2, device="cpu").basis
+    basis = build([str(p) for p in finetunes[:4]], tmp_path / "basis", BuildSettings(k=2, device="cpu")).basis
     task = project(str(finetunes[0]), basis, tmp_path / "task", device="cpu")
     out = materialize(task.coefficients, basis, tmp_path / "model", base=base, shard_size=50_000, device="cpu").path
     assert (out / "model.safetensors.index.json").is_file()
@@ -76,7 +76,7 @@ def test_sharded_materialize_writes_hf_index(checkpoint_zoo, tmp_path):
 def test_lora_collection_round_trip_through_peft(lora_zoo, tmp_path):
     base, adapters = lora_zoo
     # Mixed ranks (4, 2, 3) and one rsLoRA adapter; k large enough to span every update.
-    outcome = build([str(p) for p in adapters[:5]], tmp_path / "basis", k=32, holdout=1, device="cpu")
+    outcome = build([str(p) for p in adapters[:5]], tmp_path / "basis", BuildSettings(k=32, holdout=1, device="cpu"))
     basis = outcome.basis
     assert basis.manifest["source_kind"] == "lora" and not basis.manifest["centered"]
     assert len(basis.layer_names) == 4  # query and value of 2 layers
@@ -99,7 +99,7 @@ def test_lora_collection_round_trip_through_peft(lora_zoo, tmp_path):
 
 def test_rslora_rank2_adapter_reconstructs(lora_zoo, tmp_path):
     base, adapters = lora_zoo
-    basis = build([str(p) for p in adapters], tmp_path / "basis", k=32, device="cpu").basis
+    basis = build([str(p) for p in adapters], tmp_path / "basis", BuildSettings(k=32, device="cpu")).basis
     task = project(str(adapters[3]), basis, tmp_path / "task", device="cpu")  # rsLoRA, r=4
     out = materialize(task.coefficients, basis, tmp_path / "adapter", device="cpu").path
     rebuilt = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), out).eval()
@@ -126,7 +126,7 @@ def test_diffusers_style_components_are_read_and_written_back(tmp_path):
         save_file({k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_unet.items()}, folder / "unet" / "diffusion_pytorch_model.safetensors")
         save_file({k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_text.items()}, folder / "text_encoder" / "model.safetensors")
         models.append(folder)
-    outcome = build([str(p) for p in models[:3]], tmp_path / "basis", modes="1", k=2, device="cpu")
+    outcome = build([str(p) for p in models[:3]], tmp_path / "basis", BuildSettings(modes="1", k=2, device="cpu"))
     assert outcome.basis.layer_names == ["text_encoder.proj.weight", "unet.down.0.weight"]
     task = project(str(models[1]), outcome.basis, tmp_path / "task", device="cpu")
     assert max(e["rel_error"] for e in task.errors.values()) < 1e-5
@@ -159,7 +159,7 @@ def test_a_member_with_its_own_head_size_materializes_with_its_own_config(tmp_pa
                     value.copy_(base_state[name] + 0.01 * torch.randn(value.shape, generator=gen))
         model.save_pretrained(tmp_path / f"member-{number}")
         members.append(tmp_path / f"member-{number}")
-    outcome = build([str(p) for p in members[:4]], tmp_path / "basis", k=3, device="cpu")
+    outcome = build([str(p) for p in members[:4]], tmp_path / "basis", BuildSettings(k=3, device="cpu"))
     assert outcome.selection.passthrough["classifier.weight"].startswith("shape differs across sources")
     task = project(str(members[4]), outcome.basis, tmp_path / "task", device="cpu")
     assert len(task.coefficients.manifest["config"]["id2label"]) == 5  # the member's own config travels with its task

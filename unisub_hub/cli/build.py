@@ -15,7 +15,7 @@ from ..constants import DEFAULT_MAX_MEMORY
 from ..engine.executor import Executor
 from ..engine.modes import MODE_SETS
 from ..errors import RegistryError
-from ..pipeline.build import BuildOutcome, build
+from ..pipeline.build import BuildOutcome, BuildSettings, build
 from .options import (
     device_option,
     json_option,
@@ -134,13 +134,12 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
             outcome = grow(resolve_folder(parent, "basis"), sources, out, k=k, name=name, device=device, max_memory=max_memory,
                            shard_size=shard_size, allow_pickle=allow_pickle, progress=bars, executor=engine_executor, command=command_line())
         else:
-            outcome = build(
-                sources, out, modes=modes, k=k, variance=variance, center=center, holdout=_holdout(holdout),
-                include=[*include, *_read_patterns(include_from)], exclude=exclude, max_memory=max_memory, device=device,
-                dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, precision=precision,
-                solver=solver, power_iterations=power_iterations, progress=bars, executor=engine_executor, keep_state=keep_state,
-                command=command_line(),
+            settings = BuildSettings(
+                modes=modes, k=k, variance=variance, center=center, holdout=_holdout(holdout), include=[*include, *_read_patterns(include_from)],
+                exclude=exclude, max_memory=max_memory, device=device, dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle,
+                allow_nonfinite=allow_nonfinite, precision=precision, solver=solver, power_iterations=power_iterations, keep_state=keep_state,
             )
+            outcome = build(sources, out, settings, progress=bars, executor=engine_executor, command=command_line())
     entry = None
     if register:
         try:

@@ -31,7 +31,7 @@ from ..format import load_basis, load_coefficients
 from ..hub.pull import pull
 from ..hub.push import push_artifact
 from ..io.collection import open_sources
-from ..pipeline.build import build
+from ..pipeline.build import BuildSettings, build
 from ..pipeline.materialize import materialize
 from ..pipeline.project import project
 from ..pipeline.selection import select_layers
@@ -79,7 +79,7 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
     log(f"LoRA collection ready: {len(adapters)} adapters of all-MiniLM-L6-v2 ({time.perf_counter() - start:.0f}s)")
     holdout = 2
     held = adapters[-holdout:]
-    outcome = build([str(a) for a in adapters], work / "minilm-basis", k=main_k, holdout=holdout, name="minilm-lora-basis", device="cpu")
+    outcome = build([str(a) for a in adapters], work / "minilm-basis", BuildSettings(k=main_k, holdout=holdout, name="minilm-lora-basis", device="cpu"))
     result = CollectionResult("minilm-lora", "lora", main_k, heldout=[a.name for a in held], note=(
         "Each adapter starts from its own random lora_A and learns an unrelated task, so a new adapter's update mostly "
         "lies outside the span of the others; its trained head (passthrough, kept whole) carries the mean-only score."))
@@ -147,7 +147,7 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
     folders = ensure_digits_zoo(root / label, shared_init=shared)
     holdout = 4
     held = folders[-holdout:]
-    outcome = build([str(f) for f in folders], work / f"{label}-basis", modes="1", k=main_k, holdout=holdout, name=label, device="cpu")
+    outcome = build([str(f) for f in folders], work / f"{label}-basis", BuildSettings(modes="1", k=main_k, holdout=holdout, name=label, device="cpu"))
     result = CollectionResult(label, "checkpoint", main_k, heldout=[f.name for f in held], note=(
         "Every network starts from one initialisation: the shared subspace is real, and the secondary directions are not."
         if shared else

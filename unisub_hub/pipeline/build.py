@@ -34,7 +34,7 @@ from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers
 from .ties import find_ties
 
-__all__ = ["BuildOutcome", "architecture_of", "build", "check_duplicates", "split_holdout"]
+__all__ = ["BuildSettings", "BuildOutcome", "architecture_of", "build", "check_duplicates", "split_holdout"]
 
 
 @dataclass
@@ -110,76 +110,85 @@ def check_duplicates(sources: Sequence[Source]) -> None:
         seen[source.sha256] = source.name
 
 
-def build(
-    source_specs: Sequence[str],
-    out: str | Path,
-    *,
-    modes: str = "2,3",
-    k: int | None = None,
-    variance: float | None = None,
-    center: bool | None = None,
-    holdout: int | Sequence[str] | None = None,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    max_memory: int = DEFAULT_MAX_MEMORY,
-    device: str = "auto",
-    dtype: str = "float32",
-    name: str | None = None,
-    arch: str | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    allow_pickle: bool = False,
-    allow_nonfinite: bool = False,
-    precision: str = "float64",
-    solver: str = "auto",
-    power_iterations: int = 1,
-    progress: Progress | None = None,
-    executor: Executor | None = None,
-    keep_state: bool = False,
-    command: str | None = None,
-) -> BuildOutcome:
-    """Build a basis from sources (paths, globs, list files or Hub ids) and write it to ``out``.
+@dataclass(frozen=True)
+class BuildSettings:
+    """What a build decides, one field per flag of ``unisub-hub build`` (see its ``--help``).
 
     ``center`` defaults to on for full checkpoints and off for LoRA adapters; the rank is
     ``k`` per mode, or the smallest reaching ``variance``, or 8 when neither is given.
     ``solver`` and ``power_iterations`` are :class:`~unisub_hub.engine.BuildOptions`'s: each
     extra power iteration is one more pass over the sources and brings the randomized
-    subspaces closer to the exact ones where the spectrum decays slowly. ``executor`` runs the
-    folds over sources elsewhere (e.g. :class:`~unisub_hub.engine.dask_executor.DaskExecutor`).
-    ``keep_state`` adds one pass that stores what :func:`~unisub_hub.pipeline.grow.grow` needs
-    to add members later without reading these (``<out>/state/``).
+    subspaces closer to the exact ones where the spectrum decays slowly. ``keep_state`` adds
+    one pass that stores what :func:`~unisub_hub.pipeline.grow.grow` needs to add members
+    later without reading these (``<out>/state/``).
+    """
+
+    modes: str = "2,3"
+    k: int | None = None
+    variance: float | None = None
+    center: bool | None = None
+    holdout: int | Sequence[str] | None = None
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    max_memory: int = DEFAULT_MAX_MEMORY
+    device: str = "auto"
+    dtype: str = "float32"
+    name: str | None = None
+    arch: str | None = None
+    shard_size: int = DEFAULT_SHARD_SIZE
+    allow_pickle: bool = False
+    allow_nonfinite: bool = False
+    precision: str = "float64"
+    solver: str = "auto"
+    power_iterations: int = 1
+    keep_state: bool = False
+
+
+def build(
+    source_specs: Sequence[str],
+    out: str | Path,
+    settings: BuildSettings = BuildSettings(),
+    *,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+    command: str | None = None,
+) -> BuildOutcome:
+    """Build a basis from sources (paths, globs, list files or Hub ids) and write it to ``out``.
+
+    ``executor`` runs the folds over sources elsewhere (e.g.
+    :class:`~unisub_hub.engine.dask_executor.DaskExecutor`); ``command`` is recorded in the manifest.
 
     Example:
-        >>> outcome = build(["ft/*"], "my-basis", modes="2,3", k=16, holdout=2)
+        >>> outcome = build(["ft/*"], "my-basis", BuildSettings(modes="2,3", k=16, holdout=2))
         >>> outcome.report.layers[0].fit
     """
     check_artifact_output(out, BASIS_FORMAT)
     try:
-        storage = DTYPES[dtype]
+        storage = DTYPES[settings.dtype]
     except KeyError:
-        raise EngineError(f"unknown --dtype {dtype!r}: use float32, float16 or bfloat16") from None
-    if keep_state:
-        check_can_keep_state(parse_modes(modes), dtype, variance)
-    sources = open_sources(source_specs, allow_pickle=allow_pickle)
-    train, held = split_holdout(sources, holdout)
+        raise EngineError(f"unknown --dtype {settings.dtype!r}: use float32, float16 or bfloat16") from None
+    if settings.keep_state:
+        check_can_keep_state(parse_modes(settings.modes), settings.dtype, settings.variance)
+    sources = open_sources(source_specs, allow_pickle=settings.allow_pickle)
+    train, held = split_holdout(sources, settings.holdout)
     if len(train) < 2:
         raise EngineError(f"a basis needs at least 2 sources, got {len(train)}")
     kind = train[0].kind
-    if center is None:
-        center = kind == "checkpoint"
-    rule = RankRule(k=k, variance=variance) if (k is not None or variance is not None) else RankRule(k=8)
+    center = (kind == "checkpoint") if settings.center is None else settings.center
+    rule = RankRule(k=settings.k, variance=settings.variance) if (settings.k is not None or settings.variance is not None) else RankRule(k=8)
     _check_same_architecture(sources)
-    selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
+    selection = select_layers([s.tensors for s in sources], include=settings.include, exclude=settings.exclude)
     check_duplicates(sources)
     ties = find_ties(train, [spec.name for spec in selection.layers]) if kind == "checkpoint" else {}
     for alias, target in ties.items():
         selection.passthrough[alias] = f"tied to {target} (equal in every source): decomposed once, written back as a copy"
     selection.layers = [spec for spec in selection.layers if spec.name not in ties]
-    mode_set = parse_modes(modes)
-    if k is not None and k > (largest := _largest_rank(selection.layers, mode_set, len(train), center)):
-        raise EngineError(f"--k {k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
+    mode_set = parse_modes(settings.modes)
+    if settings.k is not None and settings.k > (largest := _largest_rank(selection.layers, mode_set, len(train), center)):
+        raise EngineError(f"--k {settings.k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
     options = BuildOptions(
-        modes=mode_set, rank=rule, center=center, device=device, max_memory=max_memory, check_finite=not allow_nonfinite,
-        accumulate_dtype=DTYPES[precision], solver=solver, power_iterations=power_iterations,
+        modes=mode_set, rank=rule, center=center, device=settings.device, max_memory=settings.max_memory, check_finite=not settings.allow_nonfinite,
+        accumulate_dtype=DTYPES[settings.precision], solver=settings.solver, power_iterations=settings.power_iterations,
     )
     result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress, executor=executor)
     for name in result.constant:  # frozen during fine-tuning: stored whole, like any other passthrough
@@ -191,8 +200,8 @@ def build(
     basis = save_basis(
         out,
         result.layers,
-        name=name or safe_name(Path(out).name),
-        architecture_name=arch or arch_name,
+        name=settings.name or safe_name(Path(out).name),
+        architecture_name=settings.arch or arch_name,
         source_kind=kind,
         sources=provenance,
         base_model=base_model,
@@ -201,15 +210,15 @@ def build(
         quality_report=result.report.to_dict(),
         sizes=sizes,
         command=command,
-        shard_size=shard_size,
+        shard_size=settings.shard_size,
         source_dtypes=_source_dtypes(train, result.layers) if kind == "checkpoint" else None,
         tied={alias: target for alias, target in ties.items() if target in result.layers},
     )
     sizes["basis_bytes"] = basis.artifact.size_bytes()
-    if keep_state:
+    if settings.keep_state:
         specs = [spec for spec in selection.layers if spec.name in result.layers]
         stored = {spec.name: basis.layer(spec.name, dtype=torch.float64) for spec in specs}  # the state is about the stored means
-        reader = SourceReader(resolve_device(device), torch.float64, check_finite=not allow_nonfinite)
+        reader = SourceReader(resolve_device(settings.device), torch.float64, check_finite=not settings.allow_nonfinite)
         try:
             states = layer_states(stored, specs, train, k=rule.k or 8, reader=reader, executor=executor, progress=progress)
             sizes["state_bytes"] = save_state(basis.path, basis.content_id, states)["bytes"]
