@@ -144,7 +144,7 @@ def layer_states(
                                 else _test_matrix(spec.shape[0] if mode == 2 else spec.shape[1], sketch_width(k, spec.shape[0] if mode == 2 else spec.shape[1]), seed + number))
                          for mode in bases[spec.name].modes}
              for number, spec in enumerate(specs)}
-    means = {spec.name: None if bases[spec.name].mean is None else bases[spec.name].mean.double() for spec in specs}
+    means = {spec.name: _double(bases[spec.name].mean) for spec in specs}
     progress = progress or SilentProgress()
     sums = _fold(specs, sources, means, tests, reader, executor or SerialExecutor(progress.task("state pass", len(sources))))
     # The members sum to zero about their mean; the stored (float32) mean differs from it by
@@ -175,7 +175,7 @@ def grow_layers(
     reader: SourceReader, executor: Executor | None = None, progress: Progress | None = None,
 ) -> dict[str, LayerBasis]:
     """Fold ``sources`` into each layer's state (in place) and solve the grown bases; old members are not read."""
-    means = {spec.name: None if bases[spec.name].mean is None else bases[spec.name].mean.double() for spec in specs}
+    means = {spec.name: _double(bases[spec.name].mean) for spec in specs}
     tests = {spec.name: {mode: side.test for mode, side in states[spec.name].sides.items()} for spec in specs}
     progress = progress or SilentProgress()
     sums = _fold(specs, sources, means, tests, reader, executor or SerialExecutor(progress.task("new members", len(sources))))
@@ -196,6 +196,10 @@ def grow_layers(
             basis.variance_totals[mode] = state.total
         grown[spec.name] = basis
     return grown
+
+
+def _double(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.double()
 
 
 def _eigen(side: SideState, layer: str) -> tuple[torch.Tensor, torch.Tensor]:

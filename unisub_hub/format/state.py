@@ -43,7 +43,7 @@ def save_state(basis_folder: Path, basis_id: str, states: dict[str, LayerState])
         sides = {}
         for mode, side in state.sides.items():
             tensors[stored_name(name, f"G{mode}")] = side.sums.double().contiguous()
-            entry = {"kind": side.kind, "dim": side.sums.shape[0], "bytes": side.sums.numel() * 8}
+            entry: dict[str, Any] = {"kind": side.kind, "dim": side.sums.shape[0], "bytes": side.sums.numel() * 8}
             if side.test is not None:
                 tensors[stored_name(name, f"O{mode}")] = side.test.double().contiguous()
                 entry.update(width=side.test.shape[1], bytes=entry["bytes"] * 2)

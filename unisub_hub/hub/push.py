@@ -109,7 +109,7 @@ def publish(
         basis_id = artifact.manifest["basis"]["content_id"]
         basis_entry = registry.find("basis", basis_id)
         recorded = artifact.manifest["basis"]
-        if basis_entry is not None and basis_entry.hub_repo:
+        if basis_entry is not None and basis_entry.hub_repo and basis_entry.hub_revision:
             basis_location = (basis_entry.hub_repo, basis_entry.hub_revision)
         elif recorded.get("repo_id") and recorded.get("revision"):
             basis_location = (recorded["repo_id"], recorded["revision"])

@@ -30,6 +30,7 @@ from ..format import BasisArtifact, check_artifact_output, save_basis
 from ..format.common import DTYPES, dtype_name, safe_name
 from ..format.state import save_state
 from ..format.tensorfile import TORCH_DTYPES
+from ..io.checkpoint import CheckpointSource
 from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers
 from .ties import find_ties
@@ -179,7 +180,8 @@ def build(
     _check_same_architecture(sources)
     selection = select_layers([s.tensors for s in sources], include=settings.include, exclude=settings.exclude)
     check_duplicates(sources)
-    ties = find_ties(train, [spec.name for spec in selection.layers]) if kind == "checkpoint" else {}
+    checkpoints = [source for source in train if isinstance(source, CheckpointSource)]
+    ties = find_ties(checkpoints, [spec.name for spec in selection.layers]) if kind == "checkpoint" else {}
     for alias, target in ties.items():
         selection.passthrough[alias] = f"tied to {target} (equal in every source): decomposed once, written back as a copy"
     selection.layers = [spec for spec in selection.layers if spec.name not in ties]

@@ -9,8 +9,8 @@ written back as a copy on materialize.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -23,7 +23,9 @@ _HEADS = ("lm_head.weight", "embed_out.weight")
 
 
 class _Readable(Protocol):
-    tensors: dict
+    @property
+    def tensors(self) -> Mapping[str, Any]: ...
+
     def tensor(self, name: str) -> torch.Tensor: ...
 
 

@@ -98,9 +98,9 @@ def _check_config_shapes(coefficients: CoefficientSet, basis_path: Path | None) 
     model is built on the meta device, so this costs no memory.
     """
     config = coefficients.manifest.get("config")
-    architectures = config.get("architectures") if isinstance(config, dict) else None
-    if not architectures:
+    if not isinstance(config, dict) or not config.get("architectures"):
         return "no model config carried: nothing to check"
+    architectures = config["architectures"]
     try:
         import transformers
 
