@@ -254,3 +254,19 @@ def test_leading_singleton_dimensions_are_squeezed_into_the_matrix_they_hold(tmp
     original, rebuilt = load_file(zoo[1] / "model.safetensors"), load_file(tmp_path / "model" / "model.safetensors")
     assert rebuilt["pos"].shape == (1, 17, 8)
     torch.testing.assert_close(rebuilt["pos"], original["pos"], atol=1e-5, rtol=1e-5)  # 4 centred members span 3 directions: --modes 1 --k 3 holds them exactly
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_basis_goes_end_to_end(tmp_path, dtype):
+    """Stored in 16 bits, a basis still projects and materializes a member to the precision of its dtype."""
+    zoo = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
+    run("build", *zoo, "--out", tmp_path / "basis", "--modes", "1", "--k", "3", "--dtype", dtype, "--no-register")
+    manifest = json.loads((tmp_path / "basis" / "unisub_basis.json").read_text())
+    assert manifest["dtype"] == dtype
+    run("project", zoo[2], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--no-register")
+    run("validate", tmp_path / "task", "--against", tmp_path / "basis", "--deep")
+    run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model")
+    original, rebuilt = load_file(zoo[2] / "model.safetensors"), load_file(tmp_path / "model" / "model.safetensors")
+    tolerance = {"float16": 2e-3, "bfloat16": 2e-2}[dtype]
+    for name in ("layers.0.w", "layers.1.w"):
+        assert torch.linalg.norm(rebuilt[name] - original[name]) <= tolerance * torch.linalg.norm(original[name]), name

@@ -325,3 +325,17 @@ def test_a_source_repo_listing_with_climbing_names_downloads_only_safe_files(zoo
     hub.commit(hub.repos["me/lora-0"], "main", [{"key": "file", "value": {"path": "../evil.safetensors", "content": base64.b64encode(b"x").decode()}}], create_pr=False)
     assert run("build", "me/lora-0", "me/lora-1", "me/lora-2", "--out", tmp_path / "basis", "--k", "2").exit_code == 0
     assert not [r for r in hub.requests if "evil" in r.path] and not list(tmp_path.rglob("evil.safetensors"))
+
+
+def test_hf_token_from_the_environment_authorizes_a_push(zoo, tmp_path, monkeypatch):
+    base, adapters = zoo
+    run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "2", "--name", "b")
+    with LocalHub(token="env-token") as locked:
+        monkeypatch.setenv("HF_ENDPOINT", locked.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        denied = run("push", "b", "me/b", ok=False)
+        assert denied.exit_code == 1 and "unauthorized" in denied.output
+        monkeypatch.setenv("HF_TOKEN", "env-token")
+        pushed = json.loads(run("push", "b", "me/b", "--json").stdout)
+        assert pushed[0]["repo_id"] == "me/b" and "env-token" not in json.dumps(pushed)

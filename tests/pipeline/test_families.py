@@ -163,3 +163,5 @@ def test_analyze_keeps_small_layers_with_shared_structure_by_their_spectrum(tmp_
     assert attention["retained"] and "fewer than 50 eigenvalues" in attention["reason"] and "kept by its spectrum" in attention["reason"]
     assert len(report["retained"]) >= len(report["layers"]) - 2
     assert (tmp_path / "keep.txt").read_text().split() == report["retained"]
+    built = json.loads(run("build", *paths, "--out", tmp_path / "basis", "--k", "2", "--include-from", tmp_path / "keep.txt", "--no-register", "--json").stdout)
+    assert sorted(built["layers"]) == sorted(report["retained"])  # the selection hands over to the build, layer for layer
