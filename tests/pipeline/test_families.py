@@ -101,10 +101,13 @@ def test_a_family_round_trips_through_from_pretrained(tmp_path, family):
 def _lora_members(folder, *, family):
     """PEFT LoRAs of one tiny base: mixed ranks, rank_pattern and rsLoRA, factors in a shared rank-2 subspace."""
     from peft import LoraConfig, get_peft_model
-    from transformers import MistralConfig, MistralForCausalLM, RobertaConfig, RobertaForSequenceClassification
+    from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM, RobertaConfig, RobertaForSequenceClassification
 
     gen = torch.Generator().manual_seed(3)
-    if family == "mistral":
+    if family == "gpt2":  # Conv1D (fan_in_fan_out) and an embedding adapter
+        config = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+        make, targets, task, inputs = (lambda: GPT2LMHeadModel(config)), ["c_attn", "wte"], "CAUSAL_LM", {"input_ids": torch.tensor([[1, 5, 9, 3]])}
+    elif family == "mistral":
         config = MistralConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
         make, targets, task, inputs = (lambda: MistralForCausalLM(config)), ["q_proj", "v_proj"], "CAUSAL_LM", {"input_ids": torch.tensor([[1, 5, 9, 3]])}
     else:
@@ -117,20 +120,20 @@ def _lora_members(folder, *, family):
     for m in range(MEMBERS):
         rank = (2, 4)[m % 2]
         lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, task_type=task, use_rslora=m % 3 == 0,
-                          rank_pattern={targets[1]: 2}, init_lora_weights=False)
+                          rank_pattern={targets[1]: 2}, init_lora_weights=False, fan_in_fan_out=family == "gpt2")
         torch.manual_seed(0)
         model = get_peft_model(make(), lora)
         with torch.no_grad():
             for name, param in model.named_parameters():
-                if "lora_A" in name or "lora_B" in name:
-                    module = name.split(".lora_")[0]
-                    key = module + ("A" if "lora_A" in name else "B")
+                down = "lora_A" in name or "lora_embedding_A" in name
+                if down or "lora_B" in name or "lora_embedding_B" in name:  # A: r x rest, B: out x r: both in a shared rank-2 space
+                    key = name.split(".lora_")[0] + ("A" if down else "B")
+                    flat = param.reshape(param.shape[0], -1)
+                    size = flat.shape[1] if down else flat.shape[0]
                     if key not in shared:
-                        size = param.shape[1] if "lora_A" in name else param.shape[0]
                         shared[key] = torch.linalg.qr(torch.randn(size, 2, generator=gen))[0]
-                    basis = shared[key]
-                    mix = torch.randn(2, param.shape[0] if "lora_A" in name else param.shape[1], generator=gen)
-                    param.copy_((basis @ mix).T if "lora_A" in name else basis @ mix)
+                    mix = torch.randn(2, flat.shape[0] if down else flat.shape[1], generator=gen)
+                    param.copy_(((shared[key] @ mix).T if down else shared[key] @ mix).reshape(param.shape))
                 elif "classifier" in name and param.requires_grad:
                     param.copy_(torch.randn(param.shape, generator=gen))
         model.save_pretrained(folder / f"lora-{m}")
@@ -140,7 +143,7 @@ def _lora_members(folder, *, family):
     return folder / "base", paths, inputs, expected, type(make())
 
 
-@pytest.mark.parametrize("family", ["mistral", "roberta"])
+@pytest.mark.parametrize("family", ["mistral", "roberta", "gpt2"])
 def test_a_lora_family_round_trips_through_peft(tmp_path, family):
     from peft import PeftModel
 
