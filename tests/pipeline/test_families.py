@@ -107,6 +107,12 @@ def _lora_members(folder, *, family):
     if family == "gpt2":  # Conv1D (fan_in_fan_out) and an embedding adapter
         config = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=1, n_head=2)
         make, targets, task, inputs = (lambda: GPT2LMHeadModel(config)), ["c_attn", "wte"], "CAUSAL_LM", {"input_ids": torch.tensor([[1, 5, 9, 3]])}
+    elif family == "resnet":  # conv adapters: A is r x in x kh x kw, B is out x r x 1 x 1
+        from transformers import ResNetConfig, ResNetForImageClassification
+
+        config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 12], depths=[1, 1], layer_type="basic", num_labels=3)
+        make, targets, task = (lambda: ResNetForImageClassification(config)), ["convolution", "shortcut.convolution"], None
+        inputs = {"pixel_values": torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))}
     elif family == "mistral":
         config = MistralConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
         make, targets, task, inputs = (lambda: MistralForCausalLM(config)), ["q_proj", "v_proj"], "CAUSAL_LM", {"input_ids": torch.tensor([[1, 5, 9, 3]])}
@@ -143,7 +149,7 @@ def _lora_members(folder, *, family):
     return folder / "base", paths, inputs, expected, type(make())
 
 
-@pytest.mark.parametrize("family", ["mistral", "roberta", "gpt2"])
+@pytest.mark.parametrize("family", ["mistral", "roberta", "gpt2", "resnet"])
 def test_a_lora_family_round_trips_through_peft(tmp_path, family):
     from peft import PeftModel
 
