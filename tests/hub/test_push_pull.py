@@ -339,3 +339,25 @@ def test_hf_token_from_the_environment_authorizes_a_push(zoo, tmp_path, monkeypa
         monkeypatch.setenv("HF_TOKEN", "env-token")
         pushed = json.loads(run("push", "b", "me/b", "--json").stdout)
         assert pushed[0]["repo_id"] == "me/b" and "env-token" not in json.dumps(pushed)
+
+
+def test_validate_against_a_base_model_on_the_hub_reads_only_its_headers(zoo, tmp_path, hub):
+    import torch
+    from huggingface_hub import HfApi
+    from safetensors.torch import load_file, save_file
+
+    base, adapters = zoo
+    big = tmp_path / "big-base"
+    big.mkdir()
+    save_file({**load_file(base / "model.safetensors"), "zz.padding": torch.zeros(1_000_000)}, big / "model.safetensors")  # 4 MB past the header
+    api = HfApi(endpoint=hub.url)
+    api.create_repo("me/base")
+    api.upload_folder(repo_id="me/base", folder_path=big)
+    run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "2", "--no-register")
+    before = hub.bytes_downloaded("me/base")
+    report = json.loads(run("validate", tmp_path / "basis", "--against", "me/base", "--json").stdout)
+    check = next(c for c in report["checks"] if c["name"] == "layers present in base model me/base")
+    assert check["ok"] and "layers found with matching shapes" in check["detail"]
+    assert hub.bytes_downloaded("me/base") - before < 200_000  # the header (huggingface_hub asks for 100 kB), not the 4 MB of weights
+    other = run("validate", tmp_path / "basis", "--against", "me/nothing", "--json", ok=False)
+    assert other.exit_code == 1 and "no safetensors weights found on" in other.output and "Traceback" not in other.output

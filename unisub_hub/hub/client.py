@@ -90,9 +90,11 @@ def hub_errors(what: str) -> Iterator[None]:
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
+        NotASafetensorsRepoError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
+        SafetensorsParsingError,
     )
 
     try:
@@ -105,6 +107,10 @@ def hub_errors(what: str) -> Iterator[None]:
         raise HubNotFoundError(f"{what}: revision not found on {endpoint()}") from None
     except EntryNotFoundError as error:
         raise HubNotFoundError(f"{what}: file not found on {endpoint()} ({_first_line(error)})") from None
+    except NotASafetensorsRepoError:
+        raise HubNotFoundError(f"{what}: no safetensors weights found on {endpoint()} (no such repo, or not a safetensors model)") from None
+    except SafetensorsParsingError as error:
+        raise HubError(f"{what}: its safetensors header cannot be read ({_first_line(error)})") from None
     except OfflineModeIsEnabled:
         raise HubConnectionError(f"{what}: HF_HUB_OFFLINE is set and this is not stored locally") from None
     except LocalEntryNotFoundError:

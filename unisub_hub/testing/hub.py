@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -407,6 +408,12 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[: len(data) // 2])
                 self.close_connection = True
                 return
+            if not head and (requested := re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")):
+                start = int(requested[1])
+                stop = min(int(requested[2]) + 1 if requested[2] else len(data), len(data))
+                if start < len(data):  # a partial read (safetensors headers are read this way): only those bytes travel
+                    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
+                    return self._send(206, data[start:stop], headers)
             self._send(200, data, headers, head=head)
 
     return Handler
