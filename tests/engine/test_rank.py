@@ -27,6 +27,11 @@ def test_float32_builds_keep_the_k_asked_for_on_a_decaying_spectrum():
     left = torch.linalg.qr(torch.randn(p, 8, generator=gen, dtype=torch.float64))[0] * scales
     sources = [InMemoryCheckpoint(f"m{m}", {"w": left @ torch.randn(8, q, generator=gen, dtype=torch.float64)}) for m in range(n)]
     spec = [LayerSpec("w", (p, q))]
+    planted = torch.linalg.qr(left)[0]
     for solver in ("exact", "randomized"):
         result = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=8), center=False, solver=solver, accumulate_dtype=torch.float32))
-        assert result.layers["w"].left.shape[1] == 8
+        found = result.layers["w"].left.double()
+        assert found.shape[1] == 8
+        # the 8 kept directions are the planted ones: the largest principal angle, from its sine
+        sine = torch.linalg.matrix_norm(found - planted @ (planted.T @ found), ord=2)
+        assert float(torch.arcsin(sine.clamp(max=1))) < 1e-3, solver
