@@ -125,13 +125,18 @@ def test_disk_full_or_permission_denied_leaves_nothing(tmp_path, zoo, monkeypatc
 
 
 def test_debug_flag_shows_the_traceback(tmp_path, zoo):
-    from click.testing import CliRunner
+    """As a user sees it: a real process, one line without --debug, the whole traceback with it."""
+    import os
+    import subprocess
+    import sys
 
-    from unisub_hub.cli import cli
-    from unisub_hub.errors import EngineError
-
-    result = CliRunner().invoke(cli, ["--debug", "build", str(zoo[0]), "--out", str(tmp_path / "out")])
-    assert isinstance(result.exception, EngineError)
+    command = [sys.executable, "-m", "unisub_hub", "build", str(zoo[0]), "--out", str(tmp_path / "out")]
+    plain = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "UNISUB_DEBUG": ""})
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines() == ["Error: a basis needs at least 2 sources, got 1"]
+    debug = subprocess.run([*command[:3], "--debug", *command[3:]], capture_output=True, text=True)
+    assert debug.returncode == 1 and debug.stderr.strip().startswith("Traceback (most recent call last):")
+    assert debug.stderr.strip().splitlines()[-1] == "unisub_hub.errors.EngineError: a basis needs at least 2 sources, got 1"
 
 
 def test_a_source_given_twice_is_refused(tmp_path, zoo):
