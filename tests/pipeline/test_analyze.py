@@ -41,9 +41,11 @@ def test_analyze_cli_plots_and_select(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     kept = (tmp_path / "keep.txt").read_text().split()
     assert kept == result["retained"]
-    if kept:
-        built = json.loads(run("build", *paths, "--out", tmp_path / "b", "--k", "1", "--include-from", tmp_path / "keep.txt", "--json").stdout)
-        assert built["layers"] == kept
+    # Unrelated random members share nothing, so nothing is kept, and an empty selection must not build
+    # everything (the handoff of a non-empty one: tests/pipeline/test_families.py).
+    assert kept == []
+    refused = run("build", *paths, "--out", tmp_path / "b", "--k", "1", "--include-from", tmp_path / "keep.txt", ok=False)
+    assert refused.exit_code == 2 and "names no layer" in refused.output and not (tmp_path / "b").exists()
     human = run("analyze", *paths).output
     assert "q_all" in human and "layers.0.w" in human
 

@@ -90,17 +90,23 @@ def analyze(
     return AnalyzeReport(layers=layers, sources=[s.name for s in sources], q_all=q_all, q_arch=q_arch, retained=retained)
 
 
+SPECTRUM_MARGIN = 0.5
+"""The fallback keeps a layer whose spectrum reaches 90 % with at most this share of the
+directions its null needs: one direction fewer is what sampling noise gives unrelated members."""
+
+
 def _spectrum_verdict(modes: dict[str, dict[str, Any]], why: str) -> tuple[bool, str]:
-    """Keep a layer whose spectrum reaches 90 % with fewer directions than its null needs."""
+    """Keep a layer whose spectrum reaches 90 % with clearly fewer directions than its null needs."""
     verdicts = []
     for mode, data in modes.items():
         null = data.get("null_k_for")
         if null is not None:
-            verdicts.append((data["k_for"]["0.9"] < null["0.9"], f"mode {mode}: k90 {data['k_for']['0.9']} against a null of {null['0.9']}"))
+            kept = data["k_for"]["0.9"] <= SPECTRUM_MARGIN * null["0.9"]
+            verdicts.append((kept, f"mode {mode}: k90 {data['k_for']['0.9']} against a null of {null['0.9']}"))
     if not verdicts:
         return False, f"{why}; no null to compare the spectrum with"
     kept = any(ok for ok, _ in verdicts)
-    return kept, f"{why}; {'kept' if kept else 'not kept'} by its spectrum ({', '.join(text for _, text in verdicts)})"
+    return kept, f"{why}; {'kept' if kept else 'not kept'} by its spectrum, which must need at most half its null's directions ({', '.join(text for _, text in verdicts)})"
 
 
 def _alphas(layers, sources, device: torch.device, progress: Progress | None) -> dict[str, list[float]]:  # noqa: ANN001
