@@ -127,6 +127,12 @@ def test_remove_refuses_dependents_unless_forced_and_leaves_no_dangling_rows(reg
     assert not entry.path.exists() and not task.path.exists()
     assert registry.list("bases") == [] and registry.list("tasks") == []
     assert registry.verify()["ok"]
+    from sqlmodel import select
+
+    from unisub_hub.registry.models import BasisLayer, BasisSource
+
+    with registry.db.read() as session:  # the links went with the basis row (ON DELETE CASCADE)
+        assert session.exec(select(BasisLayer)).all() == [] and session.exec(select(BasisSource)).all() == []
 
 
 def test_gc_and_verify(registry, tmp_path):

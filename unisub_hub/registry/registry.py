@@ -421,11 +421,8 @@ class Registry:
 
     @staticmethod
     def _delete_rows(session: Session, kind: str, row: Basis | Task) -> None:
-        if kind == "basis":
-            for link in session.exec(select(BasisLayer).where(BasisLayer.basis_id == row.content_id)).all():
-                session.delete(link)
-            for link in session.exec(select(BasisSource).where(BasisSource.basis_id == row.content_id)).all():
-                session.delete(link)
+        # A basis's layer and source links go with its row: their foreign keys are ON DELETE CASCADE
+        # (and the connection turns foreign keys on). Tags and aliases name rows of either kind: by hand.
         for tag in session.exec(select(Tag).where(Tag.content_id == row.content_id)).all():
             session.delete(tag)
         alias_rows = session.exec(select(Alias).where(Alias.kind == kind, Alias.name == row.name, Alias.version == row.version)).all()
