@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from lora_data import make_lora_collection  # noqa: E402
-from run import make_checkpoints  # noqa: E402
+from run import make_checkpoints, principal_angle  # noqa: E402
 
 EXECUTORS = [("serial", []), ("dask, 1 worker", ["--executor", "dask", "--workers", "1"]), ("dask, 2 workers", ["--executor", "dask", "--workers", "2"])]
 
@@ -50,16 +50,13 @@ def timed_build(sources: list[str], out: Path, flags: list[str], k: int) -> tupl
     return seconds, usage.ru_maxrss * 1024
 
 
-def largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = torch.linalg.qr(a.double())[0], torch.linalg.qr(b.double())[0]
-    return float(torch.arcsin(torch.linalg.matrix_norm(b - a @ (a.T @ b), ord=2).clamp(max=1)))
 
 
 def compare(serial: Path, other: Path) -> float:
     from unisub_hub.format import load_basis
 
     ours, theirs = load_basis(serial), load_basis(other)
-    return max(largest_angle(ours.layer(n).left, theirs.layer(n).left) for n in ours.layer_names)
+    return max(principal_angle(ours.layer(n).left, theirs.layer(n).left) for n in ours.layer_names)
 
 
 def section(name: str, sources: list[str], work: Path, repeats: int, log, k: int = 16) -> list[dict]:  # noqa: ANN001

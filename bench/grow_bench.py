@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from lora_data import make_lora_collection  # noqa: E402
-from run import make_checkpoints  # noqa: E402
+from run import make_checkpoints, principal_angle  # noqa: E402
 
 
 def command(args: list[str], home: Path) -> float:
@@ -41,9 +41,6 @@ def command(args: list[str], home: Path) -> float:
     return time.perf_counter() - started
 
 
-def largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = torch.linalg.qr(a.double())[0], torch.linalg.qr(b.double())[0]
-    return float(torch.arcsin(torch.linalg.matrix_norm(b - a @ (a.T @ b), ord=2).clamp(max=1)))
 
 
 def compare(grown: Path, rebuilt: Path) -> dict:
@@ -56,7 +53,7 @@ def compare(grown: Path, rebuilt: Path) -> dict:
         a, b = ours.layer(name, dtype=torch.float64), theirs.layer(name, dtype=torch.float64)
         for side in ("left", "right"):
             if getattr(b, side) is not None:
-                worst = max(worst, largest_angle(getattr(a, side), getattr(b, side)))
+                worst = max(worst, principal_angle(getattr(a, side), getattr(b, side)))
         for label, entry in (("grown", ours.entry(name)), ("rebuilt", theirs.entry(name))):
             variance[label].append(min(float(v) for v in entry.get("explained_variance", {}).values()) if entry.get("explained_variance") else float("nan"))
     mean = lambda values: sum(values) / len(values)  # noqa: E731

@@ -18,6 +18,13 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile("explore" if os.environ.get("UNISUB_FUZZ_EXPLORE") else "repeatable")
 
 
+def max_principal_angle(found: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest principal angle between two orthonormal bases, through its sine (accurate for tiny angles, unlike arccos)."""
+    found, reference = found.double(), reference.double()
+    residual = reference - found @ (found.T @ reference)
+    return float(torch.arcsin(torch.linalg.matrix_norm(residual, ord=2).clamp(max=1.0)))
+
+
 def planted_collection(count: int, shapes: dict[str, tuple[int, ...]], *, rank: int = 3, noise: float = 0.05, seed: int = 0) -> list[InMemoryCheckpoint]:
     """``count`` checkpoints: a common base, a shared rank-``rank`` subspace per layer, plus noise."""
     gen = torch.Generator().manual_seed(seed)

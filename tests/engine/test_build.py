@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import planted_collection, random_loras
+from conftest import max_principal_angle, planted_collection, random_loras
 
 from unisub_hub.engine import (
     BuildOptions,
@@ -24,13 +24,6 @@ SHAPES = {"a.weight": (12, 9), "conv.weight": (6, 2, 2, 2), "b.weight": (5, 20)}
 
 def stacked(sources, name):
     return torch.stack([matrix_view(s.load_rows(name, 0, 10**9)).double() for s in sources])
-
-
-def max_principal_angle(found: torch.Tensor, reference: torch.Tensor) -> float:
-    """Largest principal angle, through its sine (accurate for tiny angles, unlike arccos)."""
-    found, reference = found.double(), reference.double()
-    residual = reference - found @ (found.T @ reference)
-    return float(torch.arcsin(torch.linalg.matrix_norm(residual, ord=2).clamp(max=1.0)))
 
 
 def reference_factors(x: torch.Tensor, k2: int, k3: int):

@@ -9,9 +9,8 @@ import threading
 import time
 
 import pytest
-import torch
 from clitools import SHAPES, run, write_checkpoints
-from conftest import planted_collection, random_loras
+from conftest import max_principal_angle, planted_collection, random_loras
 
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
 from unisub_hub.format import load_basis
@@ -30,10 +29,6 @@ def client():
         yield connected
 
 
-def largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    """The largest principal angle, from its sine (arccos of a cosine near 1 loses half the digits)."""
-    a, b = torch.linalg.qr(a.double())[0], torch.linalg.qr(b.double())[0]
-    return float(torch.arcsin(torch.linalg.matrix_norm(b - a @ (a.T @ b), ord=2).clamp(max=1)))
 
 
 def factors(layer):
@@ -51,7 +46,7 @@ def test_a_cluster_build_equals_the_serial_build(client, kind, modes, solver):
     for name in SHAPES_2D:
         assert serial.layers[name].ranks == spread.layers[name].ranks
         for ours, theirs in zip(factors(serial.layers[name]), factors(spread.layers[name]), strict=True):
-            assert largest_angle(ours, theirs) < 1e-6
+            assert max_principal_angle(ours, theirs) < 1e-6
     for ours, theirs in zip(serial.report.layers, spread.report.layers, strict=True):
         assert ours.mean_error(holdout=True, centered=True) == pytest.approx(theirs.mean_error(holdout=True, centered=True), rel=1e-9, abs=1e-12)
 
@@ -78,7 +73,7 @@ def test_a_worker_killed_in_the_middle_of_a_build_does_not_change_the_answer(cli
     builder.join(timeout=120)
     assert not builder.is_alive() and "result" in done
     for name in SHAPES_2D:
-        assert largest_angle(serial.layers[name].left, done["result"].layers[name].left) < 1e-6
+        assert max_principal_angle(serial.layers[name].left, done["result"].layers[name].left) < 1e-6
     assert victim not in client.run(os.getpid).values()  # it really died (the nanny started another)
 
 
@@ -89,6 +84,6 @@ def test_the_command_line_builds_on_a_local_cluster(tmp_path):
     assert spread["content_id"].startswith("sha256:")
     serial, cluster = load_basis(tmp_path / "serial"), load_basis(tmp_path / "spread")
     for name in serial.layer_names:
-        assert largest_angle(serial.layer(name).left, cluster.layer(name).left) < 1e-6
+        assert max_principal_angle(serial.layer(name).left, cluster.layer(name).left) < 1e-6
     bad = run("build", *zoo, "--out", tmp_path / "x", "--workers", "2", ok=False)
     assert bad.exit_code == 2 and "--workers sizes the local cluster of --executor dask" in bad.output

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import planted_collection, random_loras
-from test_build import max_principal_angle
+from conftest import max_principal_angle, planted_collection, random_loras
 
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
 

@@ -7,17 +7,12 @@ import json
 import pytest
 import torch
 from clitools import SHAPES, refused, run, write_checkpoints
-from conftest import planted_collection, random_loras
+from conftest import max_principal_angle, planted_collection, random_loras
 
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
 from unisub_hub.engine.grow import grow_layers, layer_states
 from unisub_hub.engine.reader import SourceReader
 from unisub_hub.format import load_basis
-
-
-def largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = torch.linalg.qr(a.double())[0], torch.linalg.qr(b.double())[0]
-    return float(torch.arcsin(torch.linalg.matrix_norm(b - a @ (a.T @ b), ord=2).clamp(max=1)))
 
 
 def test_a_chain_of_growths_equals_the_rebuild_through_the_command_line(tmp_path):
@@ -29,7 +24,7 @@ def test_a_chain_of_growths_equals_the_rebuild_through_the_command_line(tmp_path
     grown, rebuilt = load_basis(tmp_path / "b3"), load_basis(tmp_path / "rebuilt")
     for name in rebuilt.layer_names:
         ours, theirs = grown.layer(name, dtype=torch.float64), rebuilt.layer(name, dtype=torch.float64)
-        assert largest_angle(ours.left, theirs.left) < 1e-5 and largest_angle(ours.right, theirs.right) < 1e-5
+        assert max_principal_angle(ours.left, theirs.left) < 1e-5 and max_principal_angle(ours.right, theirs.right) < 1e-5
         torch.testing.assert_close(ours.mean, theirs.mean, atol=1e-6, rtol=1e-6)
         for mode in (2, 3):  # the same spectrum, so the same explained variance
             torch.testing.assert_close(ours.spectra[mode][:3], theirs.spectra[mode][:3], atol=1e-5, rtol=1e-5)
@@ -57,7 +52,7 @@ def test_growing_in_the_engine_equals_the_rebuild_with_grams_and_with_sketches(k
     tolerance = 1e-10 if max_gram_side == 4096 else 1e-5  # a sketch holds the top of the spectrum
     for name in shapes:
         for side in sides:
-            assert largest_angle(getattr(grown[name], side), getattr(rebuilt.layers[name], side)) < tolerance
+            assert max_principal_angle(getattr(grown[name], side), getattr(rebuilt.layers[name], side)) < tolerance
         assert grown[name].ranks == rebuilt.layers[name].ranks
 
 
