@@ -88,3 +88,11 @@ def test_growth_refuses_what_would_be_wrong(tmp_path, grown_parent):
 def test_keep_state_refuses_settings_it_cannot_grow(tmp_path, flags, message):
     zoo = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
     refused(["build", *zoo, "--out", tmp_path / "basis", "--keep-state", *flags], message, tmp_path / "basis")
+
+
+def test_a_held_out_source_may_join_and_is_then_listed_once_as_a_member(tmp_path):
+    zoo = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
+    run("build", *zoo, "--out", tmp_path / "parent", "--k", "2", "--holdout", "1", "--keep-state", "--no-register")
+    run("build", zoo[4], "--update", tmp_path / "parent", "--out", tmp_path / "child", "--no-register")
+    sources = load_basis(tmp_path / "child").manifest["sources"]
+    assert [(s["id"], s["role"]) for s in sources] == [(str(p), "train") for p in zoo]

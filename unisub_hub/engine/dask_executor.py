@@ -16,23 +16,17 @@ torch serializer cannot send bfloat16 back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ..errors import ExecutorError
+from .executor import SerialExecutor
 
 __all__ = ["DaskExecutor", "dask_client"]
 
 Item = TypeVar("Item")
 Acc = TypeVar("Acc")
-
-
-def _fold(chunk: Sequence[Any], zero: Callable[[], Any], step: Callable[[Any, Any], Any]) -> Any:
-    acc = zero()
-    for item in chunk:
-        acc = step(acc, item)
-    return acc
 
 
 class DaskExecutor:
@@ -71,7 +65,8 @@ class DaskExecutor:
         # The fold's functions carry what every task needs (a centred build's shift: one dense
         # matrix per layer), so they travel once per worker, not once per task.
         zero_on_workers, step_on_workers = self.client.scatter([zero, step], broadcast=True, hash=False)
-        futures = [self.client.submit(_fold, chunk, zero_on_workers, step_on_workers, pure=False, retries=self.retries) for chunk in chunks]
+        fold = SerialExecutor().aggregate  # each task is a serial fold of its chunk, in the worker
+        futures = [self.client.submit(fold, chunk, zero_on_workers, step_on_workers, merge, pure=False, retries=self.retries) for chunk in chunks]
         sizes = {future.key: len(chunk) for future, chunk in zip(futures, chunks, strict=True)}
         total: Acc | None = None
         for future in as_completed(futures):

@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from ..constants import BASIS_FORMAT, COEFFICIENTS_FORMAT, FORMAT_MAJOR, FORMAT_VERSION
 from ..errors import SchemaError, UnsupportedVersionError
 
-__all__ = ["SCHEMA_FILES", "check_version", "schema", "validate_manifest"]
+__all__ = ["SCHEMA_FILES", "check_version", "format_version", "schema", "validate_manifest"]
 
 SCHEMA_FILES = {
     BASIS_FORMAT: f"basis.v{FORMAT_MAJOR}.schema.json",
@@ -33,6 +33,11 @@ def _version_tuple(version: object, path: str | Path | None) -> tuple[int, int, 
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
         raise SchemaError(f"format_version {version!r} is not MAJOR.MINOR.PATCH", path=path)
     return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def format_version(manifest: dict[str, Any]) -> tuple[int, int, int]:
+    """A validated manifest's ``format_version`` as ``(major, minor, patch)``."""
+    return _version_tuple(manifest["format_version"], None)
 
 
 def check_version(manifest: dict[str, Any], kind: str, *, path: str | Path | None = None) -> dict[str, Any]:

@@ -113,13 +113,12 @@ class _LoraSettings:
             table = config.get(name) or {}
             if not isinstance(table, dict):
                 raise fail(f"{name} must map module-name patterns to values, got {type(table).__name__}")
-            for key, value in table.items():
+            for key in table:
                 try:
                     re.compile(key)
                 except re.error as error:
                     raise fail(f"{name} key {key!r:.60} is not a valid regular expression ({error})") from None
-                table[key] = check(value, f"{name}[{key!r:.60}]")
-            return table
+            return {key: check(value, f"{name}[{key!r:.60}]") for key, value in table.items()}  # the config itself stays as read
 
         r = rank(config.get("r", 8), "r")
         return cls(

@@ -61,7 +61,10 @@ def grow(
     manifest = parent.manifest
     sources = open_sources(source_specs, allow_pickle=allow_pickle)
     check_duplicates(sources)
-    members = {entry.get("sha256"): entry["id"] for entry in manifest["sources"] if entry.get("sha256")}
+    # Held-out sources are not in the state: one may join as a member, and then is no longer held out.
+    members = {entry.get("sha256"): entry["id"] for entry in manifest["sources"] if entry.get("sha256") and entry.get("role", "train") == "train"}
+    joining = {source.sha256 for source in sources}
+    kept = [entry for entry in manifest["sources"] if not (entry.get("role") == "holdout" and entry.get("sha256") in joining)]
     specs = [LayerSpec(entry["name"], tuple(entry["shape"])) for entry in manifest["layers"]]
     for source in sources:
         if source.kind != manifest["source_kind"]:
@@ -87,7 +90,7 @@ def grow(
     added = [source.provenance()["id"] for source in sources]
     basis = save_basis(
         out, grown, name=name or manifest["name"], architecture_name=manifest["architecture"]["name"], source_kind=manifest["source_kind"],
-        sources=[*manifest["sources"], *({**s.provenance(), "role": "train"} for s in sources)], base_model=manifest["architecture"].get("base_model"),
+        sources=[*kept, *({**s.provenance(), "role": "train"} for s in sources)], base_model=manifest["architecture"].get("base_model"),
         dtype=torch.float32, quality=report.summary(), quality_report=report.to_dict(),
         sizes={"sources_bytes": sum(s.size_bytes() for s in sources)}, command=command, shard_size=shard_size,
         source_dtypes={entry["name"]: entry["source_dtype"] for entry in manifest["layers"] if "source_dtype" in entry} or None,

@@ -28,6 +28,7 @@ from ..format import BasisArtifact, CoefficientSet, atomic_folder, check_output
 from ..format.checks import check_pair
 from ..format.common import DTYPES
 from ..format.names import prefix_map
+from ..format.schema import format_version
 from ..format.shards import ShardWriter
 from ..format.tensorfile import TORCH_DTYPES
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
@@ -117,8 +118,7 @@ def materialize(
 
 def _written_before_configs(coefficients: CoefficientSet) -> bool:
     """A set older than format 1.1 cannot say whether its source had a config (newer sets carry it when it had one)."""
-    major, minor = (int(part) for part in coefficients.manifest["format_version"].split(".")[:2])
-    return (major, minor) < (1, 1)
+    return format_version(coefficients.manifest)[:2] < (1, 1)
 
 
 def _layer_update(coefficients: CoefficientSet, basis: BasisArtifact, layer: str, device: torch.device) -> torch.Tensor:
