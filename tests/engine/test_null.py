@@ -78,4 +78,29 @@ def test_low_rank_null_has_the_law_of_sampled_updates(dim, other, ranks):
 def test_wide_lora_layers_get_a_low_rank_null_not_the_full_rank_law():
     gen = torch.Generator().manual_seed(6)
     values, method = null.side_null_eigenvalues((4096, 4096), 2, torch.ones(64, dtype=torch.float64), generator=gen, ranks=[16] * 64)
-    assert method == "sampled-low-rank" and values.shape[0] == 1024
+    assert method == "simulated-low-rank" and values.shape[0] == 1024
+    assert float(values.sum()) == pytest.approx(64.0, rel=1e-9)
+    full_rank = null.marchenko_pastur_curve(4096, 64 * 4096)
+    assert float(explained_variance(values)[15]) > float(full_rank[15]) + 0.02  # rank-16 updates concentrate more than full-rank noise
+
+
+@pytest.mark.parametrize(("dim", "other", "ranks"), [
+    (1024, 1024, [16] * 64),  # R = dim
+    (4096, 1024, [16] * 64),  # R < dim, other narrower
+    (1024, 4096, [8, 16, 32] * 12),  # mixed ranks (rank_pattern)
+    (512, 512, [16] * 96),  # R > dim: more update directions than the side has
+])
+def test_simulated_low_rank_null_agrees_with_full_samples(dim, other, ranks):
+    """The cheap null (a smaller problem with the same ratios, stretched back) is within 0.01
+    explained variance of full samples at every k a basis uses, and keeps the total and length."""
+    gen = torch.Generator().manual_seed(7)
+    norms = torch.rand(len(ranks), generator=gen, dtype=torch.float64) + 0.5
+    full = torch.stack([explained_variance(null.low_rank_null_eigenvalues(dim, other, norms, ranks, generator=gen)) for _ in range(3)]).mean(0)
+    values, method = null.side_null_eigenvalues((dim, other), 2, norms, generator=gen, ranks=ranks)
+    assert method == "simulated-low-rank"
+    assert values.shape == full.shape
+    assert float(values.sum()) == pytest.approx(float(norms.square().sum()), rel=1e-9)
+    assert bool((values[:-1] >= values[1:] - 1e-9).all())  # still descending
+    cheap = explained_variance(values)
+    for k in (1, 4, 8, 16, 24, 32, 64, 128):
+        assert float(cheap[k - 1]) == pytest.approx(float(full[k - 1]), abs=0.01), k
