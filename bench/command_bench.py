@@ -48,7 +48,7 @@ from lora_data import make_lora_collection  # noqa: E402
 REPEAT_UNDER_SECONDS = 60.0
 ROUNDS = 3
 ACCURACY_ADAPTERS = 4
-LAYER_BY_LAYER_UP_TO = 64
+LAYER_BY_LAYER_UP_TO = 16
 """lorashare's ``--layer-by-layer`` re-reads every adapter per module (146 s for 64 adapters at
 d=1024 in the engine benchmark); above this many adapters it is not run."""
 

@@ -191,6 +191,24 @@ def test_a_version_1_registry_is_migrated(tmp_path):
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
+def test_json_columns_read_the_text_older_versions_wrote(tmp_path):
+    """Schema 1 and 2 stored ``json.dumps`` text in VARCHAR columns; the JSON columns read it as is."""
+    import json
+    import sqlite3
+
+    reg = Registry(tmp_path / "home")
+    basis = make_basis(tmp_path / "b")
+    reg.add(basis.path)
+    task = reg.add(make_task(tmp_path / "t", basis, name="old-task").path)
+    reg.close()
+    with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
+        stored = json.loads(db.execute("SELECT metrics FROM task").fetchone()[0])  # plain JSON text on disk
+        db.execute("UPDATE task SET metrics = ?", (json.dumps({**stored, "written_by": "schema 2"}),))
+    shown = Registry(tmp_path / "home").show(task.content_id)
+    assert shown["metrics"] == {**stored, "written_by": "schema 2"}
+    assert shown["metrics"]["mean_rel_error"] == pytest.approx(0.1)
+
+
 def test_a_version_number_is_never_given_twice_even_after_rm(tmp_path):
     registry = Registry(tmp_path / "home")
     first = registry.add(make_basis(tmp_path / "b1", name="toy", seed=1).path)

@@ -74,11 +74,12 @@ def low_rank_null_eigenvalues(dim: int, other: int, norms: torch.Tensor, ranks: 
     """
     # A random sample needs no float64: float32 products and eigenvalues are about 2x faster,
     # and the shares they give are exact to 1e-6, far below the sample's own spread (~1e-2).
-    factors = []
+    stacked = torch.randn(dim, sum(ranks), generator=generator)  # the B_m side by side
+    start = 0
     for norm, rank in zip(norms.tolist(), ranks, strict=True):
-        factor = (torch.randn(dim, rank, generator=generator, dtype=torch.float64) @ _bartlett(rank, other, generator)).float()
-        factors.append(factor * (norm / float(factor.norm())))
-    stacked = torch.cat(factors, dim=1)
+        factor = stacked[:, start : start + rank] @ _bartlett(rank, other, generator).float()
+        stacked[:, start : start + rank] = factor * (norm / float(factor.norm()))
+        start += rank
     gram = stacked.T @ stacked if stacked.shape[1] <= dim else stacked @ stacked.T
     return torch.linalg.eigvalsh(gram).double().flip(0).clamp_min(0)[: min(dim, stacked.shape[1])]
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
-from sqlmodel import Field, SQLModel, UniqueConstraint
+from sqlmodel import JSON, Column, Field, SQLModel, UniqueConstraint
 
 __all__ = ["SCHEMA_VERSION", "Alias", "Architecture", "Basis", "BasisLayer", "BasisSource", "Layer", "LastVersion", "Source", "Tag", "Task"]
 
@@ -14,6 +15,12 @@ SCHEMA_VERSION = 2
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json() -> Any:
+    """A JSON column: SQLAlchemy writes and reads the text (files of schema 1 and 2 hold the same
+    text in ``VARCHAR`` columns, which SQLite reads alike), so no caller formats or parses it."""
+    return Field(sa_column=Column(JSON, nullable=False))
 
 
 class Architecture(SQLModel, table=True):
@@ -51,13 +58,13 @@ class Basis(SQLModel, table=True):
     architecture_id: int = Field(foreign_key="architecture.id", index=True)
     source_kind: str
     modes: str
-    ranks: str
-    """JSON ``{layer: {mode: rank}}``."""
+    ranks: dict[str, Any] = _json()
+    """``{layer: {mode: rank}}``."""
     centered: bool
     dtype: str
     size_bytes: int
-    quality: str
-    """JSON per-layer summary from the manifest."""
+    quality: dict[str, Any] = _json()
+    """Per-layer summary from the manifest."""
     path: str
     """Folder in the store, relative to the registry home."""
     hub_repo: str | None = None
@@ -68,8 +75,8 @@ class Basis(SQLModel, table=True):
 class BasisLayer(SQLModel, table=True):
     basis_id: str = Field(foreign_key="basis.content_id", primary_key=True, ondelete="CASCADE")
     layer_id: int = Field(foreign_key="layer.id", primary_key=True)
-    ranks: str
-    explained_variance: str
+    ranks: dict[str, Any] = _json()
+    explained_variance: dict[str, Any] = _json()
 
 
 class BasisSource(SQLModel, table=True):
@@ -85,8 +92,8 @@ class Task(SQLModel, table=True):
     version: int
     basis_id: str = Field(foreign_key="basis.content_id", index=True)
     source_id: int | None = Field(default=None, foreign_key="source.id")
-    metrics: str
-    """JSON from the manifest (mean and per-layer errors)."""
+    metrics: dict[str, Any] = _json()
+    """From the manifest (mean and per-layer errors)."""
     mean_rel_error: float | None = None
     """Copied out of ``metrics`` so that listings need not parse it."""
     size_bytes: int

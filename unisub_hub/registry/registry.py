@@ -8,7 +8,6 @@ folder. Removal deletes the rows first, then the folder, for the same reason.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -178,13 +177,13 @@ class Registry:
                 session.add(Basis(
                     **common, architecture_id=architecture.id, source_kind=manifest["source_kind"],
                     modes=",".join(map(str, manifest["modes"])), centered=manifest["centered"], dtype=manifest["dtype"],
-                    ranks=json.dumps({entry["name"]: entry["ranks"] for entry in manifest["layers"]}),
-                    quality=json.dumps(manifest.get("quality", {})),
+                    ranks={entry["name"]: entry["ranks"] for entry in manifest["layers"]},
+                    quality=manifest.get("quality", {}),
                 ))
                 session.flush()
                 for entry in manifest["layers"]:
                     layer = self._layer(session, architecture.id, entry["name"], entry["shape"])
-                    session.add(BasisLayer(basis_id=artifact.content_id, layer_id=layer.id, ranks=json.dumps(entry["ranks"]), explained_variance=json.dumps(entry.get("explained_variance", {}))))
+                    session.add(BasisLayer(basis_id=artifact.content_id, layer_id=layer.id, ranks=entry["ranks"], explained_variance=entry.get("explained_variance", {})))
                 for provenance in manifest["sources"]:
                     source = self._source(session, provenance)
                     session.add(BasisSource(basis_id=artifact.content_id, source_id=source.id, role=provenance.get("role", "train")))
@@ -192,7 +191,7 @@ class Registry:
                 source = self._source(session, manifest["source"]) if manifest.get("source") else None
                 session.add(Task(
                     **common, basis_id=manifest["basis"]["content_id"], source_id=source.id if source else None,
-                    metrics=json.dumps(manifest.get("metrics", {})),
+                    metrics=manifest.get("metrics", {}),
                     mean_rel_error=(manifest.get("metrics") or {}).get("mean_rel_error"),
                 ))
             session.merge(Alias(kind=kind, name=manifest["name"], alias="latest", version=version))
@@ -351,13 +350,13 @@ class Registry:
             if entry.kind == "basis":
                 basis = session.get(Basis, entry.content_id)
                 out["architecture"] = session.get(Architecture, basis.architecture_id).name
-                out.update(modes=basis.modes, centered=basis.centered, dtype=basis.dtype, size_bytes=basis.size_bytes, ranks=json.loads(basis.ranks))
+                out.update(modes=basis.modes, centered=basis.centered, dtype=basis.dtype, size_bytes=basis.size_bytes, ranks=basis.ranks)
                 out["sources"] = self.sources_of(entry.content_id, session=session)
                 out["tasks"] = [f"{t.name}:{t.version}" for t in session.exec(select(Task).where(Task.basis_id == entry.content_id)).all()]
             else:
                 task = session.get(Task, entry.content_id)
                 basis = session.get(Basis, task.basis_id)
-                out.update(basis={"content_id": basis.content_id, "ref": f"{basis.name}:{basis.version}"}, size_bytes=task.size_bytes, metrics=json.loads(task.metrics))
+                out.update(basis={"content_id": basis.content_id, "ref": f"{basis.name}:{basis.version}"}, size_bytes=task.size_bytes, metrics=task.metrics)
                 source = session.get(Source, task.source_id) if task.source_id else None
                 out["source"] = None if source is None else {"locator": source.locator, "revision": source.revision, "sha256": source.sha256}
         return out
