@@ -74,18 +74,30 @@ def commands(sources: list[str], out: Path, k: int, adapters: int) -> dict[str, 
     return {name: line for name, line in contenders.items() if shutil.which(line[0])}
 
 
-def run_whole(line: list[str], env: dict[str, str]) -> dict:
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+"""Forks and waits for the command from a bare interpreter: Linux records the old address
+space's peak at ``exec``, so a command started straight from this process (torch loaded, a
+collection just generated) would report this process's peak as its own."""
+
+
+def run_whole(line: list[str], env: dict[str, str], work: Path) -> dict:
     """Wall time and peak RSS of one process (and the children it waited for)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(line, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    error = process.stderr.read().decode(errors="replace").strip().splitlines() if process.returncode else []
-    process.stderr.close()
-    row = {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
-    if error:
-        row["error"] = error[-1][:300]
+    report = work / "launch-report"
+    process = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(report), *line], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seconds, peak_kib, code = report.read_text().split()
+    report.unlink()
+    row = {"seconds": float(seconds), "peak_rss_mib": int(peak_kib) / 1024}
+    if int(code):
+        row["error"] = (process.stderr.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1][:300]
     return row
 
 
@@ -99,7 +111,7 @@ def time_contenders(sources: list[str], work: Path, k: int, log) -> dict[str, di
             out = Path(line[line.index("--out" if "--out" in line else "-o") + 1])
             shutil.rmtree(out, ignore_errors=True)
             home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
-            run = run_whole(line, {**os.environ, "UNISUB_HOME": str(home)})
+            run = run_whole(line, {**os.environ, "UNISUB_HOME": str(home)}, work)
             shutil.rmtree(home)
             runs[name].append(run)
             log(f"    {name}: {run['seconds']:.2f} s, {run['peak_rss_mib']:.0f} MiB{' ' + run['error'] if 'error' in run else ''}")

@@ -7,13 +7,39 @@ the CLI prints ``str(error)`` as one line and exits 1.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
+
+_OPTION = re.compile(r"\{option:([a-z_]+)\}")
+
+
+def option(name: str) -> str:
+    """A library parameter named in a message: ``str(error)`` spells it as the parameter
+    (``holdout``), the command line as its flag (``--holdout``), from one table in the CLI."""
+    return "{option:" + name + "}"
 
 
 class UnisubError(Exception):
     """Base class of all expected unisub-hub errors."""
 
     hint: str | None = None
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The library parameters the message names (see :func:`option`)."""
+        return tuple(_OPTION.findall(self._template()))
+
+    def render(self, spell: Callable[[str], str] = str, *, with_hint: bool = False) -> str:
+        """The message (and hint) with each named parameter spelled by ``spell`` (the CLI gives its flags)."""
+        text = self._template() + (f" (hint: {self.hint})" if with_hint and self.hint else "")
+        return _OPTION.sub(lambda match: spell(match[1]), text)
+
+    def _template(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 # --- artifacts and format -------------------------------------------------------------------
@@ -44,7 +70,7 @@ class ArtifactExistsError(UnisubError, FileExistsError):
 
     def __init__(self, path: str | Path, detail: str = "") -> None:
         self.path = str(path)
-        super().__init__(f"{self.path}: output folder already exists{' and ' + detail if detail else ''} (remove it or choose another --out)")
+        super().__init__(f"{self.path}: output folder already exists{' and ' + detail if detail else ''} (remove it or choose another {option('out')})")
 
 
 # --- sources --------------------------------------------------------------------------------
@@ -59,9 +85,9 @@ class SourceError(UnisubError, ValueError):
 
 
 class PickleRefusedError(SourceError):
-    """A source holds only pickle files and ``--allow-pickle`` was not given."""
+    """A source holds only pickle files and ``allow_pickle`` was not given."""
 
-    hint = "pickle files can run code when loaded; convert them to safetensors or pass --allow-pickle"
+    hint = f"pickle files can run code when loaded; convert them to safetensors or pass {option('allow_pickle')}"
 
 
 class NonFiniteError(SourceError):
@@ -110,7 +136,7 @@ class ReferenceNotFoundError(RegistryError, KeyError):
     """A registry reference matches nothing."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it one plain line.
-        return str(self.args[0])
+        return self.render()
 
 
 class AmbiguousReferenceError(RegistryError):

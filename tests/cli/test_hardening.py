@@ -148,7 +148,7 @@ def test_a_basis_name_is_not_reused_for_another_architecture(tmp_path, zoo):
     run("build", *zoo[:3], "--out", tmp_path / "a" / "basis", "--k", "1")
     run("build", *zoo[1:4], "--out", tmp_path / "b" / "basis", "--k", "2")  # same layers: version 2 of "basis"
     line = refused(["build", *other, "--out", tmp_path / "c" / "basis", "--k", "1"], "basis name 'basis' is taken by basis:", tmp_path / "c" / "basis")
-    assert "give this one its own name (build --name NAME)" in line
+    assert "give this one its own name (the build's --name)" in line
 
 
 def test_materialize_refuses_a_base_model_of_another_architecture(tmp_path, zoo):

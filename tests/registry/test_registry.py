@@ -119,7 +119,7 @@ def test_remove_refuses_dependents_unless_forced_and_leaves_no_dangling_rows(reg
     basis = make_basis(tmp_path / "b")
     entry = registry.add(basis.path)
     task = registry.add(make_task(tmp_path / "t", basis).path)
-    with pytest.raises(DependencyError, match="1 task\\(s\\) use this basis \\(task:1\\); pass --force"):
+    with pytest.raises(DependencyError, match="1 task\\(s\\) use this basis \\(task:1\\); pass force"):
         registry.remove("toy")
     assert entry.path.is_dir()
     removed = registry.remove("toy", force=True)

@@ -15,6 +15,7 @@ task or one task per example of the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -36,6 +37,12 @@ class TaskState:
     active: str | None = None
     per_example: tuple[list[str], torch.Tensor] | None = None
     """The distinct task keys of a mixed batch, and for each example the index of its task."""
+
+    def active_key(self) -> str:
+        """The parameter key of the active task."""
+        if self.active is None:
+            raise AdaptError("no task is active on this model (activate one, or pass one per example)")
+        return self.key(self.active)
 
     def key(self, name: str) -> str:
         try:
@@ -78,16 +85,29 @@ def check_module(module: nn.Module | None, layer: str, tensor_shape: tuple[int, 
     Raises:
         AdaptError: naming the layer and what does not fit.
     """
-    if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+    weight = getattr(module, "weight", None)
+    if module is None or not isinstance(weight, torch.Tensor):
         raise AdaptError(f"the model has no module with a weight for basis layer {layer} (wrong model for this basis?)")
     orientation = layer_orientation(module)
-    if tuple(module.weight.shape) != tuple(tensor_shape):
-        raise AdaptError(f"layer {layer}: the model's weight is {tuple(module.weight.shape)}, the basis expects {tuple(tensor_shape)}")
+    if tuple(weight.shape) != tuple(tensor_shape):
+        raise AdaptError(f"layer {layer}: the model's weight is {tuple(weight.shape)}, the basis expects {tuple(tensor_shape)}")
     return orientation
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """A wrapped module's weight (:func:`check_module` has made sure it has one)."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise AdaptError(f"{type(module).__name__} has no weight tensor")
+    return weight
 
 
 class SubspaceLayer(nn.Module):
     """A frozen base module plus, per task, coefficients on the frozen directions of its basis."""
+
+    left: torch.Tensor | None
+    right: torch.Tensor | None
+    components: torch.Tensor | None
 
     def __init__(self, base: nn.Module, basis: LayerBasis, state: TaskState) -> None:
         super().__init__()
@@ -98,7 +118,7 @@ class SubspaceLayer(nn.Module):
         self.state = state
         self.layer_name = basis.name
         self.coefficient_shape = basis.coefficient_shape()
-        strategy, factors = basis.strategy, basis.factors.to(base.weight)
+        strategy, factors = basis.strategy, basis.factors.to(weight_of(base))
         if self.orientation == "conv1d_gpt2":  # x (.., p) -> (.., q): the transposed layer's update
             strategy, factors = strategy.transposed, factors.transposed()
         self.strategy, self._transposed = strategy, self.orientation == "conv1d_gpt2"
@@ -117,7 +137,7 @@ class SubspaceLayer(nn.Module):
             value = torch.zeros(self.coefficient_shape)
         if tuple(value.shape) != tuple(self.coefficient_shape):
             raise AdaptError(f"layer {self.layer_name}: coefficients are {tuple(value.shape)}, the basis expects {self.coefficient_shape}")
-        weight = self.base.weight
+        weight = weight_of(self.base)
         self.coefficients[key] = nn.Parameter(value.detach().to(device=weight.device, dtype=weight.dtype).clone())
         return self.coefficients[key]
 
@@ -143,7 +163,7 @@ class SubspaceLayer(nn.Module):
             keys, index = self.state.per_example
             stacked = torch.stack([self.coefficients[key] for key in keys])
             return self.strategy.apply_per_example(self.factors, orient(stacked[index.to(x.device)]), x)
-        return self.strategy.apply(self.factors, orient(self.coefficients[self.state.key(self.state.active)]), x)
+        return self.strategy.apply(self.factors, orient(self.coefficients[self.state.active_key()]), x)
 
     def _embedding_update(self, index: torch.Tensor) -> torch.Tensor:
         """Looked-up rows of the update: the one layer kind where the ``p x q`` update is formed
@@ -155,13 +175,13 @@ class SubspaceLayer(nn.Module):
                 index = index.expand(len(task_index), *index.shape[1:])
             rows = task_index.to(index.device).reshape(-1, *([1] * (index.ndim - 1))).expand_as(index)
             return updates[rows, index]
-        coef = self.coefficients[self.state.key(self.state.active)]
+        coef = self.coefficients[self.state.active_key()]
         return F.embedding(index, self.strategy.reconstruct(self.factors, coef))
 
     def _conv_update(self, x: torch.Tensor, out_shape: torch.Size) -> torch.Tensor:
         """The kernel update as a product with the unfolded input: thin products, as for linear layers."""
-        conv = self.base
-        columns = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+        conv = cast(nn.Conv2d, self.base)  # layer_orientation admits 2-D convolutions only
+        columns = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=cast(tuple[int, ...], conv.padding), stride=conv.stride)
         update = self._update(columns.transpose(1, 2))  # (B, L, p)
         return update.transpose(1, 2).reshape(out_shape)
 

@@ -32,7 +32,7 @@ from ..format import (
     save_coefficients,
 )
 from ..format.names import prefix_map
-from .layer import SubspaceLayer, TaskLinear, TaskState, check_module
+from .layer import SubspaceLayer, TaskLinear, TaskState, check_module, weight_of
 
 __all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach", "open_basis"]
 
@@ -269,11 +269,9 @@ class SubspaceAdapter:
         return name
 
     def _drop(self, key: str, name: str) -> None:
-        for module in self.layers.values():
-            module.coefficients.pop(key, None)
-        for head in self.heads.values():
-            head.weights.pop(key, None)
-            head.biases.pop(key, None)
+        for store in [*(module.coefficients for module in self.layers.values()), *(p for head in self.heads.values() for p in (head.weights, head.biases))]:
+            if key in store:
+                del store[key]
         self.state.keys.pop(name, None)
 
     # --- helpers ---------------------------------------------------------------------------
@@ -282,7 +280,7 @@ class SubspaceAdapter:
         """Put the basis mean into the frozen weight: ``M`` (checkpoints) or ``W + M`` (LoRA)."""
         mean = layer_basis.mean
         with torch.no_grad():
-            weight = base.weight
+            weight = weight_of(base)
             value = torch.zeros_like(weight) if mean is None else mean.reshape(weight.shape).to(weight)
             if self.lora:
                 weight.add_(value)

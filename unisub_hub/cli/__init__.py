@@ -17,6 +17,7 @@ import click
 from .. import __version__
 from ..constants import debug_enabled
 from ..errors import UnisubError
+from .messages import message
 
 __all__ = ["cli", "main"]
 
@@ -34,16 +35,13 @@ class UnisubGroup(click.Group):
                     raise click.UsageError(f"argument {shown!r} is not valid UTF-8; names and paths are recorded as text, so choose one that is", ctx) from None
         return super().parse_args(ctx, args)
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UnisubError as error:
             if ctx.meta.get("debug") or debug_enabled():
                 raise
-            message = str(error)
-            if error.hint:
-                message += f" (hint: {error.hint})"
-            raise click.ClickException(message) from None
+            raise click.ClickException(message(error)) from None
         except OSError as error:
             if ctx.meta.get("debug") or debug_enabled():
                 raise

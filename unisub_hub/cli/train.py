@@ -9,6 +9,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -23,7 +24,8 @@ class _Bar:
     """Training progress as a rich bar with the running loss, on stderr."""
 
     def __init__(self, bars: Progress, quiet: bool) -> None:
-        self.bars, self.quiet, self.task = bars, quiet, None
+        self.bars, self.quiet = bars, quiet
+        self.task = TaskID(-1)
         self.running: float | None = None
 
     def start(self, total_steps: int) -> None:
@@ -104,7 +106,7 @@ def train_command(basis_ref, base, data, out, eval_data, name, epochs, max_steps
     stdout.print(
         f"Trained {outcome.trainable_parameters:,} parameters for {outcome.steps} steps (final loss {outcome.final_loss:.4f}{accuracy}); "
         f"coefficients {outcome.coefficients.content_id[:19]}... written to {outcome.coefficients.path} "
-        f"({human_bytes(result['size_bytes'])})"
+        f"({human_bytes(outcome.coefficients.artifact.size_bytes())})"
     )
     if entry:
         stdout.print(f"Registered as task {entry.ref}")

@@ -6,6 +6,7 @@ import click
 
 from ..errors import ReferenceNotFoundError
 from ..pipeline.validate import validate
+from .messages import flag
 from .options import json_option
 from .output import emit_json, print_table, stdout
 from .refs import open_registry, resolve_folder
@@ -34,10 +35,12 @@ def validate_command(target, against, deep, as_json):
     except ReferenceNotFoundError:
         folder = target  # let the schema check report the missing folder
     report = validate(folder, against=against, deep=deep, basis_lookup=lookup)
+    worded = report.to_dict(flag)
     if as_json:
-        emit_json(report.to_dict())
+        emit_json(worded)
     else:
-        print_table(f"Checks of {target}", ["check", "result", "detail"], [[c.name, "[green]pass[/green]" if c.ok else "[red]FAIL[/red]", c.detail] for c in report.checks])
+        rows = [[c["name"], "[green]pass[/green]" if c["ok"] else "[red]FAIL[/red]", c["detail"]] for c in worded["checks"]]
+        print_table(f"Checks of {target}", ["check", "result", "detail"], rows)
         passed = sum(c.ok for c in report.checks)
         stdout.print(f"{passed} of {len(report.checks)} checks passed" + ("" if report.ok else f"; {target} is not valid"))
     if not report.ok:

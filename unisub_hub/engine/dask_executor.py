@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ..errors import ExecutorError
+from ..errors import ExecutorError, option
 from .executor import SerialExecutor
 
 __all__ = ["DaskExecutor", "dask_client"]
@@ -93,7 +93,7 @@ def dask_client(target: str, workers: int | None = None) -> Iterator[Any]:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ExecutorError("--executor dask needs Dask: pip install 'unisub-hub[dask]'") from None
+        raise ExecutorError(f"{option('executor')} dask needs Dask: pip install 'unisub-hub[dask]'") from None
     if target == "dask":
         with LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
             yield client

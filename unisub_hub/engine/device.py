@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import DeviceError
+from ..errors import DeviceError, option
 
 __all__ = ["resolve_device"]
 
@@ -25,5 +25,5 @@ def resolve_device(device: str | torch.device) -> torch.device:
         except RuntimeError as error:
             raise DeviceError(f"unknown device {device!r}: use auto, cpu or cuda") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for, but torch sees no CUDA device (use --device auto or cpu)")
+        raise DeviceError(f"{option('device')} cuda was asked for, but torch sees no CUDA device (use {option('device')} auto or cpu)")
     return resolved

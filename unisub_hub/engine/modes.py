@@ -28,6 +28,27 @@ class Factors:
     right: torch.Tensor | None = None
     components: torch.Tensor | None = None
 
+    @property
+    def u(self) -> torch.Tensor:
+        """``U``; a mode set that uses it has it (a missing one is a bug, not bad input)."""
+        if self.left is None:
+            raise ValueError("these factors have no U")
+        return self.left
+
+    @property
+    def v(self) -> torch.Tensor:
+        """``V``; see :attr:`u`."""
+        if self.right is None:
+            raise ValueError("these factors have no V")
+        return self.right
+
+    @property
+    def stacked(self) -> torch.Tensor:
+        """The ``k x p x q`` components of mode 1; see :attr:`u`."""
+        if self.components is None:
+            raise ValueError("these factors have no components")
+        return self.components
+
     def to(self, like: torch.Tensor) -> Factors:
         """The factors on the device and dtype of ``like``."""
         cast = lambda t: None if t is None else t.to(device=like.device, dtype=like.dtype)  # noqa: E731
@@ -119,13 +140,13 @@ class Flat(ModeSet):
         return (ranks[1],)
 
     def project(self, factors: Factors, matrix: LayerMatrix) -> torch.Tensor:
-        return torch.stack([matrix.inner(c) for c in factors.components])  # type: ignore[union-attr]
+        return torch.stack([matrix.inner(c) for c in factors.stacked])
 
     def reconstruct(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("k,kpq->pq", coef, factors.components)
+        return torch.einsum("k,kpq->pq", coef, factors.stacked)
 
     def reconstruction_sq_norm(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
-        flat = factors.components.reshape(coef.shape[0], -1)  # type: ignore[union-attr]
+        flat = factors.stacked.reshape(coef.shape[0], -1)
         return coef @ (flat @ flat.T) @ coef
 
     def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
@@ -137,7 +158,7 @@ class Flat(ModeSet):
 
     def apply_per_example(self, factors: Factors, coefs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         rows, lead = _rows(x)
-        weights = torch.einsum("bk,kpq->bqp", coefs, factors.components)
+        weights = torch.einsum("bk,kpq->bqp", coefs, factors.stacked)
         return torch.bmm(rows, weights).reshape(*lead, -1)
 
 
@@ -150,23 +171,23 @@ class Left(ModeSet):
         return (ranks[2], q)
 
     def project(self, factors: Factors, matrix: LayerMatrix) -> torch.Tensor:
-        return matrix.left_project(factors.left)  # type: ignore[arg-type]
+        return matrix.left_project(factors.u)
 
     def reconstruct(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
-        return factors.left @ coef  # type: ignore[operator]
+        return factors.u @ coef
 
     def reconstruction_sq_norm(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
-        return ((factors.left.T @ factors.left @ coef) * coef).sum()  # type: ignore[union-attr]
+        return ((factors.u.T @ factors.u @ coef) * coef).sum()
 
     def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
-        return Factored(factors.left, coef, 1.0)  # type: ignore[arg-type]
+        return Factored(factors.u, coef, 1.0)
 
     def apply(self, factors: Factors, coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (x @ coef.T) @ factors.left.T  # type: ignore[union-attr]
+        return (x @ coef.T) @ factors.u.T
 
     def apply_per_example(self, factors: Factors, coefs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         rows, lead = _rows(x)
-        return (torch.bmm(rows, coefs.transpose(1, 2)) @ factors.left.T).reshape(*lead, -1)  # type: ignore[union-attr]
+        return (torch.bmm(rows, coefs.transpose(1, 2)) @ factors.u.T).reshape(*lead, -1)
 
 
 class Right(ModeSet):
@@ -178,23 +199,23 @@ class Right(ModeSet):
         return (p, ranks[3])
 
     def project(self, factors: Factors, matrix: LayerMatrix) -> torch.Tensor:
-        return matrix.right_project(factors.right)  # type: ignore[arg-type]
+        return matrix.right_project(factors.v)
 
     def reconstruct(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
-        return coef @ factors.right.T  # type: ignore[union-attr]
+        return coef @ factors.v.T
 
     def reconstruction_sq_norm(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
-        return ((coef @ (factors.right.T @ factors.right)) * coef).sum()  # type: ignore[union-attr]
+        return ((coef @ (factors.v.T @ factors.v)) * coef).sum()
 
     def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
-        return Factored(coef, factors.right.T, 1.0)  # type: ignore[union-attr]
+        return Factored(coef, factors.v.T, 1.0)
 
     def apply(self, factors: Factors, coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (x @ factors.right) @ coef.T  # type: ignore[operator]
+        return (x @ factors.v) @ coef.T
 
     def apply_per_example(self, factors: Factors, coefs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         rows, lead = _rows(x)
-        return torch.bmm(rows @ factors.right, coefs.transpose(1, 2)).reshape(*lead, -1)  # type: ignore[operator]
+        return torch.bmm(rows @ factors.v, coefs.transpose(1, 2)).reshape(*lead, -1)
 
 
 class Tucker(ModeSet):
@@ -206,26 +227,26 @@ class Tucker(ModeSet):
         return (ranks[2], ranks[3])
 
     def project(self, factors: Factors, matrix: LayerMatrix) -> torch.Tensor:
-        return matrix.core(factors.left, factors.right)  # type: ignore[arg-type]
+        return matrix.core(factors.u, factors.v)
 
     def reconstruct(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
-        return factors.left @ coef @ factors.right.T  # type: ignore[operator, union-attr]
+        return factors.u @ coef @ factors.v.T
 
     def reconstruction_sq_norm(self, factors: Factors, coef: torch.Tensor) -> torch.Tensor:
-        left_gram = factors.left.T @ factors.left  # type: ignore[union-attr]
-        right_gram = factors.right.T @ factors.right  # type: ignore[union-attr]
+        left_gram = factors.u.T @ factors.u
+        right_gram = factors.v.T @ factors.v
         return ((left_gram @ coef @ right_gram) * coef).sum()
 
     def as_matrix(self, factors: Factors, coef: torch.Tensor) -> LayerMatrix:
-        return Factored(factors.left @ coef, factors.right.T, 1.0)  # type: ignore[operator, union-attr]
+        return Factored(factors.u @ coef, factors.v.T, 1.0)
 
     def apply(self, factors: Factors, coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return ((x @ factors.right) @ coef.T) @ factors.left.T  # type: ignore[operator, union-attr]
+        return ((x @ factors.v) @ coef.T) @ factors.u.T
 
     def apply_per_example(self, factors: Factors, coefs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         rows, lead = _rows(x)
-        inner = torch.bmm(rows @ factors.right, coefs.transpose(1, 2))  # type: ignore[operator]
-        return (inner @ factors.left.T).reshape(*lead, -1)  # type: ignore[union-attr]
+        inner = torch.bmm(rows @ factors.v, coefs.transpose(1, 2))
+        return (inner @ factors.u.T).reshape(*lead, -1)
 
 
 MODE_SETS: dict[str, ModeSet] = {strategy.name: strategy for strategy in (Flat(), Left(), Right(), Tucker())}

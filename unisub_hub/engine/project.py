@@ -161,9 +161,11 @@ def rebase_layer(old: LayerBasis, coef: torch.Tensor, new: LayerBasis) -> LayerF
     like = coef
     low = old.strategy.as_matrix(old.factors.to(like), coef)
     old_mean, new_mean = _mean(old, like), _mean(new, like)
-    shift = None if old_mean is None and new_mean is None else (
-        (old_mean if old_mean is not None else 0) - (new_mean if new_mean is not None else 0)
-    )
+    shift: torch.Tensor | None
+    if old_mean is None:
+        shift = None if new_mean is None else -new_mean
+    else:
+        shift = old_mean if new_mean is None else old_mean - new_mean
     factors = new.factors.to(like)
     coef2 = new.strategy.project(factors, low)
     low_sq = low.sq_norm()

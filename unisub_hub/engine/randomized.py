@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -180,7 +181,7 @@ def sketch_layers(
             return fold
 
         fold = run(f"pass {round_number + 1}/{rounds}").aggregate(
-            sources, lambda starting=starting: _SketchFold(classes, first_pass=starting, center=center), step, _SketchFold.merge
+            sources, partial(_SketchFold, classes, first_pass=starting, center=center), step, _SketchFold.merge
         )
         if first is None:
             first = fold

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -30,7 +30,9 @@ from ..engine import (
 from ..format import load_basis, load_coefficients
 from ..hub.pull import pull
 from ..hub.push import push_artifact
+from ..io.checkpoint import CheckpointSource
 from ..io.collection import open_sources
+from ..io.peft_adapter import LoraSource
 from ..pipeline.build import BuildSettings, build
 from ..pipeline.materialize import materialize
 from ..pipeline.project import project
@@ -44,6 +46,18 @@ from .trained import digits_trained, minilm_trained, parameter_count
 __all__ = ["DemoResult", "run_demo"]
 
 Log = Callable[[str], None]
+
+
+_Kind = TypeVar("_Kind", LoraSource, CheckpointSource)
+
+
+def _open_all(paths: Sequence[str], kind: type[_Kind]) -> list[_Kind]:
+    """The demo's own collections, all of one kind."""
+    sources = open_sources(paths)
+    typed = [source for source in sources if isinstance(source, kind)]
+    if len(typed) != len(sources):
+        raise TypeError(f"expected {kind.__name__}s only among {paths[0]}, ...")
+    return typed
 
 
 def _truncate(layer: LayerBasis, start: int, stop: int) -> LayerBasis:
@@ -85,7 +99,7 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
         "lies outside the span of the others; its trained head (passthrough, kept whole) carries the mean-only score."))
     _summarise_build(result, outcome.report)
     # In memory, a wider basis of the same training set gives every k of the sweep and the secondary directions.
-    sources = open_sources([str(a) for a in adapters])
+    sources = _open_all([str(a) for a in adapters], LoraSource)
     specs = select_layers([s.tensors for s in sources]).layers
     wide = build_basis(specs, sources[:-holdout], options=BuildOptions(rank=RankRule(k=64), center=False, null_baseline=False)).layers
     limit = min(min(layer.ranks.values()) for layer in wide.values())
@@ -153,7 +167,7 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
         if shared else
         "Every network starts from its own initialisation (the control): the spectrum sits near the Gaussian null and the basis carries little."))
     _summarise_build(result, outcome.report)
-    sources = open_sources([str(f) for f in folders])
+    sources = _open_all([str(f) for f in folders], CheckpointSource)
     specs = [LayerSpec(n, tuple(sources[0].tensors[n].shape)) for n in outcome.basis.layer_names]
     wide = build_basis(specs, sources[:-holdout], options=BuildOptions(modes=(1,), rank=RankRule(k=64), null_baseline=False)).layers
     limit = min(layer.ranks[1] for layer in wide.values())
@@ -164,7 +178,7 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
         own = {name: source.tensor(name) for name in source.tensors}
         matrices = {n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([s.name for s in specs]).items()}
         originals.append(accuracy(own, pair))
-        means.append(accuracy({**own, **{n: layer.mean.reshape(layer.tensor_shape) for n, layer in wide.items()}}, pair))
+        means.append(accuracy({**own, **{n: layer.mean.reshape(layer.tensor_shape) for n, layer in wide.items() if layer.mean is not None}}, pair))
         for k in _sweep_ks(limit, main_k):
             series["universal"].setdefault(k, []).append(accuracy({**own, **_rebuilt(wide, matrices, 0, k)}, pair))
             if 2 * k <= limit:
@@ -194,8 +208,8 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
 
 
 def _summarise_build(result: CollectionResult, report) -> None:  # noqa: ANN001
-    modes = {}
-    nulls = {}
+    modes: dict[str, list[float]] = {}
+    nulls: dict[str, list[float]] = {}
     for layer in report.layers:
         for mode, data in layer.mode_reports.items():
             modes.setdefault(mode, []).append(data.explained_variance)
@@ -247,8 +261,8 @@ def _hub_trip(work: Path, lora_tasks: list[Path], base: Path, log: Log) -> dict[
             shutil.rmtree(out, ignore_errors=True)
             materialize(coefficients, load_basis(consumer.resolve(coefficients.basis_id, "basis").path), out, device="cpu")
             model = PeftModel.from_pretrained(load_task_model(base), out).eval()
-            task = make_task(lora_tasks[0].name.removeprefix("task-lora-"))
-            score = accuracy(model, AutoTokenizer.from_pretrained(base), task.test)
+            pulled_task = make_task(lora_tasks[0].name.removeprefix("task-lora-"))
+            score = accuracy(model, AutoTokenizer.from_pretrained(base), pulled_task.test)
             publisher.close()
             consumer.close()
         finally:

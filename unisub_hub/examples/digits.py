@@ -92,4 +92,5 @@ def ensure_digits_zoo(root: Path, *, shared_init: bool) -> list[Path]:
 
 def pair_of(folder: Path) -> tuple[int, int]:
     info = json.loads((folder / _DONE).read_text())
-    return tuple(info["pair"])  # type: ignore[return-value]
+    first, second = info["pair"]
+    return int(first), int(second)

@@ -110,7 +110,7 @@ def train_adapter(base: Path, task: TextTask, out: Path, *, seed: int, steps: in
     fit(peft_model, [p for p in peft_model.parameters() if p.requires_grad], tokenizer, task, steps=steps, batch=batch, lr=lr, seed=seed)
     result = {"task": task.name, "seed": seed, "steps": steps, "accuracy": accuracy(peft_model, tokenizer, task.test)}
     tmp = out.with_name(out.name + ".tmp")
-    peft_model.save_pretrained(tmp)
+    peft_model.save_pretrained(str(tmp))
     result["seconds"] = round(time.perf_counter() - start, 1)
     (tmp / _DONE).write_text(json.dumps(result, indent=2) + "\n")
     tmp.rename(out)

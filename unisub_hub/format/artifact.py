@@ -22,7 +22,7 @@ from ..constants import (
     DEFAULT_SHARD_SIZE,
     FORMAT_VERSION,
 )
-from ..errors import ContentIdMismatchError, FormatError, UnisubError
+from ..errors import ContentIdMismatchError, FormatError, UnisubError, option
 from .atomic import atomic_folder, check_output
 from .common import MEANING_KEY, meaning_table
 from .schema import validate_manifest
@@ -57,7 +57,7 @@ def write_artifact(
     """
     kind = manifest["format"]
     if shard_size < 1:
-        raise FormatError(f"--shard-size must be a positive number of bytes, got {shard_size}")
+        raise FormatError(f"{option('shard_size')} must be a positive number of bytes, got {shard_size}")
     metadata = {"format": kind, "format_version": FORMAT_VERSION, MEANING_KEY: meaning_table(manifest)}
     def same_as_existing(tmp: Path) -> bool:  # a rerun after a kill between writing and registering
         return holds_artifact(out, kind) and _content_id_of(out, kind) == _content_id_of(tmp, kind)

@@ -131,12 +131,10 @@ class BasisArtifact(ArtifactView):
         entry = self.entry(name)
         load = lambda stored: _cast(self.artifact.tensor(stored, device), dtype)  # noqa: E731
         tensors = entry["tensors"]
-        layer = LayerBasis(
-            name=name,
-            tensor_shape=tuple(entry["shape"]),
-            modes=tuple(entry["modes"]),
-            **{attribute: load(tensors[role]) for role, attribute in _FACTOR_ROLES.items() if role in tensors},
-        )
+        layer = LayerBasis(name=name, tensor_shape=tuple(entry["shape"]), modes=tuple(entry["modes"]))
+        for role, attribute in _FACTOR_ROLES.items():
+            if role in tensors:
+                setattr(layer, attribute, load(tensors[role]))
         layer.spectra = {int(key[1:]): load(value) for key, value in tensors.items() if key.startswith("S")}
         try:
             layer.check()

@@ -75,9 +75,11 @@ def save_coefficients(
         "passthrough": entries,
         "lineage": lineage,
     }
-    for key, value in (("tied", tied or None), ("config", config), ("training", training), ("rebased_from", rebased_from), ("source", source), ("lora", lora), ("metrics", metrics), ("sizes", sizes), ("command", command)):
-        if value is not None:
-            manifest[key] = dict(value) if isinstance(value, Mapping) else value
+    optional: dict[str, object] = {"tied": tied or None, "config": config, "training": training, "rebased_from": rebased_from, "source": source,
+                                   "lora": lora, "metrics": metrics, "sizes": sizes, "command": command}
+    for key, extra in optional.items():
+        if extra is not None:
+            manifest[key] = dict(extra) if isinstance(extra, Mapping) else extra
     artifact = write_artifact(Path(out), manifest, tensors, shard_size=shard_size, card=coefficients_card)
     return CoefficientSet(artifact)
 

@@ -24,7 +24,7 @@ SCHEMA_FILES = {
 @cache
 def schema(kind: str) -> dict[str, Any]:
     """The JSON Schema for ``kind`` (``unisub-hub/basis`` or ``unisub-hub/coefficients``)."""
-    text = resources.files(__package__).joinpath("schemas", SCHEMA_FILES[kind]).read_text()
+    text = resources.files(__package__).joinpath("schemas").joinpath(SCHEMA_FILES[kind]).read_text()
     return json.loads(text)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..constants import FORMAT_VERSION
 from ..engine.grow import LayerState, SideState
-from ..errors import FormatError
+from ..errors import FormatError, option
 from .common import stored_name
 from .tensorfile import content_id, read_tensors, write_tensor_file
 
@@ -69,12 +69,12 @@ def load_state(basis_folder: Path, basis_id: str) -> dict[str, LayerState]:
     """The state of the basis at ``basis_folder`` whose content id is ``basis_id``, checked.
 
     Raises:
-        FormatError: no state (built without ``--keep-state``), a state of another basis, or
+        FormatError: no state (built without ``keep_state``), a state of another basis, or
             one whose bytes changed.
     """
     folder = Path(basis_folder) / STATE_FOLDER
     if not (folder / _MANIFEST).is_file():
-        raise FormatError("this basis has no growth state (build it with --keep-state to add members later)", path=basis_folder)
+        raise FormatError(f"this basis has no growth state (build it with {option('keep_state')} to add members later)", path=basis_folder)
     try:
         manifest = json.loads((folder / _MANIFEST).read_text())
     except ValueError as error:

@@ -19,6 +19,7 @@ from ..errors import (
     HubError,
     HubNotFoundError,
     HubUsageError,
+    option,
 )
 
 __all__ = ["api", "cache_dir", "endpoint", "hub_errors", "is_offline", "matching_files", "split_revision"]
@@ -102,7 +103,7 @@ def hub_errors(what: str) -> Iterator[None]:
     except GatedRepoError:
         raise HubAuthError(f"{what}: gated repository; accept its terms on the Hub and set HF_TOKEN") from None
     except RepositoryNotFoundError:
-        raise HubNotFoundError(f"{what}: repository not found on {endpoint()} (or private: set HF_TOKEN or --token)") from None
+        raise HubNotFoundError(f"{what}: repository not found on {endpoint()} (or private: set HF_TOKEN or {option('token')})") from None
     except RevisionNotFoundError:
         raise HubNotFoundError(f"{what}: revision not found on {endpoint()}") from None
     except EntryNotFoundError as error:
@@ -118,7 +119,7 @@ def hub_errors(what: str) -> Iterator[None]:
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403):
-            raise HubAuthError(f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or --token") from None
+            raise HubAuthError(f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or {option('token')}") from None
         raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(error)}") from None
     except json.JSONDecodeError:
         raise HubError(f"{what}: {endpoint()} answered with something that is not JSON (not a Hub API, or a proxy's error page); nothing was changed here") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..constants import COEFFICIENTS_FORMAT
-from ..errors import HubUsageError
+from ..errors import HubUsageError, option
 from ..format import read_artifact
 from ..format.artifact import MANIFEST_NAMES, Artifact
 from ..format.card import basis_card, coefficients_card
@@ -121,7 +121,7 @@ def publish(
             basis_location = (pushed_basis.repo_id, pushed_basis.commit)
             results.append(("basis", pushed_basis))
         else:
-            raise HubUsageError(f"{folder}: its basis {basis_id[:19]}... is not on the Hub yet; push it first or pass --push-basis REPO_ID (push_basis_to)")
+            raise HubUsageError(f"{folder}: its basis {basis_id[:19]}... is not on the Hub yet; push it first or pass {option('push_basis_to')} REPO_ID")
     pushed = push_artifact(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
                            commit_message=commit_message, token=token, basis_location=basis_location)
     if not create_pr:
@@ -134,7 +134,7 @@ def _check_target(repo_id: str) -> None:
     """A push names a repo only: the branch is its own option, and ``@main`` would be read as part of the name."""
     name, revision = split_revision(repo_id)
     if revision is not None:
-        raise HubUsageError(f"{repo_id}: a push target is a repo id without @revision; give the branch with --revision {revision}", repo_id=name)
+        raise HubUsageError(f"{repo_id}: a push target is a repo id without @revision; give the branch with {option('revision')} {revision}", repo_id=name)
 
 
 def _payload_files(artifact: Artifact) -> list[str]:

@@ -153,8 +153,7 @@ class CheckpointSource:
     @cached_property
     def _index(self) -> tuple[dict[str, TensorInfo], dict[str, tuple[Path, str]]]:
         if self._pickled is not None:
-            table = {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}
-            return table, {}
+            return {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}, {}
         table: dict[str, TensorInfo] = {}
         where: dict[str, tuple[Path, str]] = {}
         for path in self.files:

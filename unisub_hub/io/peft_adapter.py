@@ -193,6 +193,7 @@ class LoraSource:
                 raise SourceError(f"module {module} has only one of its LoRA factors", source=self.name)
             if len(a.shape) < 2 or len(b.shape) < 2:
                 raise SourceError(f"module {module}: LoRA factors must be matrices, got shapes {list(a.shape)} and {list(b.shape)}", source=self.name)
+            shape: tuple[int, ...]
             if embedding:  # A: r x num_embeddings, B: dim x r; base weight num_embeddings x dim
                 rank, shape, kind = a.shape[0], (a.shape[1], b.shape[0]), "embedding"
             else:

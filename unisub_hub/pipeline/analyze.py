@@ -83,11 +83,11 @@ def analyze(
         entry.update(alphas=quality.alphas, mean_alpha=quality.mean_alpha, std_alpha=quality.std_alpha, q=quality.q,
                      retained=retained, reason=reason)
         layers.append(entry)
-    retained = [layer["name"] for layer in layers if layer["retained"]]
+    kept = [layer["name"] for layer in layers if layer["retained"]]
     q_all = sum(layer["q"] for layer in layers) / len(layers)
     q_kept = [layer["q"] for layer in layers if layer["retained"]]
     q_arch = (sum(q_kept) / len(q_kept)) * (len(q_kept) / len(layers)) if q_kept else 0.0
-    return AnalyzeReport(layers=layers, sources=[s.name for s in sources], q_all=q_all, q_arch=q_arch, retained=retained)
+    return AnalyzeReport(layers=layers, sources=[s.name for s in sources], q_all=q_all, q_arch=q_arch, retained=kept)
 
 
 SPECTRUM_MARGIN = 0.5

@@ -25,13 +25,14 @@ from ..engine import (
 )
 from ..engine.grow import layer_states
 from ..engine.reader import SourceReader
-from ..errors import EngineError, IncompatibleSourcesError
+from ..errors import EngineError, IncompatibleSourcesError, option
 from ..format import BasisArtifact, check_artifact_output, save_basis
 from ..format.common import DTYPES, dtype_name, safe_name
 from ..format.state import save_state
 from ..format.tensorfile import TORCH_DTYPES
 from ..io.checkpoint import CheckpointSource
 from ..io.collection import Source, open_sources
+from ..io.peft_adapter import LoraSource
 from .selection import Selection, select_layers
 from .ties import find_ties
 
@@ -52,19 +53,19 @@ def split_holdout(sources: list[Source], holdout: int | Sequence[str] | None) ->
         return sources, []
     if isinstance(holdout, int):
         if holdout < 0 or holdout >= len(sources) - 1:
-            raise EngineError(f"--holdout {holdout} leaves fewer than 2 of {len(sources)} sources to build from")
+            raise EngineError(f"{option('holdout')} {holdout} leaves fewer than 2 of {len(sources)} sources to build from")
         return sources[:-holdout], sources[-holdout:]
     wanted = set(holdout)
     unknown = wanted - {s.name for s in sources}
     if unknown:
-        raise EngineError(f"--holdout names unknown sources: {', '.join(sorted(unknown))}")
+        raise EngineError(f"{option('holdout')} names unknown sources: {', '.join(sorted(unknown))}")
     return [s for s in sources if s.name not in wanted], [s for s in sources if s.name in wanted]
 
 
 def architecture_of(sources: Sequence[Source]) -> tuple[str, dict[str, Any] | None]:
     """Architecture name and base model of a collection, from adapter or model configs."""
     first = sources[0]
-    if first.kind == "lora" and first.base_model:
+    if isinstance(first, LoraSource) and first.base_model:
         return first.base_model, {"id": first.base_model, "revision": None}
     folder = first.path if first.path.is_dir() else first.path.parent
     config_path = folder / "config.json"
@@ -167,7 +168,7 @@ def build(
     try:
         storage = DTYPES[settings.dtype]
     except KeyError:
-        raise EngineError(f"unknown --dtype {settings.dtype!r}: use float32, float16 or bfloat16") from None
+        raise EngineError(f"unknown {option('dtype')} {settings.dtype!r}: use float32, float16 or bfloat16") from None
     if settings.keep_state:
         check_can_keep_state(parse_modes(settings.modes), settings.dtype, settings.variance)
     sources = open_sources(source_specs, allow_pickle=settings.allow_pickle)
@@ -187,7 +188,7 @@ def build(
     selection.layers = [spec for spec in selection.layers if spec.name not in ties]
     mode_set = parse_modes(settings.modes)
     if settings.k is not None and settings.k > (largest := _largest_rank(selection.layers, mode_set, len(train), center)):
-        raise EngineError(f"--k {settings.k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
+        raise EngineError(f"{option('k')} {settings.k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
     options = BuildOptions(
         modes=mode_set, rank=rule, center=center, device=settings.device, max_memory=settings.max_memory, check_finite=not settings.allow_nonfinite,
         accumulate_dtype=DTYPES[settings.precision], solver=settings.solver, power_iterations=settings.power_iterations,
@@ -234,11 +235,11 @@ def check_can_keep_state(modes: tuple[int, ...], dtype: str, variance: float | N
     """What a growth state needs: one-sided or Tucker modes, a float32 basis (the state is about its
     stored means) and a fixed rank (a wide side keeps a sketch of the top of its spectrum only)."""
     if 1 in modes:
-        raise EngineError("--keep-state needs --modes 2, 3 or 2,3: a --modes 1 basis spans the members themselves, and grows by rebuilding")
+        raise EngineError(f"{option('keep_state')} needs {option('modes')} 2, 3 or 2,3: a {option('modes')} 1 basis spans the members themselves, and grows by rebuilding")
     if dtype != "float32":
-        raise EngineError(f"--keep-state needs --dtype float32: the state is centred on the stored means, which --dtype {dtype} rounds too coarsely")
+        raise EngineError(f"{option('keep_state')} needs {option('dtype')} float32: the state is centred on the stored means, which {option('dtype')} {dtype} rounds too coarsely")
     if variance is not None:
-        raise EngineError("--keep-state needs a fixed --k: a wide side keeps only the top of its spectrum, which a --variance target cannot use")
+        raise EngineError(f"{option('keep_state')} needs a fixed {option('k')}: a wide side keeps only the top of its spectrum, which a {option('variance')} target cannot use")
 
 
 

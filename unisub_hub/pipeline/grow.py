@@ -20,7 +20,7 @@ from ..constants import BASIS_FORMAT, DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
 from ..engine import BuildOptions, Executor, LayerSpec, Progress, RankRule, assess_basis, resolve_device
 from ..engine.grow import grow_layers
 from ..engine.reader import SourceReader
-from ..errors import EngineError, IncompatibleSourcesError
+from ..errors import EngineError, IncompatibleSourcesError, option
 from ..format import check_artifact_output, load_basis, save_basis
 from ..format.state import load_state, save_state
 from ..io.collection import open_sources
@@ -79,7 +79,7 @@ def grow(
     ranks = [rank for entry in manifest["layers"] for rank in entry["ranks"].values()]
     rule = RankRule(k=k or max(ranks))
     if rule.k and any(rule.k > side.sums.shape[1] for state in states.values() for side in state.sides.values() if side.test is not None):
-        raise EngineError(f"--k {rule.k} is more than the parent's state sketched; grow with a k up to {min(s.sums.shape[1] for st in states.values() for s in st.sides.values() if s.test is not None)}")
+        raise EngineError(f"{option('k')} {rule.k} is more than the parent's state sketched; grow with a k up to {min(s.sums.shape[1] for st in states.values() for s in st.sides.values() if s.test is not None)}")
     target = resolve_device(device)
     bases = {spec.name: parent.layer(spec.name, device=target, dtype=torch.float64) for spec in specs}
     reader = SourceReader(target, torch.float64, check_finite=True)

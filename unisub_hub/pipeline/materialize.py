@@ -23,7 +23,7 @@ import torch
 
 from ..constants import DEFAULT_SHARD_SIZE
 from ..engine import all_finite, reconstruct_layer, reconstruct_lora, resolve_device
-from ..errors import FormatError, NonFiniteError, SourceError
+from ..errors import FormatError, NonFiniteError, SourceError, option
 from ..format import BasisArtifact, CoefficientSet, atomic_folder, check_output
 from ..format.checks import check_pair
 from ..format.common import DTYPES
@@ -72,34 +72,34 @@ def materialize(
     """
     check_output(out)
     if fmt not in FORMATS:
-        raise FormatError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise FormatError(f"unknown {option('fmt')} {fmt!r}: use one of {', '.join(FORMATS)}")
     check_pair(coefficients, basis)
     kind = coefficients.manifest["source_kind"]
     layout = (coefficients.manifest.get("lora") or {}).get("layout", "peft")
     if fmt == "auto":
         fmt = ("peft" if layout == "peft" else "lora") if kind == "lora" else "hf"
     if fmt in ("peft", "lora") and kind != "lora":
-        raise FormatError(f"--format {fmt} needs a coefficient set made from LoRA adapters; this one is from full checkpoints", path=coefficients.path)
+        raise FormatError(f"{option('fmt')} {fmt} needs a coefficient set made from LoRA adapters; this one is from full checkpoints", path=coefficients.path)
     if fmt == "peft" and layout != "peft":
         raise FormatError(f"this set came from a {layout} LoRA file, whose module names PEFT's cannot be derived from without the model; "
-                          "--format lora writes it back in its own layout", path=coefficients.path)
+                          f"{option('fmt')} lora writes it back in its own layout", path=coefficients.path)
     if fmt == "lora" and layout == "peft":
         fmt = "peft"
     asked = fmt
     if kind == "lora" and fmt == "hf":
         fmt = "merged"
     if fmt == "merged" and layout == "kohya":
-        raise FormatError("--format merged needs the base model's tensor names, which kohya's underscored names do not give; "
-                          "--format lora writes the LoRA file, which kohya, A1111 and ComfyUI merge at load time", path=coefficients.path)
+        raise FormatError(f"{option('fmt')} merged needs the base model's tensor names, which kohya's underscored names do not give; "
+                          f"{option('fmt')} lora writes the LoRA file, which kohya, A1111 and ComfyUI merge at load time", path=coefficients.path)
     base_source = CheckpointSource(base, name=str(base)) if base is not None else None
     if base is not None:
         check_base_model(basis.manifest, str(base))  # another architecture would give a mixed model
     if fmt == "merged" and base_source is None:
         what = "of a LoRA set is the base model with the update merged in, so it" if asked == "hf" else ""
-        raise SourceError(f"--format {asked} {what} needs --base (the base model folder)".replace("  ", " "))
+        raise SourceError(f"{option('fmt')} {asked} {what} needs {option('base')} (the base model folder)".replace("  ", " "))
     if fmt == "hf" and base_source is None and _written_before_configs(coefficients):
-        raise FormatError("--format hf without --base: this set was written before format 1.1 and carries no model config, so "
-                          "from_pretrained would invent a default one; pass --base MODEL for its config.json", path=coefficients.path)
+        raise FormatError(f"{option('fmt')} hf without {option('base')}: this set was written before format 1.1 and carries no model config, so "
+                          f"from_pretrained would invent a default one; pass {option('base')} MODEL for its config.json", path=coefficients.path)
     target = resolve_device(device)
     with atomic_folder(Path(out)) as tmp:
         if fmt == "peft":
@@ -154,7 +154,7 @@ def _write_full(
         updates = {names.forward(layer): layer for layer in layers}
         key_prefix = (coefficients.manifest.get("lora") or {}).get("key_prefix", "base_model.model.")
         passthrough = {name.removeprefix(key_prefix): name for name in coefficients.passthrough_names}
-        for key in sorted(base_keys):  # type: ignore[union-attr]
+        for key in sorted(base_keys):
             out_key = out_prefix + key
             if out_key in passthrough:
                 continue

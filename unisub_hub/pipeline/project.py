@@ -15,8 +15,9 @@ from ..engine import all_finite, fit_layer, resolve_device
 from ..errors import IncompatibleSourcesError, NonFiniteError
 from ..format import BasisArtifact, CoefficientSet, check_artifact_output, save_coefficients
 from ..format.common import safe_name
+from ..io.checkpoint import CheckpointSource
 from ..io.collection import Source, open_source
-from ..io.peft_adapter import ADAPTER_WEIGHTS
+from ..io.peft_adapter import ADAPTER_WEIGHTS, LoraSource
 from .ties import is_tied
 
 __all__ = ["ProjectOutcome", "project"]
@@ -79,16 +80,17 @@ def project(
         }
         coefficients[layer] = coef
         extras[layer] = {"rel_error": errors[layer]["rel_error"]}
-        if source.kind == "lora":
+        if isinstance(source, LoraSource):
             module = source.modules[layer]
             extras[layer]["lora_rank"] = module.rank
             extras[layer]["lora_kind"] = "linear_fan_in_fan_out" if module.transposed else module.kind
-    tied = {alias: target for alias, target in (basis.manifest.get("tied") or {}).items() if is_tied(source, alias, target)}
+    ties = basis.manifest.get("tied") or {}  # found among checkpoint tensors only
+    tied = {alias: target for alias, target in ties.items() if isinstance(source, CheckpointSource) and is_tied(source, alias, target)}
     passthrough, reasons = _passthrough(source, set(basis.layer_names) | set(tied))
     for key, value in passthrough.items():
         _check_finite([value], 1.0, source, key)
     lora_info = None
-    if source.kind == "lora":
+    if isinstance(source, LoraSource):
         lora_info = {
             "r": max(m.rank for m in source.modules.values()),
             "key_prefix": source.layout.module_prefix,
@@ -136,7 +138,7 @@ def _check_finite(parts, scale: float, source: Source, name: str) -> None:
 def _passthrough(source: Source, covered: set[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     tensors: dict[str, torch.Tensor] = {}
     reasons: dict[str, str] = {}
-    if source.kind == "lora":
+    if isinstance(source, LoraSource):
         for key in source.passthrough_names:
             tensors[key] = source.raw_tensor(key)
             reasons[key] = "not a LoRA factor"

@@ -8,7 +8,7 @@ from fnmatch import fnmatchcase
 
 from ..engine.build import LayerSpec
 from ..engine.matrix import matrix_shape
-from ..errors import EngineError
+from ..errors import EngineError, option
 
 __all__ = ["Selection", "select_layers"]
 
@@ -63,6 +63,6 @@ def select_layers(
         else:
             layers.append(LayerSpec(name, shape))
     if not layers:
-        raise EngineError("the layer selection is empty: no tensor is a matrix of the same shape in every source (check --include/--exclude)")
+        raise EngineError(f"the layer selection is empty: no tensor is a matrix of the same shape in every source (check {option('include')}/{option('exclude')})")
     return Selection(layers, passthrough)
 

@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from ..adapt import attach
 from ..constants import COEFFICIENTS_FORMAT
 from ..engine import resolve_device
-from ..errors import TrainingDataError
+from ..errors import TrainingDataError, option
 from ..format import BasisArtifact, CoefficientSet, check_artifact_output
 from ..format.common import safe_name
 from ..io.checkpoint import sha256_files
@@ -69,14 +69,25 @@ class TrainOutcome:
     seconds: float = 0.0
 
 
-class TrainProgress:
-    """Receives training progress (the CLI draws it); the default shows nothing."""
+class TrainProgress(Protocol):
+    """Receives training progress (the CLI draws it); without one, nothing is shown."""
 
     def start(self, total_steps: int) -> None: ...
 
     def step(self, loss: float) -> None: ...
 
     def epoch(self, number: int, accuracy: float | None) -> None: ...
+
+
+class _Silent:
+    def start(self, total_steps: int) -> None:
+        pass
+
+    def step(self, loss: float) -> None:
+        pass
+
+    def epoch(self, number: int, accuracy: float | None) -> None:
+        pass
 
 
 def read_examples(path: str | Path, *, text_column: str = "text", pair_column: str = "text_pair", label_column: str = "label",
@@ -166,7 +177,7 @@ def train(
     started = time.perf_counter()
     check_artifact_output(out, COEFFICIENTS_FORMAT)
     _check_options(options)
-    progress = progress or TrainProgress()
+    progress = progress or _Silent()
     check_base_model(basis.manifest, str(base))
     config = _config(base)
     label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
@@ -183,7 +194,7 @@ def train(
     modules = dict(model.named_modules())
     heads = [head for head in _HEAD_NAMES if head in modules][:1] if options.train_head else []
     if options.train_head and not heads:
-        raise TrainingDataError(f"the base model has no head named {' or '.join(_HEAD_NAMES)} to train; pass --no-train-head", path=base)
+        raise TrainingDataError(f"the base model has no head named {' or '.join(_HEAD_NAMES)} to train; pass {option('train_head')}", path=base)
     adapter = attach(model, basis, heads=heads)
     task = name or safe_name(Path(out).name)
     adapter.add_task(task, init=options.init, train_head=options.train_head)
@@ -208,7 +219,7 @@ def train(
             batch = [examples[i] for i in order[start : start + options.batch_size]]
             loss = model(**encode(batch), labels=torch.tensor([e.label for e in batch], device=target)).loss
             if not torch.isfinite(loss):
-                raise TrainingDataError(f"the loss became {float(loss)} at step {steps + 1}; lower --lr", path=data)
+                raise TrainingDataError(f"the loss became {float(loss)} at step {steps + 1}; lower {option('lr')}", path=data)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

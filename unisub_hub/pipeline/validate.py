@@ -8,7 +8,7 @@ orthonormality of the factors and finiteness of every tensor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 
 from ..constants import BASIS_FORMAT
 from ..engine import all_finite
-from ..errors import FormatError, IncompatibleSourcesError, UnisubError
+from ..errors import FormatError, IncompatibleSourcesError, UnisubError, option
 from ..format import (
     BasisArtifact,
     CoefficientSet,
@@ -38,6 +38,12 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+    error: UnisubError | None = field(default=None, repr=False, compare=False)
+    """What failed, so that a caller can word it its own way (the CLI names its flags)."""
+
+    def to_dict(self, spell: Callable[[str], str] = str) -> dict[str, Any]:
+        detail = self.error.render(spell) if self.error is not None else self.detail
+        return {"name": self.name, "ok": self.ok, "detail": detail}
 
 
 @dataclass
@@ -50,15 +56,16 @@ class ValidationReport:
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "kind": self.kind, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+    def to_dict(self, spell: Callable[[str], str] = str) -> dict[str, Any]:
+        """Plain data; ``spell`` words the parameters failed checks name (see :meth:`UnisubError.render`)."""
+        return {"target": self.target, "kind": self.kind, "ok": self.ok, "checks": [c.to_dict(spell) for c in self.checks]}
 
     def run(self, name: str, function: Callable[[], str | None]) -> bool:
         """Run one check; an expected error becomes a failed check with its one-line message."""
         try:
             detail = function() or ""
         except UnisubError as error:
-            self.checks.append(Check(name, False, str(error)))
+            self.checks.append(Check(name, False, str(error), error))
             return False
         self.checks.append(Check(name, True, detail))
         return True
@@ -179,7 +186,11 @@ def validate(target: str | Path, *, against: str | None = None, deep: bool = Fal
     if not report.run("manifest schema and format version", open_it):
         return report
     artifact: Artifact = holder["artifact"]
-    report.run("content id", lambda: (artifact.verify(), f"{artifact.content_id[:19]}... verified")[1])
+    def verify_content() -> str:
+        artifact.verify()
+        return f"{artifact.content_id[:19]}... verified"
+
+    report.run("content id", verify_content)
     tensors_ok = report.run("tensor names, shapes and dtypes", lambda: check_tensor_table(artifact))
     if artifact.kind == BASIS_FORMAT:
         basis = BasisArtifact(artifact)
@@ -195,7 +206,7 @@ def validate(target: str | Path, *, against: str | None = None, deep: bool = Fal
 
         def pairing() -> str:
             if basis_path is None:
-                raise FormatError(f"its basis {coefficients.basis_id[:19]}... is not available (give --against BASIS or register it)", path=artifact.path)
+                raise FormatError(f"its basis {coefficients.basis_id[:19]}... is not available (give {option('against')} BASIS or register it)", path=artifact.path)
             return _check_pairing(coefficients, load_basis(basis_path))
 
         if tensors_ok:

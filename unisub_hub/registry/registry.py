@@ -8,12 +8,14 @@ folder. Removal deletes the rows first, then the folder, for the same reason.
 
 from __future__ import annotations
 
+import builtins
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from ..constants import BASIS_FORMAT, unisub_home
@@ -24,6 +26,7 @@ from ..errors import (
     FormatError,
     ReferenceNotFoundError,
     RegistryError,
+    option,
 )
 from .database import Database
 from .models import (
@@ -39,6 +42,8 @@ from .models import (
     Task,
 )
 from .store import Store
+
+_Row = TypeVar("_Row", Alias, Architecture, Basis, Task, Source)
 
 if TYPE_CHECKING:
     from ..format.artifact import Artifact
@@ -84,6 +89,14 @@ class Entry:
         }
 
 
+def _get(session: Session, model: type[_Row], key: Any) -> _Row:
+    """The row with this primary key; one removed by another process since it was resolved is not found."""
+    row = session.get(model, key)
+    if row is None:
+        raise ReferenceNotFoundError(f"{key}: no longer in the registry (removed by another process?)")
+    return row
+
+
 DOWNLOADS = "downloads"
 """Folder of the home where pulls download before registering."""
 
@@ -122,7 +135,7 @@ class Registry:
             FormatError: the folder is not a valid artifact or its bytes do not match its id.
             RegistryError: a coefficient set whose basis is not registered.
         """
-        artifact = read_artifact(folder, verify=verify)
+        artifact = read_artifact(Path(folder), verify=verify)
         kind = "basis" if artifact.kind == BASIS_FORMAT else "task"
         with self.store.lease():  # gc waits until the folder has its rows
             known = self._find(kind, artifact.content_id)
@@ -153,7 +166,7 @@ class Registry:
         if other is not None:
             raise RegistryError(
                 f"{folder}: basis name {manifest['name']!r} is taken by {manifest['name']}:{other[0]}, a basis of another layer table "
-                f"({other[1]}); give this one its own name (build --name NAME)"
+                f"({other[1]}); give this one its own name (the build's {option('name')})"
             )
 
     def _insert(self, kind: str, artifact: Artifact, hub_repo: str | None, hub_revision: str | None) -> bool:
@@ -174,6 +187,7 @@ class Registry:
             }
             if kind == "basis":
                 architecture = self._architecture(session, manifest)
+                assert architecture.id is not None  # flushed: the row has its key
                 session.add(Basis(
                     **common, architecture_id=architecture.id, source_kind=manifest["source_kind"],
                     modes=",".join(map(str, manifest["modes"])), centered=manifest["centered"], dtype=manifest["dtype"],
@@ -188,9 +202,9 @@ class Registry:
                     source = self._source(session, provenance)
                     session.add(BasisSource(basis_id=artifact.content_id, source_id=source.id, role=provenance.get("role", "train")))
             else:
-                source = self._source(session, manifest["source"]) if manifest.get("source") else None
+                projected_from = self._source(session, manifest["source"]) if manifest.get("source") else None
                 session.add(Task(
-                    **common, basis_id=manifest["basis"]["content_id"], source_id=source.id if source else None,
+                    **common, basis_id=manifest["basis"]["content_id"], source_id=projected_from.id if projected_from else None,
                     metrics=manifest.get("metrics", {}),
                     mean_rel_error=(manifest.get("metrics") or {}).get("mean_rel_error"),
                 ))
@@ -229,7 +243,7 @@ class Registry:
 
     def _set_hub(self, kind: str, content_id: str, repo: str, revision: str | None) -> None:
         with self.db.write() as session:
-            row = session.get(Basis if kind == "basis" else Task, content_id)
+            row: Basis | Task = _get(session, Basis, content_id) if kind == "basis" else _get(session, Task, content_id)
             row.hub_repo, row.hub_revision = repo, revision
             session.add(row)
 
@@ -264,7 +278,7 @@ class Registry:
 
     def _find(self, kind: str, content_id: str) -> Entry | None:
         with self.db.read() as session:
-            row = session.get(Basis if kind == "basis" else Task, content_id)
+            row: Basis | Task | None = session.get(Basis, content_id) if kind == "basis" else session.get(Task, content_id)
             return None if row is None else self._entry(kind, row)
 
     def resolve(self, ref: str, kind: str | None = None) -> Entry:
@@ -303,7 +317,7 @@ class Registry:
             raise AmbiguousReferenceError(f"{ref}: matches {len(matches)} artifacts: {listed}; give more of the content id or name:version")
         return matches[0]
 
-    def list(self, kind: str, *, arch: str | None = None, name: str | None = None, stale: bool = False) -> list[dict[str, Any]]:
+    def list(self, kind: str, *, arch: str | None = None, name: str | None = None, stale: bool = False) -> builtins.list[dict[str, Any]]:
         """Registered bases, tasks or architectures, as plain dicts (newest first).
 
         Each task says whether its basis is ``stale``: a newer version of the basis's name is
@@ -311,34 +325,45 @@ class Registry:
         """
         with self.db.read() as session:
             if kind == "architectures":
-                rows = session.exec(select(Architecture).order_by(Architecture.name)).all()
-                return [{"name": a.name, "fingerprint": a.fingerprint, "base_model": a.base_model_id,
-                         "bases": session.exec(select(func.count()).select_from(Basis).where(Basis.architecture_id == a.id)).one()} for a in rows]
+                return self._list_architectures(session)
             if kind == "bases":
-                query = select(Basis, Architecture).join(Architecture)
-                if arch:
-                    query = query.where(Architecture.name == arch)
-                if name:
-                    query = query.where(Basis.name == name)
-                rows = session.exec(query.order_by(col(Basis.created).desc(), col(Basis.version).desc())).all()
-                return [{**self._entry("basis", b).to_dict(), "architecture": a.name, "modes": b.modes, "size_bytes": b.size_bytes, "created": b.created} for b, a in rows]
-            columns = (Task.content_id, Task.name, Task.version, Task.path, Task.hub_repo, Task.hub_revision, Task.size_bytes,
-                       Task.mean_rel_error, Task.created, Basis.name, Basis.version, Architecture.name)
-            query = select(*columns).join(Basis, Task.basis_id == Basis.content_id).join(Architecture)
-            if arch:
-                query = query.where(Architecture.name == arch)
-            if name:
-                query = query.where(Task.name == name)
-            rows = session.exec(query.order_by(col(Task.created).desc(), col(Task.version).desc())).all()
-            newest = dict(session.exec(select(Basis.name, func.max(Basis.version)).group_by(Basis.name)).all())
-            tasks = [
-                {"kind": "task", "content_id": cid, "name": task_name, "version": version, "path": str(self.home / path),
-                 "hub_repo": repo, "hub_revision": revision, "basis": f"{basis_name}:{basis_version}", "architecture": arch_name,
-                 "size_bytes": size, "mean_rel_error": error, "created": created,
-                 "newest_basis": f"{basis_name}:{newest[basis_name]}", "stale": basis_version < newest[basis_name]}
-                for cid, task_name, version, path, repo, revision, size, error, created, basis_name, basis_version, arch_name in rows
-            ]
-            return [task for task in tasks if task["stale"]] if stale else tasks
+                return self._list_bases(session, arch, name)
+            return self._list_tasks(session, arch, name, stale)
+
+    @staticmethod
+    def _list_architectures(session: Session) -> builtins.list[dict[str, Any]]:
+        rows = session.exec(select(Architecture).order_by(col(Architecture.name))).all()
+        return [{"name": a.name, "fingerprint": a.fingerprint, "base_model": a.base_model_id,
+                 "bases": session.exec(select(func.count()).select_from(Basis).where(Basis.architecture_id == a.id)).one()} for a in rows]
+
+    def _list_bases(self, session: Session, arch: str | None, name: str | None) -> builtins.list[dict[str, Any]]:
+        query = select(Basis, Architecture).join(Architecture)
+        if arch:
+            query = query.where(Architecture.name == arch)
+        if name:
+            query = query.where(Basis.name == name)
+        rows = session.exec(query.order_by(col(Basis.created).desc(), col(Basis.version).desc())).all()
+        return [{**self._entry("basis", b).to_dict(), "architecture": a.name, "modes": b.modes, "size_bytes": b.size_bytes, "created": b.created} for b, a in rows]
+
+    def _list_tasks(self, session: Session, arch: str | None, name: str | None, stale: bool) -> builtins.list[dict[str, Any]]:
+        # One query for every column a listing shows (SQLAlchemy's select: more columns than sqlmodel's types spell out).
+        columns = (Task.content_id, Task.name, Task.version, Task.path, Task.hub_repo, Task.hub_revision, Task.size_bytes,
+                   Task.mean_rel_error, Task.created, Basis.name, Basis.version, Architecture.name)
+        query = sa_select(*map(col, columns)).join(Basis, col(Task.basis_id) == col(Basis.content_id)).join(Architecture)
+        if arch:
+            query = query.where(col(Architecture.name) == arch)
+        if name:
+            query = query.where(col(Task.name) == name)
+        rows = session.execute(query.order_by(col(Task.created).desc(), col(Task.version).desc())).all()
+        newest = dict(session.exec(select(Basis.name, func.max(Basis.version)).group_by(col(Basis.name))).all())
+        tasks = [
+            {"kind": "task", "content_id": cid, "name": task_name, "version": version, "path": str(self.home / path),
+             "hub_repo": repo, "hub_revision": revision, "basis": f"{basis_name}:{basis_version}", "architecture": arch_name,
+             "size_bytes": size, "mean_rel_error": error, "created": created,
+             "newest_basis": f"{basis_name}:{newest[basis_name]}", "stale": basis_version < newest[basis_name]}
+            for cid, task_name, version, path, repo, revision, size, error, created, basis_name, basis_version, arch_name in rows
+        ]
+        return [task for task in tasks if task["stale"]] if stale else tasks
 
     def show(self, ref: str) -> dict[str, Any]:
         """Everything known of one artifact: row, aliases, tags, lineage."""
@@ -348,22 +373,22 @@ class Registry:
             tags = {t.key: t.value for t in session.exec(select(Tag).where(Tag.content_id == entry.content_id)).all()}
             out: dict[str, Any] = {**entry.to_dict(), "aliases": sorted(aliases), "tags": tags}
             if entry.kind == "basis":
-                basis = session.get(Basis, entry.content_id)
-                out["architecture"] = session.get(Architecture, basis.architecture_id).name
+                basis = _get(session, Basis, entry.content_id)
+                out["architecture"] = _get(session, Architecture, basis.architecture_id).name
                 out.update(modes=basis.modes, centered=basis.centered, dtype=basis.dtype, size_bytes=basis.size_bytes, ranks=basis.ranks)
                 out["sources"] = self.sources_of(entry.content_id, session=session)
                 out["tasks"] = [f"{t.name}:{t.version}" for t in session.exec(select(Task).where(Task.basis_id == entry.content_id)).all()]
             else:
-                task = session.get(Task, entry.content_id)
-                basis = session.get(Basis, task.basis_id)
+                task = _get(session, Task, entry.content_id)
+                basis = _get(session, Basis, task.basis_id)
                 out.update(basis={"content_id": basis.content_id, "ref": f"{basis.name}:{basis.version}"}, size_bytes=task.size_bytes, metrics=task.metrics)
                 source = session.get(Source, task.source_id) if task.source_id else None
                 out["source"] = None if source is None else {"locator": source.locator, "revision": source.revision, "sha256": source.sha256}
         return out
 
-    def sources_of(self, content_id: str, *, session: Session | None = None) -> list[dict[str, Any]]:
+    def sources_of(self, content_id: str, *, session: Session | None = None) -> builtins.list[dict[str, Any]]:
         """Which sources built a basis (lineage)."""
-        def query(s: Session) -> list[dict[str, Any]]:
+        def query(s: Session) -> builtins.list[dict[str, Any]]:
             rows = s.exec(select(Source, BasisSource).join(BasisSource).where(BasisSource.basis_id == content_id)).all()
             return [{"locator": src.locator, "revision": src.revision, "sha256": src.sha256, "role": link.role} for src, link in rows]
         if session is not None:
@@ -371,13 +396,13 @@ class Registry:
         with self.db.read() as s:
             return query(s)
 
-    def tasks_of(self, basis_ref: str) -> list[Entry]:
+    def tasks_of(self, basis_ref: str) -> builtins.list[Entry]:
         """Which tasks use a basis."""
         basis = self.resolve(basis_ref, "basis")
         with self.db.read() as session:
             return [self._entry("task", t) for t in session.exec(select(Task).where(Task.basis_id == basis.content_id).order_by(Task.name, Task.version)).all()]
 
-    def bases_built_from(self, locator: str) -> list[Entry]:
+    def bases_built_from(self, locator: str) -> builtins.list[Entry]:
         """Which bases a source took part in."""
         with self.db.read() as session:
             rows = session.exec(select(Basis).join(BasisSource).join(Source).where(Source.locator == locator)).all()
@@ -400,7 +425,7 @@ class Registry:
             session.merge(Tag(content_id=entry.content_id, key=key, value=value))
         return entry
 
-    def remove(self, ref: str, *, force: bool = False) -> list[Entry]:
+    def remove(self, ref: str, *, force: bool = False) -> builtins.list[Entry]:
         """Remove an artifact (rows, then folder). A basis with tasks needs ``force``, which removes them too."""
         entry = self.resolve(ref)
         removed = [entry]
@@ -409,11 +434,12 @@ class Registry:
                 tasks = session.exec(select(Task).where(Task.basis_id == entry.content_id)).all()
                 if tasks and not force:
                     names = ", ".join(f"{t.name}:{t.version}" for t in tasks[:5])
-                    raise DependencyError(f"{entry.ref}: {len(tasks)} task(s) use this basis ({names}{', ...' if len(tasks) > 5 else ''}); pass --force to remove them too")
+                    raise DependencyError(f"{entry.ref}: {len(tasks)} task(s) use this basis ({names}{', ...' if len(tasks) > 5 else ''}); pass {option('force')} to remove them too")
                 for task in tasks:
                     removed.append(self._entry("task", task))
                     self._delete_rows(session, "task", task)
-            self._delete_rows(session, entry.kind, session.get(Basis if entry.kind == "basis" else Task, entry.content_id))
+            row: Basis | Task = _get(session, Basis, entry.content_id) if entry.kind == "basis" else _get(session, Task, entry.content_id)
+            self._delete_rows(session, entry.kind, row)
         for gone in removed:
             self.store.remove(gone.content_id)
         return removed
@@ -439,7 +465,7 @@ class Registry:
         with self.db.read() as session:
             return set(session.exec(select(Basis.content_id)).all()) | set(session.exec(select(Task.content_id)).all())
 
-    def gc(self, *, force: bool = False) -> list[Path]:
+    def gc(self, *, force: bool = False) -> builtins.list[Path]:
         """Remove store folders that no row refers to (left by crashes or interrupted copies).
 
         It holds the store's lock exclusively, so a folder being placed by ``add`` in another
@@ -457,7 +483,7 @@ class Registry:
                 raise RegistryError(
                     f"{self.home / 'registry.db'}: the registry lists nothing but the store holds {len(stored)} artifact(s); "
                     "if the database was lost, register them again with `unisub-hub registry add` of the store folders "
-                    "(or run gc with --force to delete them)"
+                    f"(or run gc with {option('force')} to delete them)"
                 )
             for folder in garbage:
                 self.store.remove(folder.name)
@@ -468,7 +494,7 @@ class Registry:
 
     def verify(self) -> dict[str, Any]:
         """Re-hash every stored artifact; report rows whose folder is missing or changed."""
-        problems: list[dict[str, str]] = []
+        problems: builtins.list[dict[str, str]] = []
         checked = 0
         with self.db.read() as session:
             rows = [("basis", b) for b in session.exec(select(Basis)).all()] + [("task", t) for t in session.exec(select(Task)).all()]

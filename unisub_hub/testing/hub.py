@@ -99,7 +99,7 @@ class LocalHub:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://{host.decode()}:{port}"
 
     def start(self) -> LocalHub:
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-hub", daemon=True)

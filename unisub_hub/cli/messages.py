@@ -1,0 +1,45 @@
+"""How the command line words the library's errors: one table of the flags behind the
+library parameters that messages name (see :func:`unisub_hub.errors.option`)."""
+
+from __future__ import annotations
+
+from ..errors import UnisubError
+
+__all__ = ["FLAGS", "flag", "message"]
+
+FLAGS: dict[str, str] = {
+    "allow_pickle": "--allow-pickle",
+    "against": "--against",
+    "base": "--base",
+    "device": "--device",
+    "dtype": "--dtype",
+    "exclude": "--exclude",
+    "executor": "--executor",
+    "fmt": "--format",
+    "force": "--force",
+    "holdout": "--holdout",
+    "include": "--include",
+    "k": "--k",
+    "keep_state": "--keep-state",
+    "lr": "--lr",
+    "modes": "--modes",
+    "name": "--name",
+    "out": "--out",
+    "push_basis_to": "--push-basis",
+    "revision": "--revision",
+    "shard_size": "--shard-size",
+    "token": "--token",
+    "train_head": "--no-train-head",
+    "variance": "--variance",
+}
+"""Library parameter -> the flag that sets it. ``train_head`` is named where a user turns it off."""
+
+
+def flag(parameter: str) -> str:
+    """The flag for a library parameter (a name missing from :data:`FLAGS` is a bug a test catches)."""
+    return FLAGS[parameter]
+
+
+def message(error: UnisubError) -> str:
+    """One line for an expected error, in the command line's words."""
+    return error.render(flag, with_hint=True)
