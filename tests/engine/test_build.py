@@ -255,3 +255,29 @@ def test_sources_with_the_same_name_are_refused_not_mixed_up():
         build_basis([LayerSpec("q.weight", (12, 10))], [one, twin, three], options=BuildOptions(rank=RankRule(k=2), center=False))
     with pytest.raises(EngineError, match="two sources are named 'lora-0'"):
         build_basis([LayerSpec("q.weight", (12, 10))], [one, three], holdout=[twin], options=BuildOptions(rank=RankRule(k=2), center=False))
+
+
+def test_float32_sums_keep_float64_quality_numbers():
+    """A LoRA build in float32 (the default for adapters) finds the float64 subspace, and its
+    residuals come from float64 products: a member inside the basis reports an error near
+    zero, where a float32 difference of squared norms would report rounding noise (~3e-4)."""
+    from unisub_hub.io.memory import InMemoryLora
+    from unisub_hub.pipeline.build import accumulate_precision
+
+    gen = torch.Generator().manual_seed(11)
+    p, q, k = 1100, 1050, 4  # sides >= 1024: the randomized solver, the one float32 speeds up
+    left, right = torch.linalg.qr(torch.randn(p, k, generator=gen, dtype=torch.float64))[0], torch.linalg.qr(torch.randn(q, k, generator=gen, dtype=torch.float64))[0]
+    members = [InMemoryLora(f"m{i}", {"w": (left @ torch.randn(k, 4, generator=gen, dtype=torch.float64),
+                                              torch.randn(4, k, generator=gen, dtype=torch.float64) @ right.T, 2.0)}) for i in range(6)]
+    built = {}
+    for dtype in (torch.float32, torch.float64):
+        options = BuildOptions(rank=RankRule(k=k), center=False, accumulate_dtype=dtype, null_baseline=False)
+        built[dtype] = build_basis([LayerSpec("w", (p, q))], members, options=options)
+    low, high = built[torch.float32].layers["w"], built[torch.float64].layers["w"]
+    assert low.left.dtype == torch.float32
+    assert max_principal_angle(low.left.double(), high.left) < 1e-3 and max_principal_angle(low.right.double(), high.right) < 1e-3
+    errors = [fit.rel_error for fit in built[torch.float32].report.layers[0].fits.values()]
+    assert max(errors) < 1e-5, errors
+    assert accumulate_precision("auto", "lora") is torch.float32 and accumulate_precision("auto", "checkpoint") is torch.float64
+    with pytest.raises(EngineError, match="precision 'float16'"):
+        accumulate_precision("float16", "lora")

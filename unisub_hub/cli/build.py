@@ -94,8 +94,8 @@ def _executor(target: str, workers: int | None) -> Iterator[Executor | None]:
 @click.option("--arch", default=None, help="Architecture name (default: from the adapter or model config).")
 @shard_size_option("5GB")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
-@click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="Accumulation precision; float32 is about 2x faster (see bench/ for the accuracy cost).")
+@click.option("--precision", type=click.Choice(["auto", "float64", "float32"]), default="auto", show_default=True,
+              help="Precision of the sketch sums (auto: float32 for LoRA adapters, float64 for checkpoints); float32 is about 2x faster.")
 @click.option("--solver", type=click.Choice(["auto", "exact", "randomized"]), default="auto", show_default=True,
               help="exact: Gram + eigh, whole spectrum; randomized: subspace iteration, top-k only; auto: randomized for a fixed --k on wide layers.")
 @click.option("--power-iterations", type=click.IntRange(min=0, max=20), default=1, show_default=True,

@@ -25,6 +25,7 @@ FLAGS: dict[str, str] = {
     "modes": "--modes",
     "name": "--name",
     "out": "--out",
+    "precision": "--precision",
     "push_basis_to": "--push-basis",
     "revision": "--revision",
     "shard_size": "--shard-size",

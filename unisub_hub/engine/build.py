@@ -429,7 +429,12 @@ def _quality_pass(
     holdout: Sequence[MatrixSource],
     context: _Context,
 ) -> tuple[list[LayerReport], int]:
-    """Project every source onto the basis: per-source errors, then the null baseline."""
+    """Project every source onto the basis: per-source errors, then the null baseline.
+
+    LoRA factors are projected in float64 whatever the build's precision: a residual is a
+    difference of squared norms, which float32 would round to noise for a member the basis
+    holds well, and the thin products cost little next to the sketch passes.
+    """
     everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
     residuals: dict[str, dict[str, tuple[float, float, float, bool]]] = {spec.name: {} for group in groups for spec in group}
     ranks: dict[str, list[int]] = {name: [] for name in residuals}
@@ -451,13 +456,15 @@ def _quality_pass(
                 if stacked_bases[stack.names] is None:  # centred or single-sided: project one by one
                     singles.update((name, stack.matrix(i)) for i, name in enumerate(stack.names))
                     continue
-                residual, total = stack.tucker_residuals(*stacked_bases[stack.names])  # type: ignore[misc]
+                left, right = stacked_bases[stack.names]  # type: ignore[misc]
+                residual, total = stack.to(torch.float64).tucker_residuals(left.double(), right.double())
                 for name, r, t in zip(stack.names, residual.tolist(), total.tolist(), strict=True):
                     residuals[name][source.name] = (r, t, t, is_holdout)
             for name, matrix in singles.items():
                 if not is_holdout and isinstance(matrix, LowRank):
                     ranks[name].append(matrix.rank)
-                fit = fit_layer(bases[name], matrix, centred=isinstance(matrix, Dense) and name in means)
+                low_rank = not isinstance(matrix, Dense)
+                fit = fit_layer(bases[name], matrix.to(matrix.parts[0].device, torch.float64) if low_rank else matrix, centred=not low_rank and name in means)
                 residuals[name][source.name] = (float(fit.residual), float(fit.total), float(fit.centered_total), is_holdout)
         advance()
     generator = torch.Generator().manual_seed(context.options.seed)

@@ -112,11 +112,15 @@ class FactoredStack:
         out.baddbmm_(self.lora_a.transpose(1, 2), middle @ (self.lora_a @ tests))
 
     def tucker_residuals(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(||X_i - U_i U_i^T X_i V_i V_i^T||^2, ||X_i||^2)`` for orthonormal ``U_i (p, k)``, ``V_i (q, k)``.
+        """``(||X_i - U_i C_i V_i^T||^2, ||X_i||^2)`` for the cores ``C_i = U_i^T X_i V_i`` on ``U_i (p, k)``, ``V_i (q, k)``.
 
-        With orthonormal factors the residual is ``||X||^2 - ||U^T X V||^2`` and
-        ``U^T X V = s (U^T B)(A V)``: two thin products per update, never ``B A`` itself.
+        ``||X - U C V^T||^2 = ||X||^2 - 2 ||C||^2 + <C, (U^T U) C (V^T V)>`` with ``U^T X V = s (U^T
+        B)(A V)``: thin products per update, never ``B A`` itself. The factors' small Grams make
+        it the residual of the reconstruction a user gets, also for a basis orthonormal only to
+        float32's precision (assuming ``U^T U = I`` would report ``sqrt(eps)``, 3e-4, for a
+        member the basis holds exactly).
         """
         core = (left.transpose(1, 2) @ self.lora_b) @ (self.lora_a @ right) * self._scales[:, None, None]
         total = self.sq_norms()
-        return (total - core.square().sum((1, 2))).clamp_min(0), total
+        rebuilt = ((left.transpose(1, 2) @ left) @ core @ (right.transpose(1, 2) @ right) * core).sum((1, 2))
+        return (total - 2 * core.square().sum((1, 2)) + rebuilt).clamp_min(0), total
