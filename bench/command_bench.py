@@ -9,8 +9,9 @@ unisub-hub, the registry. Peak memory is the process's own peak RSS, from ``wait
 
 Contenders and their modes (all from their ``--help``):
 
-- ``unisub-hub build SOURCES --out OUT --k K``: the defaults (float64 accumulation, null
-  baseline and quality report on), and ``--precision float32``, its fastest documented mode;
+- ``unisub-hub build SOURCES --out OUT --k K``: the defaults, which are also its fastest
+  documented mode for adapters (float32 sketch sums; null baseline, quality report and
+  registration on);
 - ``lorashare compress SOURCES -o OUT -k K``: its default (everything in memory, its fastest)
   and ``--layer-by-layer`` (its memory-saving mode);
 - ``vlora compress SOURCES -o OUT -k K`` (vlora-dev has one mode).
@@ -64,7 +65,6 @@ def commands(sources: list[str], out: Path, k: int, adapters: int) -> dict[str, 
     """Each contender's command line on one collection (``out`` must not exist)."""
     contenders = {
         "unisub-hub": ["unisub-hub", "build", *sources, "--out", str(out), "--k", str(k)],
-        "unisub-hub --precision float32": ["unisub-hub", "build", *sources, "--out", str(out), "--k", str(k), "--precision", "float32"],
         "lorashare": ["lorashare", "compress", *sources, "-o", str(out), "-k", str(k)],
         "lorashare --layer-by-layer": ["lorashare", "compress", *sources, "-o", str(out), "-k", str(k), "--layer-by-layer"],
         "vlora-dev": ["vlora", "compress", *sources, "-o", str(out), "-k", str(k)],
