@@ -101,8 +101,8 @@ def run_whole(line: list[str], env: dict[str, str], work: Path) -> dict:
     return row
 
 
-def time_contenders(sources: list[str], work: Path, k: int, log) -> dict[str, dict]:  # noqa: ANN001
-    lines = commands(sources, work / "out", k, len(sources))
+def time_contenders(sources: list[str], work: Path, k: int, log, only: set[str] | None = None) -> dict[str, dict]:  # noqa: ANN001
+    lines = {name: line for name, line in commands(sources, work / "out", k, len(sources)).items() if only is None or name in only}
     runs: dict[str, list[dict]] = {name: [] for name in lines}
     for round_number in range(ROUNDS):
         for name, line in lines.items():
@@ -191,7 +191,8 @@ def accuracy(name: str, sources: list[Path], work: Path) -> float | None:
     return relative_error(members, targets)
 
 
-def bench(configs: list[dict], data: Path, log) -> list[dict]:  # noqa: ANN001
+def bench(configs: list[dict], data: Path, log, only: set[str] | None = None) -> list[dict]:  # noqa: ANN001
+    """Every contender (or those in ``only``) on every collection."""
     rows = []
     for config in configs:
         shape = {key: config[key] for key in ("adapters", "layers", "d", "d_kv") if key in config}
@@ -202,7 +203,7 @@ def bench(configs: list[dict], data: Path, log) -> list[dict]:  # noqa: ANN001
         log(f"{label}: generated in {time.perf_counter() - start:.0f} s")
         with tempfile.TemporaryDirectory(dir=data) as scratch:
             work = Path(scratch)
-            timings = time_contenders([str(s) for s in sources], work, config["k"], log)
+            timings = time_contenders([str(s) for s in sources], work, config["k"], log, only)
             for name, timing in timings.items():
                 timing["relative_error"] = None if "error" in timing else accuracy(name, sources, work)
                 rows.append({"collection": label, **shape, "k": config["k"], "bytes_on_disk": sum(f.stat().st_size for s in sources for f in s.iterdir()),

@@ -12,8 +12,6 @@ COEFFICIENTS_FORMAT = "unisub-hub/coefficients"
 
 BASIS_MANIFEST = "unisub_basis.json"
 COEFFICIENTS_MANIFEST = "unisub_coefficients.json"
-BASIS_TENSORS = "basis.safetensors"
-COEFFICIENTS_TENSORS = "coefficients.safetensors"
 QUALITY_REPORT = "quality.json"
 
 DEFAULT_SHARD_SIZE = 5 * 1024**3
@@ -23,7 +21,9 @@ DEFAULT_MAX_MEMORY = 2 * 1024**3
 """Bytes of accumulator memory one pass of a build may hold (``--max-memory``)."""
 
 
-def _is_true(value: str | None) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether environment variable ``name`` is set to a true value (1, true, yes, on)."""
+    value = os.environ.get(name)
     return value is not None and value.strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -37,4 +37,4 @@ def unisub_home() -> Path:
 
 def debug_enabled() -> bool:
     """Whether the CLI shows tracebacks (``UNISUB_DEBUG=1``)."""
-    return _is_true(os.environ.get("UNISUB_DEBUG"))
+    return env_flag("UNISUB_DEBUG")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -28,12 +30,20 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     assert baseline["max_principal_angle"] < 1e-4
     full = [r for r in rows if r["section"] == "full-build" and r["contender"] == "unisub-hub"]
     assert [r["checkpoints"] for r in full] == [4, 8] and all(r["planted_angle"] < 1e-6 for r in full)
-    floor = [r for r in rows if r["section"] == "ratios" and r["against"] == "read-floor" and r["unisub"] == "unisub-hub"]
-    assert len(floor) == 2 and all(0 < r["throughput_fraction_of_floor"] for r in floor)
-    arithmetic = [r for r in rows if r["section"] == "ratios" and r["against"] == "arithmetic-floor" and r["unisub"] == "unisub-hub"]
-    assert len(arithmetic) == 2 and all(0 < r["throughput_fraction_of_arithmetic_floor"] for r in arithmetic)
-    speedups = [r for r in rows if r["section"] == "ratios" and r["against"] == "in-memory-svd" and r["collection"] == "6 adapters, 2 layers, d=64"]
-    assert {r["unisub"] for r in speedups} == {"unisub-hub", "unisub-hub-float32"} and all(r["speedup"] > 0 for r in speedups)
+    # Every ratio is the quotient of the rows it names (a wrong pairing or an inverted ratio fails here).
+    timed = {(r.get("adapters"), r.get("checkpoints"), r["contender"]): r for r in rows if "seconds" in r}
+    ratios = [r for r in rows if r["section"] == "ratios"]
+    assert len(ratios) >= 8
+    for ratio in ratios:
+        key = (int(ratio["collection"].split()[0]), None) if "adapters" in ratio["collection"] else (None, int(ratio["collection"].split()[0]))
+        ours, other = timed[(*key, ratio["unisub"])], timed[(*key, ratio["against"])]
+        if "speedup" in ratio:
+            assert ratio["speedup"] == pytest.approx(other["seconds"] / ours["seconds"])
+            assert ratio["peak_rss_fraction"] == pytest.approx(ours["peak_rss_mib"] / other["peak_rss_mib"])
+        else:
+            fraction = ratio.get("throughput_fraction_of_floor", ratio.get("throughput_fraction_of_arithmetic_floor"))
+            assert fraction == pytest.approx(ours["throughput_mib_s"] / other["throughput_mib_s"])
+    assert {r["against"] for r in ratios} >= {"read-floor", "arithmetic-floor", "in-memory-svd"}
     pull = [r for r in rows if r["section"] == "pull"][0]
     assert pull["ratio"] > 1
     assert (tmp_path / "results" / results[0].name.replace(".json", ".md")).read_text().startswith("# unisub-hub benchmark results")
@@ -57,3 +67,29 @@ def test_quick_grow_benchmark_grows_to_the_rebuilt_basis(tmp_path):
     steps = [row for row in rows if "grow_s" in row]
     assert [row["members"] for row in steps] == [6, 8] and rows[0]["state_bytes"] > 0
     assert all(row["largest_angle"] < 1e-5 and abs(row["explained_variance_grown"] - row["explained_variance_rebuilt"]) < 1e-5 for row in steps)
+
+
+def test_quick_command_benchmark_measures_the_answer_it_times(tmp_path):
+    """The whole-command benchmark: its reconstruction error of unisub-hub's members (through
+    ``project`` and ``materialize``) is the projection error onto the basis it wrote."""
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import command_bench
+
+    rows = command_bench.bench(command_bench.QUICK[:1], tmp_path / "data", lambda line: None, only={"unisub-hub"})
+    ours = next(row for row in rows if row["contender"] == "unisub-hub")
+    assert ours["seconds"] > 0 and ours["peak_rss_mib"] > 50 and 0 < ours["relative_error"] < 1
+    # The same error from the basis itself: X_hat = U U^T X V V^T per module.
+    sources = sorted((tmp_path / "data").glob("*/adapter-*"))
+    members = sources[: command_bench.ACCURACY_ADAPTERS]
+    line = command_bench.commands([str(s) for s in sources], tmp_path / "basis", command_bench.QUICK[0]["k"], len(sources))["unisub-hub"]
+    subprocess.run(line, check=True, capture_output=True, env={**os.environ, "UNISUB_HOME": str(tmp_path / "home")})  # the same build, kept
+    factors = load_file(tmp_path / "basis" / "basis.safetensors")
+    miss = total = 0.0
+    for member in members:
+        for module, update in command_bench.updates(member).items():
+            left, right = factors[f"{module}.weight::U"].double(), factors[f"{module}.weight::V"].double()
+            miss += float((update - left @ (left.T @ update @ right) @ right.T).square().sum())
+            total += float(update.square().sum())
+    assert ours["relative_error"] == pytest.approx((miss / total) ** 0.5, rel=1e-4)

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unisub_hub.errors import FormatError
-from unisub_hub.format.tensorfile import TORCH_DTYPES, read_header, read_tensors
+from unisub_hub.format.dtypes import TORCH_DTYPES
+from unisub_hub.format.tensorfile import read_header, read_tensors
 
 
 def test_every_dtype_reads_bit_exact_as_safetensors_does(tmp_path):

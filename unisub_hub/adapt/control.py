@@ -13,7 +13,7 @@ import torch
 
 from ..engine import LayerBasis
 from ..format import BasisArtifact, save_basis
-from ..format.common import DTYPES
+from ..format.dtypes import DTYPES
 
 __all__ = ["random_basis_like"]
 

@@ -15,7 +15,8 @@ from ..engine.basis import LayerBasis
 from ..errors import EngineError, FormatError
 from .artifact import ArtifactView, read_artifact, write_artifact
 from .card import basis_card
-from .common import architecture_fingerprint, dtype_name, manifest_header, stored_name
+from .common import architecture_fingerprint, manifest_header, stored_name
+from .dtypes import dtype_name
 
 __all__ = ["BasisArtifact", "load_basis", "save_basis"]
 

@@ -8,13 +8,12 @@ __all__ = ["basis_card", "coefficients_card"]
 
 
 def _front_matter(base_model: str | None, extra: dict[str, Any] | None = None) -> str:
-    lines = ["---", "library_name: unisub-hub", "tags:", "- unisub-hub", "- universal-subspace"]
-    if base_model:
-        lines.append(f"base_model: {base_model}")
-    for key, value in (extra or {}).items():
-        lines.append(f"{key}: {value}")
-    lines.append("---")
-    return "\n".join(lines) + "\n\n"
+    """The Hub's card metadata, written by ``huggingface_hub`` (quoting included: a base model
+    id is text from a config file, and a colon in it would break hand-written YAML)."""
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(library_name="unisub-hub", tags=["unisub-hub", "universal-subspace"], base_model=base_model or None, **(extra or {}))
+    return f"---\n{data.to_yaml()}\n---\n\n"
 
 
 def _base_model(manifest: dict[str, Any]) -> str | None:

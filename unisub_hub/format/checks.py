@@ -13,11 +13,9 @@ from ..errors import FormatError
 from .artifact import Artifact
 from .basis import BasisArtifact
 from .coefficients import CoefficientSet
+from .dtypes import DTYPE_CODES
 
-__all__ = ["DTYPE_CODES", "check_pair", "check_tensor_table", "coefficient_shape"]
-
-DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
-"""A manifest's dtype name -> the safetensors header's dtype code."""
+__all__ = ["check_pair", "check_tensor_table", "coefficient_shape"]
 
 
 def coefficient_shape(entry: dict) -> tuple[int, ...]:

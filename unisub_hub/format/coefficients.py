@@ -13,7 +13,8 @@ from ..constants import COEFFICIENTS_FORMAT, DEFAULT_SHARD_SIZE
 from ..errors import FormatError
 from .artifact import ArtifactView, read_artifact, write_artifact
 from .card import coefficients_card
-from .common import ROLE_SEPARATOR, dtype_name, manifest_header, stored_name
+from .common import ROLE_SEPARATOR, manifest_header, stored_name
+from .dtypes import dtype_name
 
 __all__ = ["CoefficientSet", "load_coefficients", "save_coefficients"]
 

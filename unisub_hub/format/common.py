@@ -10,13 +10,9 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import torch
-
 from ..constants import COEFFICIENTS_FORMAT, FORMAT_VERSION
 
-__all__ = ["DTYPES", "MEANING_KEY", "architecture_fingerprint", "dtype_name", "manifest_header", "meaning_table", "producer"]
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+__all__ = ["MEANING_KEY", "architecture_fingerprint", "manifest_header", "meaning_table", "producer"]
 
 ROLE_SEPARATOR = "::"
 """Stored tensor names are ``<layer name>::<role>``; layer names may not contain it."""
@@ -30,13 +26,6 @@ def safe_name(text: str) -> str:
     """A valid artifact name made from any text (folder names, repo ids)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:128]
     return cleaned or "unnamed"
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    for name, value in DTYPES.items():
-        if value == dtype:
-            return name
-    return str(dtype).removeprefix("torch.")
 
 
 def producer() -> dict[str, str]:

@@ -22,7 +22,7 @@ from safetensors.torch import save
 
 from ..errors import FormatError
 
-__all__ = ["canonical_bytes", "content_id", "open_tensor_file", "read_header", "read_tensors", "write_tensor_file"]
+__all__ = ["canonical_bytes", "content_id", "open_tensor_file", "read_header", "read_tensors", "sha256_files", "write_tensor_file"]
 
 _HASH_CHUNK = 1 << 22
 
@@ -44,9 +44,6 @@ def write_tensor_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata:
     return len(data)
 
 
-TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
-                "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool, "U16": torch.uint16,
-                "U32": torch.uint32, "U64": torch.uint64, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 def read_header(path: Path) -> dict:
     """The header of a safetensors file: ``{name: {"dtype", "shape"}}`` plus ``__metadata__``.
@@ -96,11 +93,16 @@ def open_tensor_file(path: Path, device: str = "cpu") -> Iterator[Any]:
         raise FormatError(f"cannot open the file ({error.strerror or error})", path=path) from None
 
 
-def content_id(files: Iterable[Path]) -> str:
-    """``sha256:<hex>`` over the bytes of the tensor files, concatenated in sorted file-name order."""
+def sha256_files(files: Iterable[Path]) -> str:
+    """Hex sha256 over the files' bytes, concatenated in sorted file-name order."""
     digest = hashlib.sha256()
     for path in sorted(files, key=lambda p: p.name):
         with path.open("rb") as handle:
             while chunk := handle.read(_HASH_CHUNK):
                 digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+    return digest.hexdigest()
+
+
+def content_id(files: Iterable[Path]) -> str:
+    """``sha256:<hex>`` over the bytes of the tensor files (see :func:`sha256_files`)."""
+    return f"sha256:{sha256_files(files)}"

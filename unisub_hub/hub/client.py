@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+from ..constants import env_flag
 from ..errors import (
     HubAuthError,
     HubConnectionError,
@@ -40,7 +41,7 @@ def cache_dir() -> str:
 
 
 def is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env_flag("HF_HUB_OFFLINE")
 
 
 def api(token: str | None = None):

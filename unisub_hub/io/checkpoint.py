@@ -7,7 +7,6 @@ and then loaded with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -19,9 +18,9 @@ import torch
 
 from ..engine.matrix import Dense, matrix_view, row_index
 from ..errors import FormatError, PickleRefusedError, SourceError
-from ..format.tensorfile import open_tensor_file, read_header
+from ..format.tensorfile import open_tensor_file, read_header, sha256_files
 
-__all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "load_pickle_safely", "provenance_id", "sha256_files"]
+__all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "load_pickle_safely", "provenance_id"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -50,16 +49,6 @@ class TensorInfo(NamedTuple):
 def provenance_id(name: str, revision: str | None) -> str:
     """The id a manifest records: a Hub source's repo id (its revision is a field of its own), else the name."""
     return name.split("@", 1)[0] if revision is not None else name
-
-
-def sha256_files(paths: Sequence[Path]) -> str:
-    """Hex sha256 over the files' bytes in sorted file-name order (the content-id rule)."""
-    digest = hashlib.sha256()
-    for path in sorted(paths, key=lambda p: p.name):
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_tensor_files(folder: Path, stem: str = "model") -> list[Path]:

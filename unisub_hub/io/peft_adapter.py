@@ -24,8 +24,8 @@ import torch
 
 from ..engine.matrix import Factored, lora_scale
 from ..errors import PickleRefusedError, SourceError
-from ..format.tensorfile import open_tensor_file, read_header, read_tensors
-from .checkpoint import TensorInfo, load_pickle_safely, provenance_id, sha256_files
+from ..format.tensorfile import open_tensor_file, read_header, read_tensors, sha256_files
+from .checkpoint import TensorInfo, load_pickle_safely, provenance_id
 from .lora_layouts import LAYOUTS, detect_lora_file
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora", "pattern_value"]

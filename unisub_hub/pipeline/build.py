@@ -28,9 +28,9 @@ from ..engine.grow import layer_states
 from ..engine.reader import SourceReader
 from ..errors import EngineError, IncompatibleSourcesError, option
 from ..format import BasisArtifact, check_artifact_output, save_basis
-from ..format.common import DTYPES, dtype_name, safe_name
+from ..format.common import safe_name
+from ..format.dtypes import DTYPES, TORCH_DTYPES, dtype_name
 from ..format.state import save_state
-from ..format.tensorfile import TORCH_DTYPES
 from ..io.checkpoint import CheckpointSource
 from ..io.collection import Source, open_sources
 from ..io.peft_adapter import LoraSource

@@ -26,11 +26,10 @@ from ..engine import all_finite, reconstruct_layer, reconstruct_lora, resolve_de
 from ..errors import FormatError, NonFiniteError, SourceError, option
 from ..format import BasisArtifact, CoefficientSet, atomic_folder, check_output
 from ..format.checks import check_pair
-from ..format.common import DTYPES
+from ..format.dtypes import DTYPES, TORCH_DTYPES
 from ..format.names import prefix_map
 from ..format.schema import format_version
 from ..format.shards import ShardWriter
-from ..format.tensorfile import TORCH_DTYPES
 from ..io.checkpoint import PICKLE_SUFFIXES, CheckpointSource
 from ..io.lora_layouts import DIFFUSERS_WEIGHTS
 from ..io.peft_adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS

@@ -25,7 +25,7 @@ from ..engine import resolve_device
 from ..errors import TrainingDataError, option
 from ..format import BasisArtifact, CoefficientSet, check_artifact_output
 from ..format.common import safe_name
-from ..io.checkpoint import sha256_files
+from ..format.tensorfile import sha256_files
 from .validate import check_base_model
 
 __all__ = ["Example", "TrainOptions", "TrainOutcome", "read_examples", "train"]

@@ -25,7 +25,8 @@ from ..format import (
     read_artifact,
 )
 from ..format.artifact import Artifact
-from ..format.checks import DTYPE_CODES, check_pair, check_tensor_table
+from ..format.checks import check_pair, check_tensor_table
+from ..format.dtypes import DTYPE_CODES
 from ..format.names import prefix_map
 
 __all__ = ["Check", "ValidationReport", "check_base_model", "validate"]
