@@ -27,7 +27,7 @@ def _flags_of(command: click.Command) -> set[str]:
 
 
 def test_every_parameter_a_message_names_has_a_real_flag():
-    named = {name for path in PACKAGE.rglob("*.py") for name in re.findall(r"option\('([a-z_]+)'\)", path.read_text())}
+    named = {name for path in PACKAGE.rglob("*.py") for name in re.findall(r"""option\(["']([a-z_]+)["']\)""", path.read_text())}
     assert named, "no library message names a parameter: the scan is broken"
     assert named <= set(FLAGS), f"parameters without a flag in cli/messages.FLAGS: {sorted(named - set(FLAGS))}"
     flags = set().union(*(_flags_of(_load(name)) for name in COMMANDS))

@@ -37,8 +37,9 @@ FLAGS: dict[str, str] = {
 
 
 def flag(parameter: str) -> str:
-    """The flag for a library parameter (a name missing from :data:`FLAGS` is a bug a test catches)."""
-    return FLAGS[parameter]
+    """The flag for a library parameter. A name missing from :data:`FLAGS` is a bug that
+    ``tests/cli/test_messages.py`` catches; an error message still prints, in the usual spelling."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 def message(error: UnisubError) -> str:
