@@ -108,14 +108,17 @@ def time_contenders(sources: list[str], work: Path, k: int, log, only: set[str] 
         for name, line in lines.items():
             if round_number and (runs[name][0]["seconds"] >= REPEAT_UNDER_SECONDS or "error" in runs[name][0]):
                 continue
-            out = Path(line[line.index("--out" if "--out" in line else "-o") + 1])
+            out = work / "out"
             shutil.rmtree(out, ignore_errors=True)
             home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
             run = run_whole(line, {**os.environ, "UNISUB_HOME": str(home)}, work)
             shutil.rmtree(home)
             runs[name].append(run)
             log(f"    {name}: {run['seconds']:.2f} s, {run['peak_rss_mib']:.0f} MiB{' ' + run['error'] if 'error' in run else ''}")
-            shutil.move(out, work / f"kept-{_slug(name)}") if round_number == 0 and out.exists() else shutil.rmtree(out, ignore_errors=True)
+            if round_number == 0 and out.exists():  # the first run's output is kept for the accuracy check
+                shutil.move(out, work / f"kept-{_slug(name)}")
+            else:
+                shutil.rmtree(out, ignore_errors=True)
     return {name: _summary(found) for name, found in runs.items()}
 
 
@@ -201,12 +204,13 @@ def bench(configs: list[dict], data: Path, log, only: set[str] | None = None) ->
         start = time.perf_counter()
         sources = make_lora_collection(folder, **shape, r=16)
         log(f"{label}: generated in {time.perf_counter() - start:.0f} s")
+        bytes_on_disk = sum(f.stat().st_size for s in sources for f in s.iterdir())
         with tempfile.TemporaryDirectory(dir=data) as scratch:
             work = Path(scratch)
             timings = time_contenders([str(s) for s in sources], work, config["k"], log, only)
             for name, timing in timings.items():
                 timing["relative_error"] = None if "error" in timing else accuracy(name, sources, work)
-                rows.append({"collection": label, **shape, "k": config["k"], "bytes_on_disk": sum(f.stat().st_size for s in sources for f in s.iterdir()),
+                rows.append({"collection": label, **shape, "k": config["k"], "bytes_on_disk": bytes_on_disk,
                              "contender": name, **timing})
     return rows
 
@@ -264,7 +268,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--tag", default="-commands")
     args = parser.parse_args()
-    global ROUNDS  # noqa: PLW0603
+    global ROUNDS
     if args.quick:
         ROUNDS = 1
     args.data.mkdir(parents=True, exist_ok=True)

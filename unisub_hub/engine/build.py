@@ -457,7 +457,7 @@ def _quality_pass(
                     singles.update((name, stack.matrix(i)) for i, name in enumerate(stack.names))
                     continue
                 left, right = stacked_bases[stack.names]  # type: ignore[misc]
-                residual, total = stack.to(torch.float64).tucker_residuals(left.double(), right.double())
+                residual, total = stack.to(torch.float64).tucker_residuals(left, right)
                 for name, r, t in zip(stack.names, residual.tolist(), total.tolist(), strict=True):
                     residuals[name][source.name] = (r, t, t, is_holdout)
             for name, matrix in singles.items():
@@ -477,7 +477,8 @@ def _quality_pass(
 
 
 def _stacked_tucker_bases(bases: list[LayerBasis]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The ``U`` and ``V`` of uncentred two-sided bases of one shape, stacked; ``None`` otherwise."""
+    """The ``U`` and ``V`` of uncentred two-sided bases of one shape, stacked in float64 (the
+    quality pass's precision, cast once per build, not per source); ``None`` otherwise."""
     if any(b.modes != (2, 3) or b.mean is not None for b in bases) or len({(b.left.shape, b.right.shape) for b in bases}) != 1:  # type: ignore[union-attr]
         return None
-    return torch.stack([b.left for b in bases]), torch.stack([b.right for b in bases])  # type: ignore[misc]
+    return torch.stack([b.left for b in bases]).double(), torch.stack([b.right for b in bases]).double()  # type: ignore[misc]
