@@ -52,7 +52,7 @@ def in_memory_svd(spec: dict) -> dict[str, torch.Tensor]:
             if len(info.shape) < 2:
                 continue
             left, right = source.factors(name) if hasattr(source, "factors") else (None, None)
-            dense = source.tensor(name).float() if left is None else (left.float() @ right.float()) * source.modules[name].scale
+            dense = source.tensor(name).float() if left is None else (left.float() @ right.float()) * source.scales[name]
             updates.setdefault(name, []).append(dense.reshape(dense.shape[0], -1))
     answer = {}
     for name, stack in updates.items():

@@ -70,3 +70,20 @@ def isolated_home(tmp_path, monkeypatch):
     home = tmp_path / "unisub-home"
     monkeypatch.setenv("UNISUB_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A local Hub server for the test, with the environment pointing the real client at it."""
+    from unisub_hub.testing import LocalHub
+
+    with LocalHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import
+        yield server

@@ -1,3 +1,3 @@
 """unisub-hub: universal weight subspaces as a model hub."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

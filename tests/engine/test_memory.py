@@ -16,6 +16,7 @@ SHAPES = {"a.weight": (40, 30), "b.weight": (30, 40), "c.weight": (16, 8, 3)}
 class CountingSource:
     """Hands out fresh float32 copies and counts the bytes alive across all sources."""
 
+    kind = "checkpoint"
     live = 0
     peak = 0
 

@@ -20,20 +20,6 @@ def zoo(tmp_path_factory):
     return base, save_adapters(base, root, 7, ranks=(4, 2))
 
 
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    with LocalHub() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        import huggingface_hub.constants
-
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import
-        yield server
-
-
 def publish(zoo, tmp_path, hub):
     """Build a basis from 4 adapters, project 3 others, push basis and the 3 tasks."""
     base, adapters = zoo

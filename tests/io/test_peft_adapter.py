@@ -55,8 +55,8 @@ def test_factors_of_mismatched_rank_are_refused(tmp_path):
 
 def test_a_pattern_sets_one_modules_rank_and_scale(tmp_path):
     folder = write_adapter(tmp_path / "a", ranks=(2, 2), config={"r": 4, "lora_alpha": 8, "rank_pattern": {"q": 2}, "alpha_pattern": {"layers.1.q": 1}})
-    modules = LoraSource(folder).modules
-    assert modules["layers.0.q.weight"].scale == 8 / 2 and modules["layers.1.q.weight"].scale == 1 / 2
+    scales = LoraSource(folder).scales
+    assert scales["layers.0.q.weight"] == 8 / 2 and scales["layers.1.q.weight"] == 1 / 2
 
 
 class _Payload:

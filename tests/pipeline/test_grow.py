@@ -8,6 +8,7 @@ import pytest
 import torch
 from clitools import SHAPES, refused, run, write_checkpoints
 from conftest import max_principal_angle, planted_collection, random_loras
+from safetensors.torch import load_file, save_file
 
 from unisub_hub.engine import BuildOptions, LayerSpec, RankRule, build_basis
 from unisub_hub.engine.grow import grow_layers, layer_states
@@ -78,6 +79,29 @@ def test_growth_refuses_what_would_be_wrong(tmp_path, grown_parent):
     data[-3] ^= 0xFF
     state.write_bytes(bytes(data))
     refused(["build", zoo[4], "--update", parent, "--out", out], "the state's tensors are missing or changed since they were written", out)
+
+
+def test_a_sharded_member_recorded_by_an_older_version_is_still_known_when_it_comes_again(tmp_path):
+    from unisub_hub.format.tensorfile import sha256_files
+    from unisub_hub.io.checkpoint import CheckpointSource
+
+    zoo = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
+    sharded = tmp_path / "zoo" / "sharded"
+    sharded.mkdir()
+    tensors = load_file(zoo[0] / "model.safetensors")
+    shards = {f"model-0000{i}-of-00003.safetensors": {name: tensors[name]} for i, name in enumerate(sorted(tensors), start=1)}
+    for file_name, part in shards.items():
+        save_file(part, sharded / file_name)
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {n: f for f, part in shards.items() for n in part}}))
+    run("build", sharded, *zoo[1:], "--out", tmp_path / "parent", "--k", "2", "--keep-state", "--no-register")
+    manifest_path = tmp_path / "parent" / "unisub_basis.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["sources"][0]["sha256"] == CheckpointSource(sharded).sha256 != sha256_files(sorted(sharded.glob("*.safetensors")))
+    manifest["producer"]["version"] = "0.1.0"  # as 0.1 recorded it: the hash of the shards' bytes end to end
+    manifest["sources"][0]["sha256"] = sha256_files(sorted(sharded.glob("*.safetensors")))
+    manifest_path.write_text(json.dumps(manifest))
+    out = tmp_path / "child"
+    refused(["build", sharded, "--update", tmp_path / "parent", "--out", out], f"{sharded}: is already a member of parent (same bytes as {sharded})", out)
 
 
 @pytest.mark.parametrize(("flags", "message"), [

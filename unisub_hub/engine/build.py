@@ -25,7 +25,7 @@ from .accumulate import LayerAccumulator
 from .basis import LayerBasis
 from .device import resolve_device
 from .executor import Executor, SerialExecutor
-from .matrix import Dense, Factored, LowRank
+from .matrix import Dense, LowRank
 from .modes import mode_set
 from .project import fit_layer
 from .quality import BuildReport, LayerReport, assess_layer
@@ -125,7 +125,7 @@ def build_basis(
     else:
         if options.solver not in ("auto", "exact", "randomized"):
             raise EngineError(f"unknown solver {options.solver!r}: use auto, exact or randomized")
-        dense = _reads_dense(sources[0], layers[0])
+        dense = _reads_dense(sources[0])
         sketched = [spec for spec in layers if _use_randomized(spec, modes, options)]
         exact = [spec for spec in layers if spec not in sketched]
         groups = _plan_groups(exact, modes, options, dense=dense) if exact else []
@@ -178,7 +178,7 @@ def assess_basis(
     reader = SourceReader(device, options.accumulate_dtype, check_finite=options.check_finite, cache_budget=0, source_count=len(sources) + len(holdout),
                           reuse_buffers=executor is None)
     context = _Context(options, mode_set(options.modes).modes, reader, executor, progress or SilentProgress())
-    groups = _plan_groups([spec for spec in layers if spec.name in bases], context.modes, options, dense=_reads_dense(sources[0], layers[0]))
+    groups = _plan_groups([spec for spec in layers if spec.name in bases], context.modes, options, dense=_reads_dense(sources[0]))
     reports, passes = _quality_pass(groups, bases, sources, holdout, context)
     return BuildReport(modes=context.modes, centered=options.center, device=str(device), passes=passes, max_memory=options.max_memory,
                        sources=[s.name for s in sources], holdout=[s.name for s in holdout], layers=reports)
@@ -265,11 +265,20 @@ def _centre_shift(group: Sequence[LayerSpec], source: MatrixSource, context: _Co
     Sums about zero would hold ``N M M^T`` at the weights' scale and lose the fine-tunes'
     deltas, often a thousandth of it, to cancellation (in float32 all of it); sums about a
     nearby point hold the deltas themselves. LoRA updates are already small: no shift.
+
+    The source is read by a fold over it alone, so that a distributed build reads it in a
+    worker: the driver holds the shift it hands to every task, never the source's files.
     """
     if not context.options.center:
         return {}
-    loaded = context.reader.read(source, [spec.name for spec in group], check=True)
-    return {name: matrix.value.clone() for name, matrix in loaded.single.items() if isinstance(matrix, Dense)}  # not a reused buffer
+    names = [spec.name for spec in group]
+    reader = context.reader
+
+    def step(shift: dict[str, torch.Tensor], first: MatrixSource) -> dict[str, torch.Tensor]:
+        loaded = reader.read(first, names, check=True)
+        return {name: matrix.value.clone() for name, matrix in loaded.single.items() if isinstance(matrix, Dense)}  # not a reused buffer
+
+    return (context.executor or SerialExecutor()).aggregate([source], dict, step, lambda a, b: {**a, **b})
 
 
 def _shifted_back(bases: dict[str, LayerBasis], shift: dict[str, torch.Tensor]) -> dict[str, LayerBasis]:
@@ -317,9 +326,13 @@ def _use_randomized(spec: LayerSpec, modes: tuple[int, ...], options: BuildOptio
     return min(sides) >= 1024 and 4 * width <= min(sides)
 
 
-def _reads_dense(source: MatrixSource, spec: LayerSpec) -> bool:
-    """Whether the collection's layers come as full matrices (checkpoints) rather than LoRA factors."""
-    return not isinstance(source.load([spec.name])[spec.name], Factored)
+def _reads_dense(source: MatrixSource) -> bool:
+    """Whether the collection's layers come as full matrices (checkpoints) rather than LoRA factors.
+
+    Told by the source's kind, not by reading a layer: the driver of a distributed build
+    never reads a source (a Hub source would be downloaded there).
+    """
+    return source.kind != "lora"
 
 
 def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions, *, dense: bool) -> list[list[LayerSpec]]:
@@ -431,26 +444,28 @@ def _quality_pass(
 ) -> tuple[list[LayerReport], int]:
     """Project every source onto the basis: per-source errors, then the null baseline.
 
+    The projections are a fold over the sources (in workers, for a distributed build); only
+    the per-layer, per-source residuals come back.
+
     LoRA factors are projected in float64 whatever the build's precision: a residual is a
     difference of squared norms, which float32 would round to noise for a member the basis
     holds well, and the thin products cost little next to the sketch passes.
     """
     everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
-    residuals: dict[str, dict[str, tuple[float, float, float, bool]]] = {spec.name: {} for group in groups for spec in group}
-    ranks: dict[str, list[int]] = {name: [] for name in residuals}
-    stacked_bases: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}
-    advance = context.progress.task("quality pass", len(everyone))
     means = {name: basis.mean for name, basis in bases.items() if basis.mean is not None}
-    for source, is_holdout in everyone:
+    reader = context.reader
+    stacked_bases: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}  # per process: the driver, or each worker
+
+    def step(fits: _Fits, item: tuple[MatrixSource, bool]) -> _Fits:
+        source, is_holdout = item
         for group in groups:
             # Training sources were checked for NaN/Inf in the first pass; held-out ones are new.
             # Dense layers come back minus their mean, in the reader's reused buffers.
-            loaded = context.reader.read(source, [spec.name for spec in group], check=is_holdout, shift=means)
+            loaded = reader.read(source, [spec.name for spec in group], check=is_holdout, shift=means)
             singles = dict(loaded.single)
             for stack in loaded.stacks:
                 if not is_holdout:
-                    for name in stack.names:
-                        ranks[name].append(stack.rank)
+                    fits.ranks.update(((name, source.name), stack.rank) for name in stack.names)
                 if stack.names not in stacked_bases:
                     stacked_bases[stack.names] = _stacked_tucker_bases([bases[n] for n in stack.names])
                 if stacked_bases[stack.names] is None:  # centred or single-sided: project one by one
@@ -459,14 +474,19 @@ def _quality_pass(
                 left, right = stacked_bases[stack.names]  # type: ignore[misc]
                 residual, total = stack.to(torch.float64).tucker_residuals(left, right)
                 for name, r, t in zip(stack.names, residual.tolist(), total.tolist(), strict=True):
-                    residuals[name][source.name] = (r, t, t, is_holdout)
+                    fits.residuals[(name, source.name)] = (r, t, t, is_holdout)
             for name, matrix in singles.items():
                 if not is_holdout and isinstance(matrix, LowRank):
-                    ranks[name].append(matrix.rank)
+                    fits.ranks[(name, source.name)] = matrix.rank
                 low_rank = not isinstance(matrix, Dense)
                 fit = fit_layer(bases[name], matrix.to(matrix.parts[0].device, torch.float64) if low_rank else matrix, centred=not low_rank and name in means)
-                residuals[name][source.name] = (float(fit.residual), float(fit.total), float(fit.centered_total), is_holdout)
-        advance()
+                fits.residuals[(name, source.name)] = (float(fit.residual), float(fit.total), float(fit.centered_total), is_holdout)
+        return fits
+
+    fits = context.executor_for("quality pass", len(everyone)).aggregate(everyone, _Fits, step, _Fits.merge)
+    names = [spec.name for group in groups for spec in group]
+    residuals = {name: {s.name: fits.residuals[(name, s.name)] for s, _ in everyone} for name in names}  # in collection order, wherever they were computed
+    ranks = {name: [fits.ranks[(name, s.name)] for s in sources if (name, s.name) in fits.ranks] for name in names}
     generator = torch.Generator().manual_seed(context.options.seed)
     reports = [
         assess_layer(bases[name], residuals[name], null=context.options.null_baseline, generator=generator,
@@ -474,6 +494,19 @@ def _quality_pass(
         for name in residuals
     ]
     return reports, 1
+
+
+@dataclass
+class _Fits:
+    """What the quality pass folds: each (layer, source)'s residual and totals, and each training LoRA's rank."""
+
+    residuals: dict[tuple[str, str], tuple[float, float, float, bool]] = field(default_factory=dict)
+    ranks: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def merge(self, other: _Fits) -> _Fits:
+        self.residuals.update(other.residuals)
+        self.ranks.update(other.ranks)
+        return self
 
 
 def _stacked_tucker_bases(bases: list[LayerBasis]) -> tuple[torch.Tensor, torch.Tensor] | None:

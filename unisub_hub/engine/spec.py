@@ -23,6 +23,10 @@ class MatrixSource(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def kind(self) -> str:
+        """``checkpoint`` (layers load as :class:`Dense`) or ``lora`` (as :class:`Factored`)."""
+
     def load(self, names: Sequence[str]) -> Mapping[str, LayerMatrix]:
         """The listed layers, each as a :class:`Dense` or :class:`LowRank` matrix view."""
 

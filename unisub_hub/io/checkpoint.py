@@ -8,6 +8,7 @@ and then loaded with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
@@ -18,7 +19,8 @@ import torch
 
 from ..engine.matrix import Dense, matrix_view, row_index
 from ..errors import FormatError, PickleRefusedError, SourceError
-from ..format.tensorfile import open_tensor_file, read_header, sha256_files
+from ..format.tensorfile import open_tensor_file, sha256_files
+from .files import LocalFile, LocalTree, SourceTree, WeightFile, source_sha256
 
 __all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "load_pickle_safely", "provenance_id"]
 
@@ -51,45 +53,47 @@ def provenance_id(name: str, revision: str | None) -> str:
     return name.split("@", 1)[0] if revision is not None else name
 
 
-def find_tensor_files(folder: Path, stem: str = "model") -> list[Path]:
+def find_tensor_files(tree: SourceTree, stem: str = "model", sub: str = "") -> list[str]:
     """The safetensors files of a checkpoint folder: the index's shards, ``<stem>.safetensors``, or all.
 
-    One rule for single files and shards alike: a file is named by a bare file name inside
-    the folder, and may be a symlink to anywhere (the Hub cache keeps snapshot files as
-    links into ``blobs/``); a name in an index that climbs out of the folder is refused.
+    ``sub`` is a component subfolder (``unet/``) or empty for the top level. One rule for
+    single files and shards alike: a file is named by a bare file name inside its folder; a
+    name in an index that climbs out of the folder is refused.
     """
-    index = folder / f"{stem}.safetensors.index.json"
-    if index.is_file():
-        return [folder / name for name in sorted(set(_shard_names(index).values()))]
-    single = folder / f"{stem}.safetensors"
-    if single.is_file():
+    index = f"{sub}{stem}.safetensors.index.json"
+    if index in tree.names:
+        return [sub + name for name in sorted(set(_shard_names(tree, index).values()))]
+    if (single := f"{sub}{stem}.safetensors") in tree.names:
         return [single]
-    return sorted(folder.glob("*.safetensors"))
+    return sorted(name for name in tree.names if name.startswith(sub) and "/" not in name[len(sub):] and name.endswith(".safetensors"))
 
 
-def _shard_names(index: Path) -> dict[str, str]:
+def _shard_names(tree: SourceTree, index: str) -> dict[str, str]:
     """The index's ``weight_map`` (tensor -> shard file name), checked to name existing files in its folder."""
+    where = tree.folder / index
     try:
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        weight_map = json.loads(tree.read_text(index)).get("weight_map")
     except (ValueError, AttributeError) as error:  # ValueError: bad JSON or UTF-8, or an integer past the digit limit
-        raise FormatError(f"not a valid safetensors index ({error.__class__.__name__})", path=index) from None
+        raise FormatError(f"not a valid safetensors index ({error.__class__.__name__})", path=where) from None
     if not isinstance(weight_map, dict) or not weight_map:
-        raise FormatError("not a valid safetensors index (weight_map must map tensor names to shard file names)", path=index)
+        raise FormatError("not a valid safetensors index (weight_map must map tensor names to shard file names)", path=where)
+    folder = index.rpartition("/")[0]
     for tensor, name in weight_map.items():
         if not isinstance(name, str) or Path(name).name != name or name in {"", ".", ".."} or "\\" in name:
-            raise FormatError(f"tensor {tensor!r:.80} is mapped to {name!r:.80}, which is not a file name in the index's folder", path=index)
-        if not (index.parent / name).is_file():
-            raise FormatError(f"shard {name} named in the index is missing", path=index)
+            raise FormatError(f"tensor {tensor!r:.80} is mapped to {name!r:.80}, which is not a file name in the index's folder", path=where)
+        if (f"{folder}/{name}" if folder else name) not in tree.names:
+            raise FormatError(f"shard {name} named in the index is missing", path=where)
     return weight_map
 
 
-def _component_files(folder: Path) -> dict[Path, str]:
+def _component_files(tree: SourceTree) -> dict[str, str]:
     """Weight files of a diffusers-style folder, one component per subfolder, with name prefixes."""
-    found: dict[Path, str] = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = find_tensor_files(sub, "diffusion_pytorch_model") if (sub / "diffusion_pytorch_model.safetensors").exists() or (
-            sub / "diffusion_pytorch_model.safetensors.index.json").exists() else find_tensor_files(sub)
-        found.update({path: f"{sub.name}." for path in files})
+    found: dict[str, str] = {}
+    for component in sorted({name.split("/")[0] for name in tree.names if "/" in name}):
+        sub = f"{component}/"
+        diffusers = any(f"{sub}diffusion_pytorch_model{suffix}" in tree.names for suffix in (".safetensors", ".safetensors.index.json"))
+        files = find_tensor_files(tree, "diffusion_pytorch_model" if diffusers else "model", sub)
+        found.update({name: f"{component}." for name in files})
     return found
 
 
@@ -100,7 +104,8 @@ class CheckpointSource:
         path: folder with ``model.safetensors``, HF-style shards and index, or any
             ``*.safetensors``; a diffusers-style folder whose components sit in subfolders
             (``unet/diffusion_pytorch_model.safetensors``, ...; their tensors are named
-            ``<subfolder>.<tensor>``); or a single ``.safetensors`` file.
+            ``<subfolder>.<tensor>``); a single ``.safetensors`` file; or the
+            :class:`~.files.SourceTree` of a Hub repo, whose weights are downloaded when first read.
         name: how reports refer to it (defaults to the path).
         revision: a Hub commit sha when the folder is a Hub snapshot.
         allow_pickle: accept ``.bin``/``.pt`` weights (loaded with ``weights_only=True``).
@@ -108,31 +113,37 @@ class CheckpointSource:
 
     kind = "checkpoint"
 
-    def __init__(self, path: str | Path, *, name: str | None = None, revision: str | None = None, allow_pickle: bool = False) -> None:
-        self.path = Path(path)
-        self.name = name or str(path)
+    def __init__(self, path: str | Path | SourceTree, *, name: str | None = None, revision: str | None = None, allow_pickle: bool = False) -> None:
+        tree: SourceTree | None = None
+        if isinstance(path, str | os.PathLike):
+            self.path = Path(path)
+        else:
+            tree, self.path = path, path.folder
+        self.name = name or str(self.path)
         self.revision = revision
         self._pickled: dict[str, torch.Tensor] | None = None
-        self.prefixes: dict[Path, str] = {}
-        if self.path.is_file():
-            self.files = [self.path]
-        elif self.path.is_dir():
-            self.files = find_tensor_files(self.path)
-            if not self.files:
-                self.prefixes = _component_files(self.path)
-                self.files = sorted(self.prefixes)
-        else:
-            raise SourceError("no such file or folder", source=self.name)
+        self.prefixes: dict[str, str] = {}
+        """Weight file name -> tensor name prefix, for the components of a diffusers-style folder."""
+        if tree is None:
+            if not self.path.exists():
+                raise SourceError("no such file or folder", source=self.name)
+            tree = LocalTree.at(self.path)
+        single = isinstance(tree, LocalTree) and tree.only is not None and self.path.suffix not in PICKLE_SUFFIXES
+        names = [self.path.name] if single else find_tensor_files(tree)
+        if not names:
+            self.prefixes = _component_files(tree)
+            names = sorted(self.prefixes)
+        self.files: list[WeightFile] = [tree.weight(name) for name in names]
         if not self.files:
-            pickles = sorted(p for p in self.path.iterdir() if p.suffix in PICKLE_SUFFIXES) if self.path.is_dir() else []
+            pickles = sorted(name for name in tree.names if "/" not in name and Path(name).suffix in PICKLE_SUFFIXES)
             if not pickles:
                 raise SourceError("no .safetensors weights found", source=self.name)
             if not allow_pickle:
-                raise PickleRefusedError(f"{pickles[0].name} is a pickle file; refusing to load it", source=self.name)
-            self.files = pickles
+                raise PickleRefusedError(f"{pickles[0]} is a pickle file; refusing to load it", source=self.name)
+            self.files = [tree.weight(name) for name in pickles]
             self._pickled = {}
-            for path in pickles:
-                self._pickled.update(load_pickle_safely(path, self.name))
+            for file in self.files:
+                self._pickled.update(load_pickle_safely(file.local(), self.name))
 
     @property
     def tensors(self) -> dict[str, TensorInfo]:
@@ -140,21 +151,21 @@ class CheckpointSource:
         return self._index[0]
 
     @cached_property
-    def _index(self) -> tuple[dict[str, TensorInfo], dict[str, tuple[Path, str]]]:
+    def _index(self) -> tuple[dict[str, TensorInfo], dict[str, tuple[WeightFile, str]]]:
         if self._pickled is not None:
             return {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}, {}
         table: dict[str, TensorInfo] = {}
-        where: dict[str, tuple[Path, str]] = {}
-        for path in self.files:
-            header = read_header(path)
+        where: dict[str, tuple[WeightFile, str]] = {}
+        for file in self.files:
+            header = file.header()
             header.pop("__metadata__", None)
-            prefix = self.prefixes.get(path, "")
+            prefix = self.prefixes.get(file.name, "")
             for tensor_name, entry in header.items():
                 table[prefix + tensor_name] = TensorInfo(tuple(entry["shape"]), entry["dtype"])
-                where[prefix + tensor_name] = (path, tensor_name)
+                where[prefix + tensor_name] = (file, tensor_name)
         return table, where
 
-    def _location(self, name: str) -> tuple[Path, str]:
+    def _location(self, name: str) -> tuple[WeightFile, str]:
         """The file holding tensor ``name`` and its key inside that file."""
         try:
             return self._index[1][name]
@@ -165,19 +176,19 @@ class CheckpointSource:
         """One tensor, read from its file."""
         if self._pickled is not None:
             return self._pickled[name]
-        path, key = self._location(name)
-        with open_tensor_file(path) as handle:
+        file, key = self._location(name)
+        with open_tensor_file(file.local()) as handle:
             return handle.get_tensor(key)
 
     def load(self, names: Sequence[str]) -> dict[str, Dense]:
         if self._pickled is not None:
             return {n: Dense(matrix_view(self._pickled[n])) for n in names}
         out: dict[str, Dense] = {}
-        by_file: dict[Path, list[str]] = {}
+        by_file: dict[str, list[str]] = {}
         for name in names:
-            by_file.setdefault(self._location(name)[0], []).append(name)
-        for path, file_names in by_file.items():
-            with open_tensor_file(path) as handle:
+            by_file.setdefault(self._location(name)[0].name, []).append(name)
+        for file_names in by_file.values():
+            with open_tensor_file(self._location(file_names[0])[0].local()) as handle:
                 for name in file_names:
                     out[name] = Dense(matrix_view(handle.get_tensor(self._location(name)[1])))
         return out
@@ -185,8 +196,8 @@ class CheckpointSource:
     def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         if self._pickled is not None:
             return matrix_view(self._pickled[name])[start:stop]
-        path, key = self._location(name)
-        with open_tensor_file(path) as handle:
+        file, key = self._location(name)
+        with open_tensor_file(file.local()) as handle:
             part = handle.get_slice(key)[row_index(self.tensors[name].shape, start, stop)]
         return part.reshape(stop - start, -1)
 
@@ -196,7 +207,20 @@ class CheckpointSource:
 
     @cached_property
     def sha256(self) -> str:
-        return sha256_files(self.files)
+        return source_sha256(self.files)
+
+    @cached_property
+    def legacy_sha256(self) -> str | None:
+        """The identity unisub-hub before 0.2 recorded: sha256 over the files' bytes concatenated in file-name order.
+
+        The same as :attr:`sha256` for a single file; ``None`` for a Hub source with several,
+        whose bytes are not on this machine.
+        """
+        if len(self.files) == 1:
+            return self.sha256
+        if not all(isinstance(file, LocalFile) for file in self.files):
+            return None
+        return sha256_files([file.local() for file in self.files])
 
     def size_bytes(self) -> int:
-        return sum(path.stat().st_size for path in self.files)
+        return sum(file.size for file in self.files)

@@ -45,14 +45,14 @@ def open_source(spec: str, *, allow_pickle: bool = False, hub_files: Sequence[st
             return LoraSource(path, name=spec, allow_pickle=allow_pickle)
         return CheckpointSource(path, name=spec, allow_pickle=allow_pickle)
     if REPO_ID.match(spec):
-        from ..hub.download import download_source
+        from ..hub.download import open_hub_tree
 
-        folder, revision = download_source(spec, allow_patterns=hub_files)
+        tree, revision = open_hub_tree(spec, allow_patterns=hub_files)
         # The name is the locator as typed, revision included: it identifies the source in
         # caches, reports and --holdout, and org/x@rev1 and org/x@rev2 are two sources.
-        if is_lora(folder):
-            return LoraSource(folder, name=spec, revision=revision, allow_pickle=allow_pickle)
-        return CheckpointSource(folder, name=spec, revision=revision, allow_pickle=allow_pickle)
+        if is_lora(tree):
+            return LoraSource(tree, name=spec, revision=revision, allow_pickle=allow_pickle)
+        return CheckpointSource(tree, name=spec, revision=revision, allow_pickle=allow_pickle)
     raise SourceError("no such file or folder (nor a Hub repo id org/name[@revision])", source=spec)
 
 

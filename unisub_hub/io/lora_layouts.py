@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..format.tensorfile import read_header
+if TYPE_CHECKING:
+    from .files import SourceTree
 
-__all__ = ["DIFFUSERS_WEIGHTS", "LAYOUTS", "LoraLayout", "detect_lora_file"]
+__all__ = ["DIFFUSERS_WEIGHTS", "LAYOUTS", "LoraLayout", "detect_lora_layout"]
 
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
 
@@ -64,24 +65,20 @@ LAYOUTS = {
 }
 
 
-def detect_lora_file(path: Path) -> tuple[LoraLayout, Path] | None:
-    """The layout and weights file of a LoRA stored without ``adapter_config.json``, else None.
+def detect_lora_layout(tree: SourceTree) -> tuple[LoraLayout, str] | None:
+    """The layout and weights file name of a LoRA stored without ``adapter_config.json``, else None.
 
-    ``path`` is a ``.safetensors`` file, or a folder without ``config.json`` that holds one
-    ``.safetensors`` file (a Hub repo of a diffusers or kohya LoRA). The header decides:
-    kohya keys first (their ``lora_down`` names are unambiguous), then diffusers keys.
+    The tree is a ``.safetensors`` file, or a folder without ``config.json`` whose top level
+    holds one ``.safetensors`` file (a Hub repo of a diffusers or kohya LoRA). The header
+    decides: kohya keys first (their ``lora_down`` names are unambiguous), then diffusers keys.
     """
-    if path.is_dir():
-        if (path / "config.json").exists() or (path / "adapter_config.json").exists():
-            return None
-        files = sorted(path.glob("*.safetensors"))
-        if len(files) != 1:
-            return None
-        path = files[0]
-    if path.suffix != ".safetensors" or not path.is_file():
+    if "config.json" in tree.names or "adapter_config.json" in tree.names:
         return None
-    keys = [key for key in read_header(path) if key != "__metadata__"]
+    files = [name for name in tree.names if "/" not in name and name.endswith(".safetensors")]
+    if len(files) != 1:
+        return None
+    keys = [key for key in tree.weight(files[0]).header() if key != "__metadata__"]
     for name in ("kohya", "diffusers"):
         if any(LAYOUTS[name].key.match(key) for key in keys):
-            return LAYOUTS[name], path
+            return LAYOUTS[name], files[0]
     return None

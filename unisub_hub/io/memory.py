@@ -14,6 +14,8 @@ __all__ = ["InMemoryCheckpoint", "InMemoryLora"]
 class InMemoryCheckpoint:
     """A full checkpoint given as ``{tensor name: tensor}``."""
 
+    kind = "checkpoint"
+
     def __init__(self, name: str, tensors: Mapping[str, torch.Tensor]) -> None:
         self.name = name
         self.tensors = dict(tensors)
@@ -27,6 +29,8 @@ class InMemoryCheckpoint:
 
 class InMemoryLora:
     """A LoRA adapter given as ``{base weight name: (lora_B, lora_A, scale)}``."""
+
+    kind = "lora"
 
     def __init__(self, name: str, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor, float]]) -> None:
         self.name = name

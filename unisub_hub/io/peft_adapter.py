@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ import torch
 
 from ..engine.matrix import Factored, lora_scale
 from ..errors import PickleRefusedError, SourceError
-from ..format.tensorfile import open_tensor_file, read_header, read_tensors, sha256_files
+from ..format.tensorfile import open_tensor_file, read_tensors
 from .checkpoint import TensorInfo, load_pickle_safely, provenance_id
-from .lora_layouts import LAYOUTS, detect_lora_file
+from .files import LocalTree, SourceTree, WeightFile, source_sha256
+from .lora_layouts import LAYOUTS, detect_lora_layout
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraModule", "LoraSource", "is_lora", "pattern_value"]
 
@@ -34,9 +36,10 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def is_lora(path: Path) -> bool:
+def is_lora(where: Path | SourceTree) -> bool:
     """A PEFT adapter folder, or a kohya/diffusers LoRA file (or a folder holding one)."""
-    return (path.is_dir() and (path / ADAPTER_CONFIG).is_file()) or detect_lora_file(path) is not None
+    tree = LocalTree.at(where) if isinstance(where, Path) else where
+    return ADAPTER_CONFIG in tree.names or detect_lora_layout(tree) is not None
 
 
 def pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
@@ -49,14 +52,13 @@ def pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
 
 @dataclass(frozen=True)
 class LoraModule:
-    """One adapted module: its key stem in the adapter file, its kind and its scale."""
+    """One adapted module: its keys in the adapter file, its kind and its shape (its scale is :attr:`LoraSource.scales`)."""
 
     module: str
     """Module name (the layer name without ``.weight``): PEFT's without ``base_model.model.``, else as the file spells it."""
     kind: str
     """``linear``, ``conv`` or ``embedding``."""
     rank: int
-    scale: float
     tensor_shape: tuple[int, ...]
     transposed: bool
     """``fan_in_fan_out``: the base weight is ``in x out`` and the update is ``(B A)^T``."""
@@ -128,26 +130,35 @@ class _LoraSettings:
 
 
 class LoraSource:
-    """A PEFT LoRA adapter folder as a :class:`MatrixSource` of low-rank updates."""
+    """A LoRA adapter (a PEFT folder, a kohya or diffusers file) as a :class:`MatrixSource` of low-rank updates.
+
+    Args:
+        path: the folder or file, or the :class:`~.files.SourceTree` of a Hub repo, whose
+            weights are downloaded when first read.
+        name: how reports refer to it (defaults to the path).
+        revision: a Hub commit sha when the folder is a Hub snapshot.
+        allow_pickle: accept ``adapter_model.bin`` (loaded with ``weights_only=True``).
+    """
 
     kind = "lora"
 
-    def __init__(self, path: str | Path, *, name: str | None = None, revision: str | None = None, allow_pickle: bool = False) -> None:
-        self.path = Path(path)
-        self.name = name or str(path)
+    def __init__(self, path: str | Path | SourceTree, *, name: str | None = None, revision: str | None = None, allow_pickle: bool = False) -> None:
+        tree = LocalTree.at(Path(path)) if isinstance(path, str | os.PathLike) else path
+        self.path = Path(path) if isinstance(path, str | os.PathLike) else tree.folder
+        self.name = name or str(self.path)
         self.revision = revision
         self._pickled: dict[str, torch.Tensor] | None = None
         self.config: dict[str, Any] = {}
         self.settings: _LoraSettings | None = None
-        if not (self.path / ADAPTER_CONFIG).is_file() and (found := detect_lora_file(self.path)) is not None:
-            self.layout, self.weights = found  # kohya or diffusers: alphas are in the file, there is no config
+        self.weights: WeightFile
+        if ADAPTER_CONFIG not in tree.names and (found := detect_lora_layout(tree)) is not None:
+            self.layout, self.weights = found[0], tree.weight(found[1])  # kohya or diffusers: alphas are in the file, there is no config
             return
         self.layout = LAYOUTS["peft"]
-        config_path = self.path / ADAPTER_CONFIG
+        if ADAPTER_CONFIG not in tree.names:
+            raise SourceError(f"no {ADAPTER_CONFIG}: not a PEFT adapter folder (nor a kohya or diffusers LoRA file)", source=self.name)
         try:
-            self.config = json.loads(config_path.read_text())
-        except (FileNotFoundError, NotADirectoryError):
-            raise SourceError(f"no {ADAPTER_CONFIG}: not a PEFT adapter folder (nor a kohya or diffusers LoRA file)", source=self.name) from None
+            self.config = json.loads(tree.read_text(ADAPTER_CONFIG))
         except ValueError as error:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
             raise SourceError(f"{ADAPTER_CONFIG} is not valid JSON ({error.__class__.__name__})", source=self.name) from None
         if not isinstance(self.config, dict):
@@ -156,22 +167,23 @@ class LoraSource:
             raise SourceError(f"peft_type is {self.config.get('peft_type')!r}; only LoRA adapters are supported", source=self.name)
         if self.config.get("use_dora"):
             raise SourceError("DoRA adapters (use_dora) are not a plain low-rank update; not supported", source=self.name)
-        self.weights = self.path / ADAPTER_WEIGHTS
-        if not self.weights.is_file():
-            pickled = self.path / "adapter_model.bin"
-            if not pickled.is_file():
+        if ADAPTER_WEIGHTS in tree.names:
+            self.weights = tree.weight(ADAPTER_WEIGHTS)
+        else:
+            pickled = "adapter_model.bin"
+            if pickled not in tree.names:
                 raise SourceError(f"no {ADAPTER_WEIGHTS} found", source=self.name)
             if not allow_pickle:
-                raise PickleRefusedError(f"{pickled.name} is a pickle file; refusing to load it", source=self.name)
-            self.weights = pickled
-            self._pickled = load_pickle_safely(pickled, self.name)
+                raise PickleRefusedError(f"{pickled} is a pickle file; refusing to load it", source=self.name)
+            self.weights = tree.weight(pickled)
+            self._pickled = load_pickle_safely(self.weights.local(), self.name)
         self.settings = _LoraSettings.read(self.config, self.name)
 
     @cached_property
     def header(self) -> dict[str, TensorInfo]:
         if self._pickled is not None:
             return {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}
-        raw = read_header(self.weights)
+        raw = self.weights.header()
         raw.pop("__metadata__", None)
         return {n: TensorInfo(tuple(e["shape"]), e["dtype"]) for n, e in raw.items()}
 
@@ -183,7 +195,6 @@ class LoraSource:
         for key, info in self.header.items():
             if match := layout.key.match(key):
                 parts.setdefault(match["stem"], {})[layout.roles[match["part"]]] = (key, info)
-        alphas = self._alphas(parts)
         out: dict[str, LoraModule] = {}
         for stem, found in parts.items():
             module = layout.module(stem)
@@ -206,36 +217,38 @@ class LoraSource:
             if transposed:
                 shape = (shape[1], shape[0])
             alpha_key = stem + layout.alpha_suffix if layout.alpha_suffix and stem + layout.alpha_suffix in self.header else None
-            scale = self._scale(module, rank, alphas.get(stem))
-            out[f"{module}.weight"] = LoraModule(module, kind, rank, scale, tuple(shape), transposed, key_a, key_b, alpha_key)
+            if self.settings is not None and (r_config := pattern_value(self.settings.rank_pattern, module, self.settings.r)) != rank:
+                raise SourceError(f"module {module}: factors have rank {rank} but the config says r={r_config}", source=self.name)
+            out[f"{module}.weight"] = LoraModule(module, kind, rank, tuple(shape), transposed, key_a, key_b, alpha_key)
         return out
 
-    def _alphas(self, parts: dict[str, Any]) -> dict[str, float]:
-        """Each module's alpha, where the layout stores it in the file (a scalar tensor per module)."""
-        suffix = self.layout.alpha_suffix
-        keys = {stem: stem + suffix for stem in parts if suffix and stem + suffix in self.header}
-        if not keys:
-            return {}
-        values = read_tensors(self.weights, list(keys.values()))
-        alphas = {}
-        for stem, key in keys.items():
-            value = values[key]
-            if value.numel() != 1 or not value.is_floating_point() and value.dtype not in (torch.int64, torch.int32):
-                raise SourceError(f"{key}: an alpha must be one number, got a {value.dtype} tensor of shape {list(value.shape)}", source=self.name)
-            alphas[stem] = float(value.reshape(()))
-        return alphas
+    @cached_property
+    def scales(self) -> dict[str, float]:
+        """Each layer's scale: PEFT's config rules (patterns, rsLoRA); other layouts alpha / rank, or 1 without an alpha.
 
-    def _scale(self, module: str, rank: int, alpha: float | None) -> float:
-        """PEFT: the config's rules (patterns, rsLoRA); other layouts: alpha / rank, or 1 without an alpha."""
-        if self.settings is None:
+        Kept apart from :attr:`modules` because kohya and diffusers files store alphas as
+        tensors: planning a build needs only the header, and a Hub file is then downloaded
+        where it is read, not where the build is planned.
+        """
+        if self.settings is not None:
+            settings = self.settings
+            return {layer: lora_scale(pattern_value(settings.alpha_pattern, m.module, settings.alpha), m.rank, use_rslora=settings.use_rslora)
+                    for layer, m in self.modules.items()}
+        keys = [m.alpha_key for m in self.modules.values() if m.alpha_key is not None]
+        values = read_tensors(self.weights.local(), keys) if keys else {}
+        scales = {}
+        for layer, m in self.modules.items():
+            alpha = None if m.alpha_key is None else self._alpha(m.alpha_key, values[m.alpha_key])
             if alpha is not None and (not math.isfinite(alpha) or alpha == 0):
-                raise SourceError(f"module {module}: alpha is {alpha}, not a finite non-zero number", source=self.name)
-            return lora_scale(alpha if alpha is not None else rank, rank, use_rslora=False)
-        settings = self.settings
-        r_config = pattern_value(settings.rank_pattern, module, settings.r)
-        if r_config != rank:
-            raise SourceError(f"module {module}: factors have rank {rank} but the config says r={r_config}", source=self.name)
-        return lora_scale(pattern_value(settings.alpha_pattern, module, settings.alpha), rank, use_rslora=settings.use_rslora)
+                raise SourceError(f"module {m.module}: alpha is {alpha}, not a finite non-zero number", source=self.name)
+            scales[layer] = lora_scale(alpha if alpha is not None else m.rank, m.rank, use_rslora=False)
+        return scales
+
+    def _alpha(self, key: str, value: torch.Tensor) -> float:
+        """A module's alpha tensor as a number (it must hold exactly one)."""
+        if value.numel() != 1 or not value.is_floating_point() and value.dtype not in (torch.int64, torch.int32):
+            raise SourceError(f"{key}: an alpha must be one number, got a {value.dtype} tensor of shape {list(value.shape)}", source=self.name)
+        return float(value.reshape(()))
 
     @property
     def tensors(self) -> dict[str, TensorInfo]:
@@ -251,7 +264,7 @@ class LoraSource:
     def raw_tensor(self, key: str) -> torch.Tensor:
         if self._pickled is not None:
             return self._pickled[key]
-        with open_tensor_file(self.weights) as handle:
+        with open_tensor_file(self.weights.local()) as handle:
             return handle.get_tensor(key)
 
     def _keys(self, layer: str) -> tuple[str, str]:
@@ -277,26 +290,26 @@ class LoraSource:
     def load(self, names: Sequence[str]) -> dict[str, Factored]:
         """The updates in raw factors, read in one opening of the file (the engine casts them)."""
         keys = {layer: self._keys(layer) for layer in names}
-        raw = self._pickled if self._pickled is not None else read_tensors(self.weights, [key for pair in keys.values() for key in pair])
+        raw = self._pickled if self._pickled is not None else read_tensors(self.weights.local(), [key for pair in keys.values() for key in pair])
         out = {}
         for layer, (key_a, key_b) in keys.items():
             left, right = self._orient(layer, raw[key_a], raw[key_b])
-            out[layer] = Factored(left, right, self.modules[layer].scale)
+            out[layer] = Factored(left, right, self.scales[layer])
         return out
 
     def load_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         left, right = self.factors(name)
-        return (left[start:stop].double() @ right.double()) * self.modules[name].scale
+        return (left[start:stop].double() @ right.double()) * self.scales[name]
 
     def provenance(self) -> dict[str, Any]:
         return {"id": provenance_id(self.name, self.revision), "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
 
     @cached_property
     def sha256(self) -> str:
-        return sha256_files([self.weights])
+        return source_sha256([self.weights])
 
     def size_bytes(self) -> int:
-        return self.weights.stat().st_size
+        return self.weights.size
 
     @property
     def base_model(self) -> str | None:

@@ -209,7 +209,7 @@ def build(
     selection = select_layers([s.tensors for s in sources], include=settings.include, exclude=settings.exclude)
     check_duplicates(sources)
     checkpoints = [source for source in train if isinstance(source, CheckpointSource)]
-    ties = find_ties(checkpoints, [spec.name for spec in selection.layers]) if kind == "checkpoint" else {}
+    ties = find_ties(checkpoints, [spec.name for spec in selection.layers], executor) if kind == "checkpoint" else {}
     for alias, target in ties.items():
         selection.passthrough[alias] = f"tied to {target} (equal in every source): decomposed once, written back as a copy"
     selection.layers = [spec for spec in selection.layers if spec.name not in ties]

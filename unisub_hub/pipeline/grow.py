@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from packaging.version import Version
 
 from ..constants import BASIS_FORMAT, DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
 from ..engine import BuildOptions, Executor, LayerSpec, Progress, RankRule, assess_basis, resolve_device
@@ -23,11 +24,15 @@ from ..engine.reader import SourceReader
 from ..errors import EngineError, IncompatibleSourcesError, option
 from ..format import check_artifact_output, load_basis, save_basis
 from ..format.state import load_state, save_state
-from ..io.collection import open_sources
+from ..io.checkpoint import CheckpointSource
+from ..io.collection import Source, open_sources
 from .build import BuildOutcome, check_duplicates
 from .selection import Selection
 
 __all__ = ["grow"]
+
+_PER_FILE_IDENTITY = Version("0.2.0")
+"""The first version that records a multi-file source's identity from its per-file sha256s."""
 
 
 def grow(
@@ -63,14 +68,17 @@ def grow(
     check_duplicates(sources)
     # Held-out sources are not in the state: one may join as a member, and then is no longer held out.
     members = {entry.get("sha256"): entry["id"] for entry in manifest["sources"] if entry.get("sha256") and entry.get("role", "train") == "train"}
-    joining = {source.sha256 for source in sources}
+    # Before 0.2 a multi-file source was recorded by the sha256 of its concatenated files.
+    legacy = Version(manifest["producer"]["version"]) < _PER_FILE_IDENTITY
+    identities = {source.name: _identities(source, legacy=legacy) for source in sources}
+    joining = set().union(*identities.values())
     kept = [entry for entry in manifest["sources"] if not (entry.get("role") == "holdout" and entry.get("sha256") in joining)]
     specs = [LayerSpec(entry["name"], tuple(entry["shape"])) for entry in manifest["layers"]]
     for source in sources:
         if source.kind != manifest["source_kind"]:
             raise IncompatibleSourcesError(f"is a {source.kind} source but the basis was built from {manifest['source_kind']} sources", source=source.name)
-        if source.sha256 in members:
-            raise IncompatibleSourcesError(f"is already a member of {manifest['name']} (same bytes as {members[source.sha256]}): it would count twice", source=source.name)
+        if found := next((members[i] for i in identities[source.name] if i in members), None):
+            raise IncompatibleSourcesError(f"is already a member of {manifest['name']} (same bytes as {found}): it would count twice", source=source.name)
         for spec in specs:
             info = source.tensors.get(spec.name)
             if info is None or tuple(info.shape) != spec.tensor_shape:
@@ -104,3 +112,10 @@ def grow(
     sizes = {"sources_bytes": sum(s.size_bytes() for s in sources), "basis_bytes": basis.artifact.size_bytes(), "state_bytes": state_bytes}
     return BuildOutcome(basis=basis, report=report, selection=Selection(specs, {}), sizes=sizes)
 
+
+def _identities(source: Source, *, legacy: bool) -> set[str]:
+    """The sha256s that say a source is already a member: with ``legacy``, also the pre-0.2 one."""
+    found = {source.sha256}
+    if legacy and isinstance(source, CheckpointSource) and source.legacy_sha256 is not None:
+        found.add(source.legacy_sha256)
+    return found

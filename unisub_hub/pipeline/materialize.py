@@ -198,9 +198,9 @@ class _ComponentRouter:
     def __init__(self, folder: Path, default: ShardWriter, base: CheckpointSource | None, shard_size: int) -> None:
         self.folder, self.default, self.shard_size = folder, default, shard_size
         self.components: dict[str, tuple[str, str]] = {}
-        for path, prefix in (base.prefixes if base is not None else {}).items():
-            stem = path.name.split("-0000")[0].removesuffix(".safetensors")
-            self.components[prefix] = (path.parent.name, stem)
+        for name, prefix in (base.prefixes if base is not None else {}).items():
+            sub, _, file_name = name.partition("/")
+            self.components[prefix] = (sub, file_name.split("-0000")[0].removesuffix(".safetensors"))
         self.writers: dict[str, ShardWriter] = {}
         self.used_default = False
 

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
+from ..engine.executor import Executor, SerialExecutor
+
 __all__ = ["TIE_CANDIDATES", "find_ties", "is_tied"]
 
 TIE_CANDIDATES = ("lm_head.weight", "embed_out.weight", "wte.weight", "embed_tokens.weight", "word_embeddings.weight", "shared.weight", "embed_in.weight")
@@ -36,20 +38,30 @@ def is_tied(source: _Readable, alias: str, target: str) -> bool:
     return torch.equal(source.tensor(alias), source.tensor(target))
 
 
-def find_ties(sources: Sequence[_Readable], names: Sequence[str]) -> dict[str, str]:
+def find_ties(sources: Sequence[_Readable], names: Sequence[str], executor: Executor | None = None) -> dict[str, str]:
     """``{alias: target}`` for candidate tensors equal to another in every source.
 
     The target is the input embedding where there is one (the tensor a tied model owns), and
-    every alias of a group points at it directly.
+    every alias of a group points at it directly. The comparison reads tensors, so it runs
+    as a fold on ``executor`` (where the sources are read in a distributed build); a fold
+    stops reading once no candidate pair is left.
     """
     candidates = [name for name in names if name.endswith(TIE_CANDIDATES)]
     ordered = sorted(candidates, key=lambda name: (name.endswith(_HEADS), len(name), name))  # embeddings first, shortest name first
+    shapes = sources[0].tensors
+    pairs = frozenset((alias, target) for i, target in enumerate(ordered) for alias in ordered[i + 1:] if shapes[alias].shape == shapes[target].shape)
+    if not pairs:
+        return {}
+    equal = (executor or SerialExecutor()).aggregate(sources, lambda: pairs, _still_tied, frozenset.intersection)
     ties: dict[str, str] = {}
     for i, target in enumerate(ordered):
         if target in ties:
             continue
-        shape = sources[0].tensors[target].shape
         for alias in ordered[i + 1:]:
-            if alias not in ties and sources[0].tensors[alias].shape == shape and all(is_tied(s, alias, target) for s in sources):
+            if alias not in ties and (alias, target) in equal:
                 ties[alias] = target
     return ties
+
+
+def _still_tied(pairs: frozenset[tuple[str, str]], source: _Readable) -> frozenset[tuple[str, str]]:
+    return frozenset(pair for pair in pairs if is_tied(source, *pair))

@@ -67,6 +67,8 @@ class RequestRecord:
     bytes_sent: int
 
 
+_LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
 _FAULTS = {"cut-download", "drop-commit", "garbage-commit"}
 
 
@@ -284,9 +286,9 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 repo = self._repo(f"{parts[2]}/{parts[3]}")
                 rest = parts[4:]
                 if method == "GET" and not rest:
-                    return self._info(repo, "main")
+                    return self._info(repo, "main", query)
                 if method == "GET" and rest[:1] == ["revision"]:
-                    return self._info(repo, "/".join(rest[1:]))
+                    return self._info(repo, "/".join(rest[1:]), query)
                 if method == "GET" and rest[:1] == ["tree"]:
                     return self._tree(repo, rest[1], "/".join(rest[2:]), query)
                 if method == "GET" and rest == ["refs"]:
@@ -321,11 +323,21 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 return self._json(409, {"error": "You already created this model repo", "url": url})
             self._json(200, {"url": url, "name": repo_id, "id": repo_id})
 
-        def _info(self, repo: _Repo, revision: str) -> None:
+        def _info(self, repo: _Repo, revision: str, query: dict[str, str]) -> None:
             commit = self._commit(repo, revision)
+            blobs = query.get("blobs") in ("1", "true", "True")  # files_metadata=True: sizes, blob ids, LFS hashes
+
+            def sibling(name: str, data: bytes) -> dict[str, Any]:
+                entry: dict[str, Any] = {"rfilename": name, "size": len(data)}
+                if blobs:
+                    entry["blobId"] = _git_blob_oid(data)
+                    if name.endswith(_LFS_SUFFIXES):  # the Hub's .gitattributes sends these through LFS
+                        entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                return entry
+
             self._json(200, {
                 "_id": repo.repo_id, "id": repo.repo_id, "modelId": repo.repo_id, "sha": commit.oid, "private": repo.private,
-                "siblings": [{"rfilename": name, "size": len(data)} for name, data in sorted(commit.files.items())],
+                "siblings": [sibling(name, data) for name, data in sorted(commit.files.items())],
                 "tags": [], "downloads": 0, "likes": 0, "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created)),
             })
 
