@@ -62,6 +62,19 @@ def test_a_lora_file_on_the_hub_has_the_identity_of_its_local_copy(models, hub):
     assert source.scales == local.scales and weight_downloads(hub) == []
 
 
+def test_a_kohya_file_on_the_hub_is_planned_from_its_header_and_its_alphas_read_with_its_weights(hub, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "kohya"
+    folder.mkdir()
+    save_file({"lora_unet_mid_attn.lora_down.weight": torch.randn(2, 6), "lora_unet_mid_attn.lora_up.weight": torch.randn(5, 2),
+               "lora_unet_mid_attn.alpha": torch.tensor(3.0)}, folder / "style.safetensors")
+    source = open_source(upload(hub, folder, "me/style"))
+    assert isinstance(source, LoraSource) and source.layout.name == "kohya"
+    assert source.tensors == LoraSource(folder / "style.safetensors").tensors and weight_downloads(hub) == []
+    assert source.scales == {"lora_unet_mid_attn.weight": 3.0 / 2} and len(weight_downloads(hub)) == 1
+
+
 @pytest.mark.parametrize("which", [0, 1])
 def test_a_model_given_twice_once_from_disk_and_once_from_the_hub_is_refused(models, hub, tmp_path, which):
     collection = models[which]
@@ -82,7 +95,7 @@ def test_bytes_that_differ_from_the_listed_hash_are_refused_when_read_and_droppe
     assert cached_weights(tmp_path / "hf-home") == []
 
 
-def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_disk(models, hub, tmp_path):
+def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_disk(models, hub, tmp_path, monkeypatch):
     finetunes, _ = models
     repos = [upload(hub, folder, f"me/ft-{i}") for i, folder in enumerate(finetunes)]
     run("build", *finetunes, "--out", tmp_path / "local", "--k", "2", "--no-register")
@@ -91,6 +104,15 @@ def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_
     assert [s["sha256"] for s in local.manifest["sources"]] == [s["sha256"] for s in remote.manifest["sources"]]
     for name in local.layer_names:
         assert max_principal_angle(local.layer(name).left, remote.layer(name).left) < 1e-6
+    # What the build read is in the cache: offline, the same sources open from it alone.
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    asked = len(hub.requests)
+    offline = open_source(repos[0])
+    assert offline.sha256 == CheckpointSource(finetunes[0]).sha256 and offline.revision == remote.manifest["sources"][0]["revision"]
+    assert len(hub.requests) == asked
 
 
 def test_a_distributed_build_downloads_hub_weights_in_the_workers_only(models, hub, tmp_path, monkeypatch):

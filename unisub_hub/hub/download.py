@@ -14,6 +14,7 @@ With ``HF_HUB_OFFLINE`` the cached snapshot is opened as a local folder.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +128,27 @@ def open_hub_tree(spec: str, *, allow_patterns: Sequence[str] | None = None) -> 
         small = [name for name in names if not name.endswith(_WEIGHTS)]
         folder = Path(snapshot_download(repo_id, revision=info.sha, allow_patterns=small, endpoint=endpoint(), cache_dir=cache_dir()))
     folder.mkdir(parents=True, exist_ok=True)  # a repo of weights alone has no small file to make it
+    _record_ref(folder, revision or "main", info.sha)
     files = {
         name: HubFile(repo_id, info.sha, name, listed[name].size or 0, listed[name].lfs.sha256 if listed[name].lfs else None, endpoint())
         for name in names if name.endswith(_WEIGHTS)
     }
     return HubTree(folder, frozenset(names), files), info.sha
+
+
+def _record_ref(snapshot: Path, revision: str, commit: str) -> None:
+    """Record in the cache which commit ``revision`` resolved to, as a download by branch name does.
+
+    The files are fetched pinned to the commit (so listing and bytes agree), which leaves the
+    cache's ``refs/<revision>`` unwritten; without it ``HF_HUB_OFFLINE`` could not find the
+    snapshot again. The cache layout is huggingface_hub's documented one
+    (``models--org--name/{refs,snapshots}``); the write is atomic.
+    """
+    if commit.startswith(revision):
+        return  # a (short) commit sha: nothing to remember
+    ref = snapshot.parent.parent / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    if not ref.is_file() or ref.read_text() != commit:
+        partial = ref.with_name(f"{ref.name}.{os.getpid()}.tmp")
+        partial.write_text(commit)
+        os.replace(partial, ref)
