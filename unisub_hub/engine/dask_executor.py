@@ -4,9 +4,9 @@ The engine's passes are all ``aggregate(zero, step, merge)`` over sources (see
 :mod:`.executor`), so a cluster only has to run ``step`` where the data is. The sources
 are split into about two chunks per worker; each chunk becomes one task that starts from
 ``zero()``, reads and folds its sources *in the worker* (local paths on shared storage, or
-the Hugging Face cache), and sends back one partial accumulator. The driver never reads a
-source for these folds: it holds at most two accumulators while it merges the partial sums in
-the order they arrive.
+Hub files, which the worker downloads into its Hugging Face cache when it first reads them),
+and sends back one partial accumulator. The driver never reads a source: it holds at most
+two accumulators while it merges the partial sums in the order they arrive.
 
 A lost worker loses its running tasks, which the scheduler runs again elsewhere (``retries``
 on top of Dask's own rescheduling); the sums are associative, so the answer is the serial

@@ -124,9 +124,10 @@ def _largest_rank(layers: Sequence[LayerSpec], modes: tuple[int, ...], count: in
 def check_duplicates(sources: Sequence[Source]) -> None:
     """Refuse two sources with the same bytes (a member counted twice skews the basis).
 
-    The hashes are taken on two threads: ``hashlib`` lets go of the GIL while it hashes, so a
-    collection of 512 adapters (1.5 GB) hashes in about half the time. Each source keeps its
-    hash for its provenance record.
+    Identities are per-file sha256s (see :mod:`unisub_hub.io.files`): a Hub source's come
+    from the Hub's listing, a local file's are taken on two threads (``hashlib`` lets go of the
+    GIL while it hashes, so a collection of 512 adapters, 1.5 GB, hashes in about half the
+    time). Each source keeps its hash for its provenance record.
     """
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda source: source.sha256, sources))
