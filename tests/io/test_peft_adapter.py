@@ -86,3 +86,12 @@ def test_a_pickle_the_safe_loader_refuses_is_one_line_and_runs_nothing(tmp_path,
     refused(["build", folder, write_adapter(tmp_path / "b", seed=1), "--allow-pickle", "--out", tmp_path / "out"],
             f"{folder}: adapter_model.bin: not a plain tensor file the safe loader accepts", tmp_path / "out")
     assert "pwned" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("made", ["missing", "empty folder"])
+def test_a_folder_that_holds_no_adapter_is_one_line(tmp_path, made):
+    folder = tmp_path / "adapter"
+    if made == "empty folder":
+        folder.mkdir()
+    with pytest.raises(SourceError, match="no adapter_config.json: not a PEFT adapter folder"):
+        LoraSource(folder)

@@ -110,6 +110,8 @@ class LocalTree:
     def names(self) -> frozenset[str]:
         if self.only is not None:
             return frozenset([self.only])
+        if not self.folder.is_dir():
+            return frozenset()  # a missing folder holds nothing; the source says what it lacks
         found = set()
         for entry in self.folder.iterdir():
             if entry.name.startswith("."):
