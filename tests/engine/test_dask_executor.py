@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import torch
 from clitools import SHAPES, run, write_checkpoints
 from conftest import max_principal_angle, planted_collection, random_loras
 
@@ -87,3 +88,17 @@ def test_the_command_line_builds_on_a_local_cluster(tmp_path):
         assert max_principal_angle(serial.layer(name).left, cluster.layer(name).left) < 1e-6
     bad = run("build", *zoo, "--out", tmp_path / "x", "--workers", "2", ok=False)
     assert bad.exit_code == 2 and "--workers sizes the local cluster of --executor dask" in bad.output
+
+
+def test_tied_tensors_are_found_by_a_fold_on_the_cluster(client):
+    from unisub_hub.pipeline.ties import find_ties
+
+    gen = torch.Generator().manual_seed(0)
+    sources = []
+    for m in range(4):
+        embed = torch.randn(10, 6, generator=gen)
+        sources.append(InMemoryCheckpoint(f"m{m}", {"model.embed_tokens.weight": embed, "lm_head.weight": embed.clone(), "layers.0.w": torch.randn(6, 6, generator=gen)}))
+    names = list(sources[0].tensors)
+    assert find_ties(sources, names, DaskExecutor(client)) == {"lm_head.weight": "model.embed_tokens.weight"} == find_ties(sources, names)
+    sources[3].tensors["lm_head.weight"] = sources[3].tensors["lm_head.weight"] + 1e-3  # untied in one member: in none
+    assert find_ties(sources, names, DaskExecutor(client)) == {} == find_ties(sources, names)

@@ -20,6 +20,10 @@ class InMemoryCheckpoint:
         self.name = name
         self.tensors = dict(tensors)
 
+    def tensor(self, name: str) -> torch.Tensor:
+        """One tensor as given (as :meth:`CheckpointSource.tensor <unisub_hub.io.checkpoint.CheckpointSource.tensor>` reads one)."""
+        return self.tensors[name]
+
     def load(self, names: Sequence[str]) -> dict[str, Dense]:
         return {n: Dense(matrix_view(self.tensors[n])) for n in names}
 
