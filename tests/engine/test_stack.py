@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from unisub_hub.engine.matrix import Factored
-from unisub_hub.engine.stack import FactoredStack
+from unisub_hub.engine.stack import FactoredStack, TuckerBases
 
 
 def _updates(count: int = 5, p: int = 30, q: int = 20, r: int = 4, seed: int = 0) -> list[Factored]:
@@ -38,7 +38,7 @@ def test_norms_and_tucker_residuals_match_dense_projections():
     stack = _stack(updates)
     left = torch.linalg.qr(torch.randn(5, 30, 3, dtype=torch.float64))[0]
     right = torch.linalg.qr(torch.randn(5, 20, 2, dtype=torch.float64))[0]
-    residual, total = stack.tucker_residuals(left, right)
+    residual, total = stack.tucker_residuals(TuckerBases.of(left, right))
     for i, update in enumerate(updates):
         dense = update.dense()
         projected = left[i] @ left[i].T @ dense @ right[i] @ right[i].T

@@ -33,6 +33,7 @@ from .randomized import sketch_layers
 from .rank import RankRule, numerical_rank
 from .reader import SourceReader
 from .spec import LayerSpec, MatrixSource, Progress, SilentProgress
+from .stack import TuckerBases
 
 __all__ = ["BuildOptions", "BuildResult", "LayerSpec", "MatrixSource", "Progress", "assess_basis", "build_basis"]
 
@@ -454,7 +455,7 @@ def _quality_pass(
     everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
     means = {name: basis.mean for name, basis in bases.items() if basis.mean is not None}
     reader = context.reader
-    stacked_bases: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}  # per process: the driver, or each worker
+    stacked_bases: dict[tuple[str, ...], TuckerBases | None] = {}  # per process: the driver, or each worker
 
     def step(fits: _Fits, item: tuple[MatrixSource, bool]) -> _Fits:
         source, is_holdout = item
@@ -468,11 +469,11 @@ def _quality_pass(
                     fits.ranks.update(((name, source.name), stack.rank) for name in stack.names)
                 if stack.names not in stacked_bases:
                     stacked_bases[stack.names] = _stacked_tucker_bases([bases[n] for n in stack.names])
-                if stacked_bases[stack.names] is None:  # centred or single-sided: project one by one
+                tucker = stacked_bases[stack.names]
+                if tucker is None:  # centred or single-sided: project one by one
                     singles.update((name, stack.matrix(i)) for i, name in enumerate(stack.names))
                     continue
-                left, right = stacked_bases[stack.names]  # type: ignore[misc]
-                residual, total = stack.to(torch.float64).tucker_residuals(left, right)
+                residual, total = stack.to(torch.float64).tucker_residuals(tucker)
                 for name, r, t in zip(stack.names, residual.tolist(), total.tolist(), strict=True):
                     fits.residuals[(name, source.name)] = (r, t, t, is_holdout)
             for name, matrix in singles.items():
@@ -509,9 +510,9 @@ class _Fits:
         return self
 
 
-def _stacked_tucker_bases(bases: list[LayerBasis]) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _stacked_tucker_bases(bases: list[LayerBasis]) -> TuckerBases | None:
     """The ``U`` and ``V`` of uncentred two-sided bases of one shape, stacked in float64 (the
     quality pass's precision, cast once per build, not per source); ``None`` otherwise."""
     if any(b.modes != (2, 3) or b.mean is not None for b in bases) or len({(b.left.shape, b.right.shape) for b in bases}) != 1:  # type: ignore[union-attr]
         return None
-    return torch.stack([b.left for b in bases]).double(), torch.stack([b.right for b in bases]).double()  # type: ignore[misc]
+    return TuckerBases.of(torch.stack([b.left for b in bases]).double(), torch.stack([b.right for b in bases]).double())  # type: ignore[misc]

@@ -10,13 +10,14 @@ without a temporary per module.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
 from .matrix import Factored, all_finite
 
-__all__ = ["FactoredStack"]
+__all__ = ["FactoredStack", "TuckerBases"]
 
 
 class FactoredStack:
@@ -111,8 +112,8 @@ class FactoredStack:
         middle = self.b_gram * self._scales.square()[:, None, None]
         out.baddbmm_(self.lora_a.transpose(1, 2), middle @ (self.lora_a @ tests))
 
-    def tucker_residuals(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(||X_i - U_i C_i V_i^T||^2, ||X_i||^2)`` for the cores ``C_i = U_i^T X_i V_i`` on ``U_i (p, k)``, ``V_i (q, k)``.
+    def tucker_residuals(self, bases: TuckerBases) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(||X_i - U_i C_i V_i^T||^2, ||X_i||^2)`` for the cores ``C_i = U_i^T X_i V_i``.
 
         ``||X - U C V^T||^2 = ||X||^2 - 2 ||C||^2 + <C, (U^T U) C (V^T V)>`` with ``U^T X V = s (U^T
         B)(A V)``: thin products per update, never ``B A`` itself. The factors' small Grams make
@@ -120,7 +121,25 @@ class FactoredStack:
         float32's precision (assuming ``U^T U = I`` would report ``sqrt(eps)``, 3e-4, for a
         member the basis holds exactly).
         """
-        core = (left.transpose(1, 2) @ self.lora_b) @ (self.lora_a @ right) * self._scales[:, None, None]
+        core = (bases.left.transpose(1, 2) @ self.lora_b) @ (self.lora_a @ bases.right) * self._scales[:, None, None]
         total = self.sq_norms()
-        rebuilt = ((left.transpose(1, 2) @ left) @ core @ (right.transpose(1, 2) @ right) * core).sum((1, 2))
+        rebuilt = (bases.left_gram @ core @ bases.right_gram * core).sum((1, 2))
         return (total - 2 * core.square().sum((1, 2)) + rebuilt).clamp_min(0), total
+
+
+@dataclass(frozen=True)
+class TuckerBases:
+    """Two-sided bases of a stack's layers, ``U_i (p, k)`` and ``V_i (q, k)``, with their Grams.
+
+    The Grams ``U_i^T U_i`` and ``V_i^T V_i`` are as costly as an update's core and the same
+    for every source, so they are formed once here, not per source.
+    """
+
+    left: torch.Tensor
+    right: torch.Tensor
+    left_gram: torch.Tensor
+    right_gram: torch.Tensor
+
+    @classmethod
+    def of(cls, left: torch.Tensor, right: torch.Tensor) -> TuckerBases:
+        return cls(left, right, left.transpose(1, 2) @ left, right.transpose(1, 2) @ right)
