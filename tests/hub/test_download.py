@@ -68,10 +68,12 @@ def test_a_kohya_file_on_the_hub_is_planned_from_its_header_and_its_alphas_read_
     folder = tmp_path / "kohya"
     folder.mkdir()
     save_file({"lora_unet_mid_attn.lora_down.weight": torch.randn(2, 6), "lora_unet_mid_attn.lora_up.weight": torch.randn(5, 2),
-               "lora_unet_mid_attn.alpha": torch.tensor(3.0)}, folder / "style.safetensors")
+               "lora_unet_mid_attn.alpha": torch.tensor(3.0, dtype=torch.float16)}, folder / "style.safetensors")
     source = open_source(upload(hub, folder, "me/style"))
     assert isinstance(source, LoraSource) and source.layout.name == "kohya"
-    assert source.tensors == LoraSource(folder / "style.safetensors").tensors and weight_downloads(hub) == []
+    local = LoraSource(folder / "style.safetensors")
+    assert list(source.header.items()) == list(local.header.items())  # the same entries in the same order (the file's is by dtype)
+    assert source.tensors == local.tensors and weight_downloads(hub) == []
     assert source.scales == {"lora_unet_mid_attn.weight": 3.0 / 2} and len(weight_downloads(hub)) == 1
 
 
@@ -102,6 +104,7 @@ def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_
     run("build", *repos, "--out", tmp_path / "hub", "--k", "2", "--no-register")
     local, remote = load_basis(tmp_path / "local"), load_basis(tmp_path / "hub")
     assert [s["sha256"] for s in local.manifest["sources"]] == [s["sha256"] for s in remote.manifest["sources"]]
+    assert remote.layer_names == local.layer_names  # in the same order: headers are read alike from disk and from the Hub
     for name in local.layer_names:
         assert max_principal_angle(local.layer(name).left, remote.layer(name).left) < 1e-6
     # What the build read is in the cache: offline, the same sources open from it alone.

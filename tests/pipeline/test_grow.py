@@ -81,7 +81,8 @@ def test_growth_refuses_what_would_be_wrong(tmp_path, grown_parent):
     refused(["build", zoo[4], "--update", parent, "--out", out], "the state's tensors are missing or changed since they were written", out)
 
 
-def test_a_sharded_member_recorded_by_an_older_version_is_still_known_when_it_comes_again(tmp_path):
+@pytest.mark.parametrize("version", ["0.1.0", "a hand-edited version"])
+def test_a_sharded_member_recorded_by_an_older_version_is_still_known_when_it_comes_again(tmp_path, version):
     from unisub_hub.format.tensorfile import sha256_files
     from unisub_hub.io.checkpoint import CheckpointSource
 
@@ -97,7 +98,7 @@ def test_a_sharded_member_recorded_by_an_older_version_is_still_known_when_it_co
     manifest_path = tmp_path / "parent" / "unisub_basis.json"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["sources"][0]["sha256"] == CheckpointSource(sharded).sha256 != sha256_files(sorted(sharded.glob("*.safetensors")))
-    manifest["producer"]["version"] = "0.1.0"  # as 0.1 recorded it: the hash of the shards' bytes end to end
+    manifest["producer"]["version"] = version  # as 0.1 recorded it: the hash of the shards' bytes end to end
     manifest["sources"][0]["sha256"] = sha256_files(sorted(sharded.glob("*.safetensors")))
     manifest_path.write_text(json.dumps(manifest))
     out = tmp_path / "child"

@@ -61,8 +61,9 @@ class HubFile:
             else:
                 with hub_errors(self.where):
                     parsed = api().parse_safetensors_file_metadata(self.repo_id, self.name, revision=self.commit)
-                header: dict[str, Any] = {key: {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
-                                          for key, info in parsed.tensors.items()}
+                # Sorted like read_header's (safetensors lists names sorted, the file by dtype):
+                # a collection's layer order, and so its basis, must not depend on where a file lies.
+                header: dict[str, Any] = {key: {"dtype": info.dtype, "shape": list(info.shape)} for key, info in sorted(parsed.tensors.items())}
                 if parsed.metadata:
                     header["__metadata__"] = dict(parsed.metadata)
                 self._header = header

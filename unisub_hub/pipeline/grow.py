@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from ..constants import BASIS_FORMAT, DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
 from ..engine import BuildOptions, Executor, LayerSpec, Progress, RankRule, assess_basis, resolve_device
@@ -69,7 +69,7 @@ def grow(
     # Held-out sources are not in the state: one may join as a member, and then is no longer held out.
     members = {entry.get("sha256"): entry["id"] for entry in manifest["sources"] if entry.get("sha256") and entry.get("role", "train") == "train"}
     # Before 0.2 a multi-file source was recorded by the sha256 of its concatenated files.
-    legacy = Version(manifest["producer"]["version"]) < _PER_FILE_IDENTITY
+    legacy = _recorded_before_per_file_identity(manifest["producer"]["version"])
     identities = {source.name: _identities(source, legacy=legacy) for source in sources}
     joining = set().union(*identities.values())
     kept = [entry for entry in manifest["sources"] if not (entry.get("role") == "holdout" and entry.get("sha256") in joining)]
@@ -119,3 +119,13 @@ def _identities(source: Source, *, legacy: bool) -> set[str]:
     if legacy and isinstance(source, CheckpointSource) and source.legacy_sha256 is not None:
         found.add(source.legacy_sha256)
     return found
+
+
+def _recorded_before_per_file_identity(version: str) -> bool:
+    """Whether a basis written by ``version`` may record a sharded source the old way (an
+    unreadable version string may: checking the old identity too costs a hash, missing it a
+    member counted twice)."""
+    try:
+        return Version(version) < _PER_FILE_IDENTITY
+    except InvalidVersion:
+        return True
