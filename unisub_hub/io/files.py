@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,12 +66,18 @@ class SourceTree(Protocol):
         """The weight file ``name`` (one of :attr:`names`)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class LocalFile:
-    """A weight file on this machine."""
+    """A weight file on this machine.
+
+    Its sha256 is taken once and kept: a build hashes every file of a collection on two
+    threads up front (:func:`~unisub_hub.pipeline.build.check_duplicates`), and the sources'
+    identities and provenance records then reuse the digests.
+    """
 
     path: Path
     name: str
+    _sha256: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -81,7 +87,9 @@ class LocalFile:
         return read_header(self.path)
 
     def sha256(self) -> str:
-        return sha256_files([self.path])
+        if self._sha256 is None:
+            self._sha256 = sha256_files([self.path])
+        return self._sha256
 
     def local(self) -> Path:
         return self.path

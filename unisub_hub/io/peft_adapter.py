@@ -304,9 +304,14 @@ class LoraSource:
     def provenance(self) -> dict[str, Any]:
         return {"id": provenance_id(self.name, self.revision), "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
 
+    @property
+    def files(self) -> list[WeightFile]:
+        """The weight files the adapter is read from (one)."""
+        return [self.weights]
+
     @cached_property
     def sha256(self) -> str:
-        return source_sha256([self.weights])
+        return source_sha256(self.files)
 
     def size_bytes(self) -> int:
         return self.weights.size
