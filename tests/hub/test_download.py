@@ -10,6 +10,7 @@ from models import save_adapters, save_base, save_finetunes
 
 from unisub_hub.errors import HubError
 from unisub_hub.format import load_basis
+from unisub_hub.format.tensorfile import sha256_files
 from unisub_hub.io.checkpoint import CheckpointSource
 from unisub_hub.io.collection import open_source
 from unisub_hub.io.peft_adapter import LoraSource
@@ -60,6 +61,20 @@ def test_a_lora_file_on_the_hub_has_the_identity_of_its_local_copy(models, hub):
     local = LoraSource(adapters[0])
     assert isinstance(source, LoraSource) and source.sha256 == local.sha256 and source.tensors == local.tensors
     assert source.scales == local.scales and weight_downloads(hub) == []
+
+
+def test_a_weight_file_stored_in_git_is_downloaded_and_hashed_once(models, hub, monkeypatch):
+    import unisub_hub.hub.download as download
+    from unisub_hub.pipeline.build import check_duplicates
+
+    monkeypatch.setattr("unisub_hub.testing.hub._LFS_SUFFIXES", ())  # no LFS sha256 in the listing
+    hashed = []
+    monkeypatch.setattr(download, "sha256_files", lambda files: hashed.append(files) or sha256_files(files))
+    _, adapters = models
+    source = open_source(upload(hub, adapters[1], "me/lora-git"))
+    check_duplicates([source, LoraSource(adapters[0])])
+    assert source.provenance()["sha256"] == LoraSource(adapters[1]).sha256
+    assert len(weight_downloads(hub)) == 1 and len(hashed) == 1
 
 
 def test_a_kohya_file_on_the_hub_is_planned_from_its_header_and_its_alphas_read_with_its_weights(hub, tmp_path):

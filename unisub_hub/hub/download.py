@@ -48,6 +48,7 @@ class HubFile:
     endpoint: str
     """The Hub the commit was resolved on: workers download from it whatever their ``HF_ENDPOINT``."""
     _header: dict[str, Any] | None = field(default=None, repr=False)
+    _sha256: str | None = field(default=None, repr=False)
 
     @property
     def where(self) -> str:
@@ -70,8 +71,12 @@ class HubFile:
         return dict(self._header)
 
     def sha256(self) -> str:
-        """The listed sha256; a file without one is downloaded and hashed."""
-        return self.listed_sha256 or sha256_files([self.local()])
+        """The listed sha256; a file without one is downloaded and hashed (once)."""
+        if self.listed_sha256 is not None:
+            return self.listed_sha256
+        if self._sha256 is None:
+            self._sha256 = sha256_files([self.local()])
+        return self._sha256
 
     def local(self) -> Path:
         """The file in this machine's Hugging Face cache, downloaded first if need be, checked against its sha256."""
