@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from unisub_hub.engine.matrix import Factored
@@ -33,18 +34,35 @@ def test_applies_add_each_updates_gram_product():
         torch.testing.assert_close(right[i], start_right[i] + dense.T @ dense @ right_tests[i])
 
 
-def test_norms_and_tucker_residuals_match_dense_projections():
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_norms_and_tucker_residuals_match_dense_projections(dtype, tolerance):
     updates = _updates()
-    stack = _stack(updates)
+    stack = FactoredStack.of([f"m{i}" for i in range(len(updates))], updates, torch.device("cpu"), dtype)
     left = torch.linalg.qr(torch.randn(5, 30, 3, dtype=torch.float64))[0]
     right = torch.linalg.qr(torch.randn(5, 20, 2, dtype=torch.float64))[0]
-    residual, total = stack.tucker_residuals(TuckerBases.of(left, right))
+    residual, total = stack.tucker_residuals(TuckerBases.of(left, right, dtype))
+    assert residual.dtype == total.dtype == torch.float64
     for i, update in enumerate(updates):
-        dense = update.dense()
-        projected = left[i] @ left[i].T @ dense @ right[i] @ right[i].T
-        torch.testing.assert_close(total[i], dense.square().sum())
-        torch.testing.assert_close(residual[i], (dense - projected).square().sum())
-    torch.testing.assert_close(stack.sq_norms(), total)
+        dense = update.dense()  # the float64 factors; a float32 stack holds them rounded
+        u, v = left[i].to(dtype).double(), right[i].to(dtype).double()  # the bases the stack is projected on
+        projected = u @ u.T @ dense @ v @ v.T
+        torch.testing.assert_close(total[i], dense.square().sum(), rtol=tolerance, atol=0)
+        torch.testing.assert_close(residual[i], (dense - projected).square().sum(), rtol=tolerance, atol=0)
+    torch.testing.assert_close(stack.sq_norms().double(), total, rtol=tolerance, atol=0)
+
+
+def test_float32_residuals_of_updates_the_basis_holds_are_near_zero():
+    """Summed from parts, not as a difference of squared norms (which keeps ~1e-7 of the total
+    as rounding, a relative error of 3e-4): a member inside the float32 basis reports ~1e-7."""
+    gen = torch.Generator().manual_seed(3)
+    left = torch.linalg.qr(torch.randn(4, 600, 6, generator=gen, dtype=torch.float64))[0].float()
+    right = torch.linalg.qr(torch.randn(4, 500, 6, generator=gen, dtype=torch.float64))[0].float()
+    inside = [Factored(left[i] @ torch.randn(6, 4, generator=gen), torch.randn(4, 6, generator=gen) @ right[i].T, 2.0) for i in range(4)]
+    stack = FactoredStack.of([f"m{i}" for i in range(4)], inside, torch.device("cpu"), torch.float32)
+    residual, total = stack.tucker_residuals(TuckerBases.of(left, right, torch.float32))
+    assert float((residual / total).sqrt().max()) < 1e-5
+    core = (left.transpose(1, 2) @ stack.lora_b) @ (stack.lora_a @ right) * 2.0  # the old float32 difference, for contrast
+    assert float(((stack.sq_norms() - core.square().sum((1, 2))).abs() / stack.sq_norms()).sqrt().max()) > 1e-5
 
 
 def test_matrix_views_share_storage_and_scale():

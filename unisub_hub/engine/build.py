@@ -448,9 +448,9 @@ def _quality_pass(
     The projections are a fold over the sources (in workers, for a distributed build); only
     the per-layer, per-source residuals come back.
 
-    LoRA factors are projected in float64 whatever the build's precision: a residual is a
-    difference of squared norms, which float32 would round to noise for a member the basis
-    holds well, and the thin products cost little next to the sketch passes.
+    Stacked LoRA updates are projected in the build's precision, their residuals summed from
+    parts that float32 keeps accurate (see :meth:`FactoredStack.tucker_residuals`); other
+    LoRA updates in float64, where a residual as a difference of squared norms keeps its digits.
     """
     everyone = [(s, False) for s in sources] + [(s, True) for s in holdout]
     means = {name: basis.mean for name, basis in bases.items() if basis.mean is not None}
@@ -468,12 +468,12 @@ def _quality_pass(
                 if not is_holdout:
                     fits.ranks.update(((name, source.name), stack.rank) for name in stack.names)
                 if stack.names not in stacked_bases:
-                    stacked_bases[stack.names] = _stacked_tucker_bases([bases[n] for n in stack.names])
+                    stacked_bases[stack.names] = _stacked_tucker_bases([bases[n] for n in stack.names], stack.lora_b.dtype)
                 tucker = stacked_bases[stack.names]
                 if tucker is None:  # centred or single-sided: project one by one
                     singles.update((name, stack.matrix(i)) for i, name in enumerate(stack.names))
                     continue
-                residual, total = stack.to(torch.float64).tucker_residuals(tucker)
+                residual, total = stack.tucker_residuals(tucker)
                 for name, r, t in zip(stack.names, residual.tolist(), total.tolist(), strict=True):
                     fits.residuals[(name, source.name)] = (r, t, t, is_holdout)
             for name, matrix in singles.items():
@@ -510,9 +510,9 @@ class _Fits:
         return self
 
 
-def _stacked_tucker_bases(bases: list[LayerBasis]) -> TuckerBases | None:
-    """The ``U`` and ``V`` of uncentred two-sided bases of one shape, stacked in float64 (the
-    quality pass's precision, cast once per build, not per source); ``None`` otherwise."""
+def _stacked_tucker_bases(bases: list[LayerBasis], dtype: torch.dtype) -> TuckerBases | None:
+    """The ``U`` and ``V`` of uncentred two-sided bases of one shape, stacked in the stacks'
+    ``dtype`` (cast once per build, not per source); ``None`` otherwise."""
     if any(b.modes != (2, 3) or b.mean is not None for b in bases) or len({(b.left.shape, b.right.shape) for b in bases}) != 1:  # type: ignore[union-attr]
         return None
-    return TuckerBases.of(torch.stack([b.left for b in bases]).double(), torch.stack([b.right for b in bases]).double())  # type: ignore[misc]
+    return TuckerBases.of(torch.stack([b.left for b in bases]), torch.stack([b.right for b in bases]), dtype)  # type: ignore[misc]

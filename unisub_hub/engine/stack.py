@@ -113,26 +113,46 @@ class FactoredStack:
         out.baddbmm_(self.lora_a.transpose(1, 2), middle @ (self.lora_a @ tests))
 
     def tucker_residuals(self, bases: TuckerBases) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(||X_i - U_i C_i V_i^T||^2, ||X_i||^2)`` for the cores ``C_i = U_i^T X_i V_i``.
+        """``(||X_i - U_i C_i V_i^T||^2, ||X_i||^2)`` in float64, for the cores ``C_i = U_i^T X_i V_i``.
 
-        ``||X - U C V^T||^2 = ||X||^2 - 2 ||C||^2 + <C, (U^T U) C (V^T V)>`` with ``U^T X V = s (U^T
-        B)(A V)``: thin products per update, never ``B A`` itself. The factors' small Grams make
-        it the residual of the reconstruction a user gets, also for a basis orthonormal only to
-        float32's precision (assuming ``U^T U = I`` would report ``sqrt(eps)``, 3e-4, for a
-        member the basis holds exactly).
+        Thin products per update, never ``B A`` itself, and the residual of the reconstruction
+        a user gets, also for a basis orthonormal only to float32's precision. Its precision
+        decides how the residual is summed:
+
+        - in float64, as ``||X||^2 - 2 ||C||^2 + <C, (U^T U) C (V^T V)>`` with ``C = s (U^T B)(A V)``:
+          the fewest products, and float64 has the digits for the difference;
+        - in lower precisions, from its parts, since a difference of squared norms would keep
+          only rounding for a member the basis holds well (3e-4 of relative error for one it
+          holds exactly). With ``P = U^T B``, ``Q = A V``, ``B' = B - U P`` and ``A' = A - Q V^T``,
+          ``X - U C V^T = s (B' A + U P A')``, whose squared norm is
+          ``<B'^T B', A A^T> + <P^T (U^T U) P, A' A'^T> + 2 <U^T B', P A' A^T>`` (times ``s^2``):
+          every term is a product of small Grams, each accurate to its own size.
         """
-        core = (bases.left.transpose(1, 2) @ self.lora_b) @ (self.lora_a @ bases.right) * self._scales[:, None, None]
-        total = self.sq_norms()
-        rebuilt = (bases.left_gram @ core @ bases.right_gram * core).sum((1, 2))
-        return (total - 2 * core.square().sum((1, 2)) + rebuilt).clamp_min(0), total
+        total = (self.b_gram.double() * self.a_gram.double()).sum((1, 2)) * self.scales.square()
+        left, right = bases.left, bases.right
+        down = left.transpose(1, 2) @ self.lora_b  # P = U^T B, (n, k, r)
+        up = self.lora_a @ right  # Q = A V, (n, r, k)
+        if self.lora_b.dtype == torch.float64:
+            core = down @ up * self.scales[:, None, None]
+            rebuilt = (bases.left_gram @ core @ bases.right_gram * core).sum((1, 2))
+            return (total - 2 * core.square().sum((1, 2)) + rebuilt).clamp_min(0), total
+        b_rest = torch.baddbmm(self.lora_b, left, down, alpha=-1)  # B' = B - U P
+        a_rest = torch.baddbmm(self.lora_a, up, right.transpose(1, 2), alpha=-1)  # A' = A - Q V^T
+        down64 = down.double()
+        inside = (b_rest.transpose(1, 2) @ b_rest).double() * self.a_gram.double()
+        across = (down64.transpose(1, 2) @ bases.left_gram @ down64) * (a_rest @ a_rest.transpose(1, 2)).double()
+        mixed = (down64 - bases.left_gram @ down64) * (down64 @ (a_rest @ self.lora_a.transpose(1, 2)).double())  # U^T B' = (I - U^T U) P
+        residual = (inside.sum((1, 2)) + across.sum((1, 2)) + 2 * mixed.sum((1, 2))) * self.scales.square()
+        return residual.clamp_min(0), total
 
 
 @dataclass(frozen=True)
 class TuckerBases:
     """Two-sided bases of a stack's layers, ``U_i (p, k)`` and ``V_i (q, k)``, with their Grams.
 
-    The Grams ``U_i^T U_i`` and ``V_i^T V_i`` are as costly as an update's core and the same
-    for every source, so they are formed once here, not per source.
+    The bases are kept in the precision of the stacks they will meet, and their Grams
+    ``U_i^T U_i`` and ``V_i^T V_i`` in float64 (they measure how far from orthonormal the
+    bases are): both the same for every source, so made once here, not per source.
     """
 
     left: torch.Tensor
@@ -141,5 +161,6 @@ class TuckerBases:
     right_gram: torch.Tensor
 
     @classmethod
-    def of(cls, left: torch.Tensor, right: torch.Tensor) -> TuckerBases:
-        return cls(left, right, left.transpose(1, 2) @ left, right.transpose(1, 2) @ right)
+    def of(cls, left: torch.Tensor, right: torch.Tensor, dtype: torch.dtype) -> TuckerBases:
+        left64, right64 = left.double(), right.double()
+        return cls(left.to(dtype), right.to(dtype), left64.transpose(1, 2) @ left64, right64.transpose(1, 2) @ right64)
