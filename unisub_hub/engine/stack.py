@@ -128,7 +128,8 @@ class FactoredStack:
           ``<B'^T B', A A^T> + <P^T (U^T U) P, A' A'^T> + 2 <U^T B', P A' A^T>`` (times ``s^2``):
           every term is a product of small Grams, each accurate to its own size.
         """
-        total = (self.b_gram.double() * self.a_gram.double()).sum((1, 2)) * self.scales.square()
+        a_gram = self.a_gram.double()
+        total = (self.b_gram.double() * a_gram).sum((1, 2)) * self.scales.square()
         left, right = bases.left, bases.right
         down = left.transpose(1, 2) @ self.lora_b  # P = U^T B, (n, k, r)
         up = self.lora_a @ right  # Q = A V, (n, r, k)
@@ -139,7 +140,7 @@ class FactoredStack:
         b_rest = torch.baddbmm(self.lora_b, left, down, alpha=-1)  # B' = B - U P
         a_rest = torch.baddbmm(self.lora_a, up, right.transpose(1, 2), alpha=-1)  # A' = A - Q V^T
         down64 = down.double()
-        inside = (b_rest.transpose(1, 2) @ b_rest).double() * self.a_gram.double()
+        inside = (b_rest.transpose(1, 2) @ b_rest).double() * a_gram
         across = (down64.transpose(1, 2) @ bases.left_gram @ down64) * (a_rest @ a_rest.transpose(1, 2)).double()
         mixed = (down64 - bases.left_gram @ down64) * (down64 @ (a_rest @ self.lora_a.transpose(1, 2)).double())  # U^T B' = (I - U^T U) P
         residual = (inside.sum((1, 2)) + across.sum((1, 2)) + 2 * mixed.sum((1, 2))) * self.scales.square()
