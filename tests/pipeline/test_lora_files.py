@@ -138,6 +138,17 @@ def test_a_kohya_alpha_that_is_not_one_number_is_one_line(tmp_path):
     assert result.exit_code == 1 and "lora_unet_conv_in.alpha: an alpha must be one number" in result.output.strip().splitlines()[-1]
 
 
+def test_an_adapter_without_a_module_the_basis_decomposes_is_refused_naming_the_module(tmp_path):
+    members = planted_updates(KOHYA, 3)
+    paths = [write_kohya(tmp_path / f"s{m}.safetensors", factors) for m, factors in enumerate(members[:2])]
+    run("build", *paths, "--out", tmp_path / "basis", "--k", "2", "--no-register")
+    fewer = write_kohya(tmp_path / "fewer.safetensors", {stem: f for stem, f in members[2].items() if stem != "lora_unet_conv_in"})
+    result = run("project", fewer, "--basis", tmp_path / "basis", "--out", tmp_path / "task", ok=False)
+    assert result.exit_code == 1 and not (tmp_path / "task").exists()
+    assert ("fewer.safetensors: has no LoRA update for lora_unet_conv_in.weight, which the basis decomposes: "
+            "the adapter targets other modules than the adapters the basis was built from") in result.output
+
+
 def test_a_basis_larger_than_its_sources_says_so(tmp_path):
     paths = [write_kohya(tmp_path / f"s{m}.safetensors", factors) for m, factors in enumerate(planted_updates(KOHYA, 4))]
     flat = run("build", *paths, "--out", tmp_path / "flat", "--modes", "1", "--k", "3", "--no-register")

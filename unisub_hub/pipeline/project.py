@@ -35,6 +35,9 @@ def _check_layer(basis: BasisArtifact, source: Source, layer: str) -> None:
     expected = tuple(basis.entry(layer)["shape"])
     info = source.tensors.get(layer)
     if info is None:
+        if isinstance(source, LoraSource):  # same architecture, other target modules
+            raise IncompatibleSourcesError(f"has no LoRA update for {layer}, which the basis decomposes: the adapter targets other modules "
+                                           "than the adapters the basis was built from", source=source.name)
         raise IncompatibleSourcesError(f"has no tensor {layer}, which the basis decomposes (wrong architecture?)", source=source.name)
     if tuple(info.shape) != expected:
         raise IncompatibleSourcesError(
