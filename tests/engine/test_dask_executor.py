@@ -52,30 +52,70 @@ def test_a_cluster_build_equals_the_serial_build(client, kind, modes, solver):
         assert ours.mean_error(holdout=True, centered=True) == pytest.approx(theirs.mean_error(holdout=True, centered=True), rel=1e-9, abs=1e-12)
 
 
-class SlowCheckpoint(InMemoryCheckpoint):
-    """A source that takes its time to read, so that a worker can be killed while it folds."""
+class GatedCheckpoint(InMemoryCheckpoint):
+    """A source whose reads, in whatever process, say so in ``gate/`` and then wait for ``gate/go``.
+
+    The test kills a worker only once it has seen a read start in it (no timing window), and
+    the read markers show afterwards that the killed worker's source was read again elsewhere.
+    """
+
+    def __init__(self, name, tensors, gate):
+        super().__init__(name, tensors)
+        self.gate = str(gate)
 
     def load(self, names):
-        time.sleep(0.25)
+        import pathlib
+        import uuid
+
+        gate = pathlib.Path(self.gate)
+        (gate / f"read-{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}").touch()
+        deadline = time.monotonic() + 60
+        while not (gate / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return super().load(names)
 
 
-def test_a_worker_killed_in_the_middle_of_a_build_does_not_change_the_answer(client):
-    sources = [SlowCheckpoint(s.name, s.tensors) for s in planted_collection(16, SHAPES_2D)]
+def _reads(gate):
+    """(source name, pid) of every read started so far."""
+    return [(path.name.split("-")[1] + "-" + path.name.split("-")[2], int(path.name.split("-")[3])) for path in gate.glob("read-*")]
+
+
+@pytest.mark.slow
+def test_workers_killed_in_the_middle_of_a_build_do_not_change_the_answer(client, tmp_path):
+    """Both workers die while they read (the nannies start new ones): every chunk runs again, same basis."""
+    collection = planted_collection(12, SHAPES_2D)
+    # The first member is read alone first (the centring shift): it passes, the others wait.
+    gated = collection[:1] + [GatedCheckpoint(s.name, s.tensors, tmp_path) for s in collection[1:]]
     specs = [LayerSpec(name, shape) for name, shape in SHAPES_2D.items()]
     options = BuildOptions(rank=RankRule(k=3), solver="exact", null_baseline=False)
-    serial = build_basis(specs, sources, options=options)
+    serial = build_basis(specs, collection, options=options)
     done = {}
-    builder = threading.Thread(target=lambda: done.update(result=build_basis(specs, sources, options=options, executor=DaskExecutor(client))))
+    builder = threading.Thread(target=lambda: done.update(result=build_basis(specs, gated, options=options, executor=DaskExecutor(client))))
     builder.start()
-    time.sleep(0.6)  # the first chunks are being read
-    victim = next(iter(client.run(os.getpid).values()))
-    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while len({pid for _, pid in _reads(tmp_path)}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first_reads = _reads(tmp_path)
+    victims = {pid for _, pid in first_reads}
+    assert len(victims) == 2, "both workers should be inside a read"
+    for victim in victims:
+        os.kill(victim, signal.SIGKILL)  # inside load(), waiting at the gate
+    deadline = time.monotonic() + 30
+    while (victims & _worker_pids(client) or len(_worker_pids(client)) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
     builder.join(timeout=120)
     assert not builder.is_alive() and "result" in done
     for name in SHAPES_2D:
         assert max_principal_angle(serial.layers[name].left, done["result"].layers[name].left) < 1e-6
-    assert victim not in client.run(os.getpid).values()  # it really died (the nanny started another)
+    for source, victim in first_reads:  # each interrupted read ran again in another process
+        assert {pid for name, pid in _reads(tmp_path) if name == source} - {victim}
+    assert not victims & _worker_pids(client)  # they really died (the nannies started others)
+
+
+def _worker_pids(client):
+    """The process ids of the live workers (one being removed does not answer)."""
+    return set(client.run(os.getpid, on_error="ignore").values())
 
 
 def test_the_command_line_builds_on_a_local_cluster(tmp_path):

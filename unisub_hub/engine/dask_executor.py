@@ -9,8 +9,9 @@ and sends back one partial accumulator. The driver never reads a source: it hold
 two accumulators while it merges the partial sums in the order they arrive.
 
 A lost worker loses its running tasks, which the scheduler runs again elsewhere (``retries``
-on top of Dask's own rescheduling); the sums are associative, so the answer is the serial
-build's up to round-off. Partial sums are float32 or float64 (the accumulate dtype): Dask's
+on top of Dask's own rescheduling); a task the scheduler gives up on is submitted again, a
+bounded number of times. The sums are associative, so the answer is the serial build's up
+to round-off. Partial sums are float32 or float64 (the accumulate dtype): Dask's
 torch serializer cannot send bfloat16 back.
 """
 
@@ -36,18 +37,22 @@ class DaskExecutor:
         client: a connected ``distributed.Client``.
         chunks_per_worker: tasks per worker and fold; more tasks balance uneven sources and
             lose less work to a dead worker, fewer send fewer partial sums back.
-        retries: extra attempts of a task whose worker died or that raised.
+        retries: extra attempts the scheduler gives a task whose worker died or that raised.
+        resubmits: how often a task the scheduler gave up on (cancelled, or its workers
+            killed ``retries`` times) is submitted again before the build fails.
         on_items: called with the number of sources each finished task folded (progress).
     """
 
-    def __init__(self, client: Any, *, chunks_per_worker: int = 2, retries: int = 3, on_items: Callable[[int], None] | None = None) -> None:
+    def __init__(self, client: Any, *, chunks_per_worker: int = 2, retries: int = 3, resubmits: int = 3,
+                 on_items: Callable[[int], None] | None = None) -> None:
         self.client = client
         self.chunks_per_worker = chunks_per_worker
         self.retries = retries
+        self.resubmits = resubmits
         self.on_items = on_items
 
     def with_progress(self, on_items: Callable[[int], None] | None) -> DaskExecutor:
-        return DaskExecutor(self.client, chunks_per_worker=self.chunks_per_worker, retries=self.retries, on_items=on_items)
+        return DaskExecutor(self.client, chunks_per_worker=self.chunks_per_worker, retries=self.retries, resubmits=self.resubmits, on_items=on_items)
 
     def aggregate(
         self,
@@ -56,27 +61,49 @@ class DaskExecutor:
         step: Callable[[Acc, Item], Acc],
         merge: Callable[[Acc, Acc], Acc],
     ) -> Acc:
+        from concurrent.futures import CancelledError
+
         from distributed import as_completed
+        from distributed.scheduler import KilledWorker
 
         items = list(items)
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         count = max(1, min(len(items), workers * self.chunks_per_worker))
         chunks = [items[i::count] for i in range(count)]
-        # The fold's functions carry what every task needs (a centred build's shift: one dense
-        # matrix per layer), so they travel once per worker, not once per task.
-        zero_on_workers, step_on_workers = self.client.scatter([zero, step], broadcast=True, hash=False)
-        fold = SerialExecutor().aggregate  # each task is a serial fold of its chunk, in the worker
-        futures = [self.client.submit(fold, chunk, zero_on_workers, step_on_workers, merge, pure=False, retries=self.retries) for chunk in chunks]
-        sizes = {future.key: len(chunk) for future, chunk in zip(futures, chunks, strict=True)}
+        attempts = {self._submit(chunk, zero, step, merge): (chunk, 0) for chunk in chunks}
+        pending = as_completed(list(attempts))
         total: Acc | None = None
-        for future in as_completed(futures):
-            part = future.result()
+        for future in pending:
+            chunk, attempt = attempts.pop(future)
+            try:
+                part = future.result()
+            except (CancelledError, KilledWorker) as error:
+                # The scheduler gave up on the task (its worker died too often, or the data it
+                # needed went with a worker): run the chunk again, a bounded number of times.
+                if attempt >= self.resubmits:
+                    raise ExecutorError(
+                        f"a task of the build was lost {attempt + 1} times ({error.__class__.__name__}): the cluster keeps losing workers"
+                    ) from None
+                again = self._submit(chunk, zero, step, merge)
+                attempts[again] = (chunk, attempt + 1)
+                pending.add(again)
+                continue
             total = part if total is None else merge(total, part)
             if self.on_items is not None:
-                self.on_items(sizes[future.key])
+                self.on_items(len(chunk))
             future.release()
         assert total is not None  # at least one chunk
         return total
+
+    def _submit(self, chunk: list[Item], zero: Callable[[], Acc], step: Callable[[Acc, Item], Acc], merge: Callable[[Acc, Acc], Acc]) -> Any:
+        """One task that folds ``chunk`` serially in a worker.
+
+        The fold's functions travel with each task (about two per worker), not scattered once:
+        scattered data lives only on the workers that hold it, and a killed worker would take
+        it with it, which the scheduler cannot recover.
+        """
+        fold = SerialExecutor().aggregate
+        return self.client.submit(fold, chunk, zero, step, merge, pure=False, retries=self.retries)
 
 
 @contextmanager
