@@ -1,6 +1,6 @@
 """Merge benchmark rows (JSON lines printed by run.py, or result files) into one dated result.
 
-    python bench/combine.py OUT_STEM ROWS...   # each ROWS is a .json result file or a log of JSON lines
+python bench/combine.py OUT_STEM ROWS...   # each ROWS is a .json result file or a log of JSON lines
 """
 
 from __future__ import annotations

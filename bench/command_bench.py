@@ -53,9 +53,7 @@ LAYER_BY_LAYER_UP_TO = 16
 """lorashare's ``--layer-by-layer`` re-reads every adapter per module (146 s for 64 adapters at
 d=1024 in the engine benchmark); above this many adapters it is not run."""
 
-STANDARD = [
-    {"d": 1024, "layers": 8, "adapters": n, "k": 16} for n in (16, 64, 512)
-] + [
+STANDARD = [{"d": 1024, "layers": 8, "adapters": n, "k": 16} for n in (16, 64, 512)] + [
     {"d": 4096, "d_kv": 1024, "layers": 2, "adapters": n, "k": 16} for n in (16, 64, 512)
 ]
 QUICK = [{"d": 128, "layers": 2, "adapters": 6, "k": 4}, {"d": 256, "d_kv": 64, "layers": 1, "adapters": 6, "k": 4}]
@@ -66,7 +64,16 @@ def commands(sources: list[str], out: Path, k: int, adapters: int) -> dict[str, 
     contenders = {
         "unisub-hub": ["unisub-hub", "build", *sources, "--out", str(out), "--k", str(k)],
         "lorashare": ["lorashare", "compress", *sources, "-o", str(out), "-k", str(k)],
-        "lorashare --layer-by-layer": ["lorashare", "compress", *sources, "-o", str(out), "-k", str(k), "--layer-by-layer"],
+        "lorashare --layer-by-layer": [
+            "lorashare",
+            "compress",
+            *sources,
+            "-o",
+            str(out),
+            "-k",
+            str(k),
+            "--layer-by-layer",
+        ],
         "vlora-dev": ["vlora", "compress", *sources, "-o", str(out), "-k", str(k)],
     }
     if adapters > LAYER_BY_LAYER_UP_TO:
@@ -92,7 +99,12 @@ collection just generated) would report this process's peak as its own."""
 def run_whole(line: list[str], env: dict[str, str], work: Path) -> dict:
     """Wall time and peak RSS of one process (and the children it waited for)."""
     report = work / "launch-report"
-    process = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(report), *line], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.run(
+        [sys.executable, "-S", "-c", _LAUNCHER, str(report), *line],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     seconds, peak_kib, code = report.read_text().split()
     report.unlink()
     row = {"seconds": float(seconds), "peak_rss_mib": int(peak_kib) / 1024}
@@ -102,7 +114,11 @@ def run_whole(line: list[str], env: dict[str, str], work: Path) -> dict:
 
 
 def time_contenders(sources: list[str], work: Path, k: int, log, only: set[str] | None = None) -> dict[str, dict]:  # noqa: ANN001
-    lines = {name: line for name, line in commands(sources, work / "out", k, len(sources)).items() if only is None or name in only}
+    lines = {
+        name: line
+        for name, line in commands(sources, work / "out", k, len(sources)).items()
+        if only is None or name in only
+    }
     runs: dict[str, list[dict]] = {name: [] for name in lines}
     for round_number in range(ROUNDS):
         for name, line in lines.items():
@@ -114,7 +130,10 @@ def time_contenders(sources: list[str], work: Path, k: int, log, only: set[str] 
             run = run_whole(line, {**os.environ, "UNISUB_HOME": str(home)}, work)
             shutil.rmtree(home)
             runs[name].append(run)
-            log(f"    {name}: {run['seconds']:.2f} s, {run['peak_rss_mib']:.0f} MiB{' ' + run['error'] if 'error' in run else ''}")
+            log(
+                f"    {name}: {run['seconds']:.2f} s, {run['peak_rss_mib']:.0f} "
+                f"MiB{' ' + run['error'] if 'error' in run else ''}"
+            )
             if round_number == 0 and out.exists():  # the first run's output is kept for the accuracy check
                 shutil.move(out, work / f"kept-{_slug(name)}")
             else:
@@ -126,8 +145,11 @@ def _summary(runs: list[dict]) -> dict:
     failed = [run for run in runs if "error" in run]
     if failed:
         return {"error": failed[0]["error"]}
-    return {"seconds": statistics.median(run["seconds"] for run in runs), "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
-            "runs": [round(run["seconds"], 2) for run in runs]}
+    return {
+        "seconds": statistics.median(run["seconds"] for run in runs),
+        "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
+        "runs": [round(run["seconds"], 2) for run in runs],
+    }
 
 
 def _slug(name: str) -> str:
@@ -167,8 +189,10 @@ def rebuild(name: str, output: Path, source: Path, target: Path, work: Path) -> 
     env = {**os.environ, "UNISUB_HOME": str(work / "accuracy-home")}
     if name.startswith("unisub-hub"):
         task = target.with_name(target.name + "-task")
-        steps = [["unisub-hub", "project", str(source), "--basis", str(output), "--out", str(task)],
-                 ["unisub-hub", "materialize", str(task), "--out", str(target)]]
+        steps = [
+            ["unisub-hub", "project", str(source), "--basis", str(output), "--out", str(task)],
+            ["unisub-hub", "materialize", str(task), "--out", str(target)],
+        ]
     elif name.startswith("lorashare"):
         steps = [["lorashare", "reconstruct", str(output), "--adapter", source.name, "-o", str(target)]]
     else:
@@ -199,7 +223,9 @@ def bench(configs: list[dict], data: Path, log, only: set[str] | None = None) ->
     rows = []
     for config in configs:
         shape = {key: config[key] for key in ("adapters", "layers", "d", "d_kv") if key in config}
-        label = f"{config['adapters']} adapters, {config['layers']} layers q/k/v, d={config['d']}" + (f" (k/v {config['d_kv']})" if "d_kv" in config else "")
+        label = f"{config['adapters']} adapters, {config['layers']} layers q/k/v, d={config['d']}" + (
+            f" (k/v {config['d_kv']})" if "d_kv" in config else ""
+        )
         folder = data / "-".join(f"{key}{value}" for key, value in shape.items())
         start = time.perf_counter()
         sources = make_lora_collection(folder, **shape, r=16)
@@ -210,8 +236,16 @@ def bench(configs: list[dict], data: Path, log, only: set[str] | None = None) ->
             timings = time_contenders([str(s) for s in sources], work, config["k"], log, only)
             for name, timing in timings.items():
                 timing["relative_error"] = None if "error" in timing else accuracy(name, sources, work)
-                rows.append({"collection": label, **shape, "k": config["k"], "bytes_on_disk": bytes_on_disk,
-                             "contender": name, **timing})
+                rows.append(
+                    {
+                        "collection": label,
+                        **shape,
+                        "k": config["k"],
+                        "bytes_on_disk": bytes_on_disk,
+                        "contender": name,
+                        **timing,
+                    }
+                )
     return rows
 
 
@@ -230,41 +264,75 @@ def ratios(rows: list[dict]) -> list[dict]:
         peers = [row for name, row in here.items() if not name.startswith("unisub-hub")]
         if not ours or not peers:
             continue
-        accurate = [row for row in peers if row["relative_error"] is not None and row["relative_error"] <= ACCURACY_SLACK * ours["relative_error"]]
+        accurate = [
+            row
+            for row in peers
+            if row["relative_error"] is not None and row["relative_error"] <= ACCURACY_SLACK * ours["relative_error"]
+        ]
         for basis, group in (("fastest", peers), ("fastest as accurate", accurate)):
             if not group:
                 found.append({"collection": label, "against": basis, "peer": None})
                 continue
             peer = min(group, key=lambda row: row["seconds"])
-            found.append({"collection": label, "against": basis, "peer": peer["contender"], "speedup": peer["seconds"] / ours["seconds"],
-                          "peak_rss_fraction": ours["peak_rss_mib"] / peer["peak_rss_mib"],
-                          "error_ours": ours["relative_error"], "error_peer": peer["relative_error"]})
+            found.append(
+                {
+                    "collection": label,
+                    "against": basis,
+                    "peer": peer["contender"],
+                    "speedup": peer["seconds"] / ours["seconds"],
+                    "peak_rss_fraction": ours["peak_rss_mib"] / peer["peak_rss_mib"],
+                    "error_ours": ours["relative_error"],
+                    "error_peer": peer["relative_error"],
+                }
+            )
     return found
 
 
 def markdown(rows: list[dict], found: list[dict]) -> str:
-    lines = ["# Whole commands, defaults, imports included", "", f"Machine: {os.cpu_count()} cores, torch {torch.__version__}; medians of {ROUNDS} alternating runs (runs over {REPEAT_UNDER_SECONDS:.0f} s: one).", "",
-             "| collection | contender | seconds | peak RSS MiB | runs | relative error (first members) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Whole commands, defaults, imports included",
+        "",
+        f"Machine: {os.cpu_count()} cores, torch {torch.__version__}; medians of {ROUNDS} alternating runs (runs over "
+        f"{REPEAT_UNDER_SECONDS:.0f} s: one).",
+        "",
+        "| collection | contender | seconds | peak RSS MiB | runs | relative error (first members) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['collection']} | {row['contender']} | failed: {row['error']} | | | |")
             continue
         error = "" if row["relative_error"] is None else f"{row['relative_error']:.4f}"
-        lines.append(f"| {row['collection']} | {row['contender']} | {row['seconds']:.2f} | {row['peak_rss_mib']:.0f} | {row['runs']} | {error} |")
-    lines += ["", "| collection | against | peer | unisub-hub speed-up | peak RSS fraction | error ours / peer |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {row['collection']} | {row['contender']} | {row['seconds']:.2f} | {row['peak_rss_mib']:.0f} | "
+            f"{row['runs']} | {error} |"
+        )
+    lines += [
+        "",
+        "| collection | against | peer | unisub-hub speed-up | peak RSS fraction | error ours / peer |",
+        "|---|---|---|---|---|---|",
+    ]
     for ratio in found:
         if ratio["peer"] is None:
             lines.append(f"| {ratio['collection']} | {ratio['against']} | none | | | |")
             continue
-        lines.append(f"| {ratio['collection']} | {ratio['against']} | {ratio['peer']} | {ratio['speedup']:.2f}x | {ratio['peak_rss_fraction']:.2f} | "
-                     f"{ratio['error_ours']:.4f} / {ratio['error_peer']:.4f} |")
+        lines.append(
+            f"| {ratio['collection']} | {ratio['against']} | {ratio['peer']} | {ratio['speedup']:.2f}x | "
+            f"{ratio['peak_rss_fraction']:.2f} | "
+            f"{ratio['error_ours']:.4f} / {ratio['error_peer']:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two tiny collections, one run each")
-    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "unisub-command-bench", help="where collections are generated (kept between runs)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "unisub-command-bench",
+        help="where collections are generated (kept between runs)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--tag", default="-commands")
     args = parser.parse_args()

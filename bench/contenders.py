@@ -34,9 +34,16 @@ def unisub(spec: dict) -> dict[str, torch.Tensor]:
 
     sources = open_sources(spec["sources"])
     layers = select_layers([s.tensors for s in sources]).layers
-    options = BuildOptions(modes=(2, 3), rank=RankRule(k=spec["k"]), center=spec.get("center", False), null_baseline=False,
-                           max_memory=spec.get("max_memory", 2 * 1024**3), solver=spec.get("solver", "auto"),
-                           accumulate_dtype=getattr(torch, spec.get("precision", "float64")), power_iterations=spec.get("power_iterations", 1))
+    options = BuildOptions(
+        modes=(2, 3),
+        rank=RankRule(k=spec["k"]),
+        center=spec.get("center", False),
+        null_baseline=False,
+        max_memory=spec.get("max_memory", 2 * 1024**3),
+        solver=spec.get("solver", "auto"),
+        accumulate_dtype=getattr(torch, spec.get("precision", "float64")),
+        power_iterations=spec.get("power_iterations", 1),
+    )
     result = build_basis(layers, sources, options=options)
     return {name: layer.left.float() for name, layer in result.layers.items() if name in spec["check"]}
 
@@ -52,7 +59,9 @@ def in_memory_svd(spec: dict) -> dict[str, torch.Tensor]:
             if len(info.shape) < 2:
                 continue
             left, right = source.factors(name) if hasattr(source, "factors") else (None, None)
-            dense = source.tensor(name).float() if left is None else (left.float() @ right.float()) * source.scales[name]
+            dense = (
+                source.tensor(name).float() if left is None else (left.float() @ right.float()) * source.scales[name]
+            )
             updates.setdefault(name, []).append(dense.reshape(dense.shape[0], -1))
     answer = {}
     for name, stack in updates.items():
@@ -95,7 +104,9 @@ def arithmetic_floor(spec: dict) -> dict[str, torch.Tensor]:
     layers = [torch.randn(*shape, generator=gen) for shape in shapes if len(shape) == 2]
     k = spec["k"]
     width = k + defaults.oversample
-    tests = [(torch.randn(x.shape[0], width, generator=gen), torch.randn(x.shape[1], width, generator=gen)) for x in layers]
+    tests = [
+        (torch.randn(x.shape[0], width, generator=gen), torch.randn(x.shape[1], width, generator=gen)) for x in layers
+    ]
     for _ in range(1 + defaults.power_iterations):
         for _ in spec["sources"]:
             for x, (left, right) in zip(layers, tests, strict=True):
@@ -145,8 +156,14 @@ IMPORTS = {
 """Modules each contender imports before the clock starts, so no one pays for imports."""
 
 CONTENDERS = {
-    "unisub-hub": unisub, "unisub-hub-float32": unisub_float32, "unisub-hub-float32-q2": unisub_float32_q2, "in-memory-svd": in_memory_svd,
-    "read-floor": read_floor, "arithmetic-floor": arithmetic_floor, "lorashare": lorashare, "vlora-dev": vlora_dev,
+    "unisub-hub": unisub,
+    "unisub-hub-float32": unisub_float32,
+    "unisub-hub-float32-q2": unisub_float32_q2,
+    "in-memory-svd": in_memory_svd,
+    "read-floor": read_floor,
+    "arithmetic-floor": arithmetic_floor,
+    "lorashare": lorashare,
+    "vlora-dev": vlora_dev,
 }
 
 

@@ -12,8 +12,17 @@ __all__ = ["make_lora_collection"]
 
 
 def make_lora_collection(
-    root: Path, *, adapters: int, layers: int, d: int, d_kv: int | None = None, r: int = 16, shared: int = 8,
-    noise: float = 0.3, dtype: torch.dtype = torch.float32, seed: int = 0,
+    root: Path,
+    *,
+    adapters: int,
+    layers: int,
+    d: int,
+    d_kv: int | None = None,
+    r: int = 16,
+    shared: int = 8,
+    noise: float = 0.3,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
 ) -> list[Path]:
     """``adapters`` folders of q/k/v LoRAs (``layers`` transformer layers, model width ``d``).
 
@@ -23,7 +32,9 @@ def make_lora_collection(
     """
     d_kv = d_kv or d
     gen = torch.Generator().manual_seed(seed)
-    modules = [(f"model.layers.{i}.self_attn.{name}_proj", d if name == "q" else d_kv) for i in range(layers) for name in "qkv"]
+    modules = [
+        (f"model.layers.{i}.self_attn.{name}_proj", d if name == "q" else d_kv) for i in range(layers) for name in "qkv"
+    ]
     left = {m: torch.linalg.qr(torch.randn(out, shared, generator=gen))[0] for m, out in modules}
     right = {m: torch.linalg.qr(torch.randn(d, shared, generator=gen))[0] for m, _ in modules}
     folders = []
@@ -38,13 +49,23 @@ def make_lora_collection(
         # adapters would replay the stream of the first ones (skipped adapters draw nothing).
         own = torch.Generator().manual_seed(seed * 1_000_003 + number + 1)
         for module, out in modules:
-            lora_b = left[module] @ torch.randn(shared, r, generator=own) + noise / (out ** 0.5) * torch.randn(out, r, generator=own)
-            lora_a = torch.randn(r, shared, generator=own) @ right[module].T + noise / (d ** 0.5) * torch.randn(r, d, generator=own)
+            lora_b = left[module] @ torch.randn(shared, r, generator=own) + noise / (out**0.5) * torch.randn(
+                out, r, generator=own
+            )
+            lora_a = torch.randn(r, shared, generator=own) @ right[module].T + noise / (d**0.5) * torch.randn(
+                r, d, generator=own
+            )
             tensors[f"base_model.model.{module}.lora_A.weight"] = lora_a.to(dtype).contiguous()
             tensors[f"base_model.model.{module}.lora_B.weight"] = lora_b.to(dtype).contiguous()
         save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})
-        config = {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "target_modules": ["q_proj", "k_proj", "v_proj"],
-                  "base_model_name_or_path": f"synthetic-d{d}", "task_type": "CAUSAL_LM"}
+        config = {
+            "peft_type": "LORA",
+            "r": r,
+            "lora_alpha": 2 * r,
+            "target_modules": ["q_proj", "k_proj", "v_proj"],
+            "base_model_name_or_path": f"synthetic-d{d}",
+            "task_type": "CAUSAL_LM",
+        }
         (folder / "adapter_config.json").write_text(json.dumps(config))
         folders.append(folder)
     return folders

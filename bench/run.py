@@ -52,7 +52,11 @@ def run_contender(name: str, spec: dict, work: Path) -> dict:
     if any("error" in run for run in runs):
         return next(run for run in runs if "error" in run)
     median = sorted(runs, key=lambda run: run["seconds"])[1]
-    return {**median, "peak_rss_bytes": max(run["peak_rss_bytes"] for run in runs), "runs": [round(run["seconds"], 3) for run in runs]}
+    return {
+        **median,
+        "peak_rss_bytes": max(run["peak_rss_bytes"] for run in runs),
+        "runs": [round(run["seconds"], 3) for run in runs],
+    }
 
 
 def _run_once(name: str, spec: dict, work: Path) -> dict:
@@ -60,7 +64,9 @@ def _run_once(name: str, spec: dict, work: Path) -> dict:
     spec["answer"] = str(work / f"answer-{name}.safetensors")
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    done = subprocess.run([sys.executable, str(HERE / "contenders.py"), name, str(spec_path)], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "contenders.py"), name, str(spec_path)], capture_output=True, text=True, env=env
+    )
     if done.returncode != 0:
         return {"contender": name, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -108,21 +114,39 @@ def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> li
     for config in configs:
         config = {"shared": k, **config}  # the planted subspace is as wide as the k asked for: a well-posed top-k
         make = {key: value for key, value in config.items() if key not in ("contenders", "float32_only", "in_memory")}
-        folder = data / f"lora-n{config['adapters']}-d{config['d']}-L{config['layers']}-s{config['shared']}-{str(config.get('dtype', 'float32')).removeprefix('torch.')}"
+        dtype = str(config.get("dtype", "float32")).removeprefix("torch.")
+        folder = data / f"lora-n{config['adapters']}-d{config['d']}-L{config['layers']}-s{config['shared']}-{dtype}"
         start = time.perf_counter()
         sources = [str(p) for p in make_lora_collection(folder, **make)]
         made = time.perf_counter() - start
         size = sum(Path(s, "adapter_model.safetensors").stat().st_size for s in sources)
-        check = ["model.layers.0.self_attn.q_proj.weight", f"model.layers.{config['layers'] - 1}.self_attn.v_proj.weight"]
+        check = [
+            "model.layers.0.self_attn.q_proj.weight",
+            f"model.layers.{config['layers'] - 1}.self_attn.v_proj.weight",
+        ]
         references = {m: exact_left(sources, m, k) for m in check}
         spec = {"sources": sources, "k": k, "check": check}
         dense_bytes = config["adapters"] * 3 * config["layers"] * config["d"] ** 2 * 4
-        contenders = (["unisub-hub-float32"] if config.get("float32_only") else ["unisub-hub", "unisub-hub-float32"]) + (["lorashare", "vlora-dev"] if config.get("contenders", True) else []) + (
-            ["in-memory-svd"] if dense_bytes < 0.4 * 24 * GiB and config.get("contenders", True) and config.get("in_memory", True) else [])
+        contenders = (
+            (["unisub-hub-float32"] if config.get("float32_only") else ["unisub-hub", "unisub-hub-float32"])
+            + (["lorashare", "vlora-dev"] if config.get("contenders", True) else [])
+            + (
+                ["in-memory-svd"]
+                if dense_bytes < 0.4 * 24 * GiB and config.get("contenders", True) and config.get("in_memory", True)
+                else []
+            )
+        )
         for name in contenders:
             result = run_contender(name, dict(spec), work)
-            row = {"section": "lora-build", **config, "dtype": str(config.get("dtype", "float32")), "k": k, "bytes_on_disk": size,
-                   "contender": name, "generate_seconds": round(made, 1)}
+            row = {
+                "section": "lora-build",
+                **config,
+                "dtype": str(config.get("dtype", "float32")),
+                "k": k,
+                "bytes_on_disk": size,
+                "contender": name,
+                "generate_seconds": round(made, 1),
+            }
             if "error" in result:
                 row["error"] = result["error"]
             else:
@@ -132,7 +156,9 @@ def lora_section(data: Path, work: Path, configs: list[dict], k: int, log) -> li
                 answer = result.get("answer")
                 if answer:
                     row["max_principal_angle"] = max(principal_angle(answer[m], references[m][0]) for m in check)
-                    row["reconstruction_error"] = sum(reconstruction_error(answer[m], references[m][1]) for m in check) / len(check)
+                    row["reconstruction_error"] = sum(
+                        reconstruction_error(answer[m], references[m][1]) for m in check
+                    ) / len(check)
                 else:
                     row["max_principal_angle"] = "n/a (PCA of raw factors, not of the updates)"
             rows.append(row)
@@ -155,8 +181,14 @@ def make_checkpoints(folder: Path, count: int, layers: int, width: int) -> list[
         gen = torch.Generator().manual_seed(1000 + m)
         if not (path / "model.safetensors").is_file():
             path.mkdir(parents=True, exist_ok=True)
-            tensors = {n: (w + 0.01 * shared[n][0] @ torch.randn(PLANTED, PLANTED, generator=gen) @ shared[n][1] / width**0.5
-                           + 1e-3 * torch.randn(w.shape, generator=gen)).contiguous() for n, w in base.items()}
+            tensors = {
+                n: (
+                    w
+                    + 0.01 * shared[n][0] @ torch.randn(PLANTED, PLANTED, generator=gen) @ shared[n][1] / width**0.5
+                    + 1e-3 * torch.randn(w.shape, generator=gen)
+                ).contiguous()
+                for n, w in base.items()
+            }
             tensors["model.norm.weight"] = torch.ones(width)
             save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
         paths.append(str(path))
@@ -202,19 +234,36 @@ def full_section(data: Path, work: Path, counts: list[int], layers: int, width: 
         spec = {"sources": sources, "k": 8, "check": check, "center": True, "max_memory": 512 * 2**20, "solver": "auto"}
         references = {layer: exact_centred_left(sources, layer, spec["k"]) for layer in check}
         dense_bytes = size * 2.5
-        names = ["read-floor", "arithmetic-floor", "unisub-hub", "unisub-hub-float32", "unisub-hub-float32-q2"] + (["in-memory-svd"] if dense_bytes < 0.5 * 24 * GiB and count <= 16 else [])
+        names = ["read-floor", "arithmetic-floor", "unisub-hub", "unisub-hub-float32", "unisub-hub-float32-q2"] + (
+            ["in-memory-svd"] if dense_bytes < 0.5 * 24 * GiB and count <= 16 else []
+        )
         for name in names:
             result = run_contender(name, dict(spec), work)
-            row = {"section": "full-build", "checkpoints": count, "params_per_checkpoint": layers * width * width, "bytes_on_disk": size, "contender": name}
+            row = {
+                "section": "full-build",
+                "checkpoints": count,
+                "params_per_checkpoint": layers * width * width,
+                "bytes_on_disk": size,
+                "contender": name,
+            }
             if "error" in result:
                 row["error"] = result["error"]
             else:
-                row.update(seconds=round(result["seconds"], 3), peak_rss_mib=round(result["peak_rss_bytes"] / 2**20, 1),
-                           throughput_mib_s=round(size / 2**20 / result["seconds"], 1), runs=result.get("runs", [round(result["seconds"], 3)]))
+                row.update(
+                    seconds=round(result["seconds"], 3),
+                    peak_rss_mib=round(result["peak_rss_bytes"] / 2**20, 1),
+                    throughput_mib_s=round(size / 2**20 / result["seconds"], 1),
+                    runs=result.get("runs", [round(result["seconds"], 3)]),
+                )
                 if result.get("answer"):
                     answer = result["answer"]
-                    row["planted_angle"] = max(principal_angle(answer[layer][:, :PLANTED], references[layer][0][:, :PLANTED]) for layer in check)
-                    row["reconstruction_error"] = sum(centred_error(answer[layer], references[layer][1]) for layer in check) / len(check)
+                    row["planted_angle"] = max(
+                        principal_angle(answer[layer][:, :PLANTED], references[layer][0][:, :PLANTED])
+                        for layer in check
+                    )
+                    row["reconstruction_error"] = sum(
+                        centred_error(answer[layer], references[layer][1]) for layer in check
+                    ) / len(check)
             rows.append(row)
             log(row)
     return rows
@@ -238,8 +287,13 @@ def materialize_section(data: Path, work: Path, layers: int, width: int, log) ->
         tensors = load_file(Path(sources[7]) / "model.safetensors")
         save_file(tensors, work / f"m-copy-{attempt}.safetensors")
         floor.append(time.perf_counter() - start)
-    row = {"section": "materialize", "params": layers * width * width, "median_seconds": sorted(times)[1],
-           "load_and_save_median_seconds": sorted(floor)[1], "ratio": sorted(times)[1] / sorted(floor)[1]}
+    row = {
+        "section": "materialize",
+        "params": layers * width * width,
+        "median_seconds": sorted(times)[1],
+        "load_and_save_median_seconds": sorted(floor)[1],
+        "ratio": sorted(times)[1] / sorted(floor)[1],
+    }
     log(row)
     return [row]
 
@@ -266,7 +320,12 @@ def pull_section(data: Path, work: Path, log) -> list[dict]:  # noqa: ANN001
         moved = hub.bytes_downloaded() - before
         registry.close()
     adapter_bytes = Path(adapters[9], "adapter_model.safetensors").stat().st_size
-    row = {"section": "pull", "bytes_moved_basis_stored": moved, "adapter_bytes": adapter_bytes, "ratio": adapter_bytes / moved}
+    row = {
+        "section": "pull",
+        "bytes_moved_basis_stored": moved,
+        "adapter_bytes": adapter_bytes,
+        "ratio": adapter_bytes / moved,
+    }
     log(row)
     return [row]
 
@@ -276,11 +335,24 @@ def ratios(rows: list[dict]) -> list[dict]:
     collection (speed-up, memory ratio), and full-build throughput as a fraction of the read and arithmetic floors."""
     out = []
     timed = [r for r in rows if "seconds" in r]
-    collection = lambda r: (f"{r['adapters']} adapters, {r['layers']} layers, d={r['d']}" if r["section"] == "lora-build"  # noqa: E731
-                            else f"{r['checkpoints']} checkpoints")
+
+    def collection(r):
+        return (
+            f"{r['adapters']} adapters, {r['layers']} layers, d={r['d']}"
+            if r["section"] == "lora-build"  # noqa: E731
+            else f"{r['checkpoints']} checkpoints"
+        )
+
     for ours in (r for r in timed if r["contender"].startswith("unisub-hub")):
-        for other in (r for r in timed if collection(r) == collection(ours) and not r["contender"].startswith("unisub-hub")):
-            row = {"section": "ratios", "collection": collection(ours), "unisub": ours["contender"], "against": other["contender"]}
+        for other in (
+            r for r in timed if collection(r) == collection(ours) and not r["contender"].startswith("unisub-hub")
+        ):
+            row = {
+                "section": "ratios",
+                "collection": collection(ours),
+                "unisub": ours["contender"],
+                "against": other["contender"],
+            }
             if other["contender"] == "read-floor":
                 row["throughput_fraction_of_floor"] = ours["throughput_mib_s"] / other["throughput_mib_s"]
             elif other["contender"] == "arithmetic-floor":
@@ -293,7 +365,12 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# unisub-hub benchmark results", "", f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads.", ""]
+    lines = [
+        "# unisub-hub benchmark results",
+        "",
+        f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        "",
+    ]
     for section in dict.fromkeys(r["section"] for r in rows):
         chosen = [r for r in rows if r["section"] == section]
         keys = [k for k in chosen[0] if k not in ("section",)]
@@ -315,13 +392,23 @@ def _fmt(value: object) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="unisub-hub benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
-    parser.add_argument("--paper", action="store_true", help="500 Mistral-7B-shaped q/k/v LoRAs (r=16, 32 layers, bf16)")
+    parser.add_argument(
+        "--paper", action="store_true", help="500 Mistral-7B-shaped q/k/v LoRAs (r=16, 32 layers, bf16)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--data", type=Path, default=HERE / ".data")
-    parser.add_argument("--sections", default="lora,full,materialize,pull",
-                        help="comma-separated subset of lora,full,materialize,pull,train (train: coefficient training and serving, bench/train_bench.py)")
+    parser.add_argument(
+        "--sections",
+        default="lora,full,materialize,pull",
+        help="comma-separated subset of lora,full,materialize,pull,train (train: coefficient training and serving, "
+        "bench/train_bench.py)",
+    )
     parser.add_argument("--tag", default="", help="suffix of the result file names")
-    parser.add_argument("--skip-slow-baseline", action="store_true", help="skip the in-memory SVD on the first LoRA collection (about 6 minutes)")
+    parser.add_argument(
+        "--skip-slow-baseline",
+        action="store_true",
+        help="skip the in-memory SVD on the first LoRA collection (about 6 minutes)",
+    )
     args = parser.parse_args()
     if args.quick:
         global REPEAT_UNDER_SECONDS
@@ -332,7 +419,16 @@ def main() -> None:
     rows: list[dict] = []
     log = lambda row: print(json.dumps({k: v for k, v in row.items()}), flush=True)  # noqa: E731
     if args.paper:
-        config = {"adapters": 500, "layers": 32, "d": 4096, "d_kv": 1024, "r": 16, "dtype": torch.bfloat16, "contenders": False, "float32_only": True}
+        config = {
+            "adapters": 500,
+            "layers": 32,
+            "d": 4096,
+            "d_kv": 1024,
+            "r": 16,
+            "dtype": torch.bfloat16,
+            "contenders": False,
+            "float32_only": True,
+        }
         rows += lora_section(args.data, work, [config], 16, log)
     elif args.quick:
         rows += lora_section(args.data, work, [{"adapters": 6, "layers": 2, "d": 64, "r": 4}], 4, log)
@@ -342,10 +438,16 @@ def main() -> None:
     else:
         sections = set(args.sections.split(","))
         if "lora" in sections:
-            rows += lora_section(args.data, work, [
-                {"adapters": 64, "layers": 8, "d": 1024, "r": 16, "in_memory": not args.skip_slow_baseline},
-                {"adapters": 128, "layers": 2, "d": 4096, "d_kv": 1024, "r": 16},
-            ], 16, log)
+            rows += lora_section(
+                args.data,
+                work,
+                [
+                    {"adapters": 64, "layers": 8, "d": 1024, "r": 16, "in_memory": not args.skip_slow_baseline},
+                    {"adapters": 128, "layers": 2, "d": 4096, "d_kv": 1024, "r": 16},
+                ],
+                16,
+                log,
+            )
         if "full" in sections:
             rows += full_section(args.data, work, [8, 16, 32], layers=20, width=1024, log=log)
         if "materialize" in sections:

@@ -3,7 +3,8 @@
     python bench/train_bench.py [--out bench/results/DATE-train]
 
 Sections, each contender in its own process (peak RSS is that process's VmHWM):
-- ``step``: median training step (three alternating processes each, medians) (forward, backward, AdamW) of coefficient training on a
+- ``step``: median training step (three alternating processes each, medians) (forward, backward, AdamW)
+  of coefficient training on a
   Tucker basis of rank k=8 on query/value, against peft LoRA r=8 on the same modules, same
   batch (16 x 32 tokens), same data;
 - ``switch``: median time to switch between 100 tasks on one loaded model, against peft's
@@ -58,15 +59,23 @@ def _basis(folder: Path, model) -> Path:
             left = torch.linalg.qr(torch.randn(p, K, generator=gen))[0]
             right = torch.linalg.qr(torch.randn(q, K, generator=gen))[0]
             layers[f"{name}.weight"] = LayerBasis(f"{name}.weight", (p, q), (2, 3), left=left, right=right)
-    sources = [{"id": f"random-directions-{i}", "kind": "lora", "role": "train"} for i in range(2)]  # no collection behind it
-    save_basis(folder, layers, name="bench-basis", architecture_name="all-MiniLM-L6-v2", source_kind="lora", sources=sources)
+    sources = [
+        {"id": f"random-directions-{i}", "kind": "lora", "role": "train"} for i in range(2)
+    ]  # no collection behind it
+    save_basis(
+        folder, layers, name="bench-basis", architecture_name="all-MiniLM-L6-v2", source_kind="lora", sources=sources
+    )
     return folder
 
 
 def _batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000, 20000, (size, LENGTH), generator=gen)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (size,), generator=gen)}
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": torch.randint(0, 2, (size,), generator=gen),
+    }
 
 
 def _median_ms(function, repeats: int, warmup: int = 3) -> float:
@@ -83,7 +92,9 @@ def _median_ms(function, repeats: int, warmup: int = 3) -> float:
 def _lora_model(model, names):
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(task_type="SEQ_CLS", r=RANK, lora_alpha=RANK, target_modules=["query", "value"], init_lora_weights=False)
+    config = LoraConfig(
+        task_type="SEQ_CLS", r=RANK, lora_alpha=RANK, target_modules=["query", "value"], init_lora_weights=False
+    )
     peft_model = get_peft_model(model, config, adapter_name=names[0])
     for name in names[1:]:
         peft_model.add_adapter(name, config)
@@ -113,7 +124,11 @@ def contender(name: str, work: Path) -> dict:
             loss.backward()
             optimizer.step()
 
-        return {"step_ms": _median_ms(step, 20), "trainable": sum(p.numel() for p in parameters), "peak_rss_mib": _peak_rss_mib()}
+        return {
+            "step_ms": _median_ms(step, 20),
+            "trainable": sum(p.numel() for p in parameters),
+            "peak_rss_mib": _peak_rss_mib(),
+        }
     model.eval()
     if name == "serve-coefficients":
         from unisub_hub.adapt import attach
@@ -136,7 +151,12 @@ def contender(name: str, work: Path) -> dict:
                     model(**batch)
 
             mixed_ms = _median_ms(mixed, 7)
-        return {"switch_ms": switch, "single_task_batch_ms": single, "mixed_batch_ms": mixed_ms, "peak_rss_mib": _peak_rss_mib()}
+        return {
+            "switch_ms": switch,
+            "single_task_batch_ms": single,
+            "mixed_batch_ms": mixed_ms,
+            "peak_rss_mib": _peak_rss_mib(),
+        }
     if name == "serve-peft":
         names = [f"task{t}" for t in range(TASKS)]
         peft_model = _lora_model(model, names).eval()
@@ -161,7 +181,13 @@ def contender(name: str, work: Path) -> dict:
             fresh.delete_adapter(name)
 
         load_ms = _median_ms(load, 10)
-        return {"switch_ms": switch, "load_adapter_ms": load_ms, "single_task_batch_ms": single, "mixed_batch_ms": mixed_ms, "peak_rss_mib": _peak_rss_mib()}
+        return {
+            "switch_ms": switch,
+            "load_adapter_ms": load_ms,
+            "single_task_batch_ms": single,
+            "mixed_batch_ms": mixed_ms,
+            "peak_rss_mib": _peak_rss_mib(),
+        }
     raise SystemExit(f"unknown contender {name}")
 
 
@@ -178,12 +204,18 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     # Step times drift by 20 % between identical processes here: three alternating runs, medians.
     for name in ("step-coefficients", "step-lora") * 3 + ("serve-coefficients", "serve-peft"):
-        done = subprocess.run([sys.executable, __file__, "--contender", name], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--contender", name], capture_output=True, text=True, check=True
+        )
         runs.setdefault(name, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(name, runs[name][-1], flush=True)
-    results: dict[str, dict] = {name: {key: statistics.median(run[key] for run in found) for key in found[0]} for name, found in runs.items()}
+    results: dict[str, dict] = {
+        name: {key: statistics.median(run[key] for run in found) for key in found[0]} for name, found in runs.items()
+    }
     results["runs"] = runs
-    coef, lora, serve, peft = (results[n] for n in ("step-coefficients", "step-lora", "serve-coefficients", "serve-peft"))
+    coef, lora, serve, peft = (
+        results[n] for n in ("step-coefficients", "step-lora", "serve-coefficients", "serve-peft")
+    )
     results["ratios"] = {
         "step_time_coefficients_over_lora": coef["step_ms"] / lora["step_ms"],
         "step_peak_rss_coefficients_over_lora": coef["peak_rss_mib"] / lora["peak_rss_mib"],

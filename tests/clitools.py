@@ -26,7 +26,10 @@ def write_checkpoints(root: Path, count: int, shapes: dict[str, tuple[int, ...]]
     for m in range(count):
         folder = root / f"model-{m}"
         folder.mkdir(parents=True)
-        save_file({n: (t + 0.1 * torch.randn(t.shape, generator=gen)).contiguous() for n, t in base.items()}, folder / "model.safetensors")
+        save_file(
+            {n: (t + 0.1 * torch.randn(t.shape, generator=gen)).contiguous() for n, t in base.items()},
+            folder / "model.safetensors",
+        )
         paths.append(folder)
     return paths
 
@@ -35,7 +38,9 @@ SHAPES = {"layers.0.w": (16, 12), "layers.1.w": (12, 16), "norm.weight": (16,)}
 
 
 def registry_rows() -> list:
-    return json.loads(run("registry", "list", "bases", "--json").stdout) + json.loads(run("registry", "list", "tasks", "--json").stdout)
+    return json.loads(run("registry", "list", "bases", "--json").stdout) + json.loads(
+        run("registry", "list", "tasks", "--json").stdout
+    )
 
 
 def refused(args, message: str, out: Path | None = None) -> str:

@@ -19,19 +19,28 @@ settings.load_profile("explore" if os.environ.get("UNISUB_FUZZ_EXPLORE") else "r
 
 
 def max_principal_angle(found: torch.Tensor, reference: torch.Tensor) -> float:
-    """Largest principal angle between two orthonormal bases, through its sine (accurate for tiny angles, unlike arccos)."""
+    """Largest principal angle between two orthonormal bases, through its sine.
+
+    The sine is accurate for tiny angles, unlike arccos.
+    """
     found, reference = found.double(), reference.double()
     residual = reference - found @ (found.T @ reference)
     return float(torch.arcsin(torch.linalg.matrix_norm(residual, ord=2).clamp(max=1.0)))
 
 
-def planted_collection(count: int, shapes: dict[str, tuple[int, ...]], *, rank: int = 3, noise: float = 0.05, seed: int = 0) -> list[InMemoryCheckpoint]:
+def planted_collection(
+    count: int, shapes: dict[str, tuple[int, ...]], *, rank: int = 3, noise: float = 0.05, seed: int = 0
+) -> list[InMemoryCheckpoint]:
     """``count`` checkpoints: a common base, a shared rank-``rank`` subspace per layer, plus noise."""
     gen = torch.Generator().manual_seed(seed)
     shared = {}
     for name, shape in shapes.items():
         p, q = shape[0], int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
-        shared[name] = (torch.randn(shape, generator=gen, dtype=torch.float64), torch.randn(p, rank, generator=gen, dtype=torch.float64), torch.randn(rank, q, generator=gen, dtype=torch.float64))
+        shared[name] = (
+            torch.randn(shape, generator=gen, dtype=torch.float64),
+            torch.randn(p, rank, generator=gen, dtype=torch.float64),
+            torch.randn(rank, q, generator=gen, dtype=torch.float64),
+        )
     sources = []
     for m in range(count):
         tensors = {}
@@ -45,7 +54,14 @@ def planted_collection(count: int, shapes: dict[str, tuple[int, ...]], *, rank: 
     return sources
 
 
-def random_loras(count: int, shapes: dict[str, tuple[int, int]], *, ranks: list[int] | None = None, rslora: bool = False, seed: int = 0) -> list[InMemoryLora]:
+def random_loras(
+    count: int,
+    shapes: dict[str, tuple[int, int]],
+    *,
+    ranks: list[int] | None = None,
+    rslora: bool = False,
+    seed: int = 0,
+) -> list[InMemoryLora]:
     """LoRA adapters with a shared column space in ``B`` (planted structure) and random ``A``."""
     from unisub_hub.engine import lora_scale
 
@@ -56,12 +72,13 @@ def random_loras(count: int, shapes: dict[str, tuple[int, int]], *, ranks: list[
         r = (ranks or [4])[m % len(ranks or [4])]
         factors = {}
         for name, (p, q) in shapes.items():
-            lora_b = shared[name] @ torch.randn(4, r, generator=gen, dtype=torch.float64) + 0.1 * torch.randn(p, r, generator=gen, dtype=torch.float64)
+            lora_b = shared[name] @ torch.randn(4, r, generator=gen, dtype=torch.float64) + 0.1 * torch.randn(
+                p, r, generator=gen, dtype=torch.float64
+            )
             lora_a = torch.randn(r, q, generator=gen, dtype=torch.float64)
             factors[name] = (lora_b, lora_a, lora_scale(2.0 * r, r, use_rslora=rslora))
         out.append(InMemoryLora(f"lora-{m}", factors))
     return out
-
 
 
 @pytest.fixture(autouse=True)

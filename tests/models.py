@@ -16,8 +16,13 @@ def tiny_config():
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-        max_position_embeddings=32, num_labels=NUM_LABELS,
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=32,
+        num_labels=NUM_LABELS,
     )
 
 
@@ -30,20 +35,28 @@ def save_base(folder: Path) -> Path:
     return folder
 
 
-def save_finetunes(base: Path, folder: Path, count: int, *, rank: int = 2, noise: float = 1e-3, shard_first: bool = True) -> list[Path]:
+def save_finetunes(
+    base: Path, folder: Path, count: int, *, rank: int = 2, noise: float = 1e-3, shard_first: bool = True
+) -> list[Path]:
     """Fine-tunes of ``base``: every matrix gets a shared rank-``rank`` update plus noise."""
     from transformers import BertForSequenceClassification
 
     gen = torch.Generator().manual_seed(1)
     model = BertForSequenceClassification.from_pretrained(base)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    shared = {k: (torch.randn(v.shape[0], rank, generator=gen), torch.randn(rank, v.shape[1], generator=gen)) for k, v in state.items() if v.ndim == 2}
+    shared = {
+        k: (torch.randn(v.shape[0], rank, generator=gen), torch.randn(rank, v.shape[1], generator=gen))
+        for k, v in state.items()
+        if v.ndim == 2
+    }
     paths = []
     for m in range(count):
         for key, value in state.items():
             if key in shared:
                 left, right = shared[key]
-                update = left @ torch.randn(rank, rank, generator=gen) @ right * 0.02 + noise * torch.randn(value.shape, generator=gen)
+                update = left @ torch.randn(rank, rank, generator=gen) @ right * 0.02 + noise * torch.randn(
+                    value.shape, generator=gen
+                )
                 model.state_dict()[key].copy_(value + update)
             elif value.is_floating_point():
                 model.state_dict()[key].copy_(value + 0.01 * torch.randn(value.shape, generator=gen))
@@ -53,7 +66,9 @@ def save_finetunes(base: Path, folder: Path, count: int, *, rank: int = 2, noise
     return paths
 
 
-def save_adapters(base: Path, folder: Path, count: int, *, ranks=(4,), rslora_every: int = 0, seed: int = 0) -> list[Path]:
+def save_adapters(
+    base: Path, folder: Path, count: int, *, ranks=(4,), rslora_every: int = 0, seed: int = 0
+) -> list[Path]:
     """PEFT LoRA adapters on query/value with random (non-zero) factors and a trained-looking head."""
     from peft import LoraConfig, get_peft_model
     from transformers import BertForSequenceClassification
@@ -64,7 +79,11 @@ def save_adapters(base: Path, folder: Path, count: int, *, ranks=(4,), rslora_ev
         model = BertForSequenceClassification.from_pretrained(base)
         r = ranks[m % len(ranks)]
         config = LoraConfig(
-            r=r, lora_alpha=2 * r, target_modules=["query", "value"], task_type="SEQ_CLS", init_lora_weights=False,
+            r=r,
+            lora_alpha=2 * r,
+            target_modules=["query", "value"],
+            task_type="SEQ_CLS",
+            init_lora_weights=False,
             use_rslora=bool(rslora_every) and m % rslora_every == 0,
         )
         peft_model = get_peft_model(model, config)

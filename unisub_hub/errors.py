@@ -70,7 +70,10 @@ class ArtifactExistsError(UnisubError, FileExistsError):
 
     def __init__(self, path: str | Path, detail: str = "") -> None:
         self.path = str(path)
-        super().__init__(f"{self.path}: output folder already exists{' and ' + detail if detail else ''} (remove it or choose another {option('out')})")
+        super().__init__(
+            f"{self.path}: output folder already exists{' and ' + detail if detail else ''} (remove it or choose "
+            f"another {option('out')})"
+        )
 
 
 # --- sources --------------------------------------------------------------------------------

@@ -48,7 +48,9 @@ def test_lora_basis_task_materializes_to_the_attached_logits(lora_zoo, tmp_path,
     expected = logits_of(model)
     saved = adapter.save_task(tmp_path / "task", task_type="SEQ_CLS")
     assert saved.manifest["lora"]["modules_to_save"] == ["classifier"]
-    out = materialize(saved, basis, tmp_path / "out", base=base if fmt == "merged" else None, fmt=fmt, device="cpu").path
+    out = materialize(
+        saved, basis, tmp_path / "out", base=base if fmt == "merged" else None, fmt=fmt, device="cpu"
+    ).path
     if fmt == "peft":
         fresh = transformers.BertForSequenceClassification.from_pretrained(base)
         loaded = peft.PeftModel.from_pretrained(fresh, out).eval()
@@ -104,12 +106,16 @@ def test_gpt2_conv1d_orientation(tmp_path):
         torch.manual_seed(0)
         return nn.Sequential(Conv1D(16, 8))  # weight stored in x out: 8 x 16
 
-    basis = build(_zoo(tmp_path, make(), 5), tmp_path / "basis", BuildSettings(k=3, device="cpu", include=["0.weight"])).basis
+    basis = build(
+        _zoo(tmp_path, make(), 5), tmp_path / "basis", BuildSettings(k=3, device="cpu", include=["0.weight"])
+    ).basis
     model = make()
     adapter = attach(model, basis)
     adapter.add_task("t")
     _perturb(adapter, "t", seed=3)
-    weight = reconstruct_layer(basis.layer("0.weight", dtype=torch.float64), adapter.layers["0.weight"].coefficients["task0"].detach().double())
+    weight = reconstruct_layer(
+        basis.layer("0.weight", dtype=torch.float64), adapter.layers["0.weight"].coefficients["task0"].detach().double()
+    )
     x = torch.randn(4, 5, 8)
     with torch.no_grad():
         _close(model(x).double(), x.double() @ weight + model[0].base.bias.double())
@@ -120,13 +126,17 @@ def test_conv2d_kernels_as_the_basis_flattens_them(tmp_path):
         torch.manual_seed(0)
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, stride=2))
 
-    basis = build(_zoo(tmp_path, make(), 5), tmp_path / "basis", BuildSettings(k=3, device="cpu", include=["0.weight"])).basis
+    basis = build(
+        _zoo(tmp_path, make(), 5), tmp_path / "basis", BuildSettings(k=3, device="cpu", include=["0.weight"])
+    ).basis
     model = make()
     adapter = attach(model, basis)
     adapter.add_task("t")
     _perturb(adapter, "t", seed=4)
     layer = basis.layer("0.weight", dtype=torch.float64)
-    kernel = reconstruct_layer(layer, adapter.layers["0.weight"].coefficients["task0"].detach().double()).reshape(layer.tensor_shape)
+    kernel = reconstruct_layer(layer, adapter.layers["0.weight"].coefficients["task0"].detach().double()).reshape(
+        layer.tensor_shape
+    )
     x = torch.randn(2, 3, 9, 9)
     with torch.no_grad():
         _close(model(x).double(), F.conv2d(x.double(), kernel, model[0].base.bias.double(), stride=2, padding=1))
@@ -138,18 +148,36 @@ def test_transformers_trainer_trains_only_the_task(lora_zoo, tmp_path):
     adapter = attach(model, basis, heads=["classifier"])
     adapter.add_task("t")
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {n for n in dict(model.named_parameters()) if ".task0" in n}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n in dict(model.named_parameters()) if ".task0" in n
+    }
     before = [p.detach().clone() for p in adapter.parameters()]
     gen = torch.Generator().manual_seed(0)
-    rows = [{"input_ids": torch.randint(0, 64, (8,), generator=gen), "labels": int(torch.randint(0, 3, (1,), generator=gen))} for _ in range(32)]
-    args = transformers.TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, num_train_epochs=1,
-                                          learning_rate=5e-3, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    rows = [
+        {
+            "input_ids": torch.randint(0, 64, (8,), generator=gen),
+            "labels": int(torch.randint(0, 3, (1,), generator=gen)),
+        }
+        for _ in range(32)
+    ]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        learning_rate=5e-3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     transformers.Trainer(model=model, args=args, train_dataset=rows).train()
     assert all(not torch.equal(a, b) for a, b in zip(before, adapter.parameters(), strict=True))
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
 
 
-@pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Conv2d(3, 4, 3, padding="same")])
+@pytest.mark.parametrize(
+    "conv", [nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Conv2d(3, 4, 3, padding="same")]
+)
 def test_a_convolution_whose_padding_the_update_cannot_follow_is_refused(tmp_path, conv):
     from unisub_hub.errors import AdaptError
 
@@ -157,6 +185,8 @@ def test_a_convolution_whose_padding_the_update_cannot_follow_is_refused(tmp_pat
         torch.manual_seed(0)
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
 
-    basis = build(_zoo(tmp_path, make(), 4), tmp_path / "basis", BuildSettings(k=2, device="cpu", include=["0.weight"])).basis
+    basis = build(
+        _zoo(tmp_path, make(), 4), tmp_path / "basis", BuildSettings(k=2, device="cpu", include=["0.weight"])
+    ).basis
     with pytest.raises(AdaptError, match="zero padding of fixed size only"):
         attach(nn.Sequential(conv), basis)

@@ -20,7 +20,11 @@ def _zoo(folder: Path, module: nn.Module, count: int, *, seed: int = 0) -> list[
     """``count`` checkpoints of ``module``: its weights plus a shared rank-2 update per matrix, plus noise."""
     gen = torch.Generator().manual_seed(seed)
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    shared = {k: (torch.randn(v.shape[0], 2, generator=gen), torch.randn(2, v[0].numel(), generator=gen)) for k, v in state.items() if v.ndim >= 2}
+    shared = {
+        k: (torch.randn(v.shape[0], 2, generator=gen), torch.randn(2, v[0].numel(), generator=gen))
+        for k, v in state.items()
+        if v.ndim >= 2
+    }
     paths = []
     for m in range(count):
         tensors = {}
@@ -58,7 +62,9 @@ def test_only_coefficients_and_heads_receive_gradients_and_change(mlp_basis):
     trainable = {name for name, value in model.named_parameters() if value.requires_grad}
     assert trainable == {"0.coefficients.task0", "2.weights.task0", "2.biases.task0"}
     assert {id(p) for p in adapter.parameters()} == {id(p) for n, p in model.named_parameters() if n in trainable}
-    assert not any(name.startswith("0.") and "left" in name for name, _ in model.named_parameters())  # directions are buffers
+    assert not any(
+        name.startswith("0.") and "left" in name for name, _ in model.named_parameters()
+    )  # directions are buffers
     optimizer = torch.optim.SGD(adapter.parameters(), lr=0.1)
     x = torch.randn(32, 8)
     for _ in range(3):
@@ -175,13 +181,21 @@ def test_wrong_model_and_foreign_tasks_are_refused(mlp_basis, tmp_path):
     before = untouched[0].weight.detach().clone()
     with pytest.raises(AdaptError):
         attach(untouched, mlp_basis)
-    assert isinstance(untouched[0], nn.Linear) and torch.equal(untouched[0].weight, before) and untouched[0].weight.requires_grad
+    assert (
+        isinstance(untouched[0], nn.Linear)
+        and torch.equal(untouched[0].weight, before)
+        and untouched[0].weight.requires_grad
+    )
     model = _mlp()
     adapter = attach(model, mlp_basis)
     with pytest.raises(AdaptError, match="no task 'x'"):
         adapter.set_task("x")
     with pytest.raises(AdaptError, match="has no mean"):
-        other = build(_zoo(tmp_path, _mlp(), 4, seed=5), tmp_path / "uncentred", BuildSettings(k=2, device="cpu", include=["0.weight"], center=False)).basis
+        other = build(
+            _zoo(tmp_path, _mlp(), 4, seed=5),
+            tmp_path / "uncentred",
+            BuildSettings(k=2, device="cpu", include=["0.weight"], center=False),
+        ).basis
         attach(_mlp(), other).add_task("t", init="mean")
 
 
@@ -189,8 +203,13 @@ def test_a_saved_task_holding_nan_is_refused_on_load(mlp_basis, tmp_path):
     from unisub_hub.format import save_coefficients
 
     layer = mlp_basis.layer("0.weight")
-    poisoned = save_coefficients(tmp_path / "nan-task", {"0.weight": torch.full(layer.coefficient_shape(), float("nan"))}, {},
-                                 name="nan-task", basis_manifest=mlp_basis.manifest)
+    poisoned = save_coefficients(
+        tmp_path / "nan-task",
+        {"0.weight": torch.full(layer.coefficient_shape(), float("nan"))},
+        {},
+        name="nan-task",
+        basis_manifest=mlp_basis.manifest,
+    )
     adapter = attach(_mlp(), mlp_basis)
     with pytest.raises(AdaptError, match="coefficients of layer 0.weight hold NaN or Inf"):
         adapter.load_task(poisoned.path)

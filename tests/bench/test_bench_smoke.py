@@ -16,8 +16,19 @@ REPO = Path(__file__).resolve().parents[2]
 def test_quick_benchmark_runs_and_writes_results(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(tmp_path / "results"), "--data", str(tmp_path / "data")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--quick",
+            "--out",
+            str(tmp_path / "results"),
+            "--data",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results = list((tmp_path / "results").glob("*-quick.json"))
@@ -35,7 +46,11 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     ratios = [r for r in rows if r["section"] == "ratios"]
     assert len(ratios) >= 8
     for ratio in ratios:
-        key = (int(ratio["collection"].split()[0]), None) if "adapters" in ratio["collection"] else (None, int(ratio["collection"].split()[0]))
+        key = (
+            (int(ratio["collection"].split()[0]), None)
+            if "adapters" in ratio["collection"]
+            else (None, int(ratio["collection"].split()[0]))
+        )
         ours, other = timed[(*key, ratio["unisub"])], timed[(*key, ratio["against"])]
         if "speedup" in ratio:
             assert ratio["speedup"] == pytest.approx(other["seconds"] / ours["seconds"])
@@ -46,12 +61,22 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     assert {r["against"] for r in ratios} >= {"read-floor", "arithmetic-floor", "in-memory-svd"}
     pull = [r for r in rows if r["section"] == "pull"][0]
     assert pull["ratio"] > 1
-    assert (tmp_path / "results" / results[0].name.replace(".json", ".md")).read_text().startswith("# unisub-hub benchmark results")
+    assert (
+        (tmp_path / "results" / results[0].name.replace(".json", ".md"))
+        .read_text()
+        .startswith("# unisub-hub benchmark results")
+    )
 
 
 def _quick(script: str, tmp_path: Path) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--quick", "--data", str(tmp_path / "data")], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--quick", "--data", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -59,14 +84,19 @@ def _quick(script: str, tmp_path: Path) -> list[dict]:
 def test_quick_dask_benchmark_builds_the_serial_answer_on_a_cluster(tmp_path):
     rows = _quick("dask_bench.py", tmp_path)
     assert [row["executor"] for row in rows] == ["serial", "dask, 1 worker", "dask, 2 workers", "serial, float64 sums"]
-    assert all(row["planted_angle_to_serial"] <= row["angle_to_serial"] < 1e-4 for row in rows[1:]) and all(row["peak_rss_mib"] > 0 for row in rows)
+    assert all(row["planted_angle_to_serial"] <= row["angle_to_serial"] < 1e-4 for row in rows[1:]) and all(
+        row["peak_rss_mib"] > 0 for row in rows
+    )
 
 
 def test_quick_grow_benchmark_grows_to_the_rebuilt_basis(tmp_path):
     rows = _quick("grow_bench.py", tmp_path)
     steps = [row for row in rows if "grow_s" in row]
     assert [row["members"] for row in steps] == [6, 8] and rows[0]["state_bytes"] > 0
-    assert all(row["largest_angle"] < 1e-5 and abs(row["explained_variance_grown"] - row["explained_variance_rebuilt"]) < 1e-5 for row in steps)
+    assert all(
+        row["largest_angle"] < 1e-5 and abs(row["explained_variance_grown"] - row["explained_variance_rebuilt"]) < 1e-5
+        for row in steps
+    )
 
 
 def test_quick_command_benchmark_measures_the_answer_it_times(tmp_path):
@@ -83,8 +113,12 @@ def test_quick_command_benchmark_measures_the_answer_it_times(tmp_path):
     # The same error from the basis itself: X_hat = U U^T X V V^T per module.
     sources = sorted((tmp_path / "data").glob("*/adapter-*"))
     members = sources[: command_bench.ACCURACY_ADAPTERS]
-    line = command_bench.commands([str(s) for s in sources], tmp_path / "basis", command_bench.QUICK[0]["k"], len(sources))["unisub-hub"]
-    subprocess.run(line, check=True, capture_output=True, env={**os.environ, "UNISUB_HOME": str(tmp_path / "home")})  # the same build, kept
+    line = command_bench.commands(
+        [str(s) for s in sources], tmp_path / "basis", command_bench.QUICK[0]["k"], len(sources)
+    )["unisub-hub"]
+    subprocess.run(
+        line, check=True, capture_output=True, env={**os.environ, "UNISUB_HOME": str(tmp_path / "home")}
+    )  # the same build, kept
     factors = load_file(tmp_path / "basis" / "basis.safetensors")
     miss = total = 0.0
     for member in members:

@@ -18,18 +18,30 @@ from unisub_hub.cli import cli
 
 def test_build_project_materialize_info_json_round_trip(tmp_path):
     paths = write_checkpoints(tmp_path / "zoo", 6, SHAPES)
-    built = json.loads(run("build", *paths[:5], "--out", tmp_path / "basis", "--k", "3", "--holdout", "1", "--device", "cpu", "--json").stdout)
+    built = json.loads(
+        run(
+            "build", *paths[:5], "--out", tmp_path / "basis", "--k", "3", "--holdout", "1", "--device", "cpu", "--json"
+        ).stdout
+    )
     assert built["layers"] == ["layers.0.w", "layers.1.w"]
     assert built["passthrough"] == {"norm.weight": "1-D tensor"}
     assert built["content_id"].startswith("sha256:")
     fits = built["report"]["layers"][0]["fits"]
     assert [name for name, fit in fits.items() if fit["holdout"]] == [str(paths[4])]
-    projected = json.loads(run("project", paths[5], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout)
+    projected = json.loads(
+        run("project", paths[5], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout
+    )
     assert projected["basis"] == built["content_id"]
     assert set(projected["errors"]) == {"layers.0.w", "layers.1.w"}
     assert projected["sizes"]["passthrough_bytes"] == 16 * 4
-    assert projected["compression_ratio"] == pytest.approx(projected["sizes"]["source_bytes"] / projected["sizes"]["coefficients_bytes"])
-    made = json.loads(run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model", "--json").stdout)
+    assert projected["compression_ratio"] == pytest.approx(
+        projected["sizes"]["source_bytes"] / projected["sizes"]["coefficients_bytes"]
+    )
+    made = json.loads(
+        run(
+            "materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model", "--json"
+        ).stdout
+    )
     assert made == {"path": str(tmp_path / "model"), "format": "hf", "files": ["model.safetensors"]}
     info = json.loads(run("info", tmp_path / "task", "--verify", "--json").stdout)
     assert info["kind"] == "unisub-hub/coefficients" and info["verified"] is True
@@ -66,8 +78,14 @@ def test_pickle_sources_are_refused_with_one_line(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["build", "missing-a", "missing-b", "--out", "x"], "Error: missing-a: no such file or folder (nor a Hub repo id org/name[@revision])"),
-        (["info", "nowhere"], "Error: nowhere: no such folder, and no registered artifact matches (see `unisub-hub registry list`)"),
+        (
+            ["build", "missing-a", "missing-b", "--out", "x"],
+            "Error: missing-a: no such file or folder (nor a Hub repo id org/name[@revision])",
+        ),
+        (
+            ["info", "nowhere"],
+            "Error: nowhere: no such folder, and no registered artifact matches (see `unisub-hub registry list`)",
+        ),
         (["build", "a", "--out", "x", "--k", "2", "--variance", "0.9"], "Error: give --k or --variance, not both"),
     ],
 )
@@ -85,7 +103,10 @@ def test_existing_output_folder_is_refused_and_kept(tmp_path):
     (tmp_path / "basis" / "mine.txt").write_text("keep")
     result = run("build", *paths, "--out", tmp_path / "basis", ok=False)
     assert result.exit_code == 1
-    assert result.output.strip() == f"Error: {tmp_path / 'basis'}: output folder already exists (remove it or choose another --out)"
+    assert (
+        result.output.strip()
+        == f"Error: {tmp_path / 'basis'}: output folder already exists (remove it or choose another --out)"
+    )
     assert (tmp_path / "basis" / "mine.txt").read_text() == "keep"
 
 
@@ -95,7 +116,9 @@ def test_sources_from_glob_and_list_file(tmp_path):
     listing.write_text("# my collection\nzoo/model-0\nzoo/model-1\n")
     from_list = json.loads(run("build", listing, "--out", tmp_path / "b1", "--k", "1", "--json").stdout)
     assert [s for s in from_list["report"]["sources"]] == [str(tmp_path / "zoo/model-0"), str(tmp_path / "zoo/model-1")]
-    from_glob = json.loads(run("build", str(tmp_path / "zoo" / "model-*"), "--out", tmp_path / "b2", "--k", "1", "--json").stdout)
+    from_glob = json.loads(
+        run("build", str(tmp_path / "zoo" / "model-*"), "--out", tmp_path / "b2", "--k", "1", "--json").stdout
+    )
     assert from_glob["report"]["sources"] == [str(p) for p in paths]
 
 
@@ -123,14 +146,36 @@ def test_real_subprocess_with_json(tmp_path):
     paths = write_checkpoints(tmp_path / "zoo", 3, SHAPES)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run(
-        [sys.executable, "-m", "unisub_hub", "build", *map(str, paths), "--out", str(tmp_path / "basis"), "--k", "2", "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "unisub_hub",
+            "build",
+            *map(str, paths),
+            "--out",
+            str(tmp_path / "basis"),
+            "--k",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["layers"] == ["layers.0.w", "layers.1.w"]
-    bad = subprocess.run([sys.executable, "-m", "unisub_hub", "info", str(tmp_path / "nope")], capture_output=True, text=True, env=env, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "unisub_hub", "info", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert bad.returncode == 1
-    assert bad.stderr.strip().startswith(f"Error: {tmp_path / 'nope'}: no such folder, and no registered artifact matches")
+    assert bad.stderr.strip().startswith(
+        f"Error: {tmp_path / 'nope'}: no such folder, and no registered artifact matches"
+    )
 
 
 def test_solver_and_power_iterations_reach_the_engine(tmp_path):
@@ -147,7 +192,21 @@ def test_solver_and_power_iterations_reach_the_engine(tmp_path):
         paths.append(folder)
 
     def left(out: str, *options: str) -> tuple[torch.Tensor, int]:
-        built = json.loads(run("build", *paths, "--out", tmp_path / out, "--k", "3", "--no-center", "--device", "cpu", "--json", *options).stdout)
+        built = json.loads(
+            run(
+                "build",
+                *paths,
+                "--out",
+                tmp_path / out,
+                "--k",
+                "3",
+                "--no-center",
+                "--device",
+                "cpu",
+                "--json",
+                *options,
+            ).stdout
+        )
         return load_basis(tmp_path / out).layer("w", dtype=torch.float64).left, built["report"]["passes"]
 
     def angle(found: torch.Tensor, reference: torch.Tensor) -> float:
@@ -173,14 +232,18 @@ def test_the_lazy_command_table_says_what_each_command_says():
         assert command.name == name and command.get_short_help_str(limit=200) == short
 
 
-@pytest.mark.parametrize(("args", "absent"), [
-    (["--help"], ["torch", "sqlmodel", "unisub_hub.cli.build"]),
-    (["registry", "list", "--json"], ["torch", "transformers"]),
-])
+@pytest.mark.parametrize(
+    ("args", "absent"),
+    [
+        (["--help"], ["torch", "sqlmodel", "unisub_hub.cli.build"]),
+        (["registry", "list", "--json"], ["torch", "transformers"]),
+    ],
+)
 def test_start_up_imports_only_what_the_command_uses(tmp_path, args, absent):
     code = (
         "import sys\nfrom unisub_hub.cli import cli\n"
-        f"try:\n    cli.main({['--home', str(tmp_path / 'home'), *args]!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        f"try:\n    cli.main({['--home', str(tmp_path / 'home'), *args]!r}, standalone_mode=False)\nexcept "
+        "SystemExit:\n    pass\n"
         f"print(sorted(m for m in {absent!r} if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -194,10 +257,22 @@ def test_build_table_headlines_the_error_of_the_update_not_of_the_weight(tmp_pat
     assert "holdout err (of update)" in output
     row = next(line for line in output.splitlines() if "layers.0.w" in line)
     shown = float([cell for cell in row.replace("│", " ").split() if cell.replace(".", "", 1).isdigit()][-1])
-    report = json.loads(run("build", *paths, "--out", tmp_path / "again", "--k", "1", "--holdout", "1", "--no-register", "--json").stdout)["report"]
-    held = next(fit for layer in report["layers"] if layer["name"] == "layers.0.w" for fit in layer["fits"].values() if fit["holdout"])
+    report = json.loads(
+        run(
+            "build", *paths, "--out", tmp_path / "again", "--k", "1", "--holdout", "1", "--no-register", "--json"
+        ).stdout
+    )["report"]
+    held = next(
+        fit
+        for layer in report["layers"]
+        if layer["name"] == "layers.0.w"
+        for fit in layer["fits"].values()
+        if fit["holdout"]
+    )
     assert shown == pytest.approx(held["rel_error_centered"], abs=1e-4)
-    assert held["rel_error_centered"] > 3 * held["rel_error"]  # the base dominates the weight: relative to it, a lost update looks small
+    assert (
+        held["rel_error_centered"] > 3 * held["rel_error"]
+    )  # the base dominates the weight: relative to it, a lost update looks small
     info = run("info", tmp_path / "basis").output
     assert "rel. err of the update" in info and "(held out)" in info
 
@@ -210,7 +285,9 @@ def test_a_layer_equal_in_every_member_is_passed_through_not_an_error(tmp_path, 
         tensors = load_file(path / "model.safetensors")
         tensors["layers.1.w"] = frozen.clone()
         save_file(tensors, path / "model.safetensors")
-    built = json.loads(run("build", *paths[:4], "--out", tmp_path / "basis", "--k", "1", "--modes", modes, "--json").stdout)
+    built = json.loads(
+        run("build", *paths[:4], "--out", tmp_path / "basis", "--k", "1", "--modes", modes, "--json").stdout
+    )
     assert built["layers"] == ["layers.0.w"]
     assert built["passthrough"]["layers.1.w"] == "equal in every source (frozen?): nothing to decompose"
     run("project", paths[4], "--basis", tmp_path / "basis", "--out", tmp_path / "task")
@@ -234,7 +311,9 @@ def test_info_of_a_task_lists_its_passthrough_tensors_and_says_which_error_it_sh
     monkeypatch.setenv("COLUMNS", "250")
     paths = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
     run("build", *paths[:3], "--out", tmp_path / "basis", "--k", "1")
-    projected = json.loads(run("project", paths[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout)
+    projected = json.loads(
+        run("project", paths[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout
+    )
     output = run("info", tmp_path / "task").output
     assert "Coefficients (projected)" in output and "rel. error of the update" in output
     assert f"{projected['errors']['layers.0.w']['rel_error_centered']:.4f}" in output
@@ -246,14 +325,18 @@ def test_leading_singleton_dimensions_are_squeezed_into_the_matrix_they_hold(tmp
     from safetensors.torch import load_file
 
     zoo = write_checkpoints(tmp_path / "zoo", 4, {"pos": (1, 17, 8), "w": (16, 12), "cls": (1, 1, 8)})
-    built = json.loads(run("build", *zoo, "--out", tmp_path / "basis", "--modes", "1", "--k", "3", "--no-register", "--json").stdout)
+    built = json.loads(
+        run("build", *zoo, "--out", tmp_path / "basis", "--modes", "1", "--k", "3", "--no-register", "--json").stdout
+    )
     assert "pos" in built["layers"]
     assert built["passthrough"]["cls"] == "matrix side below 2"
     run("project", zoo[1], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--no-register")
     run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model")
     original, rebuilt = load_file(zoo[1] / "model.safetensors"), load_file(tmp_path / "model" / "model.safetensors")
     assert rebuilt["pos"].shape == (1, 17, 8)
-    torch.testing.assert_close(rebuilt["pos"], original["pos"], atol=1e-5, rtol=1e-5)  # 4 centred members span 3 directions: --modes 1 --k 3 holds them exactly
+    torch.testing.assert_close(
+        rebuilt["pos"], original["pos"], atol=1e-5, rtol=1e-5
+    )  # 4 centred members span 3 directions: --modes 1 --k 3 holds them exactly
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

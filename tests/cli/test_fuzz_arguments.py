@@ -13,15 +13,48 @@ from unisub_hub.cli import cli
 CASES = 1000
 
 COMMANDS = {
-    "build": ["--out", "--k", "--variance", "--modes", "--center", "--no-center", "--holdout", "--include", "--include-from", "--exclude", "--max-memory",
-              "--device", "--dtype", "--name", "--arch", "--shard-size", "--precision", "--solver", "--power-iterations", "--no-register", "--json"],
+    "build": [
+        "--out",
+        "--k",
+        "--variance",
+        "--modes",
+        "--center",
+        "--no-center",
+        "--holdout",
+        "--include",
+        "--include-from",
+        "--exclude",
+        "--max-memory",
+        "--device",
+        "--dtype",
+        "--name",
+        "--arch",
+        "--shard-size",
+        "--precision",
+        "--solver",
+        "--power-iterations",
+        "--no-register",
+        "--json",
+    ],
     "project": ["--basis", "--out", "--name", "--device", "--shard-size", "--no-register", "--json"],
     "materialize": ["--basis", "--base", "--out", "--format", "--shard-size", "--device", "--json"],
     "info": ["--verify", "--json"],
     "validate": ["--deep", "--against", "--base", "--json"],
     "analyze": ["--select", "--json"],
     "rebase": ["--basis", "--out", "--name", "--json"],
-    "train": ["--basis", "--base", "--data", "--out", "--epochs", "--max-steps", "--lr", "--batch-size", "--seed", "--init", "--json"],
+    "train": [
+        "--basis",
+        "--base",
+        "--data",
+        "--out",
+        "--epochs",
+        "--max-steps",
+        "--lr",
+        "--batch-size",
+        "--seed",
+        "--init",
+        "--json",
+    ],
     "registry list": ["--arch", "--name", "--stale", "--json"],
     "registry show": ["--json"],
     "registry rm": ["--force"],
@@ -32,10 +65,47 @@ COMMANDS = {
     "push": ["--revision", "--create-pr", "--private", "--push-basis", "--token"],
 }
 
-odd_values = st.sampled_from([
-    "", "-1", "0", "1", "3", "1e400", "nan", "inf", "-inf", "abc", "2,3", "1,2,3", "4GiB", "5XB", "../up", "/", ".", "org/name", "org/name@v9",
-    "b", "b:1", "b@latest", "sha256:00", "cafe01", "auto", "cuda", "float64", "bf16", "\udcff", "x" * 300, "--k", "-", "*", "[", "hf", "peft", "merged",
-]) | st.text(min_size=0, max_size=8).filter(lambda s: "\x00" not in s)
+odd_values = st.sampled_from(
+    [
+        "",
+        "-1",
+        "0",
+        "1",
+        "3",
+        "1e400",
+        "nan",
+        "inf",
+        "-inf",
+        "abc",
+        "2,3",
+        "1,2,3",
+        "4GiB",
+        "5XB",
+        "../up",
+        "/",
+        ".",
+        "org/name",
+        "org/name@v9",
+        "b",
+        "b:1",
+        "b@latest",
+        "sha256:00",
+        "cafe01",
+        "auto",
+        "cuda",
+        "float64",
+        "bf16",
+        "\udcff",
+        "x" * 300,
+        "--k",
+        "-",
+        "*",
+        "[",
+        "hf",
+        "peft",
+        "merged",
+    ]
+) | st.text(min_size=0, max_size=8).filter(lambda s: "\x00" not in s)
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +125,35 @@ def test_any_command_line_ends_in_a_result_or_one_line(place, tmp_path, monkeypa
         run("build", *zoo, "--out", tmp_path / "basis", "--k", "1", "--name", "b")
         (tmp_path / "home-ready").touch()
     command = data.draw(st.sampled_from(sorted(COMMANDS)))
-    positional = data.draw(st.lists(st.sampled_from([str(zoo[0]), str(zoo[1]), str(tmp_path / "basis"), "b", "me/x", "nothing"]) | odd_values, max_size=3))
-    flags = data.draw(st.lists(st.tuples(st.sampled_from(COMMANDS[command] + ["--help", "--bogus"]), odd_values), max_size=4))
+    positional = data.draw(
+        st.lists(
+            st.sampled_from([str(zoo[0]), str(zoo[1]), str(tmp_path / "basis"), "b", "me/x", "nothing"]) | odd_values,
+            max_size=3,
+        )
+    )
+    flags = data.draw(
+        st.lists(st.tuples(st.sampled_from(COMMANDS[command] + ["--help", "--bogus"]), odd_values), max_size=4)
+    )
     argv = [*command.split(), *positional]
     for flag, value in flags:
-        argv += [flag] if flag in {"--json", "--no-register", "--center", "--no-center", "--verify", "--deep", "--force", "--stale", "--materialize", "--create-pr", "--private"} else [flag, value]
+        argv += (
+            [flag]
+            if flag
+            in {
+                "--json",
+                "--no-register",
+                "--center",
+                "--no-center",
+                "--verify",
+                "--deep",
+                "--force",
+                "--stale",
+                "--materialize",
+                "--create-pr",
+                "--private",
+            }
+            else [flag, value]
+        )
     result = CliRunner().invoke(cli, argv)
     event(f"exit {result.exit_code}")
     assert result.exit_code in (0, 1, 2), (argv, result.output)

@@ -20,7 +20,12 @@ def zoo(tmp_path):
 def test_truncated_source(tmp_path, zoo):
     path = zoo[1] / "model.safetensors"
     path.write_bytes(path.read_bytes()[:-7])
-    refused(["build", *zoo, "--out", tmp_path / "out"], f"{path}: not a readable safetensors file: truncated, padded or corrupt (Error while deserializing header: incomplete metadata", tmp_path / "out")
+    refused(
+        ["build", *zoo, "--out", tmp_path / "out"],
+        f"{path}: not a readable safetensors file: truncated, padded or corrupt (Error while deserializing header: "
+        "incomplete metadata",
+        tmp_path / "out",
+    )
 
 
 def test_corrupt_header_json(tmp_path, zoo):
@@ -48,21 +53,31 @@ def test_non_finite_source_is_refused_unless_allowed(tmp_path, zoo, value):
     tensors = {"layers.0.w": torch.randn(16, 12), "layers.1.w": torch.randn(12, 16), "norm.weight": torch.randn(16)}
     tensors["layers.1.w"][3, 3] = value
     save_file(tensors, zoo[3] / "model.safetensors")
-    refused(["build", *zoo, "--out", tmp_path / "out"], f"{zoo[3]}: tensor layers.1.w holds NaN or Inf", tmp_path / "out")
+    refused(
+        ["build", *zoo, "--out", tmp_path / "out"], f"{zoo[3]}: tensor layers.1.w holds NaN or Inf", tmp_path / "out"
+    )
     allowed = run("build", *zoo, "--out", tmp_path / "out", "--allow-nonfinite", "--k", "1", "--no-register")
     assert allowed.exit_code == 0
 
 
 def test_source_of_another_architecture(tmp_path, zoo):
     other = write_checkpoints(tmp_path / "other", 1, {"encoder.x": (8, 8), "encoder.y": (8, 8), "head": (2, 8)})[0]
-    refused(["build", *zoo, other, "--out", tmp_path / "out"], f"{other}: shares only 0 of 6 tensor names with {zoo[0]}: a different architecture?", tmp_path / "out")
+    refused(
+        ["build", *zoo, other, "--out", tmp_path / "out"],
+        f"{other}: shares only 0 of 6 tensor names with {zoo[0]}: a different architecture?",
+        tmp_path / "out",
+    )
 
 
 def test_duplicate_sources(tmp_path, zoo):
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / "model.safetensors").write_bytes((zoo[0] / "model.safetensors").read_bytes())
-    refused(["build", *zoo, copy, "--out", tmp_path / "out"], f"{copy}: has the same bytes (sha256) as {zoo[0]}: duplicate source", tmp_path / "out")
+    refused(
+        ["build", *zoo, copy, "--out", tmp_path / "out"],
+        f"{copy}: has the same bytes (sha256) as {zoo[0]}: duplicate source",
+        tmp_path / "out",
+    )
 
 
 def test_one_source_and_zero_sources(tmp_path, zoo):
@@ -72,11 +87,19 @@ def test_one_source_and_zero_sources(tmp_path, zoo):
 
 
 def test_rank_larger_than_the_data_allows(tmp_path, zoo):
-    refused(["build", *zoo, "--out", tmp_path / "out", "--modes", "1", "--k", "9"], "--k 9 is more than the data can have: with 4 sources no layer has more than 3 directions", tmp_path / "out")
+    refused(
+        ["build", *zoo, "--out", tmp_path / "out", "--modes", "1", "--k", "9"],
+        "--k 9 is more than the data can have: with 4 sources no layer has more than 3 directions",
+        tmp_path / "out",
+    )
 
 
 def test_empty_layer_selection(tmp_path, zoo):
-    refused(["build", *zoo, "--out", tmp_path / "out", "--include", "nothing.*"], "the layer selection is empty", tmp_path / "out")
+    refused(
+        ["build", *zoo, "--out", tmp_path / "out", "--include", "nothing.*"],
+        "the layer selection is empty",
+        tmp_path / "out",
+    )
 
 
 def test_repo_ids_and_names_with_path_tricks(tmp_path, zoo):
@@ -90,7 +113,11 @@ def test_tensor_names_with_path_separators_are_refused(tmp_path, zoo):
         tensors = {"layers.0.w": torch.randn(16, 12), "layers.1.w": torch.randn(12, 16), "../evil": torch.randn(3)}
         save_file(tensors, folder / "model.safetensors")
     run("build", *zoo[:3], "--out", tmp_path / "basis", "--k", "1")
-    refused(["project", zoo[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task"], "manifest field passthrough/0/name", tmp_path / "task")
+    refused(
+        ["project", zoo[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task"],
+        "manifest field passthrough/0/name",
+        tmp_path / "task",
+    )
 
 
 def test_manifest_with_extra_or_missing_fields(tmp_path, zoo):
@@ -98,7 +125,11 @@ def test_manifest_with_extra_or_missing_fields(tmp_path, zoo):
     manifest_path = tmp_path / "basis" / "unisub_basis.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "unexpected": True}))
-    refused(["project", zoo[0], "--basis", tmp_path / "basis", "--out", tmp_path / "task"], "Additional properties are not allowed ('unexpected' was unexpected)", tmp_path / "task")
+    refused(
+        ["project", zoo[0], "--basis", tmp_path / "basis", "--out", tmp_path / "task"],
+        "Additional properties are not allowed ('unexpected' was unexpected)",
+        tmp_path / "task",
+    )
     del manifest["sources"]
     manifest_path.write_text(json.dumps(manifest))
     refused(["info", tmp_path / "basis"], "'sources' is a required property")
@@ -108,10 +139,16 @@ def test_basis_with_newer_major_version(tmp_path, zoo):
     run("build", *zoo, "--out", tmp_path / "basis", "--k", "1", "--no-register")
     manifest_path = tmp_path / "basis" / "unisub_basis.json"
     manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "format_version": "2.1.0"}))
-    refused(["project", zoo[0], "--basis", tmp_path / "basis", "--out", tmp_path / "task"], "major version 2; this unisub-hub reads major version 1 only (upgrade unisub-hub to read it)", tmp_path / "task")
+    refused(
+        ["project", zoo[0], "--basis", tmp_path / "basis", "--out", tmp_path / "task"],
+        "major version 2; this unisub-hub reads major version 1 only (upgrade unisub-hub to read it)",
+        tmp_path / "task",
+    )
 
 
-@pytest.mark.parametrize(("code", "text"), [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize(
+    ("code", "text"), [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")]
+)
 def test_disk_full_or_permission_denied_leaves_nothing(tmp_path, zoo, monkeypatch, code, text):
     import unisub_hub.format.tensorfile as tensorfile
 
@@ -136,28 +173,44 @@ def test_debug_flag_shows_the_traceback(tmp_path, zoo):
     assert plain.stderr.strip().splitlines() == ["Error: a basis needs at least 2 sources, got 1"]
     debug = subprocess.run([*command[:3], "--debug", *command[3:]], capture_output=True, text=True)
     assert debug.returncode == 1 and debug.stderr.strip().startswith("Traceback (most recent call last):")
-    assert debug.stderr.strip().splitlines()[-1] == "unisub_hub.errors.EngineError: a basis needs at least 2 sources, got 1"
+    assert (
+        debug.stderr.strip().splitlines()[-1]
+        == "unisub_hub.errors.EngineError: a basis needs at least 2 sources, got 1"
+    )
 
 
 def test_a_source_given_twice_is_refused(tmp_path, zoo):
-    refused(["build", zoo[0], zoo[1], zoo[0], "--out", tmp_path / "out"], f"{zoo[0]}: is given twice in the collection", tmp_path / "out")
+    refused(
+        ["build", zoo[0], zoo[1], zoo[0], "--out", tmp_path / "out"],
+        f"{zoo[0]}: is given twice in the collection",
+        tmp_path / "out",
+    )
 
 
 def test_a_basis_name_is_not_reused_for_another_architecture(tmp_path, zoo):
     other = write_checkpoints(tmp_path / "other", 3, {"layers.0.w": (8, 12), "layers.1.w": (12, 8)})
     run("build", *zoo[:3], "--out", tmp_path / "a" / "basis", "--k", "1")
     run("build", *zoo[1:4], "--out", tmp_path / "b" / "basis", "--k", "2")  # same layers: version 2 of "basis"
-    line = refused(["build", *other, "--out", tmp_path / "c" / "basis", "--k", "1"], "basis name 'basis' is taken by basis:", tmp_path / "c" / "basis")
+    line = refused(
+        ["build", *other, "--out", tmp_path / "c" / "basis", "--k", "1"],
+        "basis name 'basis' is taken by basis:",
+        tmp_path / "c" / "basis",
+    )
     assert "give this one its own name (the build's --name)" in line
 
 
 def test_materialize_refuses_a_base_model_of_another_architecture(tmp_path, zoo):
-    other = write_checkpoints(tmp_path / "other", 1, {"layers.0.w": (16, 10), "layers.1.w": (10, 16), "norm.weight": (16,)})[0]
+    other = write_checkpoints(
+        tmp_path / "other", 1, {"layers.0.w": (16, 10), "layers.1.w": (10, 16), "norm.weight": (16,)}
+    )[0]
     run("build", *zoo[:3], "--out", tmp_path / "basis", "--k", "1")
     run("project", zoo[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task")
     out = tmp_path / "model"
-    refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--base", other, "--out", out],
-            f"{other}: tensor layers.0.w is 16x10, the basis layer is 16x12", out)
+    refused(
+        ["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--base", other, "--out", out],
+        f"{other}: tensor layers.0.w is 16x10, the basis layer is 16x12",
+        out,
+    )
 
 
 def test_an_empty_selection_file_is_refused_not_read_as_everything(tmp_path, zoo):
@@ -182,10 +235,18 @@ def test_a_name_that_looks_like_a_content_id_resolves_by_name(tmp_path, zoo):
 def test_an_integer_past_pythons_digit_limit_is_invalid_json_not_a_traceback(tmp_path, zoo):
     run("build", *zoo, "--out", tmp_path / "basis", "--k", "1", "--no-register")
     manifest_path = tmp_path / "basis" / "unisub_basis.json"
-    manifest_path.write_text(manifest_path.read_text().replace('"format_version"', '"huge": ' + "9" * 5000 + ', "format_version"', 1))
-    refused(["info", tmp_path / "basis"], f"{manifest_path}: manifest is not valid JSON (Exceeds the limit (4300 digits)")
+    manifest_path.write_text(
+        manifest_path.read_text().replace('"format_version"', '"huge": ' + "9" * 5000 + ', "format_version"', 1)
+    )
+    refused(
+        ["info", tmp_path / "basis"], f"{manifest_path}: manifest is not valid JSON (Exceeds the limit (4300 digits)"
+    )
     config = zoo[0] / "config.json"
-    for text in ('{"architectures": {"a": 1}}', '{"architectures": 5, "model_type": "bert"}', '{"n": ' + "1" * 5000 + "}"):
+    for text in (
+        '{"architectures": {"a": 1}}',
+        '{"architectures": 5, "model_type": "bert"}',
+        '{"n": ' + "1" * 5000 + "}",
+    ):
         config.write_text(text)
         assert run("build", *zoo, "--out", tmp_path / "again", "--k", "1", "--no-register").exit_code == 0
         (tmp_path / "again").rename(tmp_path / f"again-{len(text)}")
@@ -194,8 +255,14 @@ def test_an_integer_past_pythons_digit_limit_is_invalid_json_not_a_traceback(tmp
 @pytest.mark.parametrize("command", ["build", "project", "materialize", "rebase", "train", "push", "registry show"])
 def test_an_argument_that_is_not_utf8_is_refused_before_any_work(tmp_path, zoo, command):
     bad = str(tmp_path / "out\udcff")  # how Python hands over the shell's byte 0xff
-    result = run(*command.split(), "x", "--out", bad, ok=False) if command != "push" else run("push", bad, "me/x", ok=False)
-    assert result.exit_code == 2 and "is not valid UTF-8; names and paths are recorded as text" in result.output and "out\\\\xff" in result.output
+    result = (
+        run(*command.split(), "x", "--out", bad, ok=False) if command != "push" else run("push", bad, "me/x", ok=False)
+    )
+    assert (
+        result.exit_code == 2
+        and "is not valid UTF-8; names and paths are recorded as text" in result.output
+        and "out\\\\xff" in result.output
+    )
     assert list(tmp_path.iterdir()) == [tmp_path / "zoo"]
 
 
@@ -204,7 +271,12 @@ def test_hf_without_base_refuses_an_old_set_that_cannot_carry_a_config_and_lora_
     run("project", zoo[3], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--no-register")
     manifest_path = tmp_path / "task" / "unisub_coefficients.json"
     manifest = json.loads(manifest_path.read_text())
-    assert run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "new").exit_code == 0  # its source had no config either
+    assert (
+        run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "new").exit_code == 0
+    )  # its source had no config either
     manifest_path.write_text(json.dumps({**manifest, "format_version": "1.0.0"}))
-    refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "old"],
-            "--format hf without --base: this set was written before format 1.1 and carries no model config", tmp_path / "old")
+    refused(
+        ["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "old"],
+        "--format hf without --base: this set was written before format 1.1 and carries no model config",
+        tmp_path / "old",
+    )

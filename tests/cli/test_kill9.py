@@ -46,13 +46,26 @@ def world(tmp_path_factory):
 
 
 def _env(home: Path, hub: LocalHub, root: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "UNISUB_HOME": str(home), "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1",
-            "HF_HOME": str(root / "hf-home"), "HF_HUB_OFFLINE": "0"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "UNISUB_HOME": str(home),
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HOME": str(root / "hf-home"),
+        "HF_HUB_OFFLINE": "0",
+    }
 
 
 def _command(args: list[str], env: dict[str, str], kill_after: float | None) -> int | None:
     """Run ``unisub-hub ARGS`` as its own process; with ``kill_after``, SIGKILL it then (None if it finished first)."""
-    proc = subprocess.Popen([sys.executable, "-m", "unisub_hub", *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unisub_hub", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if kill_after is None:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]

@@ -27,7 +27,11 @@ def _flags_of(command: click.Command) -> set[str]:
 
 
 def test_every_parameter_a_message_names_has_a_real_flag():
-    named = {name for path in PACKAGE.rglob("*.py") for name in re.findall(r"""option\(["']([a-z_]+)["']\)""", path.read_text())}
+    named = {
+        name
+        for path in PACKAGE.rglob("*.py")
+        for name in re.findall(r"""option\(["']([a-z_]+)["']\)""", path.read_text())
+    }
     assert named, "no library message names a parameter: the scan is broken"
     assert named <= set(FLAGS), f"parameters without a flag in cli/messages.FLAGS: {sorted(named - set(FLAGS))}"
     flags = set().union(*(_flags_of(_load(name)) for name in COMMANDS))
@@ -52,7 +56,11 @@ def test_the_library_speaks_parameters_and_the_cli_flags(tmp_path):
 def test_hints_are_worded_alike():
     error = PickleRefusedError("only pickle files", source="model.bin")
     assert "pass allow_pickle" in error.render(with_hint=True)
-    assert message(error) == "model.bin: only pickle files (hint: pickle files can run code when loaded; convert them to safetensors or pass --allow-pickle)"
+    assert (
+        message(error)
+        == "model.bin: only pickle files (hint: pickle files can run code when loaded; convert them to safetensors or "
+        "pass --allow-pickle)"
+    )
 
 
 def test_a_message_without_parameters_is_left_as_it_is():

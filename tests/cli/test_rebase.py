@@ -30,7 +30,9 @@ def test_a_stale_task_is_listed_and_moved_onto_the_newer_basis(tmp_path):
         if layer not in task.layer_names:
             continue
         before = reconstruct_layer(old.layer(layer, dtype=torch.float64), task.coefficient(layer).double())
-        after = reconstruct_layer(new.layer(layer, dtype=torch.float64), load_coefficients(tmp_path / "moved").coefficient(layer).double())
+        after = reconstruct_layer(
+            new.layer(layer, dtype=torch.float64), load_coefficients(tmp_path / "moved").coefficient(layer).double()
+        )
         error = float((before - after).norm() / before.norm())
         assert abs(error - moved["errors"][layer]["rel_error"]) < 1e-4  # the reported loss is the real one
 
@@ -39,10 +41,24 @@ def test_rebase_onto_its_own_basis_changes_nothing(tmp_path):
     zoo = write_checkpoints(tmp_path / "zoo", 4, SHAPES)
     run("build", *zoo[:3], "--out", tmp_path / "b1", "--k", "2")
     run("project", zoo[3], "--basis", tmp_path / "b1", "--out", tmp_path / "task")
-    moved = json.loads(run("rebase", tmp_path / "task", "--basis", tmp_path / "b1", "--out", tmp_path / "moved", "--no-register", "--json").stdout)
+    moved = json.loads(
+        run(
+            "rebase",
+            tmp_path / "task",
+            "--basis",
+            tmp_path / "b1",
+            "--out",
+            tmp_path / "moved",
+            "--no-register",
+            "--json",
+        ).stdout
+    )
     assert max(e["rel_error"] for e in moved["errors"].values()) < 1e-6
     for layer in load_coefficients(tmp_path / "task").layer_names:
-        torch.testing.assert_close(load_coefficients(tmp_path / "moved").coefficient(layer), load_coefficients(tmp_path / "task").coefficient(layer))
+        torch.testing.assert_close(
+            load_coefficients(tmp_path / "moved").coefficient(layer),
+            load_coefficients(tmp_path / "task").coefficient(layer),
+        )
 
 
 def test_rebase_onto_another_architecture_is_refused(tmp_path):
@@ -51,4 +67,8 @@ def test_rebase_onto_another_architecture_is_refused(tmp_path):
     run("build", *zoo[:3], "--out", tmp_path / "b1", "--k", "2")
     run("build", *other, "--out", tmp_path / "b2", "--k", "2")
     run("project", zoo[3], "--basis", tmp_path / "b1", "--out", tmp_path / "task")
-    refused(["rebase", tmp_path / "task", "--basis", tmp_path / "b2", "--out", tmp_path / "moved"], "has layer layers.0.w of shape [8, 12], the task's basis [16, 12]", tmp_path / "moved")
+    refused(
+        ["rebase", tmp_path / "task", "--basis", tmp_path / "b2", "--out", tmp_path / "moved"],
+        "has layer layers.0.w of shape [8, 12], the task's basis [16, 12]",
+        tmp_path / "moved",
+    )

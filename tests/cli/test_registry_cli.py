@@ -9,11 +9,17 @@ from clitools import SHAPES, run, write_checkpoints
 
 def test_build_and_project_register_and_references_resolve(tmp_path, isolated_home):
     paths = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
-    built = json.loads(run("build", *paths[:4], "--out", tmp_path / "basis", "--k", "2", "--name", "zoo-basis", "--json").stdout)
+    built = json.loads(
+        run("build", *paths[:4], "--out", tmp_path / "basis", "--k", "2", "--name", "zoo-basis", "--json").stdout
+    )
     assert built["registered"]["name"] == "zoo-basis" and built["registered"]["version"] == 1
     assert built["registered"]["path"].startswith(str(isolated_home))
     # project takes the basis by registry reference and registers the task.
-    task = json.loads(run("project", paths[4], "--basis", "zoo-basis@latest", "--out", tmp_path / "task", "--name", "t4", "--json").stdout)
+    task = json.loads(
+        run(
+            "project", paths[4], "--basis", "zoo-basis@latest", "--out", tmp_path / "task", "--name", "t4", "--json"
+        ).stdout
+    )
     assert task["registered"]["name"] == "t4"
     # materialize finds the basis through the registry when --basis is left out.
     made = json.loads(run("materialize", "t4", "--out", tmp_path / "model", "--json").stdout)

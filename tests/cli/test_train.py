@@ -17,8 +17,37 @@ from unisub_hub.format import load_coefficients
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "great", "awful", "fine", "nice", "poor", "happy", "sad", "movie", "film", "plot", "actor", "the", "a", "is", "was", "very", "not"]
-POSITIVE, NEGATIVE, NEUTRAL = ["good", "great", "fine", "nice", "happy"], ["bad", "awful", "poor", "sad"], ["movie", "film", "plot", "actor", "the", "a", "is", "was", "very"]
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "fine",
+    "nice",
+    "poor",
+    "happy",
+    "sad",
+    "movie",
+    "film",
+    "plot",
+    "actor",
+    "the",
+    "a",
+    "is",
+    "was",
+    "very",
+    "not",
+]
+POSITIVE, NEGATIVE, NEUTRAL = (
+    ["good", "great", "fine", "nice", "happy"],
+    ["bad", "awful", "poor", "sad"],
+    ["movie", "film", "plot", "actor", "the", "a", "is", "was", "very"],
+)
 
 
 def run(*args, ok: bool = True):
@@ -48,13 +77,47 @@ def setup(tmp_path_factory):
     base = save_base(root / "base")
     BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(base)
     adapters = save_adapters(base, root, 4, ranks=(4,))
-    run("--home", root / "home", "build", *adapters, "--out", root / "basis", "--k", "4", "--device", "cpu", "--no-register")
-    return {"base": base, "basis": root / "basis", "train": _write_examples(root / "train.jsonl", 96, 1), "eval": _write_examples(root / "eval.jsonl", 48, 2)}
+    run(
+        "--home",
+        root / "home",
+        "build",
+        *adapters,
+        "--out",
+        root / "basis",
+        "--k",
+        "4",
+        "--device",
+        "cpu",
+        "--no-register",
+    )
+    return {
+        "base": base,
+        "basis": root / "basis",
+        "train": _write_examples(root / "train.jsonl", 96, 1),
+        "eval": _write_examples(root / "eval.jsonl", 48, 2),
+    }
 
 
 def test_train_writes_a_registered_deterministic_task_that_learns(setup, tmp_path):
-    args = ("train", setup["basis"], "--base", setup["base"], "--data", setup["train"], "--eval", setup["eval"],
-            "--epochs", "3", "--lr", "0.02", "--seed", "3", "--device", "cpu", "--json")
+    args = (
+        "train",
+        setup["basis"],
+        "--base",
+        setup["base"],
+        "--data",
+        setup["train"],
+        "--eval",
+        setup["eval"],
+        "--epochs",
+        "3",
+        "--lr",
+        "0.02",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+    )
     first = json.loads(run(*args, "--out", tmp_path / "one").stdout)
     second = json.loads(run(*args, "--out", tmp_path / "two", "--no-register").stdout)
     assert first["content_id"] == second["content_id"]  # same seed, same coefficient bytes
@@ -65,7 +128,10 @@ def test_train_writes_a_registered_deterministic_task_that_learns(setup, tmp_pat
     manifest = saved.manifest
     assert manifest["lineage"] == "trained"
     assert manifest["training"]["steps"] == 18 and manifest["training"]["hyperparameters"]["lr"] == 0.02
-    assert len(manifest["training"]["data_sha256"]) == 64 and manifest["metrics"]["eval_accuracy"] == first["eval_accuracy"][-1]
+    assert (
+        len(manifest["training"]["data_sha256"]) == 64
+        and manifest["metrics"]["eval_accuracy"] == first["eval_accuracy"][-1]
+    )
     assert manifest["lora"]["modules_to_save"] == ["classifier"]
     # Four 4x4 cores (query/value of two layers) plus the 3-label head on a 32-wide model.
     assert first["trainable_parameters"] == 4 * 16 + 3 * 32 + 3
@@ -93,7 +159,19 @@ def _error(result) -> str:
 def test_bad_data_gets_one_line_and_writes_nothing(setup, tmp_path, content, expected):
     data = tmp_path / ("data.csv" if content.startswith("text,") else "data.jsonl")
     data.write_text(content)
-    result = run("train", setup["basis"], "--base", setup["base"], "--data", data, "--out", tmp_path / "task", "--device", "cpu", ok=False)
+    result = run(
+        "train",
+        setup["basis"],
+        "--base",
+        setup["base"],
+        "--data",
+        data,
+        "--out",
+        tmp_path / "task",
+        "--device",
+        "cpu",
+        ok=False,
+    )
     assert expected in _error(result)
     assert not (tmp_path / "task").exists() and not list(tmp_path.glob(".task.tmp-*"))
 
@@ -101,9 +179,28 @@ def test_bad_data_gets_one_line_and_writes_nothing(setup, tmp_path, content, exp
 def test_a_base_that_does_not_match_the_basis_is_refused(setup, tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
-    other = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24, num_labels=3))
+    other = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=64,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=24,
+            num_labels=3,
+        )
+    )
     other.save_pretrained(tmp_path / "other")
-    result = run("train", setup["basis"], "--base", tmp_path / "other", "--data", setup["train"], "--out", tmp_path / "task", ok=False)
+    result = run(
+        "train",
+        setup["basis"],
+        "--base",
+        tmp_path / "other",
+        "--data",
+        setup["train"],
+        "--out",
+        tmp_path / "task",
+        ok=False,
+    )
     assert "basis layer" in _error(result) or "has no tensor" in _error(result)
     assert not (tmp_path / "task").exists()
 
@@ -111,8 +208,23 @@ def test_a_base_that_does_not_match_the_basis_is_refused(setup, tmp_path):
 def test_trained_task_materializes_as_a_peft_adapter_with_the_same_predictions(setup, tmp_path):
     from unisub_hub.adapt import attach
 
-    run("train", setup["basis"], "--base", setup["base"], "--data", setup["train"], "--max-steps", "4", "--lr", "0.05",
-        "--out", tmp_path / "task", "--device", "cpu", "--no-register")
+    run(
+        "train",
+        setup["basis"],
+        "--base",
+        setup["base"],
+        "--data",
+        setup["train"],
+        "--max-steps",
+        "4",
+        "--lr",
+        "0.05",
+        "--out",
+        tmp_path / "task",
+        "--device",
+        "cpu",
+        "--no-register",
+    )
     run("materialize", tmp_path / "task", "--basis", setup["basis"], "--out", tmp_path / "adapter", "--format", "peft")
     ids = torch.randint(0, len(WORDS), (3, 7), generator=torch.Generator().manual_seed(0))
     model = transformers.BertForSequenceClassification.from_pretrained(setup["base"]).eval()

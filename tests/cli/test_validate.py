@@ -26,8 +26,12 @@ def test_valid_artifacts_pass_every_check(tmp_path):
     paths = setup(tmp_path)
     basis = run("validate", tmp_path / "basis", "--deep", "--against", paths[0], "--json")
     assert checks(basis) == {
-        "manifest schema and format version": True, "content id": True, "tensor names, shapes and dtypes": True,
-        "orthonormal factors": True, f"layers present in base model {paths[0]}": True, "finite values": True,
+        "manifest schema and format version": True,
+        "content id": True,
+        "tensor names, shapes and dtypes": True,
+        "orthonormal factors": True,
+        f"layers present in base model {paths[0]}": True,
+        "finite values": True,
     }
     task = run("validate", tmp_path / "task", "--deep", "--json")
     assert all(checks(task).values()) and "basis present and matching" in checks(task)
@@ -55,7 +59,9 @@ def test_deep_finds_non_orthonormal_factors_and_nan(tmp_path):
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     tensors["layers.0.w::U"] = tensors["layers.0.w::U"] * 1.5
     tensors["layers.1.w::mean"][0, 0] = float("nan")
-    (folder / "basis.safetensors").write_bytes(canonical_bytes(tensors, {"format": "unisub-hub/basis", "format_version": "1.0.0"}))
+    (folder / "basis.safetensors").write_bytes(
+        canonical_bytes(tensors, {"format": "unisub-hub/basis", "format_version": "1.0.0"})
+    )
     result = run("validate", folder, "--deep", "--json", ok=False)
     report = json.loads(result.stdout)
     failed = {c["name"]: c["detail"] for c in report["checks"] if not c["ok"]}
@@ -73,7 +79,9 @@ def test_wrong_base_model_and_missing_basis(tmp_path, isolated_home):
     run("registry", "rm", "vb", "--force")
     lonely = run("validate", tmp_path / "task", "--json", ok=False)
     assert "is not available (give --against BASIS or register it)" in json.dumps(json.loads(lonely.stdout))
-    assert checks(run("validate", tmp_path / "task", "--against", tmp_path / "basis", "--json"))["basis present and matching"]
+    assert checks(run("validate", tmp_path / "task", "--against", tmp_path / "basis", "--json"))[
+        "basis present and matching"
+    ]
 
 
 def test_tensor_table_mismatch(tmp_path):
@@ -84,13 +92,24 @@ def test_tensor_table_mismatch(tmp_path):
     with safe_open(folder / "coefficients.safetensors", "pt") as handle:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     tensors["layers.0.w::coef"] = torch.zeros(3, 3)
-    save_file(tensors, folder / "coefficients.safetensors", metadata={"format": "unisub-hub/coefficients", "format_version": "1.0.0"})
+    save_file(
+        tensors,
+        folder / "coefficients.safetensors",
+        metadata={"format": "unisub-hub/coefficients", "format_version": "1.0.0"},
+    )
     result = run("validate", folder, "--json", ok=False)
     failed = {c["name"]: c["detail"] for c in json.loads(result.stdout)["checks"] if not c["ok"]}
-    assert "tensor 'layers.0.w::coef' has shape [3, 3], the manifest implies [2, 2]" in failed["tensor names, shapes and dtypes"]
+    assert (
+        "tensor 'layers.0.w::coef' has shape [3, 3], the manifest implies [2, 2]"
+        in failed["tensor names, shapes and dtypes"]
+    )
     materialized = run("materialize", folder, "--basis", tmp_path / "basis", "--out", tmp_path / "model", ok=False)
     # Rewritten bytes no longer hash to the content id: refused before the table is even read.
-    assert materialized.exit_code == 1 and "tensor files hash to" in materialized.output and not (tmp_path / "model").exists()
+    assert (
+        materialized.exit_code == 1
+        and "tensor files hash to" in materialized.output
+        and not (tmp_path / "model").exists()
+    )
 
 
 def test_validate_missing_folder(tmp_path):

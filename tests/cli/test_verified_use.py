@@ -33,11 +33,15 @@ def test_a_tampered_basis_is_refused_before_any_output(tmp_path, built, command)
     _flip_a_byte(tmp_path / "basis", "basis.safetensors")
     out = tmp_path / "out"
     if command == "materialize":
-        refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", out], "tensor files hash to", out)
+        refused(
+            ["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", out], "tensor files hash to", out
+        )
     elif command == "project":
         refused(["project", built[4], "--basis", tmp_path / "basis", "--out", out], "tensor files hash to", out)
     else:
-        report = json.loads(run("validate", tmp_path / "task", "--deep", "--against", tmp_path / "basis", "--json", ok=False).stdout)
+        report = json.loads(
+            run("validate", tmp_path / "task", "--deep", "--against", tmp_path / "basis", "--json", ok=False).stdout
+        )
         assert not report["ok"] and any("tensor files hash to" in c["detail"] for c in report["checks"] if not c["ok"])
 
 
@@ -51,7 +55,9 @@ def test_a_tampered_basis_in_the_registry_store_is_refused(tmp_path, built, isol
 def test_a_coefficient_set_with_a_wrong_id_is_refused(tmp_path, built):
     _flip_a_byte(tmp_path / "task", "coefficients.safetensors")
     out = tmp_path / "out"
-    refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", out], "tensor files hash to", out)
+    refused(
+        ["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", out], "tensor files hash to", out
+    )
 
 
 def test_verification_is_remembered_for_unchanged_files_only(tmp_path, built, monkeypatch):
@@ -59,8 +65,19 @@ def test_verification_is_remembered_for_unchanged_files_only(tmp_path, built, mo
     real = verified.content_id
     monkeypatch.setattr(verified, "content_id", lambda files: hashed.append(1) or real(files))
     for _ in range(2):
-        run("materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / f"out{len(hashed)}-{os.urandom(2).hex()}")
+        run(
+            "materialize",
+            tmp_path / "task",
+            "--basis",
+            tmp_path / "basis",
+            "--out",
+            tmp_path / f"out{len(hashed)}-{os.urandom(2).hex()}",
+        )
     assert hashed == []  # written by build and project in this home: already known
     _flip_a_byte(tmp_path / "task", "coefficients.safetensors")
-    refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "bad"], "tensor files hash to", tmp_path / "bad")
+    refused(
+        ["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "bad"],
+        "tensor files hash to",
+        tmp_path / "bad",
+    )
     assert hashed == [1]

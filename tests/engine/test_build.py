@@ -93,7 +93,9 @@ def test_tucker_core_is_u_transpose_x_v():
 def test_variance_target_selects_smallest_k_reaching_it():
     sources = planted_collection(8, {"w": (16, 12)}, rank=4, noise=0.3)
     for target in (0.5, 0.8, 0.9, 0.99):
-        result = build_basis([LayerSpec("w", (16, 12))], sources, options=BuildOptions(modes=(2,), rank=RankRule(variance=target)))
+        result = build_basis(
+            [LayerSpec("w", (16, 12))], sources, options=BuildOptions(modes=(2,), rank=RankRule(variance=target))
+        )
         x = stacked(sources, "w")
         s = torch.linalg.svdvals((x - x.mean(0)).permute(1, 0, 2).reshape(16, -1))
         curve = s.square().cumsum(0) / s.square().sum()
@@ -123,7 +125,11 @@ def test_memory_budget_splits_layers_into_passes_with_same_answer():
 def test_flat_mode_row_blocks_give_same_components():
     sources = planted_collection(5, {"w": (9, 7)})
     whole = build_basis([LayerSpec("w", (9, 7))], sources, options=BuildOptions(modes=(1,), rank=RankRule(k=3)))
-    blocks = build_basis([LayerSpec("w", (9, 7))], sources, options=BuildOptions(modes=(1,), rank=RankRule(k=3), max_memory=5 * 7 * 8 * 2))
+    blocks = build_basis(
+        [LayerSpec("w", (9, 7))],
+        sources,
+        options=BuildOptions(modes=(1,), rank=RankRule(k=3), max_memory=5 * 7 * 8 * 2),
+    )
     assert blocks.report.passes > whole.report.passes
     a, b = whole.layers["w"].components.reshape(3, -1).T, blocks.layers["w"].components.reshape(3, -1).T
     assert max_principal_angle(a, b) < 1e-9
@@ -142,7 +148,12 @@ def test_lora_canonical_path_equals_hosvd_of_formed_updates(center, rslora):
     for name in shapes:
         assert max_principal_angle(low_rank.layers[name].left, dense.layers[name].left) < 1e-6
         assert max_principal_angle(low_rank.layers[name].right, dense.layers[name].right) < 1e-6
-        torch.testing.assert_close(low_rank.layers[name].spectra[2], dense.layers[name].spectra[2][: len(low_rank.layers[name].spectra[2])], rtol=1e-8, atol=1e-9)
+        torch.testing.assert_close(
+            low_rank.layers[name].spectra[2],
+            dense.layers[name].spectra[2][: len(low_rank.layers[name].spectra[2])],
+            rtol=1e-8,
+            atol=1e-9,
+        )
         for lora, d in zip(loras, dense_sources, strict=True):
             c_low = project_layer(low_rank.layers[name], lora.load([name])[name])
             c_dense = project_layer(low_rank.layers[name], d.load([name])[name])
@@ -153,15 +164,23 @@ def test_lora_flat_mode_reads_dense_rows():
     shapes = {"q.weight": (10, 6)}
     loras = random_loras(5, shapes)
     dense_sources = [InMemoryCheckpoint(lora.name, {n: lora.load_rows(n, 0, 10**9) for n in shapes}) for lora in loras]
-    a = build_basis([LayerSpec("q.weight", (10, 6))], loras, options=BuildOptions(modes=(1,), rank=RankRule(k=2), center=False))
-    b = build_basis([LayerSpec("q.weight", (10, 6))], dense_sources, options=BuildOptions(modes=(1,), rank=RankRule(k=2), center=False))
+    a = build_basis(
+        [LayerSpec("q.weight", (10, 6))], loras, options=BuildOptions(modes=(1,), rank=RankRule(k=2), center=False)
+    )
+    b = build_basis(
+        [LayerSpec("q.weight", (10, 6))],
+        dense_sources,
+        options=BuildOptions(modes=(1,), rank=RankRule(k=2), center=False),
+    )
     torch.testing.assert_close(a.layers["q.weight"].components, b.layers["q.weight"].components)
 
 
 def test_holdout_sources_are_reported_apart_and_not_used():
     sources = planted_collection(8, {"w": (12, 10)})
     train, held = sources[:6], sources[6:]
-    with_holdout = build_basis([LayerSpec("w", (12, 10))], train, holdout=held, options=BuildOptions(rank=RankRule(k=3)))
+    with_holdout = build_basis(
+        [LayerSpec("w", (12, 10))], train, holdout=held, options=BuildOptions(rank=RankRule(k=3))
+    )
     without = build_basis([LayerSpec("w", (12, 10))], train, options=BuildOptions(rank=RankRule(k=3)))
     assert max_principal_angle(with_holdout.layers["w"].left, without.layers["w"].left) < 1e-12
     fits = with_holdout.report.layers[0].fits
@@ -208,20 +227,42 @@ def test_float32_keeps_small_fine_tune_deltas_when_centring(solver):
     gen = torch.Generator().manual_seed(0)
     p, q = 256, 192
     base = torch.randn(p, q, generator=gen, dtype=torch.float64)
-    shared_left, shared_right = torch.randn(p, 3, generator=gen, dtype=torch.float64), torch.randn(3, q, generator=gen, dtype=torch.float64)
+    shared_left, shared_right = (
+        torch.randn(p, 3, generator=gen, dtype=torch.float64),
+        torch.randn(3, q, generator=gen, dtype=torch.float64),
+    )
     sources = [
-        InMemoryCheckpoint(f"m{m}", {"w": base + 1e-4 * (shared_left @ torch.randn(3, 3, generator=gen, dtype=torch.float64) @ shared_right / 10
-                                                         + 0.05 * torch.randn(p, q, generator=gen, dtype=torch.float64))})
+        InMemoryCheckpoint(
+            f"m{m}",
+            {
+                "w": base
+                + 1e-4
+                * (
+                    shared_left @ torch.randn(3, 3, generator=gen, dtype=torch.float64) @ shared_right / 10
+                    + 0.05 * torch.randn(p, q, generator=gen, dtype=torch.float64)
+                )
+            },
+        )
         for m in range(8)
     ]
     spec = [LayerSpec("w", (p, q))]
     reference = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=True, solver="exact"))
-    single = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=True, solver=solver, power_iterations=3, accumulate_dtype=torch.float32))
+    single = build_basis(
+        spec,
+        sources,
+        options=BuildOptions(
+            rank=RankRule(k=3), center=True, solver=solver, power_iterations=3, accumulate_dtype=torch.float32
+        ),
+    )
     for side in ("left", "right"):
-        assert max_principal_angle(getattr(single.layers["w"], side).double(), getattr(reference.layers["w"], side)) < 1e-4
+        assert (
+            max_principal_angle(getattr(single.layers["w"], side).double(), getattr(reference.layers["w"], side)) < 1e-4
+        )
     torch.testing.assert_close(single.layers["w"].mean.double(), reference.layers["w"].mean, rtol=0, atol=1e-5)
     assert single.report.layers[0].fit == pytest.approx(reference.report.layers[0].fit, rel=1e-4)
-    assert single.report.layers[0].mode_reports["2"].explained_variance == pytest.approx(reference.report.layers[0].mode_reports["2"].explained_variance, rel=1e-4)
+    assert single.report.layers[0].mode_reports["2"].explained_variance == pytest.approx(
+        reference.report.layers[0].mode_reports["2"].explained_variance, rel=1e-4
+    )
 
 
 def test_float32_flat_pca_keeps_small_fine_tune_deltas_when_centring():
@@ -233,14 +274,30 @@ def test_float32_flat_pca_keeps_small_fine_tune_deltas_when_centring():
     base = torch.randn(64, 48, generator=gen, dtype=torch.float64)
     directions = torch.randn(3, 64, 48, generator=gen, dtype=torch.float64)
     sources = [
-        InMemoryCheckpoint(f"m{m}", {"w": base + 1e-4 * (torch.einsum("k,kpq->pq", torch.randn(3, generator=gen, dtype=torch.float64) * torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64), directions)
-                                                         + 0.01 * torch.randn(64, 48, generator=gen, dtype=torch.float64))})
+        InMemoryCheckpoint(
+            f"m{m}",
+            {
+                "w": base
+                + 1e-4
+                * (
+                    torch.einsum(
+                        "k,kpq->pq",
+                        torch.randn(3, generator=gen, dtype=torch.float64)
+                        * torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64),
+                        directions,
+                    )
+                    + 0.01 * torch.randn(64, 48, generator=gen, dtype=torch.float64)
+                )
+            },
+        )
         for m in range(8)
     ]
     spec = [LayerSpec("w", (64, 48))]
     options = BuildOptions(modes=(1,), rank=RankRule(k=3), center=True)
     reference = build_basis(spec, sources, options=options).layers["w"]
-    single = build_basis(spec, sources, options=BuildOptions(modes=(1,), rank=RankRule(k=3), center=True, accumulate_dtype=torch.float32)).layers["w"]
+    single = build_basis(
+        spec, sources, options=BuildOptions(modes=(1,), rank=RankRule(k=3), center=True, accumulate_dtype=torch.float32)
+    ).layers["w"]
     torch.testing.assert_close(single.spectra[1][:3].double(), reference.spectra[1][:3], rtol=1e-3, atol=0)
     found, expected = single.components.reshape(3, -1).double(), reference.components.reshape(3, -1)
     assert max_principal_angle(found.T / found.norm(dim=1), expected.T / expected.norm(dim=1)) < 1e-3
@@ -252,9 +309,18 @@ def test_sources_with_the_same_name_are_refused_not_mixed_up():
     one, two, three = random_loras(3, {"q.weight": (12, 10)})
     twin = InMemoryLora(one.name, two.factors)  # another adapter under the same display name
     with pytest.raises(EngineError, match="two sources are named 'lora-0'"):
-        build_basis([LayerSpec("q.weight", (12, 10))], [one, twin, three], options=BuildOptions(rank=RankRule(k=2), center=False))
+        build_basis(
+            [LayerSpec("q.weight", (12, 10))],
+            [one, twin, three],
+            options=BuildOptions(rank=RankRule(k=2), center=False),
+        )
     with pytest.raises(EngineError, match="two sources are named 'lora-0'"):
-        build_basis([LayerSpec("q.weight", (12, 10))], [one, three], holdout=[twin], options=BuildOptions(rank=RankRule(k=2), center=False))
+        build_basis(
+            [LayerSpec("q.weight", (12, 10))],
+            [one, three],
+            holdout=[twin],
+            options=BuildOptions(rank=RankRule(k=2), center=False),
+        )
 
 
 def test_float32_sums_keep_float64_quality_numbers():
@@ -266,18 +332,38 @@ def test_float32_sums_keep_float64_quality_numbers():
 
     gen = torch.Generator().manual_seed(11)
     p, q, k = 1100, 1050, 4  # sides >= 1024: the randomized solver, the one float32 speeds up
-    left, right = torch.linalg.qr(torch.randn(p, k, generator=gen, dtype=torch.float64))[0], torch.linalg.qr(torch.randn(q, k, generator=gen, dtype=torch.float64))[0]
-    members = [InMemoryLora(f"m{i}", {"w": (left @ torch.randn(k, 4, generator=gen, dtype=torch.float64),
-                                              torch.randn(4, k, generator=gen, dtype=torch.float64) @ right.T, 2.0)}) for i in range(6)]
+    left, right = (
+        torch.linalg.qr(torch.randn(p, k, generator=gen, dtype=torch.float64))[0],
+        torch.linalg.qr(torch.randn(q, k, generator=gen, dtype=torch.float64))[0],
+    )
+    members = [
+        InMemoryLora(
+            f"m{i}",
+            {
+                "w": (
+                    left @ torch.randn(k, 4, generator=gen, dtype=torch.float64),
+                    torch.randn(4, k, generator=gen, dtype=torch.float64) @ right.T,
+                    2.0,
+                )
+            },
+        )
+        for i in range(6)
+    ]
     built = {}
     for dtype in (torch.float32, torch.float64):
         options = BuildOptions(rank=RankRule(k=k), center=False, accumulate_dtype=dtype, null_baseline=False)
         built[dtype] = build_basis([LayerSpec("w", (p, q))], members, options=options)
     low, high = built[torch.float32].layers["w"], built[torch.float64].layers["w"]
     assert low.left.dtype == torch.float32
-    assert max_principal_angle(low.left.double(), high.left) < 1e-3 and max_principal_angle(low.right.double(), high.right) < 1e-3
+    assert (
+        max_principal_angle(low.left.double(), high.left) < 1e-3
+        and max_principal_angle(low.right.double(), high.right) < 1e-3
+    )
     errors = [fit.rel_error for fit in built[torch.float32].report.layers[0].fits.values()]
     assert max(errors) < 1e-5, errors
-    assert accumulate_precision("auto", "lora") is torch.float32 and accumulate_precision("auto", "checkpoint") is torch.float64
+    assert (
+        accumulate_precision("auto", "lora") is torch.float32
+        and accumulate_precision("auto", "checkpoint") is torch.float64
+    )
     with pytest.raises(EngineError, match="precision 'float16'"):
         accumulate_precision("float16", "lora")

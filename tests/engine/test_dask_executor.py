@@ -30,10 +30,12 @@ def client():
         yield connected
 
 
-
-
 def factors(layer):
-    return [layer.left, layer.right] if layer.left is not None else [layer.components.reshape(layer.components.shape[0], -1).T]
+    return (
+        [layer.left, layer.right]
+        if layer.left is not None
+        else [layer.components.reshape(layer.components.shape[0], -1).T]
+    )
 
 
 @pytest.mark.parametrize("kind", ["checkpoint", "lora"])
@@ -49,7 +51,9 @@ def test_a_cluster_build_equals_the_serial_build(client, kind, modes, solver):
         for ours, theirs in zip(factors(serial.layers[name]), factors(spread.layers[name]), strict=True):
             assert max_principal_angle(ours, theirs) < 1e-6
     for ours, theirs in zip(serial.report.layers, spread.report.layers, strict=True):
-        assert ours.mean_error(holdout=True, centered=True) == pytest.approx(theirs.mean_error(holdout=True, centered=True), rel=1e-9, abs=1e-12)
+        assert ours.mean_error(holdout=True, centered=True) == pytest.approx(
+            theirs.mean_error(holdout=True, centered=True), rel=1e-9, abs=1e-12
+        )
 
 
 class GatedCheckpoint(InMemoryCheckpoint):
@@ -77,7 +81,10 @@ class GatedCheckpoint(InMemoryCheckpoint):
 
 def _reads(gate):
     """(source name, pid) of every read started so far."""
-    return [(path.name.split("-")[1] + "-" + path.name.split("-")[2], int(path.name.split("-")[3])) for path in gate.glob("read-*")]
+    return [
+        (path.name.split("-")[1] + "-" + path.name.split("-")[2], int(path.name.split("-")[3]))
+        for path in gate.glob("read-*")
+    ]
 
 
 @pytest.mark.slow
@@ -90,7 +97,9 @@ def test_workers_killed_in_the_middle_of_a_build_do_not_change_the_answer(client
     options = BuildOptions(rank=RankRule(k=3), solver="exact", null_baseline=False)
     serial = build_basis(specs, collection, options=options)
     done = {}
-    builder = threading.Thread(target=lambda: done.update(result=build_basis(specs, gated, options=options, executor=DaskExecutor(client))))
+    builder = threading.Thread(
+        target=lambda: done.update(result=build_basis(specs, gated, options=options, executor=DaskExecutor(client)))
+    )
     builder.start()
     deadline = time.monotonic() + 60
     while len({pid for _, pid in _reads(tmp_path)}) < 2 and time.monotonic() < deadline:
@@ -121,7 +130,22 @@ def _worker_pids(client):
 def test_the_command_line_builds_on_a_local_cluster(tmp_path):
     zoo = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
     run("build", *zoo, "--out", tmp_path / "serial", "--k", "2", "--no-register")
-    spread = json.loads(run("build", *zoo, "--out", tmp_path / "spread", "--k", "2", "--executor", "dask", "--workers", "2", "--no-register", "--json").stdout)
+    spread = json.loads(
+        run(
+            "build",
+            *zoo,
+            "--out",
+            tmp_path / "spread",
+            "--k",
+            "2",
+            "--executor",
+            "dask",
+            "--workers",
+            "2",
+            "--no-register",
+            "--json",
+        ).stdout
+    )
     assert spread["content_id"].startswith("sha256:")
     serial, cluster = load_basis(tmp_path / "serial"), load_basis(tmp_path / "spread")
     for name in serial.layer_names:
@@ -137,8 +161,21 @@ def test_tied_tensors_are_found_by_a_fold_on_the_cluster(client):
     sources = []
     for m in range(4):
         embed = torch.randn(10, 6, generator=gen)
-        sources.append(InMemoryCheckpoint(f"m{m}", {"model.embed_tokens.weight": embed, "lm_head.weight": embed.clone(), "layers.0.w": torch.randn(6, 6, generator=gen)}))
+        sources.append(
+            InMemoryCheckpoint(
+                f"m{m}",
+                {
+                    "model.embed_tokens.weight": embed,
+                    "lm_head.weight": embed.clone(),
+                    "layers.0.w": torch.randn(6, 6, generator=gen),
+                },
+            )
+        )
     names = list(sources[0].tensors)
-    assert find_ties(sources, names, DaskExecutor(client)) == {"lm_head.weight": "model.embed_tokens.weight"} == find_ties(sources, names)
+    assert (
+        find_ties(sources, names, DaskExecutor(client))
+        == {"lm_head.weight": "model.embed_tokens.weight"}
+        == find_ties(sources, names)
+    )
     sources[3].tensors["lm_head.weight"] = sources[3].tensors["lm_head.weight"] + 1e-3  # untied in one member: in none
     assert find_ties(sources, names, DaskExecutor(client)) == {} == find_ties(sources, names)

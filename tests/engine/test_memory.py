@@ -36,7 +36,6 @@ class CountingSource:
     def _release(cls, size: int) -> None:
         cls.live -= size
 
-
     def load(self, names):
         return {n: Dense(self._track(matrix_view(self.inner.tensors[n]).float().clone())) for n in names}
 
@@ -53,7 +52,9 @@ def test_build_holds_at_most_one_source_at_a_time():
     CountingSource.live = CountingSource.peak = 0
     build_basis(specs, sources[:25], holdout=sources[25:], options=BuildOptions(rank=RankRule(k=4)))
     assert CountingSource.live == 0
-    assert CountingSource.peak <= ONE_SOURCE, f"{CountingSource.peak} bytes of sources were alive at once, one source has {ONE_SOURCE}"
+    assert CountingSource.peak <= ONE_SOURCE, (
+        f"{CountingSource.peak} bytes of sources were alive at once, one source has {ONE_SOURCE}"
+    )
 
 
 def test_flat_mode_holds_one_row_block_of_each_source():
@@ -64,4 +65,6 @@ def test_flat_mode_holds_one_row_block_of_each_source():
     result = build_basis(specs, sources, options=BuildOptions(modes=(1,), rank=RankRule(k=3), max_memory=budget))
     assert result.report.passes > 2 * len(SHAPES)  # several row blocks per layer
     # The quality pass loads one source's layers; the Gram passes one block of each source, under the budget.
-    assert CountingSource.peak <= max(ONE_SOURCE, budget), f"{CountingSource.peak} bytes alive (one source {ONE_SOURCE}, budget {budget})"
+    assert CountingSource.peak <= max(ONE_SOURCE, budget), (
+        f"{CountingSource.peak} bytes alive (one source {ONE_SOURCE}, budget {budget})"
+    )

@@ -12,7 +12,9 @@ P, Q, RANKS = 7, 5, {1: 3, 2: 4, 3: 2}
 
 
 def _factors(strategy, generator: torch.Generator) -> Factors:
-    orthonormal = lambda rows, cols: torch.linalg.qr(torch.randn(rows, cols, generator=generator, dtype=torch.float64))[0]  # noqa: E731
+    def orthonormal(rows, cols):
+        return torch.linalg.qr(torch.randn(rows, cols, generator=generator, dtype=torch.float64))[0]  # noqa: E731
+
     return Factors(
         left=orthonormal(P, RANKS[2]) if 2 in strategy.modes else None,
         right=orthonormal(Q, RANKS[3]) if 3 in strategy.modes else None,
@@ -39,7 +41,10 @@ def test_apply_per_example_equals_each_example_alone(name):
     gen = torch.Generator().manual_seed(2)
     factors = _factors(strategy, gen)
     coefs = torch.randn(4, *strategy.coefficient_shape(P, Q, RANKS), generator=gen, dtype=torch.float64)
-    for x in (torch.randn(4, Q, generator=gen, dtype=torch.float64), torch.randn(4, 3, Q, generator=gen, dtype=torch.float64)):
+    for x in (
+        torch.randn(4, Q, generator=gen, dtype=torch.float64),
+        torch.randn(4, 3, Q, generator=gen, dtype=torch.float64),
+    ):
         mixed = strategy.apply_per_example(factors, coefs, x)
         alone = torch.stack([strategy.apply(factors, coefs[b], x[b]) for b in range(4)])
         torch.testing.assert_close(mixed, alone)
@@ -65,7 +70,9 @@ def test_factor_shapes_name_exactly_the_stored_roles(name):
 
 
 def test_lookup_by_any_spelling_and_refusal_of_unknown_sets():
-    assert mode_set("3,2") is MODE_SETS["2,3"] and mode_set((2, 3)) is MODE_SETS["2,3"] and mode_set([1]) is MODE_SETS["1"]
+    assert (
+        mode_set("3,2") is MODE_SETS["2,3"] and mode_set((2, 3)) is MODE_SETS["2,3"] and mode_set([1]) is MODE_SETS["1"]
+    )
     assert parse_modes("23") == (2, 3)
     with pytest.raises(EngineError, match="unsupported modes"):
         mode_set("1,2")

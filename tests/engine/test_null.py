@@ -20,7 +20,9 @@ def test_marchenko_pastur_matches_sampled_gaussian_spectra(monkeypatch):
     assert method == "marchenko-pastur"
     assert float(law.sum()) == pytest.approx(float(sampled.sum()), rel=1e-6)
     for k in (1, 10, 50, 100):
-        assert float(explained_variance(law)[k - 1]) == pytest.approx(float(explained_variance(sampled)[k - 1]), abs=0.02)
+        assert float(explained_variance(law)[k - 1]) == pytest.approx(
+            float(explained_variance(sampled)[k - 1]), abs=0.02
+        )
 
 
 def test_flat_null_has_the_given_norms():
@@ -39,10 +41,21 @@ def test_lora_null_has_the_ranks_of_the_updates():
 
     gen = torch.Generator().manual_seed(4)
     structureless = [
-        InMemoryLora(f"r{m}", {"w": (torch.randn(40, 4, generator=gen, dtype=torch.float64), torch.randn(4, 30, generator=gen, dtype=torch.float64), 1.0)})
+        InMemoryLora(
+            f"r{m}",
+            {
+                "w": (
+                    torch.randn(40, 4, generator=gen, dtype=torch.float64),
+                    torch.randn(4, 30, generator=gen, dtype=torch.float64),
+                    1.0,
+                )
+            },
+        )
         for m in range(6)
     ]
-    result = build_basis([LayerSpec("w", (40, 30))], structureless, options=BuildOptions(rank=RankRule(k=4), center=False))
+    result = build_basis(
+        [LayerSpec("w", (40, 30))], structureless, options=BuildOptions(rank=RankRule(k=4), center=False)
+    )
     mode = result.report.layers[0].mode_reports["2"]
     assert mode.null_method == "sampled-low-rank"
     assert mode.explained_variance == pytest.approx(mode.null_explained_variance, abs=0.08)
@@ -52,11 +65,15 @@ def test_lora_null_has_the_ranks_of_the_updates():
     assert mode.explained_variance > mode.null_explained_variance + 0.3
 
 
-def _sampled_updates(dim: int, other: int, norms: torch.Tensor, ranks: list[int], generator: torch.Generator) -> torch.Tensor:
+def _sampled_updates(
+    dim: int, other: int, norms: torch.Tensor, ranks: list[int], generator: torch.Generator
+) -> torch.Tensor:
     """Brute force: draw each ``B A``, scale it to its norm, and take the side Gram's eigenvalues."""
     gram = torch.zeros(dim, dim, dtype=torch.float64)
     for norm, rank in zip(norms.tolist(), ranks, strict=True):
-        update = torch.randn(dim, rank, generator=generator, dtype=torch.float64) @ torch.randn(rank, other, generator=generator, dtype=torch.float64)
+        update = torch.randn(dim, rank, generator=generator, dtype=torch.float64) @ torch.randn(
+            rank, other, generator=generator, dtype=torch.float64
+        )
         update *= norm / update.norm()
         gram += update @ update.T
     return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
@@ -66,7 +83,12 @@ def _sampled_updates(dim: int, other: int, norms: torch.Tensor, ranks: list[int]
 def test_low_rank_null_has_the_law_of_sampled_updates(dim, other, ranks):
     gen = torch.Generator().manual_seed(5)
     norms = torch.rand(len(ranks), generator=gen, dtype=torch.float64) + 0.5
-    fast = torch.stack([explained_variance(null.low_rank_null_eigenvalues(dim, other, norms, ranks, generator=gen))[:8] for _ in range(40)])
+    fast = torch.stack(
+        [
+            explained_variance(null.low_rank_null_eigenvalues(dim, other, norms, ranks, generator=gen))[:8]
+            for _ in range(40)
+        ]
+    )
     slow = torch.stack([explained_variance(_sampled_updates(dim, other, norms, ranks, gen))[:8] for _ in range(40)])
     assert float((fast.mean(0) - slow.mean(0)).abs().max()) < 0.01  # the same law: means agree within sampling error
     assert float(fast.std(0).max()) < 2 * float(slow.std(0).max()) + 1e-3
@@ -77,25 +99,34 @@ def test_low_rank_null_has_the_law_of_sampled_updates(dim, other, ranks):
 
 def test_wide_lora_layers_get_a_low_rank_null_not_the_full_rank_law():
     gen = torch.Generator().manual_seed(6)
-    values, method = null.side_null_eigenvalues((4096, 4096), 2, torch.ones(64, dtype=torch.float64), generator=gen, ranks=[16] * 64)
+    values, method = null.side_null_eigenvalues(
+        (4096, 4096), 2, torch.ones(64, dtype=torch.float64), generator=gen, ranks=[16] * 64
+    )
     assert method == "simulated-low-rank" and values.shape[0] == 1024
     assert float(values.sum()) == pytest.approx(64.0, rel=1e-9)
     full_rank = null.marchenko_pastur_curve(4096, 64 * 4096)
-    assert float(explained_variance(values)[15]) > float(full_rank[15]) + 0.02  # rank-16 updates concentrate more than full-rank noise
+    assert (
+        float(explained_variance(values)[15]) > float(full_rank[15]) + 0.02
+    )  # rank-16 updates concentrate more than full-rank noise
 
 
-@pytest.mark.parametrize(("dim", "other", "ranks"), [
-    (1024, 1024, [16] * 64),  # R = dim
-    (4096, 1024, [16] * 64),  # R < dim, other narrower
-    (1024, 4096, [8, 16, 32] * 12),  # mixed ranks (rank_pattern)
-    (512, 512, [16] * 96),  # R > dim: more update directions than the side has
-])
+@pytest.mark.parametrize(
+    ("dim", "other", "ranks"),
+    [
+        (1024, 1024, [16] * 64),  # R = dim
+        (4096, 1024, [16] * 64),  # R < dim, other narrower
+        (1024, 4096, [8, 16, 32] * 12),  # mixed ranks (rank_pattern)
+        (512, 512, [16] * 96),  # R > dim: more update directions than the side has
+    ],
+)
 def test_simulated_low_rank_null_agrees_with_full_samples(dim, other, ranks):
     """The cheap null (a smaller problem with the same ratios, stretched back) is within 0.01
     explained variance of full samples at every k a basis uses, and keeps the total and length."""
     gen = torch.Generator().manual_seed(7)
     norms = torch.rand(len(ranks), generator=gen, dtype=torch.float64) + 0.5
-    full = torch.stack([explained_variance(null.low_rank_null_eigenvalues(dim, other, norms, ranks, generator=gen)) for _ in range(3)]).mean(0)
+    full = torch.stack(
+        [explained_variance(null.low_rank_null_eigenvalues(dim, other, norms, ranks, generator=gen)) for _ in range(3)]
+    ).mean(0)
     values, method = null.side_null_eigenvalues((dim, other), 2, norms, generator=gen, ranks=ranks)
     assert method == "simulated-low-rank"
     assert values.shape == full.shape

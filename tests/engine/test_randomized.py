@@ -18,12 +18,16 @@ def test_randomized_matches_exact_on_planted_checkpoints(center):
     default = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=center, solver="randomized"))
     assert default.report.passes == 2 + 1  # 1 + power_iterations sketch folds, then the quality pass
     assert max_principal_angle(default.layers["w"].left, exact.layers["w"].left) < 1e-3
-    fast = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=center, solver="randomized", power_iterations=3))
+    fast = build_basis(
+        spec, sources, options=BuildOptions(rank=RankRule(k=3), center=center, solver="randomized", power_iterations=3)
+    )
     for side in ("left", "right"):
         assert max_principal_angle(getattr(fast.layers["w"], side), getattr(exact.layers["w"], side)) < 1e-5
     a, b = exact.report.layers[0], fast.report.layers[0]
     for mode in ("2", "3"):
-        assert b.mode_reports[mode].explained_variance == pytest.approx(a.mode_reports[mode].explained_variance, rel=1e-6)
+        assert b.mode_reports[mode].explained_variance == pytest.approx(
+            a.mode_reports[mode].explained_variance, rel=1e-6
+        )
     assert b.fit == pytest.approx(a.fit, rel=1e-6)
 
 
@@ -32,7 +36,9 @@ def test_randomized_on_lora_factors():
     loras = random_loras(20, shapes, ranks=[4, 6])
     spec = [LayerSpec("q", (200, 160))]
     exact = build_basis(spec, loras, options=BuildOptions(rank=RankRule(k=4), center=False, solver="exact"))
-    fast = build_basis(spec, loras, options=BuildOptions(rank=RankRule(k=4), center=False, solver="randomized", power_iterations=3))
+    fast = build_basis(
+        spec, loras, options=BuildOptions(rank=RankRule(k=4), center=False, solver="randomized", power_iterations=3)
+    )
     assert max_principal_angle(fast.layers["q"].left, exact.layers["q"].left) < 1e-4
     torch.testing.assert_close(fast.layers["q"].spectra[2][:4], exact.layers["q"].spectra[2][:4], rtol=1e-6, atol=1e-8)
 
@@ -52,12 +58,21 @@ def test_mixed_ranks_within_a_source_give_the_exact_answer():
     sources = []
     for m in range(8):
         ranks = {"a": 4, "b": 4 + 2 * (m % 2), "c": 4}  # odd sources: b has its own rank, a and c stack apart from it
-        factors = {name: (shared @ torch.randn(3, r, generator=gen, dtype=torch.float64) + 0.05 * torch.randn(64, r, generator=gen, dtype=torch.float64),
-                          torch.randn(r, 48, generator=gen, dtype=torch.float64), 1.5) for name, r in ranks.items()}
+        factors = {
+            name: (
+                shared @ torch.randn(3, r, generator=gen, dtype=torch.float64)
+                + 0.05 * torch.randn(64, r, generator=gen, dtype=torch.float64),
+                torch.randn(r, 48, generator=gen, dtype=torch.float64),
+                1.5,
+            )
+            for name, r in ranks.items()
+        }
         sources.append(InMemoryLora(f"lora-{m}", factors))
     specs = [LayerSpec(name, (64, 48)) for name in "abc"]
     exact = build_basis(specs, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="exact"))
-    fast = build_basis(specs, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="randomized", power_iterations=3))
+    fast = build_basis(
+        specs, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="randomized", power_iterations=3)
+    )
     for name in "abc":  # B shares a column space (a wide gap on the left); A is random (a narrow one on the right)
         assert max_principal_angle(fast.layers[name].left, exact.layers[name].left) < 1e-8
         assert max_principal_angle(fast.layers[name].right, exact.layers[name].right) < 1e-3
@@ -73,9 +88,16 @@ def test_ritz_values_never_exceed_the_exact_spectrum(power_iterations):
     sources = planted_collection(10, {"w": (120, 90)}, rank=3, noise=0.3)
     spec = [LayerSpec("w", (120, 90))]
     exact = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="exact"))
-    fast = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=3), center=False, solver="randomized", power_iterations=power_iterations))
+    fast = build_basis(
+        spec,
+        sources,
+        options=BuildOptions(rank=RankRule(k=3), center=False, solver="randomized", power_iterations=power_iterations),
+    )
     for mode in (2, 3):
-        found, true = fast.layers["w"].spectra[mode], exact.layers["w"].spectra[mode][: fast.layers["w"].spectra[mode].numel()]
+        found, true = (
+            fast.layers["w"].spectra[mode],
+            exact.layers["w"].spectra[mode][: fast.layers["w"].spectra[mode].numel()],
+        )
         assert bool((found <= true * (1 + 1e-9)).all())
         assert 0 < fast.report.layers[0].mode_reports[str(mode)].explained_variance <= 1
 
@@ -88,14 +110,22 @@ def test_float32_sums_find_the_planted_subspace_as_float64_does():
 
     gen = torch.Generator().manual_seed(21)
     p = q = 1024
-    shared_left, shared_right = (torch.linalg.qr(torch.randn(n, 16, generator=gen, dtype=torch.float64))[0] for n in (p, q))
+    shared_left, shared_right = (
+        torch.linalg.qr(torch.randn(n, 16, generator=gen, dtype=torch.float64))[0] for n in (p, q)
+    )
     members = []
     for m in range(48):
-        lora_b = shared_left @ torch.randn(16, 16, generator=gen, dtype=torch.float64) + 0.3 / p**0.5 * torch.randn(p, 16, generator=gen, dtype=torch.float64)
-        lora_a = torch.randn(16, 16, generator=gen, dtype=torch.float64) @ shared_right.T + 0.3 / q**0.5 * torch.randn(16, q, generator=gen, dtype=torch.float64)
+        lora_b = shared_left @ torch.randn(16, 16, generator=gen, dtype=torch.float64) + 0.3 / p**0.5 * torch.randn(
+            p, 16, generator=gen, dtype=torch.float64
+        )
+        lora_a = torch.randn(16, 16, generator=gen, dtype=torch.float64) @ shared_right.T + 0.3 / q**0.5 * torch.randn(
+            16, q, generator=gen, dtype=torch.float64
+        )
         members.append(InMemoryLora(f"m{m}", {"w": (lora_b.float(), lora_a.float(), 2.0)}))
     gram = sum((f := m.factors["w"])[0].double() @ (f[1].double() @ f[1].double().T) @ f[0].double().T for m in members)
     exact = torch.linalg.eigh(gram)[1][:, -16:]
-    options = BuildOptions(rank=RankRule(k=16), center=False, accumulate_dtype=torch.float32, null_baseline=False, solver="randomized")
+    options = BuildOptions(
+        rank=RankRule(k=16), center=False, accumulate_dtype=torch.float32, null_baseline=False, solver="randomized"
+    )
     found = build_basis([LayerSpec("w", (p, q))], members, options=options).layers["w"].left.double()
     assert max_principal_angle(found, exact) < 1e-5

@@ -25,11 +25,18 @@ def test_float32_builds_keep_the_k_asked_for_on_a_decaying_spectrum():
     p, q, n = 200, 150, 10
     scales = torch.logspace(0, -1.5, 8, dtype=torch.float64)  # eigenvalues down to 1e-3 of the top
     left = torch.linalg.qr(torch.randn(p, 8, generator=gen, dtype=torch.float64))[0] * scales
-    sources = [InMemoryCheckpoint(f"m{m}", {"w": left @ torch.randn(8, q, generator=gen, dtype=torch.float64)}) for m in range(n)]
+    sources = [
+        InMemoryCheckpoint(f"m{m}", {"w": left @ torch.randn(8, q, generator=gen, dtype=torch.float64)})
+        for m in range(n)
+    ]
     spec = [LayerSpec("w", (p, q))]
     planted = torch.linalg.qr(left)[0]
     for solver in ("exact", "randomized"):
-        result = build_basis(spec, sources, options=BuildOptions(rank=RankRule(k=8), center=False, solver=solver, accumulate_dtype=torch.float32))
+        result = build_basis(
+            spec,
+            sources,
+            options=BuildOptions(rank=RankRule(k=8), center=False, solver=solver, accumulate_dtype=torch.float32),
+        )
         found = result.layers["w"].left.double()
         assert found.shape[1] == 8
         # the 8 kept directions are the planted ones: the largest principal angle, from its sine

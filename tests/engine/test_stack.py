@@ -11,8 +11,14 @@ from unisub_hub.engine.stack import FactoredStack, TuckerBases
 
 def _updates(count: int = 5, p: int = 30, q: int = 20, r: int = 4, seed: int = 0) -> list[Factored]:
     gen = torch.Generator().manual_seed(seed)
-    return [Factored(torch.randn(p, r, generator=gen, dtype=torch.float64), torch.randn(r, q, generator=gen, dtype=torch.float64), 0.5 + m)
-            for m in range(count)]
+    return [
+        Factored(
+            torch.randn(p, r, generator=gen, dtype=torch.float64),
+            torch.randn(r, q, generator=gen, dtype=torch.float64),
+            0.5 + m,
+        )
+        for m in range(count)
+    ]
 
 
 def _stack(updates: list[Factored]) -> FactoredStack:
@@ -23,7 +29,10 @@ def test_applies_add_each_updates_gram_product():
     updates = _updates()
     stack = _stack(updates)
     gen = torch.Generator().manual_seed(1)
-    left_tests, right_tests = torch.randn(5, 30, 7, generator=gen, dtype=torch.float64), torch.randn(5, 20, 7, generator=gen, dtype=torch.float64)
+    left_tests, right_tests = (
+        torch.randn(5, 30, 7, generator=gen, dtype=torch.float64),
+        torch.randn(5, 20, 7, generator=gen, dtype=torch.float64),
+    )
     start_left, start_right = torch.randn(5, 30, 7, dtype=torch.float64), torch.randn(5, 20, 7, dtype=torch.float64)
     left, right = start_left.clone(), start_right.clone()
     stack.add_left_apply(left, left_tests)
@@ -57,11 +66,16 @@ def test_float32_residuals_of_updates_the_basis_holds_are_near_zero():
     gen = torch.Generator().manual_seed(3)
     left = torch.linalg.qr(torch.randn(4, 600, 6, generator=gen, dtype=torch.float64))[0].float()
     right = torch.linalg.qr(torch.randn(4, 500, 6, generator=gen, dtype=torch.float64))[0].float()
-    inside = [Factored(left[i] @ torch.randn(6, 4, generator=gen), torch.randn(4, 6, generator=gen) @ right[i].T, 2.0) for i in range(4)]
+    inside = [
+        Factored(left[i] @ torch.randn(6, 4, generator=gen), torch.randn(4, 6, generator=gen) @ right[i].T, 2.0)
+        for i in range(4)
+    ]
     stack = FactoredStack.of([f"m{i}" for i in range(4)], inside, torch.device("cpu"), torch.float32)
     residual, total = stack.tucker_residuals(TuckerBases.of(left, right, torch.float32))
     assert float((residual / total).sqrt().max()) < 1e-5
-    core = (left.transpose(1, 2) @ stack.lora_b) @ (stack.lora_a @ right) * 2.0  # the old float32 difference, for contrast
+    core = (
+        (left.transpose(1, 2) @ stack.lora_b) @ (stack.lora_a @ right) * 2.0
+    )  # the old float32 difference, for contrast
     assert float(((stack.sq_norms() - core.square().sum((1, 2))).abs() / stack.sq_norms()).sqrt().max()) > 1e-5
 
 

@@ -32,12 +32,20 @@ def test_digits_zoo_shared_init_gives_a_subspace_random_init_does_not(tmp_path):
         assert result.sizes["ratio"] > 20
         assert set(result.sweep["universal"]) >= {1, 2, 4, 8}
     assert shared.accuracy["universal k=4"] > random_init.accuracy["universal k=4"] + 0.1
-    assert shared.explained_variance["1"] - shared.null_explained_variance["1"] > random_init.explained_variance["1"] - random_init.null_explained_variance["1"]
+    assert (
+        shared.explained_variance["1"] - shared.null_explained_variance["1"]
+        > random_init.explained_variance["1"] - random_init.null_explained_variance["1"]
+    )
     for result in (shared, random_init):  # held-out tasks learned on the frozen basis, and the controls
         trained = result.trained
         assert list(trained) == ["original", "trained universal", "trained random", "head only", "projected"]
-        assert trained["trained universal"]["parameters"] == trained["trained random"]["parameters"] == 3 * 4  # k=4 numbers per layer
-        assert trained["head only"]["parameters"] == 64 * 2 + 2 and trained["original"]["parameters"] == 2 * (64 * 64 + 64) + 64 * 2 + 2
+        assert (
+            trained["trained universal"]["parameters"] == trained["trained random"]["parameters"] == 3 * 4
+        )  # k=4 numbers per layer
+        assert (
+            trained["head only"]["parameters"] == 64 * 2 + 2
+            and trained["original"]["parameters"] == 2 * (64 * 64 + 64) + 64 * 2 + 2
+        )
         assert all(0.0 <= row["accuracy"] <= 1.0 for row in trained.values())
     # Trained once, then reused.
     before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "examples").rglob("model.safetensors"))
@@ -50,7 +58,11 @@ def test_quick_demo_end_to_end(tmp_path):
 
     from unisub_hub.cli import cli
 
-    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "demo", "--quick", "--report", str(tmp_path / "report"), "--json"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["--home", str(tmp_path / "home"), "demo", "--quick", "--report", str(tmp_path / "report"), "--json"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     numbers = json.loads((tmp_path / "report" / "numbers.json").read_text())
@@ -61,9 +73,17 @@ def test_quick_demo_end_to_end(tmp_path):
     hub = out["hub"]
     assert 0 < hub["pulled_bytes_basis_stored"] < hub["pulled_bytes_with_basis"]
     assert set(lora["trained"]) == {"original", "trained universal", "trained random", "head only", "projected"}
-    assert lora["trained"]["trained universal"]["parameters"] == 12 * 8 * 8 + 384 * 2 + 2  # 12 cores of 8 x 8 and the head
+    assert (
+        lora["trained"]["trained universal"]["parameters"] == 12 * 8 * 8 + 384 * 2 + 2
+    )  # 12 cores of 8 x 8 and the head
     assert "held-out tasks learned as coefficients" in (tmp_path / "report" / "report.md").read_text()
-    for name in ("report.md", "scree-minilm-lora.png", "accuracy-minilm-lora.png", "accuracy-digits-shared-init.png", "trained-minilm-lora.png"):
+    for name in (
+        "report.md",
+        "scree-minilm-lora.png",
+        "accuracy-minilm-lora.png",
+        "accuracy-digits-shared-init.png",
+        "trained-minilm-lora.png",
+    ):
         assert (tmp_path / "report" / name).stat().st_size > 1000
     # The pulled, materialized adapter scores what the in-memory reconstruction scored.
     assert abs(hub["materialized_accuracy"] - hub["local_accuracy"]) <= 1 / 240 + 1e-9

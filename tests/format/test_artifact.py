@@ -33,7 +33,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def built():
     sources = planted_collection(5, SHAPES)
-    return build_basis([LayerSpec(n, s) for n, s in SHAPES.items()], sources, options=BuildOptions(rank=RankRule(k=2))), sources
+    return build_basis(
+        [LayerSpec(n, s) for n, s in SHAPES.items()], sources, options=BuildOptions(rank=RankRule(k=2))
+    ), sources
 
 
 def write_basis(out: Path, result, **kwargs):
@@ -125,7 +127,11 @@ def edit_manifest(folder: Path, change) -> None:
         (lambda m: m.update(content_id="md5:abc"), SchemaError, "manifest field content_id"),
         (lambda m: m["layers"][0].update(modes=[1, 2]), SchemaError, "manifest field layers/0/modes"),
         (lambda m: m.update(format="other/thing"), SchemaError, "format is 'other/thing'"),
-        (lambda m: m.update(format_version="2.0.0"), UnsupportedVersionError, "major version 2; this unisub-hub reads major version 1 only"),
+        (
+            lambda m: m.update(format_version="2.0.0"),
+            UnsupportedVersionError,
+            "major version 2; this unisub-hub reads major version 1 only",
+        ),
         (lambda m: m.update(format_version="one"), SchemaError, "is not MAJOR.MINOR.PATCH"),
     ],
 )
@@ -199,7 +205,14 @@ def test_existing_output_is_never_overwritten(tmp_path):
 def test_invalid_manifest_is_refused_before_anything_is_written(tmp_path):
     result, _ = built()
     with pytest.raises(SchemaError, match="name"):
-        save_basis(tmp_path / "basis", result.layers, name="bad name/with slash", architecture_name="a", source_kind="checkpoint", sources=[{"id": "a"}, {"id": "b"}])
+        save_basis(
+            tmp_path / "basis",
+            result.layers,
+            name="bad name/with slash",
+            architecture_name="a",
+            source_kind="checkpoint",
+            sources=[{"id": "a"}, {"id": "b"}],
+        )
     assert not (tmp_path / "basis").exists() and list(tmp_path.iterdir()) == []
 
 

@@ -52,7 +52,10 @@ def test_a_rerun_after_a_kill_between_writing_and_registering_recovers(tmp_path)
     again = json.loads(run("build", *zoo, "--out", out, "--k", "2", "--json").stdout)
     assert again["content_id"] == first and again["registered"]["content_id"] == first
     assert json.loads(run("registry", "verify", "--json").stdout)["problems"] == []
-    refused(["build", *zoo, "--out", out, "--k", "1"], f"{out}: output folder already exists and holds other content than this run wrote")
+    refused(
+        ["build", *zoo, "--out", out, "--k", "1"],
+        f"{out}: output folder already exists and holds other content than this run wrote",
+    )
     assert json.loads((out / "unisub_basis.json").read_text())["content_id"] == first
     (out / "basis.safetensors").write_bytes(b"damaged")
     refused(["build", *zoo, "--out", out, "--k", "2"], f"{out}: output folder already exists (remove it")

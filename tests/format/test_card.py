@@ -9,10 +9,18 @@ from unisub_hub.format.card import basis_card, coefficients_card
 
 def _manifest(base_model: str | None) -> dict:
     return {
-        "name": "tiny", "content_id": "sha256:" + "0" * 64, "source_kind": "lora", "modes": [2, 3], "centered": False, "dtype": "float32",
+        "name": "tiny",
+        "content_id": "sha256:" + "0" * 64,
+        "source_kind": "lora",
+        "modes": [2, 3],
+        "centered": False,
+        "dtype": "float32",
         "architecture": {"name": "tiny-arch", "base_model": {"id": base_model} if base_model else None},
-        "layers": [{"name": "w", "shape": [4, 3], "ranks": {"2": 2, "3": 2}}], "sources": [{"id": "a"}, {"id": "b", "role": "holdout"}],
-        "basis": {"content_id": "sha256:" + "1" * 64, "repo_id": "me/basis: v2"}, "metrics": {"mean_rel_error": 0.25}, "sizes": {"coefficients_bytes": 1234},
+        "layers": [{"name": "w", "shape": [4, 3], "ranks": {"2": 2, "3": 2}}],
+        "sources": [{"id": "a"}, {"id": "b", "role": "holdout"}],
+        "basis": {"content_id": "sha256:" + "1" * 64, "repo_id": "me/basis: v2"},
+        "metrics": {"mean_rel_error": 0.25},
+        "sizes": {"coefficients_bytes": 1234},
     }
 
 

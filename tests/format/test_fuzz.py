@@ -39,13 +39,29 @@ json_values = st.recursive(
 def pristine(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     sources = planted_collection(4, SHAPES)
-    result = build_basis([LayerSpec(n, s) for n, s in SHAPES.items()], sources, options=BuildOptions(rank=RankRule(k=2), null_baseline=False))
-    basis = save_basis(root / "basis", result.layers, name="fz", architecture_name="a", source_kind="checkpoint",
-                       sources=[{"id": f"s{i}"} for i in range(4)], quality=result.report.summary())
+    result = build_basis(
+        [LayerSpec(n, s) for n, s in SHAPES.items()],
+        sources,
+        options=BuildOptions(rank=RankRule(k=2), null_baseline=False),
+    )
+    basis = save_basis(
+        root / "basis",
+        result.layers,
+        name="fz",
+        architecture_name="a",
+        source_kind="checkpoint",
+        sources=[{"id": f"s{i}"} for i in range(4)],
+        quality=result.report.summary(),
+    )
     import torch
 
-    save_coefficients(root / "task", {n: torch.ones(basis.layer(n).coefficient_shape()) for n in SHAPES}, {"bias": torch.ones(3)},
-                      name="t", basis_manifest=basis.manifest)
+    save_coefficients(
+        root / "task",
+        {n: torch.ones(basis.layer(n).coefficient_shape()) for n in SHAPES},
+        {"bias": torch.ones(3)},
+        name="t",
+        basis_manifest=basis.manifest,
+    )
     return root
 
 
@@ -130,7 +146,11 @@ def test_mutated_safetensors_headers_only_raise_catalogue_errors(pristine, tmp_p
         text += b" " * data.draw(st.integers(0, 9))
         body = raw[8 + length :]
         cut = data.draw(st.integers(0, len(body)))
-        path.write_bytes(struct.pack("<Q", data.draw(st.sampled_from([len(text), len(text) + 3, 2**40]))) + text + body[:cut] if data.draw(st.booleans()) else struct.pack("<Q", len(text)) + text + body)
+        path.write_bytes(
+            struct.pack("<Q", data.draw(st.sampled_from([len(text), len(text) + 3, 2**40]))) + text + body[:cut]
+            if data.draw(st.booleans())
+            else struct.pack("<Q", len(text)) + text + body
+        )
     else:
         blob = bytearray(raw)
         for _ in range(data.draw(st.integers(1, 8))):
@@ -152,7 +172,11 @@ def test_cli_never_shows_a_traceback(pristine, tmp_path, data):
         blob = bytearray(tensors.read_bytes())
         blob[data.draw(st.integers(0, len(blob) - 1))] ^= data.draw(st.integers(1, 255))
         tensors.write_bytes(bytes(blob))
-    command = data.draw(st.sampled_from([["info", "--verify"], ["validate", "--deep"], ["validate", "--against", str(pristine / "basis")]]))
+    command = data.draw(
+        st.sampled_from(
+            [["info", "--verify"], ["validate", "--deep"], ["validate", "--against", str(pristine / "basis")]]
+        )
+    )
     result = CliRunner().invoke(cli, [command[0], str(folder), *command[1:]])
     assert result.exit_code in (0, 1), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

@@ -19,12 +19,27 @@ SHAPES = {"a.weight": (8, 8), "b.weight": (8, 8)}
 @pytest.fixture
 def pair(tmp_path):
     gen = torch.Generator().manual_seed(0)
-    sources = [InMemoryCheckpoint(f"s{m}", {n: torch.randn(s, generator=gen, dtype=torch.float64) for n, s in SHAPES.items()}) for m in range(4)]
-    result = build_basis([LayerSpec(n, s) for n, s in SHAPES.items()], sources, options=BuildOptions(rank=RankRule(k=3), null_baseline=False))
-    basis = save_basis(tmp_path / "basis", result.layers, name="b", architecture_name="toy", source_kind="checkpoint",
-                       sources=[{"id": f"s{m}", "kind": "checkpoint", "role": "train"} for m in range(4)])
+    sources = [
+        InMemoryCheckpoint(f"s{m}", {n: torch.randn(s, generator=gen, dtype=torch.float64) for n, s in SHAPES.items()})
+        for m in range(4)
+    ]
+    result = build_basis(
+        [LayerSpec(n, s) for n, s in SHAPES.items()],
+        sources,
+        options=BuildOptions(rank=RankRule(k=3), null_baseline=False),
+    )
+    basis = save_basis(
+        tmp_path / "basis",
+        result.layers,
+        name="b",
+        architecture_name="toy",
+        source_kind="checkpoint",
+        sources=[{"id": f"s{m}", "kind": "checkpoint", "role": "train"} for m in range(4)],
+    )
     coefs = {n: torch.randn(basis.layer(n).coefficient_shape(), generator=gen) for n in SHAPES}
-    task = save_coefficients(tmp_path / "task", coefs, {"bias": torch.zeros(8)}, name="t", basis_manifest=basis.manifest)
+    task = save_coefficients(
+        tmp_path / "task", coefs, {"bias": torch.zeros(8)}, name="t", basis_manifest=basis.manifest
+    )
     return basis.path, task.path
 
 
@@ -53,12 +68,23 @@ def _flip_kind(manifest):
     manifest["source_kind"] = "lora"
 
 
-@pytest.mark.parametrize(("which", "change"), [
-    ("basis", _swap_roles), ("basis", _reshape), ("basis", _flip_kind), ("task", _swap_layers), ("task", _flip_kind),
-])
+@pytest.mark.parametrize(
+    ("which", "change"),
+    [
+        ("basis", _swap_roles),
+        ("basis", _reshape),
+        ("basis", _flip_kind),
+        ("task", _swap_layers),
+        ("task", _flip_kind),
+    ],
+)
 def test_an_edit_of_what_tensors_mean_is_refused(pair, which, change):
     basis, task = pair
-    folder, name, load = (basis, "unisub_basis.json", load_basis) if which == "basis" else (task, "unisub_coefficients.json", load_coefficients)
+    folder, name, load = (
+        (basis, "unisub_basis.json", load_basis)
+        if which == "basis"
+        else (task, "unisub_coefficients.json", load_coefficients)
+    )
     _edit(folder, name, change)
     with pytest.raises(FormatError, match="the manifest does not say what"):
         load(folder)

@@ -16,7 +16,11 @@ from unisub_hub.format.tensorfile import read_header, read_tensors
 
 def test_every_dtype_reads_bit_exact_as_safetensors_does(tmp_path):
     gen = torch.Generator().manual_seed(0)
-    tensors = {f"t.{dtype}": (torch.randn(3, 5, generator=gen) * 4).to(dtype) for dtype in set(TORCH_DTYPES.values()) if dtype.is_floating_point}
+    tensors = {
+        f"t.{dtype}": (torch.randn(3, 5, generator=gen) * 4).to(dtype)
+        for dtype in set(TORCH_DTYPES.values())
+        if dtype.is_floating_point
+    }
     tensors["ints"] = torch.arange(-6, 6, dtype=torch.int64).reshape(2, 2, 3)
     tensors["mask"] = torch.tensor([True, False, True])
     tensors["empty"] = torch.zeros(0, 4)
@@ -47,7 +51,12 @@ def _raw_file(path, header: bytes, data: bytes) -> None:
 def test_a_valid_file_with_unaligned_offsets_reads_as_safetensors_reads_it(tmp_path):
     path = tmp_path / "odd.safetensors"
     values = torch.tensor([1.5, -2.25], dtype=torch.float32)
-    header = json.dumps({"b": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]}, "f": {"dtype": "F32", "shape": [2], "data_offsets": [3, 11]}}).encode()
+    header = json.dumps(
+        {
+            "b": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]},
+            "f": {"dtype": "F32", "shape": [2], "data_offsets": [3, 11]},
+        }
+    ).encode()
     _raw_file(path, header, bytes([7, 8, 9]) + values.numpy().tobytes())
     found = read_tensors(path, ["b", "f"])
     assert found["f"].tolist() == [1.5, -2.25] and found["b"].tolist() == [7, 8, 9]

@@ -30,7 +30,9 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
         else:
             continue
         # A module's own parent packages are imported before it anyway: no edge to them.
-        found |= {target for target in targets if target in modules and target != name and not name.startswith(target + ".")}
+        found |= {
+            target for target in targets if target in modules and target != name and not name.startswith(target + ".")
+        }
     return found
 
 
@@ -52,7 +54,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if target.startswith(node + "."):  # a package re-exporting its submodules is no cycle
                 continue
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if state.get(target) is None and (found := visit(target)):
                 return found
         stack.pop()

@@ -34,7 +34,11 @@ def upload(hub, folder, repo_id):
 
 def weight_downloads(hub) -> list[str]:
     """Whole-file downloads of weights (a header read is a Range request, answered 206)."""
-    return [r.path for r in hub.requests if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(".safetensors") and r.status == 200]
+    return [
+        r.path
+        for r in hub.requests
+        if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(".safetensors") and r.status == 200
+    ]
 
 
 def cached_weights(root) -> list[str]:
@@ -82,12 +86,20 @@ def test_a_kohya_file_on_the_hub_is_planned_from_its_header_and_its_alphas_read_
 
     folder = tmp_path / "kohya"
     folder.mkdir()
-    save_file({"lora_unet_mid_attn.lora_down.weight": torch.randn(2, 6), "lora_unet_mid_attn.lora_up.weight": torch.randn(5, 2),
-               "lora_unet_mid_attn.alpha": torch.tensor(3.0, dtype=torch.float16)}, folder / "style.safetensors")
+    save_file(
+        {
+            "lora_unet_mid_attn.lora_down.weight": torch.randn(2, 6),
+            "lora_unet_mid_attn.lora_up.weight": torch.randn(5, 2),
+            "lora_unet_mid_attn.alpha": torch.tensor(3.0, dtype=torch.float16),
+        },
+        folder / "style.safetensors",
+    )
     source = open_source(upload(hub, folder, "me/style"))
     assert isinstance(source, LoraSource) and source.layout.name == "kohya"
     local = LoraSource(folder / "style.safetensors")
-    assert list(source.header.items()) == list(local.header.items())  # the same entries in the same order (the file's is by dtype)
+    assert list(source.header.items()) == list(
+        local.header.items()
+    )  # the same entries in the same order (the file's is by dtype)
     assert source.tensors == local.tensors and weight_downloads(hub) == []
     assert source.scales == {"lora_unet_mid_attn.weight": 3.0 / 2} and len(weight_downloads(hub)) == 1
 
@@ -97,7 +109,10 @@ def test_a_model_given_twice_once_from_disk_and_once_from_the_hub_is_refused(mod
     collection = models[which]
     repo = upload(hub, collection[0], "me/twice")
     result = run("build", collection[0], repo, collection[1], "--out", tmp_path / "basis", "--k", "1", ok=False)
-    assert result.exit_code != 0 and f"{repo}: has the same bytes (sha256) as {collection[0]}: duplicate source" in result.output
+    assert (
+        result.exit_code != 0
+        and f"{repo}: has the same bytes (sha256) as {collection[0]}: duplicate source" in result.output
+    )
     assert not (tmp_path / "basis").exists() and weight_downloads(hub) == []
 
 
@@ -107,19 +122,26 @@ def test_bytes_that_differ_from_the_listed_hash_are_refused_when_read_and_droppe
     weights = bytearray(hub.repos["me/lora-0"].resolve("main").files["adapter_model.safetensors"])
     weights[-1] ^= 0xFF
     hub.tamper("me/lora-0", "adapter_model.safetensors", bytes(weights))
-    with pytest.raises(HubError, match=r"me/lora-0/adapter_model.safetensors@\w{12}: the downloaded bytes do not match the sha256 the Hub lists"):
+    with pytest.raises(
+        HubError,
+        match=r"me/lora-0/adapter_model.safetensors@\w{12}: the downloaded bytes do not match the sha256 the Hub lists",
+    ):
         source.load(list(source.tensors))
     assert cached_weights(tmp_path / "hf-home") == []
 
 
-def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_disk(models, hub, tmp_path, monkeypatch):
+def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_disk(
+    models, hub, tmp_path, monkeypatch
+):
     finetunes, _ = models
     repos = [upload(hub, folder, f"me/ft-{i}") for i, folder in enumerate(finetunes)]
     run("build", *finetunes, "--out", tmp_path / "local", "--k", "2", "--no-register")
     run("build", *repos, "--out", tmp_path / "hub", "--k", "2", "--no-register")
     local, remote = load_basis(tmp_path / "local"), load_basis(tmp_path / "hub")
     assert [s["sha256"] for s in local.manifest["sources"]] == [s["sha256"] for s in remote.manifest["sources"]]
-    assert remote.layer_names == local.layer_names  # in the same order: headers are read alike from disk and from the Hub
+    assert (
+        remote.layer_names == local.layer_names
+    )  # in the same order: headers are read alike from disk and from the Hub
     for name in local.layer_names:
         assert max_principal_angle(local.layer(name).left, remote.layer(name).left) < 1e-6
     # What the build read is in the cache: offline, the same sources open from it alone.
@@ -129,7 +151,10 @@ def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     asked = len(hub.requests)
     offline = open_source(repos[0])
-    assert offline.sha256 == CheckpointSource(finetunes[0]).sha256 and offline.revision == remote.manifest["sources"][0]["revision"]
+    assert (
+        offline.sha256 == CheckpointSource(finetunes[0]).sha256
+        and offline.revision == remote.manifest["sources"][0]["revision"]
+    )
     assert len(hub.requests) == asked
 
 

@@ -38,7 +38,11 @@ def publish(zoo, tmp_path, hub):
 def test_push_then_pull_into_empty_home_materializes_identically(zoo, tmp_path, hub, monkeypatch):
     base, tasks = publish(zoo, tmp_path, hub)
     readme = hub.repos["me/task0"].resolve("main").files["README.md"].decode()
-    assert "library_name: unisub-hub" in readme and "- universal-subspace" in readme and "basis_repo: me/tiny-basis" in readme
+    assert (
+        "library_name: unisub-hub" in readme
+        and "- universal-subspace" in readme
+        and "basis_repo: me/tiny-basis" in readme
+    )
     manifest = json.loads(hub.repos["me/task0"].resolve("main").files["unisub_coefficients.json"])
     assert manifest["basis"]["repo_id"] == "me/tiny-basis" and len(manifest["basis"]["revision"]) == 40
     run("materialize", "task0", "--out", tmp_path / "local-adapter")
@@ -49,7 +53,9 @@ def test_push_then_pull_into_empty_home_materializes_identically(zoo, tmp_path, 
     local = (tmp_path / "local-adapter" / "adapter_model.safetensors").read_bytes()
     remote = (tmp_path / "remote-adapter" / "adapter_model.safetensors").read_bytes()
     assert local == remote
-    assert json.loads((tmp_path / "local-adapter" / "adapter_config.json").read_text()) == json.loads((tmp_path / "remote-adapter" / "adapter_config.json").read_text())
+    assert json.loads((tmp_path / "local-adapter" / "adapter_config.json").read_text()) == json.loads(
+        (tmp_path / "remote-adapter" / "adapter_config.json").read_text()
+    )
     # A second task on the same basis downloads no basis bytes.
     basis_bytes = hub.bytes_downloaded("me/tiny-basis")
     assert basis_bytes > 0
@@ -167,14 +173,24 @@ def test_hub_sources_are_pinned_and_only_needed_files_fetched(zoo, tmp_path, hub
         api.upload_folder(repo_id=f"me/lora-{i}", folder_path=adapter)
         api.upload_file(repo_id=f"me/lora-{i}", path_or_fileobj=b"not needed", path_in_repo="training_args.bin")
     shas = [hub.repos[f"me/lora-{i}"].branches["main"] for i in range(3)]
-    built = json.loads(run("build", "me/lora-0", f"me/lora-1@{shas[1]}", "me/lora-2", "--out", tmp_path / "basis", "--k", "2", "--json").stdout)
+    built = json.loads(
+        run(
+            "build", "me/lora-0", f"me/lora-1@{shas[1]}", "me/lora-2", "--out", tmp_path / "basis", "--k", "2", "--json"
+        ).stdout
+    )
     manifest = json.loads((tmp_path / "basis" / "unisub_basis.json").read_text())
     assert [(s["id"], s["revision"]) for s in manifest["sources"]] == [(f"me/lora-{i}", shas[i]) for i in range(3)]
-    assert built["report"]["sources"] == ["me/lora-0", f"me/lora-1@{shas[1]}", "me/lora-2"]  # as typed: the name identifies the source
+    assert built["report"]["sources"] == [
+        "me/lora-0",
+        f"me/lora-1@{shas[1]}",
+        "me/lora-2",
+    ]  # as typed: the name identifies the source
     fetched = {r.path.rsplit("/", 1)[-1] for r in hub.requests if r.method == "GET" and "/resolve/" in r.path}
     assert "training_args.bin" not in fetched and "README.md" not in fetched
     assert {"adapter_model.safetensors", "adapter_config.json"} <= fetched
-    projected = json.loads(run("project", "me/lora-0", "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout)
+    projected = json.loads(
+        run("project", "me/lora-0", "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--json").stdout
+    )
     task_manifest = json.loads((tmp_path / "task" / "unisub_coefficients.json").read_text())
     assert task_manifest["source"]["revision"] == shas[0] and projected["errors"]
 
@@ -218,7 +234,9 @@ def test_a_task_trained_on_a_hub_basis_is_pushed_and_pulled_like_any_other(zoo, 
     torch.testing.assert_close(logits_of(again), expected)
 
 
-def test_a_basis_reference_to_a_coefficient_set_or_to_itself_is_refused_and_registers_nothing(zoo, tmp_path, hub, monkeypatch):
+def test_a_basis_reference_to_a_coefficient_set_or_to_itself_is_refused_and_registers_nothing(
+    zoo, tmp_path, hub, monkeypatch
+):
     publish(zoo, tmp_path, hub)
     for repo, points_to in (("me/task0", "me/task0"), ("me/task1", "me/task2"), ("me/task2", "me/task1")):
         manifest = json.loads(hub.repos[repo].resolve("main").files["unisub_coefficients.json"])
@@ -246,7 +264,11 @@ def test_a_pull_fetches_and_keeps_the_artifact_files_only(zoo, tmp_path, hub, mo
     pulled = json.loads(run("pull", "me/task1", "--json").stdout)["pulled"]
     fetched = {r.path.rsplit("/", 1)[-1] for r in hub.requests[before:] if r.method == "GET" and "/resolve/" in r.path}
     assert not fetched & {"big.bin", "evil.sh"}
-    assert sorted(p.name for p in Path(pulled["path"]).iterdir()) == ["README.md", "coefficients.safetensors", "unisub_coefficients.json"]
+    assert sorted(p.name for p in Path(pulled["path"]).iterdir()) == [
+        "README.md",
+        "coefficients.safetensors",
+        "unisub_coefficients.json",
+    ]
 
 
 @pytest.mark.parametrize("fault", ["drop-commit", "garbage-commit"])
@@ -256,7 +278,11 @@ def test_a_server_that_dies_or_garbles_its_answer_during_a_push_is_one_line(zoo,
     hub.fail_next(fault)
     result = run("push", "b", "me/b", ok=False)
     expected = "broke off mid-transfer" if fault == "drop-commit" else "answered with something that is not JSON"
-    assert result.exit_code == 1 and "Traceback" not in result.output and expected in result.output.strip().splitlines()[-1]
+    assert (
+        result.exit_code == 1
+        and "Traceback" not in result.output
+        and expected in result.output.strip().splitlines()[-1]
+    )
     assert hub.repos["me/b"].resolve("main").files.keys() == {".gitattributes"}  # nothing committed
     assert run("registry", "show", "b", "--json").exit_code == 0  # still registered, not yet pushed: a retry works
     assert run("push", "b", "me/b").exit_code == 0
@@ -270,7 +296,11 @@ def test_a_download_cut_short_is_retried_and_one_that_keeps_failing_registers_no
     monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh2"))
     hub.fail_next("cut-download", times=50)
     result = run("pull", "me/task1", ok=False)
-    assert result.exit_code == 1 and "Traceback" not in result.output and "broke off mid-transfer" in result.output.strip().splitlines()[-1]
+    assert (
+        result.exit_code == 1
+        and "Traceback" not in result.output
+        and "broke off mid-transfer" in result.output.strip().splitlines()[-1]
+    )
     assert json.loads(run("registry", "list", "--json").stdout) == []
     assert not any((tmp_path / "fresh2" / "downloads").iterdir())
 
@@ -279,18 +309,29 @@ def test_a_push_target_with_a_revision_is_refused_before_anything_is_sent(zoo, t
     base, adapters = zoo
     run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "2", "--name", "b")
     result = run("push", "b", "me/b@main", ok=False)
-    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: me/b@main: a push target is a repo id without @revision; give the branch with --revision main"
+    assert (
+        result.exit_code == 1
+        and result.output.strip().splitlines()[-1]
+        == "Error: me/b@main: a push target is a repo id without @revision; give the branch with --revision main"
+    )
     assert "me/b" not in hub.repos and "me/b@main" not in hub.repos
 
 
-@pytest.mark.parametrize("name", ["../evil.safetensors", "/abs/evil.safetensors", "sub/../../evil.safetensors", "sub/extra.safetensors"])
+@pytest.mark.parametrize(
+    "name", ["../evil.safetensors", "/abs/evil.safetensors", "sub/../../evil.safetensors", "sub/extra.safetensors"]
+)
 def test_a_repo_file_name_that_climbs_out_is_neither_fetched_nor_written(zoo, tmp_path, hub, monkeypatch, name):
     import base64
 
     base, adapters = zoo
     run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "2", "--name", "b")
     run("push", "b", "me/b")
-    hub.commit(hub.repos["me/b"], "main", [{"key": "file", "value": {"path": name, "content": base64.b64encode(b"payload").decode()}}], create_pr=False)
+    hub.commit(
+        hub.repos["me/b"],
+        "main",
+        [{"key": "file", "value": {"path": name, "content": base64.b64encode(b"payload").decode()}}],
+        create_pr=False,
+    )
     monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh"))
     pulled = json.loads(run("pull", "me/b", "--json").stdout)
     assert pulled["pulled"]["kind"] == "basis"
@@ -308,7 +349,12 @@ def test_a_source_repo_listing_with_climbing_names_downloads_only_safe_files(zoo
         api.upload_folder(repo_id=f"me/lora-{i}", folder_path=adapter)
     import base64
 
-    hub.commit(hub.repos["me/lora-0"], "main", [{"key": "file", "value": {"path": "../evil.safetensors", "content": base64.b64encode(b"x").decode()}}], create_pr=False)
+    hub.commit(
+        hub.repos["me/lora-0"],
+        "main",
+        [{"key": "file", "value": {"path": "../evil.safetensors", "content": base64.b64encode(b"x").decode()}}],
+        create_pr=False,
+    )
     assert run("build", "me/lora-0", "me/lora-1", "me/lora-2", "--out", tmp_path / "basis", "--k", "2").exit_code == 0
     assert not [r for r in hub.requests if "evil" in r.path] and not list(tmp_path.rglob("evil.safetensors"))
 
@@ -335,7 +381,9 @@ def test_validate_against_a_base_model_on_the_hub_reads_only_its_headers(zoo, tm
     base, adapters = zoo
     big = tmp_path / "big-base"
     big.mkdir()
-    save_file({**load_file(base / "model.safetensors"), "zz.padding": torch.zeros(1_000_000)}, big / "model.safetensors")  # 4 MB past the header
+    save_file(
+        {**load_file(base / "model.safetensors"), "zz.padding": torch.zeros(1_000_000)}, big / "model.safetensors"
+    )  # 4 MB past the header
     api = HfApi(endpoint=hub.url)
     api.create_repo("me/base")
     api.upload_folder(repo_id="me/base", folder_path=big)
@@ -344,6 +392,10 @@ def test_validate_against_a_base_model_on_the_hub_reads_only_its_headers(zoo, tm
     report = json.loads(run("validate", tmp_path / "basis", "--against", "me/base", "--json").stdout)
     check = next(c for c in report["checks"] if c["name"] == "layers present in base model me/base")
     assert check["ok"] and "layers found with matching shapes" in check["detail"]
-    assert hub.bytes_downloaded("me/base") - before < 200_000  # the header (huggingface_hub asks for 100 kB), not the 4 MB of weights
+    assert (
+        hub.bytes_downloaded("me/base") - before < 200_000
+    )  # the header (huggingface_hub asks for 100 kB), not the 4 MB of weights
     other = run("validate", tmp_path / "basis", "--against", "me/nothing", "--json", ok=False)
-    assert other.exit_code == 1 and "no safetensors weights found on" in other.output and "Traceback" not in other.output
+    assert (
+        other.exit_code == 1 and "no safetensors weights found on" in other.output and "Traceback" not in other.output
+    )

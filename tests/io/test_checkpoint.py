@@ -13,7 +13,10 @@ from unisub_hub.io.checkpoint import CheckpointSource
 
 
 def write_sharded(folder, *, links_into=None):
-    """Two shards and their index; with ``links_into``, the shards are symlinks into that blob store, as in the Hub cache."""
+    """Two shards and their index.
+
+    With ``links_into``, the shards are symlinks into that blob store, as in the Hub cache.
+    """
     folder.mkdir(parents=True)
     tensors = {"a.weight": torch.randn(4, 3), "b.weight": torch.randn(3, 5)}
     for number, (name, tensor) in enumerate(tensors.items(), start=1):
@@ -36,16 +39,34 @@ def test_shards_that_are_symlinks_into_a_blob_store_are_read(tmp_path):
     assert torch.equal(source.load_rows("b.weight", 0, 3), tensors["b.weight"].double())
 
 
-@pytest.mark.parametrize(("index", "message"), [
-    ("[]", r"not a valid safetensors index \(AttributeError\)"),
-    ('{"weight_map": ["a"]}', r"not a valid safetensors index \(weight_map must map tensor names to shard file names\)"),
-    ('{"weight_map": {}}', r"not a valid safetensors index \(weight_map must map tensor names to shard file names\)"),
-    ('{"weight_map": {"a.weight": 7}}', "tensor 'a.weight' is mapped to 7, which is not a file name in the index's folder"),
-    ('{"weight_map": {"a.weight": "../outside.safetensors"}}', "tensor 'a.weight' is mapped to '../outside.safetensors', which is not a file name"),
-    ('{"weight_map": {"a.weight": "/etc/passwd"}}', "tensor 'a.weight' is mapped to '/etc/passwd', which is not a file name"),
-    ('{"weight_map": {"a.weight": "gone.safetensors"}}', "shard gone.safetensors named in the index is missing"),
-    ("\\xff", r"not a valid safetensors index \(JSONDecodeError\)"),
-])
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        ("[]", r"not a valid safetensors index \(AttributeError\)"),
+        (
+            '{"weight_map": ["a"]}',
+            r"not a valid safetensors index \(weight_map must map tensor names to shard file names\)",
+        ),
+        (
+            '{"weight_map": {}}',
+            r"not a valid safetensors index \(weight_map must map tensor names to shard file names\)",
+        ),
+        (
+            '{"weight_map": {"a.weight": 7}}',
+            "tensor 'a.weight' is mapped to 7, which is not a file name in the index's folder",
+        ),
+        (
+            '{"weight_map": {"a.weight": "../outside.safetensors"}}',
+            "tensor 'a.weight' is mapped to '../outside.safetensors', which is not a file name",
+        ),
+        (
+            '{"weight_map": {"a.weight": "/etc/passwd"}}',
+            "tensor 'a.weight' is mapped to '/etc/passwd', which is not a file name",
+        ),
+        ('{"weight_map": {"a.weight": "gone.safetensors"}}', "shard gone.safetensors named in the index is missing"),
+        ("\\xff", r"not a valid safetensors index \(JSONDecodeError\)"),
+    ],
+)
 def test_a_malformed_index_is_one_line_naming_it(tmp_path, index, message):
     folder, _ = write_sharded(tmp_path / "m")
     (folder / "model.safetensors.index.json").write_text(index)

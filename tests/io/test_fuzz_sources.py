@@ -17,9 +17,32 @@ from unisub_hub.io.peft_adapter import LoraSource
 
 CASES = 1000
 
-scalars = st.none() | st.booleans() | st.integers(-5, 10**6) | st.integers(10**20, 10**30) | st.floats() | st.text(max_size=10)
-json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3), max_leaves=6)
-config_keys = st.sampled_from(["r", "lora_alpha", "use_rslora", "fan_in_fan_out", "rank_pattern", "alpha_pattern", "peft_type", "use_dora", "target_modules"])
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.integers(10**20, 10**30)
+    | st.floats()
+    | st.text(max_size=10)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6,
+)
+config_keys = st.sampled_from(
+    [
+        "r",
+        "lora_alpha",
+        "use_rslora",
+        "fan_in_fan_out",
+        "rank_pattern",
+        "alpha_pattern",
+        "peft_type",
+        "use_dora",
+        "target_modules",
+    ]
+)
 pattern_keys = st.sampled_from(["q", "layers.0.q", "(q", "[", ".*", "layers\\.1\\.q", ""]) | st.text(max_size=6)
 
 
@@ -38,7 +61,11 @@ def _json_dump(value) -> str:
 
 
 @settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(changes=st.dictionaries(config_keys, json_values | st.dictionaries(pattern_keys, scalars, max_size=3), max_size=4), raw=st.booleans(), junk=st.binary(max_size=40))
+@given(
+    changes=st.dictionaries(config_keys, json_values | st.dictionaries(pattern_keys, scalars, max_size=3), max_size=4),
+    raw=st.booleans(),
+    junk=st.binary(max_size=40),
+)
 def test_mutated_adapter_configs_only_raise_catalogue_errors(adapter, changes, raw, junk):
     config = json.loads((adapter / "adapter_config.json").read_text())
     text = junk.decode("latin-1") if raw else _json_dump({**config, **changes})
@@ -54,16 +81,27 @@ def test_mutated_adapter_configs_only_raise_catalogue_errors(adapter, changes, r
         (adapter / "adapter_config.json").write_text(json.dumps(config))
 
 
-index_values = json_values | st.sampled_from(["model-00001-of-00002.safetensors", "../x.safetensors", "/etc/passwd", "a/b.safetensors", "..", ""])
+index_values = json_values | st.sampled_from(
+    ["model-00001-of-00002.safetensors", "../x.safetensors", "/etc/passwd", "a/b.safetensors", "..", ""]
+)
 
 
 @settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(weight_map=st.dictionaries(st.sampled_from(["a.weight", "b.weight"]) | st.text(max_size=6), index_values, max_size=3) | json_values,
-       wrap=st.booleans(), raw=st.booleans(), junk=st.binary(max_size=40))
+@given(
+    weight_map=st.dictionaries(
+        st.sampled_from(["a.weight", "b.weight"]) | st.text(max_size=6), index_values, max_size=3
+    )
+    | json_values,
+    wrap=st.booleans(),
+    raw=st.booleans(),
+    junk=st.binary(max_size=40),
+)
 def test_mutated_shard_indexes_only_raise_catalogue_errors(sharded, weight_map, wrap, raw, junk):
     index = sharded / "model.safetensors.index.json"
     original = index.read_text()
-    index.write_bytes(junk if raw else _json_dump({"metadata": {}, "weight_map": weight_map} if wrap else weight_map).encode())
+    index.write_bytes(
+        junk if raw else _json_dump({"metadata": {}, "weight_map": weight_map} if wrap else weight_map).encode()
+    )
     try:
         source = CheckpointSource(sharded)
         for name in source.tensors:

@@ -28,7 +28,9 @@ def test_analyze_matches_direct_svd(tmp_path):
         assert layer["modes"]["2"]["k_for"][target] == k_for_variance(left, float(target))
         assert layer["modes"]["3"]["k_for"][target] == k_for_variance(right, float(target))
     curve = (left.cumsum(0) / left.sum())[:5]
-    torch.testing.assert_close(torch.tensor(layer["modes"]["2"]["explained_variance_curve"][:5], dtype=torch.float64), curve, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(layer["modes"]["2"]["explained_variance_curve"][:5], dtype=torch.float64), curve, atol=1e-6, rtol=0
+    )
     assert layer["modes"]["2"]["null_k_for"] is not None
     assert len(layer["alphas"]) == 6
     assert 0 <= layer["q"] <= 1 and 0 <= report.q_all <= 1
@@ -36,7 +38,9 @@ def test_analyze_matches_direct_svd(tmp_path):
 
 def test_analyze_cli_plots_and_select(tmp_path):
     paths = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
-    result = json.loads(run("analyze", *paths, "--plot", tmp_path / "plots", "--select", tmp_path / "keep.txt", "--json").stdout)
+    result = json.loads(
+        run("analyze", *paths, "--plot", tmp_path / "plots", "--select", tmp_path / "keep.txt", "--json").stdout
+    )
     png = Path(result["plots"][0])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     kept = (tmp_path / "keep.txt").read_text().split()
@@ -44,14 +48,19 @@ def test_analyze_cli_plots_and_select(tmp_path):
     # Unrelated random members share nothing, so nothing is kept, and an empty selection must not build
     # everything (the handoff of a non-empty one: tests/pipeline/test_families.py).
     assert kept == []
-    refused = run("build", *paths, "--out", tmp_path / "b", "--k", "1", "--include-from", tmp_path / "keep.txt", ok=False)
+    refused = run(
+        "build", *paths, "--out", tmp_path / "b", "--k", "1", "--include-from", tmp_path / "keep.txt", ok=False
+    )
     assert refused.exit_code == 2 and "names no layer" in refused.output and not (tmp_path / "b").exists()
     human = run("analyze", *paths).output
     assert "q_all" in human and "layers.0.w" in human
 
 
 def _lora_folders(root, count: int, *, shared: bool, rank: int = 4, seed: int = 0):
-    """PEFT adapter folders of rank 4 (too few eigenvalues for an alpha fit); ``shared`` plants a common column space."""
+    """PEFT adapter folders of rank 4 (too few eigenvalues for an alpha fit).
+
+    ``shared`` plants a common column space.
+    """
     import json
 
     from safetensors.torch import save_file
@@ -63,9 +72,14 @@ def _lora_folders(root, count: int, *, shared: bool, rank: int = 4, seed: int = 
         folder = root / f"lora-{m}"
         folder.mkdir(parents=True)
         lora_b = (common @ torch.randn(2, rank, generator=gen)) if shared else torch.randn(48, rank, generator=gen)
-        tensors = {"base_model.model.layer.q.lora_A.weight": torch.randn(rank, 40, generator=gen), "base_model.model.layer.q.lora_B.weight": lora_b.contiguous()}
+        tensors = {
+            "base_model.model.layer.q.lora_A.weight": torch.randn(rank, 40, generator=gen),
+            "base_model.model.layer.q.lora_B.weight": lora_b.contiguous(),
+        }
         save_file(tensors, folder / "adapter_model.safetensors")
-        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": ["q"]}))
+        (folder / "adapter_config.json").write_text(
+            json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": ["q"]})
+        )
         folders.append(str(folder))
     return folders
 

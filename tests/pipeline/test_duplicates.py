@@ -21,9 +21,16 @@ from unisub_hub.pipeline.build import check_duplicates
 def write_adapter(folder, seed=0):
     gen = torch.Generator().manual_seed(seed)
     folder.mkdir()
-    save_file({"base_model.model.q.lora_A.weight": torch.randn(2, 8, generator=gen),
-               "base_model.model.q.lora_B.weight": torch.randn(6, 2, generator=gen)}, folder / "adapter_model.safetensors")
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q"]}))
+    save_file(
+        {
+            "base_model.model.q.lora_A.weight": torch.randn(2, 8, generator=gen),
+            "base_model.model.q.lora_B.weight": torch.randn(6, 2, generator=gen),
+        },
+        folder / "adapter_model.safetensors",
+    )
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q"]})
+    )
     return folder
 
 
@@ -72,7 +79,9 @@ def test_each_file_is_hashed_once_and_identities_are_the_documented_ones(tmp_pat
     provenance = [source.provenance()["sha256"] for source in [*adapters, checkpoint]]
 
     shards = sorted(folder.glob("*.safetensors"))
-    assert sorted(map(str, hashed_paths)) == sorted(str(p) for p in [*(tmp_path / f"a{n}" / "adapter_model.safetensors" for n in range(3)), *shards])
+    assert sorted(map(str, hashed_paths)) == sorted(
+        str(p) for p in [*(tmp_path / f"a{n}" / "adapter_model.safetensors" for n in range(3)), *shards]
+    )
     assert provenance[:3] == [digest(tmp_path / f"a{n}" / "adapter_model.safetensors") for n in range(3)]
     lines = "".join(f"{shard.name} {digest(shard)}\n" for shard in shards)
     assert provenance[3] == hashlib.sha256(lines.encode()).hexdigest()

@@ -35,7 +35,9 @@ def lora_zoo(tmp_path_factory):
 def test_checkpoint_collection_round_trip_through_transformers(checkpoint_zoo, tmp_path):
     base, finetunes = checkpoint_zoo
     assert (finetunes[0] / "model.safetensors.index.json").is_file()  # sharded input is read
-    outcome = build([str(p) for p in finetunes], tmp_path / "basis", BuildSettings(modes="1", k=4, holdout=1, device="cpu"))
+    outcome = build(
+        [str(p) for p in finetunes], tmp_path / "basis", BuildSettings(modes="1", k=4, holdout=1, device="cpu")
+    )
     basis = outcome.basis
     assert not any(name.endswith(".bias") for name in basis.layer_names)
     assert "1-D tensor" in outcome.selection.passthrough["bert.embeddings.LayerNorm.weight"]
@@ -86,7 +88,9 @@ def test_lora_collection_round_trip_through_peft(lora_zoo, tmp_path):
     adapter_dir = materialize(task.coefficients, basis, tmp_path / "adapter", device="cpu").path
     model = transformers.BertForSequenceClassification.from_pretrained(base)
     rebuilt = peft.PeftModel.from_pretrained(model, adapter_dir).eval()
-    original = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), adapters[0]).eval()
+    original = peft.PeftModel.from_pretrained(
+        transformers.BertForSequenceClassification.from_pretrained(base), adapters[0]
+    ).eval()
     torch.testing.assert_close(logits_of(rebuilt), logits_of(original), rtol=1e-4, atol=1e-4)
     # Ranks of the rebuilt adapter are the source's own.
     config = peft.LoraConfig.from_pretrained(adapter_dir)
@@ -102,8 +106,12 @@ def test_rslora_rank2_adapter_reconstructs(lora_zoo, tmp_path):
     basis = build([str(p) for p in adapters], tmp_path / "basis", BuildSettings(k=32, device="cpu")).basis
     task = project(str(adapters[3]), basis, tmp_path / "task", device="cpu")  # rsLoRA, r=4
     out = materialize(task.coefficients, basis, tmp_path / "adapter", device="cpu").path
-    rebuilt = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), out).eval()
-    original = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification.from_pretrained(base), adapters[3]).eval()
+    rebuilt = peft.PeftModel.from_pretrained(
+        transformers.BertForSequenceClassification.from_pretrained(base), out
+    ).eval()
+    original = peft.PeftModel.from_pretrained(
+        transformers.BertForSequenceClassification.from_pretrained(base), adapters[3]
+    ).eval()
     torch.testing.assert_close(logits_of(rebuilt), logits_of(original), rtol=1e-4, atol=1e-4)
 
 
@@ -123,15 +131,26 @@ def test_diffusers_style_components_are_read_and_written_back(tmp_path):
         (folder / "text_encoder").mkdir()
         (folder / "model_index.json").write_text(json.dumps({"_class_name": "ToyPipeline"}))
         (folder / "unet" / "config.json").write_text("{}")
-        save_file({k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_unet.items()}, folder / "unet" / "diffusion_pytorch_model.safetensors")
-        save_file({k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_text.items()}, folder / "text_encoder" / "model.safetensors")
+        save_file(
+            {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_unet.items()},
+            folder / "unet" / "diffusion_pytorch_model.safetensors",
+        )
+        save_file(
+            {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_text.items()},
+            folder / "text_encoder" / "model.safetensors",
+        )
         models.append(folder)
     outcome = build([str(p) for p in models[:3]], tmp_path / "basis", BuildSettings(modes="1", k=2, device="cpu"))
     assert outcome.basis.layer_names == ["text_encoder.proj.weight", "unet.down.0.weight"]
     task = project(str(models[1]), outcome.basis, tmp_path / "task", device="cpu")
     assert max(e["rel_error"] for e in task.errors.values()) < 1e-5
     out = materialize(task.coefficients, outcome.basis, tmp_path / "out", base=models[0], device="cpu")
-    assert set(out.files) >= {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "model_index.json", "unet/config.json"}
+    assert set(out.files) >= {
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "model_index.json",
+        "unet/config.json",
+    }
     unet = load_file(out.path / "unet" / "diffusion_pytorch_model.safetensors")
     truth = load_file(models[1] / "unet" / "diffusion_pytorch_model.safetensors")
     assert set(unet) == set(truth)
@@ -171,7 +190,10 @@ def test_a_member_with_its_own_head_size_materializes_with_its_own_config(tmp_pa
     torch.testing.assert_close(rebuilt.classifier.weight, original.classifier.weight)
     report = validate(task.coefficients.path, against=str(outcome.basis.path))
     assert report.ok, [c for c in report.checks if not c.ok]
-    assert "tensors have the shapes BertForSequenceClassification" in [c for c in report.checks if c.name == "carried config fits the tensors"][0].detail
+    assert (
+        "tensors have the shapes BertForSequenceClassification"
+        in [c for c in report.checks if c.name == "carried config fits the tensors"][0].detail
+    )
     manifest_path = task.coefficients.path / "unisub_coefficients.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["config"]["id2label"] = {"0": "a", "1": "b", "2": "c"}  # a config that no longer fits the 5-way head

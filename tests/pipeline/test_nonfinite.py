@@ -22,7 +22,9 @@ def _checkpoints(root, count):
     for m in range(count):
         folder = root / f"m{m}"
         folder.mkdir()
-        save_file({"w": torch.randn(6, 5, generator=gen), "b": torch.randn(6, generator=gen)}, folder / "model.safetensors")
+        save_file(
+            {"w": torch.randn(6, 5, generator=gen), "b": torch.randn(6, generator=gen)}, folder / "model.safetensors"
+        )
         paths.append(folder)
     return paths
 
@@ -46,7 +48,9 @@ def test_project_refuses_an_overflowing_lora_alpha(tmp_path):
     config = json.loads((adapters[3] / "adapter_config.json").read_text())
     config["lora_alpha"] = float("inf")
     (adapters[3] / "adapter_config.json").write_text(json.dumps(config).replace("Infinity", "1e999"))
-    with pytest.raises(SourceError, match="lora-3: adapter_config.json: lora_alpha must be a finite non-zero number, got inf"):
+    with pytest.raises(
+        SourceError, match="lora-3: adapter_config.json: lora_alpha must be a finite non-zero number, got inf"
+    ):
         project(str(adapters[3]), basis, tmp_path / "task", device="cpu")
     assert not (tmp_path / "task").exists()
 
@@ -55,7 +59,9 @@ def test_materialize_refuses_coefficients_that_rebuild_to_nan(tmp_path):
     paths = _checkpoints(tmp_path, 4)
     basis = build([str(p) for p in paths[:3]], tmp_path / "basis", BuildSettings(k=2, device="cpu")).basis
     coef = torch.full(basis.layer("w").coefficient_shape(), float("nan"))
-    task = save_coefficients(tmp_path / "task", {"w": coef}, {"b": torch.zeros(6)}, name="task", basis_manifest=basis.manifest)
+    task = save_coefficients(
+        tmp_path / "task", {"w": coef}, {"b": torch.zeros(6)}, name="task", basis_manifest=basis.manifest
+    )
     with pytest.raises(NonFiniteError, match="layer w rebuilds to NaN or Inf"):
         materialize(task, basis, tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()

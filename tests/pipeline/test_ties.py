@@ -17,7 +17,10 @@ from unisub_hub.format.checks import check_tensor_table
 def _tied_members(folder, count, untie=()):
     """GPT-2-like checkpoints whose lm_head equals wte in every member (but those in ``untie``)."""
     gen = torch.Generator().manual_seed(0)
-    base = {"transformer.wte.weight": torch.randn(20, 8, generator=gen), "transformer.h.0.attn.c_attn.weight": torch.randn(8, 24, generator=gen)}
+    base = {
+        "transformer.wte.weight": torch.randn(20, 8, generator=gen),
+        "transformer.h.0.attn.c_attn.weight": torch.randn(8, 24, generator=gen),
+    }
     paths = []
     for m in range(count):
         tensors = {name: value + 0.1 * torch.randn(value.shape, generator=gen) for name, value in base.items()}
@@ -31,10 +34,16 @@ def _tied_members(folder, count, untie=()):
 
 def test_a_tied_head_is_decomposed_once_and_restored_as_a_copy(tmp_path):
     paths = _tied_members(tmp_path, 5, untie={4})
-    built = json.loads(run("build", *paths[:4], "--out", tmp_path / "basis", "--modes", "1", "--k", "3", "--no-register", "--json").stdout)
+    built = json.loads(
+        run(
+            "build", *paths[:4], "--out", tmp_path / "basis", "--modes", "1", "--k", "3", "--no-register", "--json"
+        ).stdout
+    )
     assert sorted(built["layers"]) == ["transformer.h.0.attn.c_attn.weight", "transformer.wte.weight"]
     assert built["passthrough"]["lm_head.weight"].startswith("tied to transformer.wte.weight")
-    assert json.loads((tmp_path / "basis" / "unisub_basis.json").read_text())["tied"] == {"lm_head.weight": "transformer.wte.weight"}
+    assert json.loads((tmp_path / "basis" / "unisub_basis.json").read_text())["tied"] == {
+        "lm_head.weight": "transformer.wte.weight"
+    }
     run("project", paths[1], "--basis", tmp_path / "basis", "--out", tmp_path / "task", "--no-register")
     task = load_coefficients(tmp_path / "task")
     assert task.manifest["tied"] == {"lm_head.weight": "transformer.wte.weight"} and task.passthrough_names == []
@@ -57,7 +66,13 @@ def test_a_tie_edited_into_a_manifest_is_refused(tmp_path):
     manifest = json.loads(manifest_path.read_text())
     manifest["tied"] = {"lm_head.weight": "transformer.h.0.attn.c_attn.weight"}  # another target: the meaning changed
     manifest_path.write_text(json.dumps(manifest))
-    refused(["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model"], "the manifest does not say what coefficients.safetensors says its tensors mean")
-    pristine.manifest = {**pristine.manifest, "tied": {"lm_head.weight": "nothing.weight"}}  # as a set without a meaning table would read
+    refused(
+        ["materialize", tmp_path / "task", "--basis", tmp_path / "basis", "--out", tmp_path / "model"],
+        "the manifest does not say what coefficients.safetensors says its tensors mean",
+    )
+    pristine.manifest = {
+        **pristine.manifest,
+        "tied": {"lm_head.weight": "nothing.weight"},
+    }  # as a set without a meaning table would read
     with pytest.raises(FormatError, match="tie lm_head.weight -> nothing.weight"):
         check_tensor_table(pristine)

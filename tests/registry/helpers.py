@@ -15,10 +15,23 @@ SHAPES = {"w0": (6, 5), "w1": (5, 6)}
 
 def make_basis(folder: Path, *, name: str = "toy", k: int = 2, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    sources = [InMemoryCheckpoint(f"src-{m}", {n: torch.randn(s, generator=gen, dtype=torch.float64) for n, s in SHAPES.items()}) for m in range(4)]
-    result = build_basis([LayerSpec(n, s) for n, s in SHAPES.items()], sources, options=BuildOptions(rank=RankRule(k=k), null_baseline=False))
+    sources = [
+        InMemoryCheckpoint(
+            f"src-{m}", {n: torch.randn(s, generator=gen, dtype=torch.float64) for n, s in SHAPES.items()}
+        )
+        for m in range(4)
+    ]
+    result = build_basis(
+        [LayerSpec(n, s) for n, s in SHAPES.items()],
+        sources,
+        options=BuildOptions(rank=RankRule(k=k), null_baseline=False),
+    )
     return save_basis(
-        folder, result.layers, name=name, architecture_name="toy-arch", source_kind="checkpoint",
+        folder,
+        result.layers,
+        name=name,
+        architecture_name="toy-arch",
+        source_kind="checkpoint",
         sources=[{"id": f"src-{m}", "sha256": f"{m:064x}", "role": "train", "kind": "checkpoint"} for m in range(4)],
         quality=result.report.summary(),
     )
@@ -27,5 +40,12 @@ def make_basis(folder: Path, *, name: str = "toy", k: int = 2, seed: int = 0):
 def make_task(folder: Path, basis, *, name: str = "task", seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     coefs = {n: torch.randn(basis.layer(n).coefficient_shape(), generator=gen) for n in SHAPES}
-    return save_coefficients(folder, coefs, {"bias": torch.randn(3, generator=gen)}, name=name, basis_manifest=basis.manifest,
-                             source={"id": f"finetune-{seed}", "kind": "checkpoint"}, metrics={"mean_rel_error": 0.1})
+    return save_coefficients(
+        folder,
+        coefs,
+        {"bias": torch.randn(3, generator=gen)},
+        name=name,
+        basis_manifest=basis.manifest,
+        source={"id": f"finetune-{seed}", "kind": "checkpoint"},
+        metrics={"mean_rel_error": 0.1},
+    )

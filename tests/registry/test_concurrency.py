@@ -35,8 +35,13 @@ def test_eight_processes_registering_fifty_each(tmp_path):
     folders = [str(make_task(tmp_path / f"t{i}", basis, name=f"task-{i}", seed=i).path) for i in range(400)]
     shared = folders[:10]  # every process also adds these: duplicates race
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(home), json.dumps(folders[w * 50:(w + 1) * 50] + shared)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(home), json.dumps(folders[w * 50 : (w + 1) * 50] + shared)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         for w in range(8)
     ]
     results = [p.communicate(timeout=600) for p in procs]
@@ -77,7 +82,9 @@ CRASH = textwrap.dedent(
             shutil.copy2(src, dst)
             os.kill(os.getpid(), signal.SIGKILL)
         real_copytree = shutil.copytree
-        store.shutil = type("patched", (), {"copytree": staticmethod(lambda s, d: real_copytree(s, d, copy_function=copy_one_then_die)), "rmtree": shutil.rmtree})
+        def copytree(s, d):
+            return real_copytree(s, d, copy_function=copy_one_then_die)
+        store.shutil = type("patched", (), {"copytree": staticmethod(copytree), "rmtree": shutil.rmtree})
     reg.add(folder)
     """
 )
@@ -89,7 +96,13 @@ def test_killed_registrations_leave_registry_consistent(tmp_path):
     Registry(home).add(basis.path)
     for number, where in enumerate(["mid-copy", "after-copy", "mid-transaction"]):
         task = make_task(tmp_path / f"t-{where}", basis, name=f"task-{number}", seed=number)
-        done = subprocess.run([sys.executable, "-c", CRASH, str(home), str(task.path), where], env=ENV, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", CRASH, str(home), str(task.path), where],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == -9, done.stderr
         registry = Registry(home)
         report = registry.verify()

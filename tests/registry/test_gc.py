@@ -30,7 +30,9 @@ def test_gc_beside_a_live_add_removes_nothing_it_is_placing(tmp_path):
     basis = make_basis(tmp_path / "basis")
     home = tmp_path / "home"
     Registry(home).close()
-    writer = subprocess.Popen([sys.executable, "-c", _SLOW_ADD, str(home), str(basis.path)], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_ADD, str(home), str(basis.path)], stdout=subprocess.PIPE, text=True
+    )
     placed = home / "store" / basis.content_id.removeprefix("sha256:")
     deadline = time.monotonic() + 60
     while not placed.is_dir() and time.monotonic() < deadline:

@@ -25,7 +25,13 @@ def registered(tmp_path, monkeypatch):
 
 def _make_read_only(monkeypatch, home):
     real = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if (mode & os.W_OK and str(path).startswith(str(home))) else real(path, mode, **kw))
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode, **kw: (
+            False if (mode & os.W_OK and str(path).startswith(str(home))) else real(path, mode, **kw)
+        ),
+    )
 
 
 def test_opening_a_current_registry_writes_nothing(registered):
@@ -41,7 +47,9 @@ def test_a_read_only_home_lists_and_reads_but_refuses_changes_in_one_line(regist
     assert json.loads(run("registry", "list", "--json").stdout)[0]["name"] == "b"
     assert json.loads(run("registry", "verify", "--json").stdout)["ok"]
     removed = run("registry", "rm", "b", ok=False)
-    assert removed.exit_code == 1 and removed.output.strip().splitlines()[-1].startswith(f"Error: {home / 'registry.db'}: the registry is read-only here")
+    assert removed.exit_code == 1 and removed.output.strip().splitlines()[-1].startswith(
+        f"Error: {home / 'registry.db'}: the registry is read-only here"
+    )
     refused = run("project", zoo[0], "--basis", "b", "--out", tmp_path / "task", ok=False)
     assert refused.exit_code == 1 and "the registry is read-only here; pass --no-register" in refused.output
     assert not (tmp_path / "task").exists()  # refused before any work

@@ -35,14 +35,23 @@ def random_basis_like(basis: BasisArtifact, out: str | Path, *, seed: int = 0) -
         p, q = layer.shape
         ranks = layer.ranks
         layers[name] = LayerBasis(
-            name, layer.tensor_shape, layer.modes, mean=layer.mean,
+            name,
+            layer.tensor_shape,
+            layer.modes,
+            mean=layer.mean,
             left=orthonormal(p, ranks[2]) if 2 in ranks else None,
             right=orthonormal(q, ranks[3]) if 3 in ranks else None,
             components=orthonormal(p * q, ranks[1]).T.reshape(ranks[1], p, q) if 1 in ranks else None,
         )
     manifest = basis.manifest
     return save_basis(
-        out, layers, name=f"{manifest['name'][:120]}-random", architecture_name=manifest["architecture"]["name"],
-        source_kind=manifest["source_kind"], sources=manifest["sources"], base_model=manifest["architecture"].get("base_model"),
-        dtype=DTYPES[manifest["dtype"]], command=f"random orthonormal control of {basis.content_id} (seed {seed})",
+        out,
+        layers,
+        name=f"{manifest['name'][:120]}-random",
+        architecture_name=manifest["architecture"]["name"],
+        source_kind=manifest["source_kind"],
+        sources=manifest["sources"],
+        base_model=manifest["architecture"].get("base_model"),
+        dtype=DTYPES[manifest["dtype"]],
+        command=f"random orthonormal control of {basis.content_id} (seed {seed})",
     )

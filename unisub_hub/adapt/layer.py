@@ -74,9 +74,14 @@ def layer_orientation(module: nn.Module) -> str:
         if module.groups != 1:
             raise AdaptError(f"a grouped Conv2d (groups={module.groups}) is not supported")
         if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            raise AdaptError(f"a Conv2d with padding {module.padding!r} ({module.padding_mode}) is not supported; zero padding of fixed size only")
+            raise AdaptError(
+                f"a Conv2d with padding {module.padding!r} ({module.padding_mode}) is not supported; zero padding of "
+                "fixed size only"
+            )
         return "conv2d"
-    raise AdaptError(f"a {type(module).__name__} cannot carry a subspace update (Linear, Embedding, GPT-2 Conv1D or Conv2d only)")
+    raise AdaptError(
+        f"a {type(module).__name__} cannot carry a subspace update (Linear, Embedding, GPT-2 Conv1D or Conv2d only)"
+    )
 
 
 def check_module(module: nn.Module | None, layer: str, tensor_shape: tuple[int, ...] | list[int]) -> str:
@@ -90,7 +95,9 @@ def check_module(module: nn.Module | None, layer: str, tensor_shape: tuple[int, 
         raise AdaptError(f"the model has no module with a weight for basis layer {layer} (wrong model for this basis?)")
     orientation = layer_orientation(module)
     if tuple(weight.shape) != tuple(tensor_shape):
-        raise AdaptError(f"layer {layer}: the model's weight is {tuple(weight.shape)}, the basis expects {tuple(tensor_shape)}")
+        raise AdaptError(
+            f"layer {layer}: the model's weight is {tuple(weight.shape)}, the basis expects {tuple(tensor_shape)}"
+        )
     return orientation
 
 
@@ -136,7 +143,10 @@ class SubspaceLayer(nn.Module):
         if value is None:
             value = torch.zeros(self.coefficient_shape)
         if tuple(value.shape) != tuple(self.coefficient_shape):
-            raise AdaptError(f"layer {self.layer_name}: coefficients are {tuple(value.shape)}, the basis expects {self.coefficient_shape}")
+            raise AdaptError(
+                f"layer {self.layer_name}: coefficients are {tuple(value.shape)}, the basis expects "
+                f"{self.coefficient_shape}"
+            )
         weight = weight_of(self.base)
         self.coefficients[key] = nn.Parameter(value.detach().to(device=weight.device, dtype=weight.dtype).clone())
         return self.coefficients[key]
@@ -181,7 +191,9 @@ class SubspaceLayer(nn.Module):
     def _conv_update(self, x: torch.Tensor, out_shape: torch.Size) -> torch.Tensor:
         """The kernel update as a product with the unfolded input: thin products, as for linear layers."""
         conv = cast(nn.Conv2d, self.base)  # layer_orientation admits 2-D convolutions only
-        columns = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=cast(tuple[int, ...], conv.padding), stride=conv.stride)
+        columns = F.unfold(
+            x, conv.kernel_size, dilation=conv.dilation, padding=cast(tuple[int, ...], conv.padding), stride=conv.stride
+        )
         update = self._update(columns.transpose(1, 2))  # (B, L, p)
         return update.transpose(1, 2).reshape(out_shape)
 
@@ -200,7 +212,9 @@ class TaskLinear(nn.Module):
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
 
-    def add_task(self, key: str, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> list[nn.Parameter]:
+    def add_task(
+        self, key: str, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> list[nn.Parameter]:
         """A task's copy of the head, from the base head unless given."""
         like = self.base.weight
         for name, given, current in (("weight", weight, self.base.weight), ("bias", bias, self.base.bias)):
@@ -210,7 +224,10 @@ class TaskLinear(nn.Module):
                 continue
             value = current if given is None else given
             if tuple(value.shape) != tuple(current.shape):
-                raise AdaptError(f"head {name} is {tuple(value.shape)}, the model's head is {tuple(current.shape)} (a different number of labels?)")
+                raise AdaptError(
+                    f"head {name} is {tuple(value.shape)}, the model's head is {tuple(current.shape)} (a different "
+                    "number of labels?)"
+                )
             store = self.weights if name == "weight" else self.biases
             store[key] = nn.Parameter(value.detach().to(device=like.device, dtype=like.dtype).clone())
         return [store[key] for store in (self.weights, self.biases) if key in store]

@@ -109,7 +109,9 @@ class SubspaceAdapter:
         stems = [name.removesuffix(".weight") for name in basis.layer_names]
         names = prefix_map(stems, modules)
         if names is None:
-            raise AdaptError(f"the model has no module matching basis layer {basis.layer_names[0]} (wrong model for this basis?)")
+            raise AdaptError(
+                f"the model has no module matching basis layer {basis.layer_names[0]} (wrong model for this basis?)"
+            )
         self._to_model, self._to_basis = names.forward, names.back
         targets = {layer: self._to_model(layer.removesuffix(".weight")) for layer in basis.layer_names}
         for layer, module_name in targets.items():  # every check before the model is touched
@@ -129,7 +131,12 @@ class SubspaceAdapter:
         self.heads: dict[str, TaskLinear] = {}
         for head in heads:
             self._wrap_head(head, modules)
-        self._head_keys = {f"{name}.{part}" for name, head in self.heads.items() for part in ("weight", "bias") if getattr(head.base, part) is not None}
+        self._head_keys = {
+            f"{name}.{part}"
+            for name, head in self.heads.items()
+            for part in ("weight", "bias")
+            if getattr(head.base, part) is not None
+        }
 
     # --- tasks ----------------------------------------------------------------------------
 
@@ -137,7 +144,9 @@ class SubspaceAdapter:
     def tasks(self) -> list[str]:
         return list(self.state.keys)
 
-    def add_task(self, name: str, *, init: str | Path = "zero", train_head: bool = True, train_coefficients: bool = True) -> None:
+    def add_task(
+        self, name: str, *, init: str | Path = "zero", train_head: bool = True, train_coefficients: bool = True
+    ) -> None:
         """Add a task (and make it active): coefficients zero, the mean alone, or a fine-tune's projection.
 
         ``init="zero"`` starts every layer at ``C = 0``: the base model for an uncentred LoRA
@@ -231,19 +240,39 @@ class SubspaceAdapter:
                 rank = update_rank(self.basis.layer(layer, dtype=torch.float64), coefficients[layer].double())
                 extras[layer] = {"lora_rank": rank, "lora_kind": _LORA_KINDS[module.orientation]}
             heads = sorted(self._to_basis(head) for head in self.heads)
-            lora = {"r": max(e["lora_rank"] for e in extras.values()), "key_prefix": _LORA_PREFIX, "task_type": task_type, "modules_to_save": heads or None}
+            lora = {
+                "r": max(e["lora_rank"] for e in extras.values()),
+                "key_prefix": _LORA_PREFIX,
+                "task_type": task_type,
+                "modules_to_save": heads or None,
+            }
         return save_coefficients(
-            out, coefficients, passthrough, name=name, basis_manifest=self.basis.manifest, lora=lora,
-            layer_extras=extras, passthrough_reasons=reasons, metrics=metrics, command=command,
-            lineage="trained", training=training, config=None if self.lora else _model_config(self.model),
+            out,
+            coefficients,
+            passthrough,
+            name=name,
+            basis_manifest=self.basis.manifest,
+            lora=lora,
+            layer_extras=extras,
+            passthrough_reasons=reasons,
+            metrics=metrics,
+            command=command,
+            lineage="trained",
+            training=training,
+            config=None if self.lora else _model_config(self.model),
         )
 
-    def load_task(self, coefficients: CoefficientSet | str | Path, name: str | None = None, *, train_head: bool = True) -> str:
+    def load_task(
+        self, coefficients: CoefficientSet | str | Path, name: str | None = None, *, train_head: bool = True
+    ) -> str:
         """Add a saved task (verified, and of this basis) to the model; training may continue from it."""
         if not isinstance(coefficients, CoefficientSet):
             coefficients = load_coefficients(coefficients)
         if coefficients.basis_id != self.basis.content_id:
-            raise AdaptError(f"{coefficients.path}: refers to basis {coefficients.basis_id[:19]}..., this model carries {self.basis.content_id[:19]}...")
+            raise AdaptError(
+                f"{coefficients.path}: refers to basis {coefficients.basis_id[:19]}..., this model carries "
+                f"{self.basis.content_id[:19]}..."
+            )
         name = name or coefficients.manifest["name"]
         if name in self.state.keys:
             raise AdaptError(f"task {name!r} already exists on this model")
@@ -259,7 +288,11 @@ class SubspaceAdapter:
                 module.add_task(key, coefficients.coefficient(layer))
             stored = set(coefficients.passthrough_names)
             for head_name, head in self.heads.items():
-                values = {part: coefficients.passthrough(k) for part in ("weight", "bias") if (k := self._stored_head_key(head_name, part)) in stored}
+                values = {
+                    part: coefficients.passthrough(k)
+                    for part in ("weight", "bias")
+                    if (k := self._stored_head_key(head_name, part)) in stored
+                }
                 for parameter in head.add_task(key, values.get("weight"), values.get("bias")):
                     parameter.requires_grad_(train_head)
         except BaseException:
@@ -269,7 +302,10 @@ class SubspaceAdapter:
         return name
 
     def _drop(self, key: str, name: str) -> None:
-        for store in [*(module.coefficients for module in self.layers.values()), *(p for head in self.heads.values() for p in (head.weights, head.biases))]:
+        for store in [
+            *(module.coefficients for module in self.layers.values()),
+            *(p for head in self.heads.values() for p in (head.weights, head.biases)),
+        ]:
             if key in store:
                 del store[key]
         self.state.keys.pop(name, None)
@@ -291,7 +327,11 @@ class SubspaceAdapter:
         module = modules.get(head)
         if module is None:
             raise AdaptError(f"the model has no head module {head!r}")
-        linears = {head: module} if isinstance(module, nn.Linear) else {f"{head}.{n}": m for n, m in module.named_modules() if isinstance(m, nn.Linear)}
+        linears = (
+            {head: module}
+            if isinstance(module, nn.Linear)
+            else {f"{head}.{n}": m for n, m in module.named_modules() if isinstance(m, nn.Linear)}
+        )
         owned = {f"{head}.{n}" if n else head for n, p in module.named_parameters()}
         if not linears or any(n.rsplit(".", 1)[0] not in linears for n in owned):
             raise AdaptError(f"head {head!r} has parameters outside nn.Linear layers; only linear heads are per task")
@@ -330,7 +370,10 @@ class SubspaceAdapter:
 
         source = open_source(spec)
         if source.kind != self.basis.manifest["source_kind"]:
-            raise AdaptError(f"{spec}: is a {source.kind} source but the basis was built from {self.basis.manifest['source_kind']} sources")
+            raise AdaptError(
+                f"{spec}: is a {source.kind} source but the basis was built from {self.basis.manifest['source_kind']} "
+                "sources"
+            )
         coefficients = {}
         for layer in self.layers:
             if layer not in source.tensors:

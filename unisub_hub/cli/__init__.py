@@ -26,13 +26,19 @@ class UnisubGroup(click.Group):
     """A click group that turns expected errors into one line and exit code 1."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if ctx.parent is None:  # the whole command line, once: names, paths and references become text in manifests and the registry
+        if (
+            ctx.parent is None
+        ):  # the whole command line, once: names, paths and references become text in manifests and the registry
             for arg in args:
                 try:
                     arg.encode("utf-8")
                 except UnicodeEncodeError:
                     shown = str(os.fsencode(arg))[2:-1]  # the bytes as the shell passed them: out\xff
-                    raise click.UsageError(f"argument {shown!r} is not valid UTF-8; names and paths are recorded as text, so choose one that is", ctx) from None
+                    raise click.UsageError(
+                        f"argument {shown!r} is not valid UTF-8; names and paths are recorded as text, so choose one "
+                        "that is",
+                        ctx,
+                    ) from None
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
@@ -51,15 +57,43 @@ class UnisubGroup(click.Group):
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "build": ("build", "build_command", "Build a basis from a collection of checkpoints or LoRA adapters."),
-    "project": ("project", "project_command", "Store one fine-tune as coefficients on a basis (plus passthrough tensors)."),
-    "train": ("train", "train_command", "Learn a new task as coefficients on a frozen basis (sequence classification)."),
-    "rebase": ("rebase", "rebase_command", "Move a task onto another basis of the same layers, without the original model."),
-    "materialize": ("materialize", "materialize_command", "Rebuild a loadable model (or PEFT adapter) from basis + coefficients."),
+    "project": (
+        "project",
+        "project_command",
+        "Store one fine-tune as coefficients on a basis (plus passthrough tensors).",
+    ),
+    "train": (
+        "train",
+        "train_command",
+        "Learn a new task as coefficients on a frozen basis (sequence classification).",
+    ),
+    "rebase": (
+        "rebase",
+        "rebase_command",
+        "Move a task onto another basis of the same layers, without the original model.",
+    ),
+    "materialize": (
+        "materialize",
+        "materialize_command",
+        "Rebuild a loadable model (or PEFT adapter) from basis + coefficients.",
+    ),
     "push": ("hub", "push_command", "Publish a basis or coefficient set (folder or registry reference) as a Hub repo."),
-    "pull": ("hub", "pull_command", "Download a basis or coefficient set (and its basis) at a pinned commit, verify, register."),
+    "pull": (
+        "hub",
+        "pull_command",
+        "Download a basis or coefficient set (and its basis) at a pinned commit, verify, register.",
+    ),
     "info": ("info", "info_command", "Show an artifact's manifest, layers, ranks, sizes and quality numbers."),
-    "analyze": ("analyze", "analyze_command", "Spectra of a collection without writing a basis: explained variance, null, layer quality."),
-    "validate": ("validate", "validate_command", "Check a basis or coefficient set; exit 0 only if every check passes."),
+    "analyze": (
+        "analyze",
+        "analyze_command",
+        "Spectra of a collection without writing a basis: explained variance, null, layer quality.",
+    ),
+    "validate": (
+        "validate",
+        "validate_command",
+        "Check a basis or coefficient set; exit 0 only if every check passes.",
+    ),
     "demo": ("demo", "demo_command", "Run the whole journey on built-in example models, offline, and write a report."),
     "registry": ("registry", "registry_group", "Find, version, alias, tag and check registered bases and tasks."),
 }
@@ -92,11 +126,18 @@ def _lazy_commands(group: type[click.Group]) -> type[click.Group]:
     return Lazy
 
 
-@click.group(cls=_lazy_commands(UnisubGroup), context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=_lazy_commands(UnisubGroup), context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="unisub-hub")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="UNISUB_HOME", default=None,
-              help="Registry and store folder (default: $UNISUB_HOME or ~/.cache/unisub-hub).")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="UNISUB_HOME",
+    default=None,
+    help="Registry and store folder (default: $UNISUB_HOME or ~/.cache/unisub-hub).",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, home: Path | None) -> None:
     """Universal weight subspaces: shared bases, kilobyte fine-tunes.

@@ -14,12 +14,28 @@ from .output import emit_json, print_table, progress_bar, stdout
 
 @click.command("analyze")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--modes", type=click.Choice(list(MODE_SETS)), default="2,3", show_default=True, help="Which spectra to compute.")
-@click.option("--center/--no-center", default=None, help="Subtract the mean (default: on for checkpoints, off for LoRA).")
+@click.option(
+    "--modes", type=click.Choice(list(MODE_SETS)), default="2,3", show_default=True, help="Which spectra to compute."
+)
+@click.option(
+    "--center/--no-center", default=None, help="Subtract the mean (default: on for checkpoints, off for LoRA)."
+)
 @click.option("--include", multiple=True, help="Glob of tensor names to analyse (repeatable).")
 @click.option("--exclude", multiple=True, help="Glob of tensor names to skip (repeatable).")
-@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write scree plots (PNG) into this folder.")
-@click.option("--select", "select_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the retained layer names here, for `build --include-from`.")
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write scree plots (PNG) into this folder.",
+)
+@click.option(
+    "--select",
+    "select_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the retained layer names here, for `build --include-from`.",
+)
 @device_option
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
 @json_option
@@ -34,13 +50,29 @@ def analyze_command(sources, modes, center, include, exclude, plot_dir, select_f
         unisub-hub analyze adapters/* --plot spectra/ --select keep.txt
     """
     with progress_bar(enabled=not as_json) as bars:
-        report = analyze(sources, modes=modes, center=center, include=include, exclude=exclude, device=device,
-                         allow_pickle=allow_pickle, progress=bars)
+        report = analyze(
+            sources,
+            modes=modes,
+            center=center,
+            include=include,
+            exclude=exclude,
+            device=device,
+            allow_pickle=allow_pickle,
+            progress=bars,
+        )
     plots = []
     if plot_dir is not None:
         from ..pipeline.plots import plot_scree
 
-        plots.append(str(plot_scree(report.layers, plot_dir / "scree.png", title=f"Explained variance of {len(report.sources)} sources vs Gaussian null")))
+        plots.append(
+            str(
+                plot_scree(
+                    report.layers,
+                    plot_dir / "scree.png",
+                    title=f"Explained variance of {len(report.sources)} sources vs Gaussian null",
+                )
+            )
+        )
     if select_file is not None:
         select_file.write_text("".join(f"{name}\n" for name in report.retained))
     if as_json:
@@ -50,12 +82,31 @@ def analyze_command(sources, modes, center, include, exclude, plot_dir, select_f
     for layer in report.layers:
         ks = " ".join(
             f"{m}: {'/'.join(str(data['k_for'][t]) for t in ('0.5', '0.8', '0.9', '0.95'))}"
-            + (f" (null {'/'.join(str(data['null_k_for'][t]) for t in ('0.5', '0.8', '0.9', '0.95'))})" if data.get("null_k_for") else "")
+            + (
+                f" (null {'/'.join(str(data['null_k_for'][t]) for t in ('0.5', '0.8', '0.9', '0.95'))})"
+                if data.get("null_k_for")
+                else ""
+            )
             for m, data in layer["modes"].items()
         )
-        rows.append([layer["name"], "x".join(map(str, layer["shape"])), ks, f"{layer['mean_alpha']:.2f}", f"{layer['q']:.3f}",
-                     ("yes: " if layer["retained"] else "no: ") + layer["reason"]])
-    print_table("Spectra (k for 50/80/90/95 % explained variance) and layer quality", ["layer", "shape", "k per mode", "mean alpha", "q", "kept, and why"], rows)
-    stdout.print(f"q_all {report.q_all:.3f}, q_arch {report.q_arch:.3f}; {len(report.retained)} of {len(report.layers)} layers retained")
+        rows.append(
+            [
+                layer["name"],
+                "x".join(map(str, layer["shape"])),
+                ks,
+                f"{layer['mean_alpha']:.2f}",
+                f"{layer['q']:.3f}",
+                ("yes: " if layer["retained"] else "no: ") + layer["reason"],
+            ]
+        )
+    print_table(
+        "Spectra (k for 50/80/90/95 % explained variance) and layer quality",
+        ["layer", "shape", "k per mode", "mean alpha", "q", "kept, and why"],
+        rows,
+    )
+    stdout.print(
+        f"q_all {report.q_all:.3f}, q_arch {report.q_arch:.3f}; {len(report.retained)} of {len(report.layers)} layers "
+        "retained"
+    )
     for plot in plots:
         stdout.print(f"wrote {plot}")

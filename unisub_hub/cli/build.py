@@ -42,12 +42,31 @@ def _read_patterns(path: Path | None) -> list[str]:
     if path is None:
         return []
     patterns = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if not patterns:  # an empty list would include every layer: the opposite of what a selection that kept nothing means
-        raise click.BadParameter(f"{path} names no layer (did `analyze --select` keep none?)", param_hint="--include-from")
+    if (
+        not patterns
+    ):  # an empty list would include every layer: the opposite of what a selection that kept nothing means
+        raise click.BadParameter(
+            f"{path} names no layer (did `analyze --select` keep none?)", param_hint="--include-from"
+        )
     return patterns
 
 
-_FROM_PARENT = ("modes", "variance", "center", "holdout", "include", "include_from", "exclude", "dtype", "arch", "precision", "solver", "power_iterations", "allow_nonfinite", "keep_state")
+_FROM_PARENT = (
+    "modes",
+    "variance",
+    "center",
+    "holdout",
+    "include",
+    "include_from",
+    "exclude",
+    "dtype",
+    "arch",
+    "precision",
+    "solver",
+    "power_iterations",
+    "allow_nonfinite",
+    "keep_state",
+)
 
 
 def _check_update_flags(ctx: click.Context) -> None:
@@ -55,7 +74,9 @@ def _check_update_flags(ctx: click.Context) -> None:
     given = [name for name in _FROM_PARENT if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise click.UsageError(f"{flags}: with --update the parent basis decides these (a grown basis always keeps its state)")
+        raise click.UsageError(
+            f"{flags}: with --update the parent basis decides these (a grown basis always keeps its state)"
+        )
 
 
 def _executor_target(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -78,39 +99,139 @@ def _executor(target: str, workers: int | None) -> Iterator[Executor | None]:
 
 @click.command("build")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the basis into (must not exist).")
-@click.option("--modes", type=click.Choice(list(MODE_SETS)), default="2,3", show_default=True, help="1: PCA across models; 2/3: one shared side; 2,3: Tucker.")
-@click.option("--k", type=click.IntRange(min=1), default=None, help="Rank per mode (default 8 unless --variance is given).")
-@click.option("--variance", type=click.FloatRange(0, 1, min_open=True), default=None, help="Smallest rank reaching this explained variance, per mode.")
-@click.option("--center/--no-center", default=None, help="Subtract the mean (default: on for checkpoints, off for LoRA).")
-@click.option("--holdout", default=None, help="Leave sources out of the basis and report their error: a count (the last N) or comma-separated names.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder to write the basis into (must not exist)."
+)
+@click.option(
+    "--modes",
+    type=click.Choice(list(MODE_SETS)),
+    default="2,3",
+    show_default=True,
+    help="1: PCA across models; 2/3: one shared side; 2,3: Tucker.",
+)
+@click.option(
+    "--k", type=click.IntRange(min=1), default=None, help="Rank per mode (default 8 unless --variance is given)."
+)
+@click.option(
+    "--variance",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Smallest rank reaching this explained variance, per mode.",
+)
+@click.option(
+    "--center/--no-center", default=None, help="Subtract the mean (default: on for checkpoints, off for LoRA)."
+)
+@click.option(
+    "--holdout",
+    default=None,
+    help="Leave sources out of the basis and report their error: a count (the last N) or comma-separated names.",
+)
 @click.option("--include", multiple=True, help="Glob of tensor names to decompose (repeatable).")
-@click.option("--include-from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="File of --include globs, one per line (e.g. from `analyze --select`).")
+@click.option(
+    "--include-from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File of --include globs, one per line (e.g. from `analyze --select`).",
+)
 @click.option("--exclude", multiple=True, help="Glob of tensor names to pass through instead (repeatable).")
-@click.option("--max-memory", callback=parse_bytes, default=str(DEFAULT_MAX_MEMORY), show_default=True, help="Accumulator bytes per pass; layers are grouped to fit.")
+@click.option(
+    "--max-memory",
+    callback=parse_bytes,
+    default=str(DEFAULT_MAX_MEMORY),
+    show_default=True,
+    help="Accumulator bytes per pass; layers are grouped to fit.",
+)
 @device_option
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True, help="Storage dtype of the basis.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="Storage dtype of the basis.",
+)
 @click.option("--name", default=None, help="Basis name (default: the --out folder name).")
 @click.option("--arch", default=None, help="Architecture name (default: from the adapter or model config).")
 @shard_size_option("5GB")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
-@click.option("--precision", type=click.Choice(["auto", "float64", "float32"]), default="auto", show_default=True,
-              help="Precision of the sketch sums (auto: float32 for LoRA adapters, float64 for checkpoints); float32 is about 2x faster.")
-@click.option("--solver", type=click.Choice(["auto", "exact", "randomized"]), default="auto", show_default=True,
-              help="exact: Gram + eigh, whole spectrum; randomized: subspace iteration, top-k only; auto: randomized for a fixed --k on wide layers.")
-@click.option("--power-iterations", type=click.IntRange(min=0, max=20), default=1, show_default=True,
-              help="Randomized solver: extra passes that sharpen the subspace where the spectrum decays slowly (see bench/).")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float64", "float32"]),
+    default="auto",
+    show_default=True,
+    help="Precision of the sketch sums (auto: float32 for LoRA adapters, float64 for checkpoints); float32 is about "
+    "2x faster.",
+)
+@click.option(
+    "--solver",
+    type=click.Choice(["auto", "exact", "randomized"]),
+    default="auto",
+    show_default=True,
+    help="exact: Gram + eigh, whole spectrum; randomized: subspace iteration, top-k only; auto: randomized for a "
+    "fixed --k on wide layers.",
+)
+@click.option(
+    "--power-iterations",
+    type=click.IntRange(min=0, max=20),
+    default=1,
+    show_default=True,
+    help="Randomized solver: extra passes that sharpen the subspace where the spectrum decays slowly (see bench/).",
+)
 @click.option("--allow-nonfinite", is_flag=True, help="Replace NaN/Inf in dense sources by 0 instead of refusing them.")
-@click.option("--executor", default="serial", show_default=True, callback=_executor_target,
-              help="Where the folds over sources run: serial (this process), dask (a local cluster of --workers processes) or dask://HOST:PORT (a running scheduler).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes of --executor dask (default 2).")
-@click.option("--keep-state", is_flag=True, help="Also store what --update needs to add members later without reading these (BASIS/state/).")
-@click.option("--update", "parent", default=None, metavar="BASIS",
-              help="Grow BASIS (built with --keep-state; a folder or registry reference) by SOURCES into --out, without reading its members.")
+@click.option(
+    "--executor",
+    default="serial",
+    show_default=True,
+    callback=_executor_target,
+    help="Where the folds over sources run: serial (this process), dask (a local cluster of --workers processes) or "
+    "dask://HOST:PORT (a running scheduler).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Worker processes of --executor dask (default 2)."
+)
+@click.option(
+    "--keep-state",
+    is_flag=True,
+    help="Also store what --update needs to add members later without reading these (BASIS/state/).",
+)
+@click.option(
+    "--update",
+    "parent",
+    default=None,
+    metavar="BASIS",
+    help="Grow BASIS (built with --keep-state; a folder or registry reference) by SOURCES into --out, without reading "
+    "its members.",
+)
 @register_option
 @json_option
-def build_command(sources, out, modes, k, variance, center, holdout, include, include_from, exclude, max_memory, device, dtype, name, arch, shard_size, allow_pickle, precision, solver,
-                  power_iterations, allow_nonfinite, executor, workers, keep_state, parent, register, as_json):
+def build_command(
+    sources,
+    out,
+    modes,
+    k,
+    variance,
+    center,
+    holdout,
+    include,
+    include_from,
+    exclude,
+    max_memory,
+    device,
+    dtype,
+    name,
+    arch,
+    shard_size,
+    allow_pickle,
+    precision,
+    solver,
+    power_iterations,
+    allow_nonfinite,
+    executor,
+    workers,
+    keep_state,
+    parent,
+    register,
+    as_json,
+):
     """Build a basis from a collection of checkpoints or LoRA adapters.
 
     SOURCES are folders, globs, Hub repo ids (org/name[@revision]) or text files listing
@@ -131,13 +252,41 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
         if parent is not None:
             from ..pipeline.grow import grow
 
-            outcome = grow(resolve_folder(parent, "basis"), sources, out, k=k, name=name, device=device, max_memory=max_memory,
-                           shard_size=shard_size, allow_pickle=allow_pickle, progress=bars, executor=engine_executor, command=command_line())
+            outcome = grow(
+                resolve_folder(parent, "basis"),
+                sources,
+                out,
+                k=k,
+                name=name,
+                device=device,
+                max_memory=max_memory,
+                shard_size=shard_size,
+                allow_pickle=allow_pickle,
+                progress=bars,
+                executor=engine_executor,
+                command=command_line(),
+            )
         else:
             settings = BuildSettings(
-                modes=modes, k=k, variance=variance, center=center, holdout=_holdout(holdout), include=[*include, *_read_patterns(include_from)],
-                exclude=exclude, max_memory=max_memory, device=device, dtype=dtype, name=name, arch=arch, shard_size=shard_size, allow_pickle=allow_pickle,
-                allow_nonfinite=allow_nonfinite, precision=precision, solver=solver, power_iterations=power_iterations, keep_state=keep_state,
+                modes=modes,
+                k=k,
+                variance=variance,
+                center=center,
+                holdout=_holdout(holdout),
+                include=[*include, *_read_patterns(include_from)],
+                exclude=exclude,
+                max_memory=max_memory,
+                device=device,
+                dtype=dtype,
+                name=name,
+                arch=arch,
+                shard_size=shard_size,
+                allow_pickle=allow_pickle,
+                allow_nonfinite=allow_nonfinite,
+                precision=precision,
+                solver=solver,
+                power_iterations=power_iterations,
+                keep_state=keep_state,
             )
             outcome = build(sources, out, settings, progress=bars, executor=engine_executor, command=command_line())
     entry = None
@@ -148,10 +297,15 @@ def build_command(sources, out, modes, k, variance, center, holdout, include, in
             shutil.rmtree(outcome.basis.path)  # a failed command leaves no output
             raise
     sizes = outcome.sizes
-    if parent is None and sizes["basis_bytes"] > sizes["sources_bytes"]:  # stderr: a warning, whichever way the result is printed
-        stderr.print(f"Warning: the basis ({human_bytes(sizes['basis_bytes'])}) is larger than its {len(outcome.report.sources)} training sources together "
-                     f"({human_bytes(sizes['sources_bytes'])}); --modes 1 stores k directions of full weight size per layer, "
-                     "--modes 2,3 or a smaller --k stores less")
+    if (
+        parent is None and sizes["basis_bytes"] > sizes["sources_bytes"]
+    ):  # stderr: a warning, whichever way the result is printed
+        stderr.print(
+            f"Warning: the basis ({human_bytes(sizes['basis_bytes'])}) is larger than its "
+            f"{len(outcome.report.sources)} training sources together "
+            f"({human_bytes(sizes['sources_bytes'])}); --modes 1 stores k directions of full weight size per layer, "
+            "--modes 2,3 or a smaller --k stores less"
+        )
     if as_json:
         emit_json({**build_json(outcome), "registered": entry.to_dict() if entry else None})
     else:
@@ -175,15 +329,38 @@ def print_build(outcome: BuildOutcome) -> None:
     rows = []
     for layer in outcome.report.layers:
         ev = " ".join(f"{m}:{r.explained_variance:.3f}" for m, r in layer.mode_reports.items())
-        null = " ".join(f"{m}:{r.null_explained_variance:.3f}" for m, r in layer.mode_reports.items() if r.null_explained_variance is not None)
+        null = " ".join(
+            f"{m}:{r.null_explained_variance:.3f}"
+            for m, r in layer.mode_reports.items()
+            if r.null_explained_variance is not None
+        )
         held = layer.mean_error(holdout=True, centered=True)
-        rows.append([
-            layer.name, "x".join(map(str, layer.shape)), " ".join(f"{m}:{r}" for m, r in layer.ranks.items()), ev, null,
-            f"{layer.mean_error(holdout=False, centered=True):.4f}", "-" if held is None else f"{held:.4f}",
-        ])
+        rows.append(
+            [
+                layer.name,
+                "x".join(map(str, layer.shape)),
+                " ".join(f"{m}:{r}" for m, r in layer.ranks.items()),
+                ev,
+                null,
+                f"{layer.mean_error(holdout=False, centered=True):.4f}",
+                "-" if held is None else f"{held:.4f}",
+            ]
+        )
     # The error shown is relative to each member's update (its difference from the mean, or the LoRA
     # update itself): relative to the whole weight (--json's rel_error), a lost update looks small.
-    print_table("Layers", ["layer", "shape", "ranks", "explained var.", "Gaussian null", "train err (of update)", "holdout err (of update)"], rows)
+    print_table(
+        "Layers",
+        [
+            "layer",
+            "shape",
+            "ranks",
+            "explained var.",
+            "Gaussian null",
+            "train err (of update)",
+            "holdout err (of update)",
+        ],
+        rows,
+    )
     if outcome.selection.passthrough:
         reasons: dict[str, int] = {}
         for reason in outcome.selection.passthrough.values():
@@ -192,5 +369,6 @@ def print_build(outcome: BuildOutcome) -> None:
     sizes = outcome.sizes
     stdout.print(
         f"Basis {outcome.basis.content_id[:19]}... written to {outcome.basis.path} "
-        f"({human_bytes(sizes['basis_bytes'])}; sources {human_bytes(sizes['sources_bytes'])}; {outcome.report.passes} passes)"
+        f"({human_bytes(sizes['basis_bytes'])}; sources {human_bytes(sizes['sources_bytes'])}; "
+        f"{outcome.report.passes} passes)"
     )

@@ -12,7 +12,14 @@ from .output import emit_json, print_table, stderr, stdout
 
 
 @click.command("demo")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("unisub-demo"), show_default=True, help="Folder for report.md, numbers.json and plots.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("unisub-demo"),
+    show_default=True,
+    help="Folder for report.md, numbers.json and plots.",
+)
 @click.option("--quick", is_flag=True, help="Fewer, shorter-trained adapters (for a smoke test).")
 @json_option
 def demo_command(report_dir, quick, as_json):
@@ -32,12 +39,31 @@ def demo_command(report_dir, quick, as_json):
 
     root = click.get_current_context().find_root()
     home = root.meta.get("home") or unisub_home()
-    result = run_demo(Path(home), report_dir, quick=quick, log=(lambda message: None) if as_json else (lambda message: stderr.print(message)))
+    result = run_demo(
+        Path(home),
+        report_dir,
+        quick=quick,
+        log=(lambda message: None) if as_json else (lambda message: stderr.print(message)),
+    )
     if as_json:
-        emit_json({"report": str(report_dir / "report.md"), "numbers": str(report_dir / "numbers.json"), "seconds": result.seconds, "hub": result.hub,
-                   "accuracy": {c.name: c.accuracy for c in result.collections}})
+        emit_json(
+            {
+                "report": str(report_dir / "report.md"),
+                "numbers": str(report_dir / "numbers.json"),
+                "seconds": result.seconds,
+                "hub": result.hub,
+                "accuracy": {c.name: c.accuracy for c in result.collections},
+            }
+        )
         return
     for collection in result.collections:
-        print_table(f"{collection.name} (held out: {len(collection.heldout)})", ["measure", "value"], collection_rows(collection))
-    stdout.print(f"Pulled {result.hub['task']} through the local Hub and materialized it: accuracy {result.hub['materialized_accuracy']:.3f}")
+        print_table(
+            f"{collection.name} (held out: {len(collection.heldout)})",
+            ["measure", "value"],
+            collection_rows(collection),
+        )
+    stdout.print(
+        f"Pulled {result.hub['task']} through the local Hub and materialized it: accuracy "
+        f"{result.hub['materialized_accuracy']:.3f}"
+    )
     stdout.print(f"Report: {report_dir / 'report.md'} ({result.seconds['total']:.0f} s)")

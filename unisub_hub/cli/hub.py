@@ -15,7 +15,9 @@ from .options import device_option, json_option, shard_size_option
 from .output import emit_json, stdout
 from .refs import open_registry, resolve_folder
 
-token_option = click.option("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login). Never printed.")
+token_option = click.option(
+    "--token", default=None, help="Hub token (default: HF_TOKEN or the saved login). Never printed."
+)
 
 
 @click.command("push")
@@ -25,7 +27,12 @@ token_option = click.option("--token", default=None, help="Hub token (default: H
 @click.option("--revision", default=None, help="Branch to commit to (created if needed; default main).")
 @click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch.")
 @click.option("--commit-message", default=None, help="Commit message.")
-@click.option("--push-basis", "basis_repo", default=None, help="For a coefficient set whose basis is not on the Hub yet: push the basis to this repo first.")
+@click.option(
+    "--push-basis",
+    "basis_repo",
+    default=None,
+    help="For a coefficient set whose basis is not on the Hub yet: push the basis to this repo first.",
+)
 @token_option
 @json_option
 def push_command(ref, repo_id, private, revision, create_pr, commit_message, basis_repo, token, as_json):
@@ -38,21 +45,42 @@ def push_command(ref, repo_id, private, revision, create_pr, commit_message, bas
 
         unisub-hub push sst2-task me/minilm-sst2 --push-basis me/minilm-basis
     """
-    results = publish(resolve_folder(ref), repo_id, open_registry(), private=private, revision=revision, create_pr=create_pr,
-                      commit_message=commit_message, token=token, push_basis_to=basis_repo)
+    results = publish(
+        resolve_folder(ref),
+        repo_id,
+        open_registry(),
+        private=private,
+        revision=revision,
+        create_pr=create_pr,
+        commit_message=commit_message,
+        token=token,
+        push_basis_to=basis_repo,
+    )
     if as_json:
-        emit_json([{"kind": kind, "repo_id": r.repo_id, "commit": r.commit, "url": r.url, "pr_url": r.pr_url} for kind, r in results])
+        emit_json(
+            [
+                {"kind": kind, "repo_id": r.repo_id, "commit": r.commit, "url": r.url, "pr_url": r.pr_url}
+                for kind, r in results
+            ]
+        )
         return
     for kind, result in results:
-        stdout.print(f"pushed {kind} to {result.repo_id} at {result.commit}" + (f" (pull request {result.pr_url})" if result.pr_url else ""))
+        stdout.print(
+            f"pushed {kind} to {result.repo_id} at {result.commit}"
+            + (f" (pull request {result.pr_url})" if result.pr_url else "")
+        )
 
 
 @click.command("pull")
 @click.argument("spec", metavar="REPO_ID[@REVISION]")
 @click.option("--materialize", "do_materialize", is_flag=True, help="Also materialize the pulled coefficient set.")
-@click.option("--base", type=click.Path(exists=True, path_type=Path), default=None, help="Base model folder (with --materialize).")
+@click.option(
+    "--base", type=click.Path(exists=True, path_type=Path), default=None, help="Base model folder (with --materialize)."
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (with --materialize).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Materialized format.")
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Materialized format."
+)
 @shard_size_option("5GB")
 @device_option
 @token_option
@@ -81,6 +109,8 @@ def pull_command(spec, do_materialize, base, out, fmt, shard_size, device, token
     if as_json:
         emit_json(result)
         return
-    stdout.print(f"pulled {entry.kind} {entry.ref} ({entry.content_id[:19]}...) from {entry.hub_repo}@{entry.hub_revision}")
+    stdout.print(
+        f"pulled {entry.kind} {entry.ref} ({entry.content_id[:19]}...) from {entry.hub_repo}@{entry.hub_revision}"
+    )
     if "materialized" in result:
         stdout.print(f"materialized {result['materialized']['format']} output to {result['materialized']['path']}")

@@ -25,36 +25,68 @@ def info_command(artifact, verify, as_json):
     manifest = opened.manifest
     size = opened.size_bytes()
     if as_json:
-        emit_json({"path": str(opened.path), "kind": opened.kind, "size_bytes": size, "verified": verify, "manifest": manifest})
+        emit_json(
+            {
+                "path": str(opened.path),
+                "kind": opened.kind,
+                "size_bytes": size,
+                "verified": verify,
+                "manifest": manifest,
+            }
+        )
         return
     kind = "basis" if opened.kind.endswith("basis") else "coefficient set"
     stdout.print(f"[bold]{manifest['name']}[/bold]: {kind}, format {manifest['format_version']}, {human_bytes(size)}")
     stdout.print(f"content id {manifest['content_id']}" + (" (verified)" if verify else ""))
-    stdout.print(f"architecture {manifest['architecture']['name']} ({manifest['source_kind']}), created {manifest['created']}")
+    stdout.print(
+        f"architecture {manifest['architecture']['name']} ({manifest['source_kind']}), created {manifest['created']}"
+    )
     if opened.kind.endswith("basis"):
         quality = manifest.get("quality", {})
         rows = []
         for layer in manifest["layers"]:
             q = quality.get(layer["name"], {})
-            rows.append([
-                layer["name"], "x".join(map(str, layer["shape"])), ",".join(map(str, layer["modes"])),
-                " ".join(f"{m}:{r}" for m, r in layer["ranks"].items()),
-                " ".join(f"{m}:{v:.3f}" for m, v in layer.get("explained_variance", {}).items()),
-                " ".join(f"{m}:{v:.3f}" for m, v in (q.get("null_explained_variance") or {}).items()),
-                _error(q),
-            ])
-        print_table("Layers", ["layer", "shape", "modes", "ranks", "explained var.", "null", "rel. err of the update"], rows)
+            rows.append(
+                [
+                    layer["name"],
+                    "x".join(map(str, layer["shape"])),
+                    ",".join(map(str, layer["modes"])),
+                    " ".join(f"{m}:{r}" for m, r in layer["ranks"].items()),
+                    " ".join(f"{m}:{v:.3f}" for m, v in layer.get("explained_variance", {}).items()),
+                    " ".join(f"{m}:{v:.3f}" for m, v in (q.get("null_explained_variance") or {}).items()),
+                    _error(q),
+                ]
+            )
+        print_table(
+            "Layers", ["layer", "shape", "modes", "ranks", "explained var.", "null", "rel. err of the update"], rows
+        )
         roles = [s.get("role", "train") for s in manifest["sources"]]
         stdout.print(f"{roles.count('train')} training sources, {roles.count('holdout')} held out")
     else:
         basis = manifest["basis"]
-        stdout.print(f"basis {basis['content_id']}" + (f" ({basis['repo_id']}@{basis['revision'][:8]})" if basis.get("repo_id") else ""))
+        stdout.print(
+            f"basis {basis['content_id']}"
+            + (f" ({basis['repo_id']}@{basis['revision'][:8]})" if basis.get("repo_id") else "")
+        )
         errors = (manifest.get("metrics") or {}).get("layers", {})
-        rows = [[e["name"], "x".join(map(str, e["shape"])), _task_error(errors.get(e["name"]), e.get("rel_error"))] for e in manifest["layers"]]
-        print_table(f"Coefficients ({manifest.get('lineage', 'projected')})", ["layer", "shape", "rel. error of the update"], rows)
+        rows = [
+            [e["name"], "x".join(map(str, e["shape"])), _task_error(errors.get(e["name"]), e.get("rel_error"))]
+            for e in manifest["layers"]
+        ]
+        print_table(
+            f"Coefficients ({manifest.get('lineage', 'projected')})",
+            ["layer", "shape", "rel. error of the update"],
+            rows,
+        )
         if manifest["passthrough"]:
-            print_table("Passthrough tensors (stored whole)", ["tensor", "shape", "dtype", "why"],
-                        [[e["name"], "x".join(map(str, e["shape"])), e["dtype"], e.get("reason", "")] for e in manifest["passthrough"]])
+            print_table(
+                "Passthrough tensors (stored whole)",
+                ["tensor", "shape", "dtype", "why"],
+                [
+                    [e["name"], "x".join(map(str, e["shape"])), e["dtype"], e.get("reason", "")]
+                    for e in manifest["passthrough"]
+                ],
+            )
 
 
 def _error(quality: dict) -> str:

@@ -14,10 +14,30 @@ from .refs import open_basis, open_coefficients
 
 @click.command("materialize")
 @click.argument("coefficients")
-@click.option("--basis", "basis_ref", default=None, help="The basis (folder or registry reference); default: the registered basis the coefficients name.")
-@click.option("--base", type=click.Path(exists=True, path_type=Path), default=None, help="Base model folder (needed for --format merged).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the model or adapter into.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="auto: a LoRA set in its source's layout (peft, kohya or diffusers), hf for checkpoints; merged: base + update.")
+@click.option(
+    "--basis",
+    "basis_ref",
+    default=None,
+    help="The basis (folder or registry reference); default: the registered basis the coefficients name.",
+)
+@click.option(
+    "--base",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Base model folder (needed for --format merged).",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder to write the model or adapter into."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="auto: a LoRA set in its source's layout (peft, kohya or diffusers), hf for checkpoints; merged: base + "
+    "update.",
+)
 @shard_size_option("5GB")
 @device_option
 @json_option

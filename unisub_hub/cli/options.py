@@ -11,7 +11,9 @@ __all__ = ["device_option", "json_option", "parse_bytes", "register_option", "sh
 
 F = Callable[..., Any]
 
-json_option: Callable[[F], F] = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+json_option: Callable[[F], F] = click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."
+)
 
 register_option: Callable[[F], F] = click.option(
     "--register/--no-register", default=True, show_default=True, help="Record the result in the registry (see --home)."
@@ -25,8 +27,19 @@ device_option: Callable[[F], F] = click.option(
     help="Where the linear algebra runs (auto: CUDA when present).",
 )
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
 
 
 def parse_bytes(ctx: click.Context | None, param: click.Parameter | None, value: str | int | None) -> int | None:
@@ -35,7 +48,7 @@ def parse_bytes(ctx: click.Context | None, param: click.Parameter | None, value:
         return value
     text = value.strip().lower().replace("_", "")
     number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = text[len(number):]
+    unit = text[len(number) :]
     try:
         size = int(float(number) * _UNITS[unit])
     except (ValueError, KeyError, OverflowError):  # "1e400" is inf: no number of bytes
@@ -47,7 +60,9 @@ def parse_bytes(ctx: click.Context | None, param: click.Parameter | None, value:
 
 def shard_size_option(default: str) -> Callable[[F], F]:
     return click.option(
-        "--shard-size", callback=parse_bytes, default=default, show_default=True,
+        "--shard-size",
+        callback=parse_bytes,
+        default=default,
+        show_default=True,
         help="Bytes per tensor file above which output is sharded HF-style (units: KB, MB, GB, KiB, MiB, GiB).",
     )
-

@@ -61,8 +61,13 @@ class RichProgress:
 def progress_bar(enabled: bool = True) -> Iterator[RichProgress]:
     """Progress bars for long work; silent when disabled or when stderr is not a terminal."""
     bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=stderr, transient=False, disable=not enabled,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=False,
+        disable=not enabled,
     )
     with bars:
         yield RichProgress(bars)

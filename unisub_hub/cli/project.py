@@ -15,7 +15,12 @@ from .refs import check_can_register, open_basis, open_registry
 
 @click.command("project")
 @click.argument("source")
-@click.option("--basis", "basis_ref", required=True, help="The basis: a folder or a registry reference (name, name:version, name@alias, id prefix).")
+@click.option(
+    "--basis",
+    "basis_ref",
+    required=True,
+    help="The basis: a folder or a registry reference (name, name:version, name@alias, id prefix).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the coefficient set into.")
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
 @device_option
@@ -32,7 +37,16 @@ def project_command(source, basis_ref, out, name, device, shard_size, allow_pick
     """
     check_can_register(register)
     basis = open_basis(basis_ref)
-    outcome = project(source, basis, out, name=name, device=device, allow_pickle=allow_pickle, shard_size=shard_size, command=command_line())
+    outcome = project(
+        source,
+        basis,
+        out,
+        name=name,
+        device=device,
+        allow_pickle=allow_pickle,
+        shard_size=shard_size,
+        command=command_line(),
+    )
     entry = None
     if register:
         open_registry().add(basis.path)
@@ -46,7 +60,8 @@ def project_command(source, basis_ref, out, name, device, shard_size, allow_pick
     stdout.print(
         f"Coefficients {outcome.coefficients.content_id[:19]}... written to {outcome.coefficients.path}: "
         f"{human_bytes(sizes['coefficients_bytes'])} (passthrough {human_bytes(sizes['passthrough_bytes'])}) "
-        f"for a {human_bytes(sizes['source_bytes'])} source, {sizes['source_bytes'] / sizes['coefficients_bytes']:.1f}x smaller"
+        f"for a {human_bytes(sizes['source_bytes'])} source, "
+        f"{sizes['source_bytes'] / sizes['coefficients_bytes']:.1f}x smaller"
     )
     if entry:
         stdout.print(f"Registered as task {entry.ref}")

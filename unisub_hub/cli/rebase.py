@@ -14,8 +14,12 @@ from .refs import check_can_register, open_basis, open_coefficients, open_regist
 
 @click.command("rebase")
 @click.argument("task_ref", metavar="TASK")
-@click.option("--basis", "basis_ref", required=True, help="The basis to move the task onto (folder or registry reference).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the moved coefficient set into.")
+@click.option(
+    "--basis", "basis_ref", required=True, help="The basis to move the task onto (folder or registry reference)."
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder to write the moved coefficient set into."
+)
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
 @device_option
 @register_option
@@ -38,11 +42,24 @@ def rebase_command(task_ref, basis_ref, out, name, device, register, as_json):
         open_registry().add(new.path)
         entry = open_registry().add(outcome.coefficients.path)
     if as_json:
-        emit_json({"coefficients": str(outcome.coefficients.path), "content_id": outcome.coefficients.content_id, "basis": new.content_id,
-                   "rebased_from": task.content_id, "errors": outcome.errors, "registered": entry.to_dict() if entry else None})
+        emit_json(
+            {
+                "coefficients": str(outcome.coefficients.path),
+                "content_id": outcome.coefficients.content_id,
+                "basis": new.content_id,
+                "rebased_from": task.content_id,
+                "errors": outcome.errors,
+                "registered": entry.to_dict() if entry else None,
+            }
+        )
         return
-    print_table("What the new basis cannot hold, per layer", ["layer", "rel. error", "rel. error (centred)"],
-                [[layer, f"{e['rel_error']:.5f}", f"{e['rel_error_centered']:.4f}"] for layer, e in outcome.errors.items()])
-    stdout.print(f"Moved {task_ref} onto {basis_ref}: {outcome.coefficients.path} ({outcome.coefficients.content_id[:19]}...)")
+    print_table(
+        "What the new basis cannot hold, per layer",
+        ["layer", "rel. error", "rel. error (centred)"],
+        [[layer, f"{e['rel_error']:.5f}", f"{e['rel_error_centered']:.4f}"] for layer, e in outcome.errors.items()],
+    )
+    stdout.print(
+        f"Moved {task_ref} onto {basis_ref}: {outcome.coefficients.path} ({outcome.coefficients.content_id[:19]}...)"
+    )
     if entry:
         stdout.print(f"Registered as task {entry.ref}")

@@ -29,7 +29,10 @@ def open_registry() -> Registry:
 def check_can_register(register: bool) -> None:
     """Before long work whose result is to be registered: refuse a registry that cannot record it."""
     if register and open_registry().read_only:
-        raise RegistryError(f"{open_registry().home}: the registry is read-only here; pass --no-register to compute without recording, or --home to use another")
+        raise RegistryError(
+            f"{open_registry().home}: the registry is read-only here; pass --no-register to compute without "
+            "recording, or --home to use another"
+        )
 
 
 def resolve_folder(ref: str, kind: str | None = None) -> Path:
@@ -41,7 +44,9 @@ def resolve_folder(ref: str, kind: str | None = None) -> Path:
         return open_registry().resolve(ref, kind).path
     except ReferenceNotFoundError:
         what = {"basis": "basis", "task": "coefficient set"}.get(kind or "", "artifact")
-        raise ReferenceNotFoundError(f"{ref}: no such folder, and no registered {what} matches (see `unisub-hub registry list`)") from None
+        raise ReferenceNotFoundError(
+            f"{ref}: no such folder, and no registered {what} matches (see `unisub-hub registry list`)"
+        ) from None
 
 
 def open_basis(ref: str) -> BasisArtifact:

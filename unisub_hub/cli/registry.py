@@ -27,7 +27,9 @@ def registry_group():
 @click.argument("what", type=click.Choice(["bases", "tasks", "architectures"]), default="bases")
 @click.option("--arch", default=None, help="Only artifacts of this architecture name.")
 @click.option("--name", default=None, help="Only artifacts of this name (all versions).")
-@click.option("--stale", is_flag=True, help="Only tasks whose basis has a newer version (move them with `unisub-hub rebase`).")
+@click.option(
+    "--stale", is_flag=True, help="Only tasks whose basis has a newer version (move them with `unisub-hub rebase`)."
+)
 @json_option
 def list_command(what, arch, name, stale, as_json):
     """List registered bases, tasks or architectures (newest first).
@@ -43,14 +45,43 @@ def list_command(what, arch, name, stale, as_json):
         emit_json(rows)
         return
     if what == "architectures":
-        print_table("Architectures", ["name", "fingerprint", "base model", "bases"], [[r["name"], r["fingerprint"][:19], r["base_model"], r["bases"]] for r in rows])
+        print_table(
+            "Architectures",
+            ["name", "fingerprint", "base model", "bases"],
+            [[r["name"], r["fingerprint"][:19], r["base_model"], r["bases"]] for r in rows],
+        )
     elif what == "bases":
-        print_table("Bases", ["ref", "content id", "architecture", "modes", "size", "hub"], [
-            [f"{r['name']}:{r['version']}", r["content_id"][7:19], r["architecture"], r["modes"], human_bytes(r["size_bytes"]), r["hub_repo"]] for r in rows])
+        print_table(
+            "Bases",
+            ["ref", "content id", "architecture", "modes", "size", "hub"],
+            [
+                [
+                    f"{r['name']}:{r['version']}",
+                    r["content_id"][7:19],
+                    r["architecture"],
+                    r["modes"],
+                    human_bytes(r["size_bytes"]),
+                    r["hub_repo"],
+                ]
+                for r in rows
+            ],
+        )
     else:
-        print_table("Tasks", ["ref", "content id", "basis", "size", "mean rel. error", "hub"], [
-            [f"{r['name']}:{r['version']}", r["content_id"][7:19], r["basis"] + (f" (newest {r['newest_basis']})" if r["stale"] else ""),
-             human_bytes(r["size_bytes"]), "" if r["mean_rel_error"] is None else f"{r['mean_rel_error']:.4f}", r["hub_repo"]] for r in rows])
+        print_table(
+            "Tasks",
+            ["ref", "content id", "basis", "size", "mean rel. error", "hub"],
+            [
+                [
+                    f"{r['name']}:{r['version']}",
+                    r["content_id"][7:19],
+                    r["basis"] + (f" (newest {r['newest_basis']})" if r["stale"] else ""),
+                    human_bytes(r["size_bytes"]),
+                    "" if r["mean_rel_error"] is None else f"{r['mean_rel_error']:.4f}",
+                    r["hub_repo"],
+                ]
+                for r in rows
+            ],
+        )
 
 
 @registry_group.command("show")
@@ -71,10 +102,20 @@ def show_command(ref, as_json):
     stdout.print(f"stored at {data['path']} ({human_bytes(data['size_bytes'])})")
     if data["hub_repo"]:
         stdout.print(f"on the Hub: {data['hub_repo']} @ {data['hub_revision']}")
-    stdout.print(f"aliases: {', '.join(data['aliases']) or '-'}; tags: {', '.join(f'{k}={v}' for k, v in data['tags'].items()) or '-'}")
+    stdout.print(
+        f"aliases: {', '.join(data['aliases']) or '-'}; tags: "
+        f"{', '.join(f'{k}={v}' for k, v in data['tags'].items()) or '-'}"
+    )
     if data["kind"] == "basis":
-        stdout.print(f"architecture {data['architecture']}, modes {data['modes']}, {'centred' if data['centered'] else 'uncentred'}, {data['dtype']}")
-        print_table("Built from", ["source", "revision", "sha256", "role"], [[s["locator"], s["revision"], (s["sha256"] or "")[:12], s["role"]] for s in data["sources"]])
+        stdout.print(
+            f"architecture {data['architecture']}, modes {data['modes']}, "
+            f"{'centred' if data['centered'] else 'uncentred'}, {data['dtype']}"
+        )
+        print_table(
+            "Built from",
+            ["source", "revision", "sha256", "role"],
+            [[s["locator"], s["revision"], (s["sha256"] or "")[:12], s["role"]] for s in data["sources"]],
+        )
         stdout.print(f"tasks using it: {', '.join(data['tasks']) or '-'}")
     else:
         stdout.print(f"basis {data['basis']['ref']} ({data['basis']['content_id'][:19]}...)")
@@ -166,7 +207,9 @@ def rm_command(ref, force, as_json):
 
 
 @registry_group.command("gc")
-@click.option("--force", is_flag=True, help="Delete stored artifacts even when the registry lists none (a lost database).")
+@click.option(
+    "--force", is_flag=True, help="Delete stored artifacts even when the registry lists none (a lost database)."
+)
 @json_option
 def gc_command(force, as_json):
     """Delete store folders that no registry row refers to.
@@ -197,7 +240,9 @@ def verify_command(as_json):
     else:
         for problem in report["problems"]:
             stdout.print(f"[red]FAIL[/red] {problem['kind']} {problem['ref']}: {problem['problem']}")
-        stdout.print(f"checked {report['checked']} artifact(s): {len(report['problems'])} problem(s), "
-                     f"{len(report['unreferenced_folders'])} unreferenced folder(s)")
+        stdout.print(
+            f"checked {report['checked']} artifact(s): {len(report['problems'])} problem(s), "
+            f"{len(report['unreferenced_folders'])} unreferenced folder(s)"
+        )
     if report["problems"]:
         raise SystemExit(1)

@@ -42,18 +42,51 @@ class _Bar:
 
 @click.command("train")
 @click.argument("basis_ref", metavar="BASIS")
-@click.option("--base", required=True, help="The base model folder (transformers sequence classification, with its tokenizer).")
-@click.option("--data", "data", type=click.Path(path_type=Path), required=True, help="Training examples: JSONL, CSV or TSV with text, optional text_pair, and label.")
+@click.option(
+    "--base", required=True, help="The base model folder (transformers sequence classification, with its tokenizer)."
+)
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Training examples: JSONL, CSV or TSV with text, optional text_pair, and label.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the coefficient set into.")
-@click.option("--eval", "eval_data", type=click.Path(path_type=Path), default=None, help="Evaluation examples, same layout; accuracy is reported per epoch.")
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Evaluation examples, same layout; accuracy is reported per epoch.",
+)
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many optimizer steps.")
-@click.option("--lr", type=float, default=5e-3, show_default=True, help="AdamW learning rate (coefficient-only training takes 10-100x LoRA's).")
+@click.option(
+    "--lr",
+    type=float,
+    default=5e-3,
+    show_default=True,
+    help="AdamW learning rate (coefficient-only training takes 10-100x LoRA's).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds initialisation, shuffling and dropout: same seed, same coefficients.")
-@click.option("--init", default="zero", show_default=True, help="zero, mean, or a fine-tune (folder or Hub id) whose projection starts the task.")
-@click.option("--train-head/--no-train-head", default=True, show_default=True, help="Train the task's own classifier head.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seeds initialisation, shuffling and dropout: same seed, same coefficients.",
+)
+@click.option(
+    "--init",
+    default="zero",
+    show_default=True,
+    help="zero, mean, or a fine-tune (folder or Hub id) whose projection starts the task.",
+)
+@click.option(
+    "--train-head/--no-train-head", default=True, show_default=True, help="Train the task's own classifier head."
+)
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per example.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--text-pair-column", default="text_pair", show_default=True)
@@ -61,8 +94,28 @@ class _Bar:
 @device_option
 @register_option
 @json_option
-def train_command(basis_ref, base, data, out, eval_data, name, epochs, max_steps, lr, batch_size, seed, init, train_head, max_length,
-                  text_column, text_pair_column, label_column, device, register, as_json):
+def train_command(
+    basis_ref,
+    base,
+    data,
+    out,
+    eval_data,
+    name,
+    epochs,
+    max_steps,
+    lr,
+    batch_size,
+    seed,
+    init,
+    train_head,
+    max_length,
+    text_column,
+    text_pair_column,
+    label_column,
+    device,
+    register,
+    as_json,
+):
     """Learn a new task as coefficients on a frozen basis (sequence classification).
 
     Only the task's coefficients (k x k per layer for a Tucker basis) and its head train;
@@ -76,13 +129,41 @@ def train_command(basis_ref, base, data, out, eval_data, name, epochs, max_steps
     from ..pipeline.train import TrainOptions, train
 
     basis = open_basis(basis_ref)
-    options = TrainOptions(epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, seed=seed, init=init, train_head=train_head,
-                           max_length=max_length, text_column=text_column, pair_column=text_pair_column, label_column=label_column)
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
-                    console=stderr, disable=as_json)
+    options = TrainOptions(
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        init=init,
+        train_head=train_head,
+        max_length=max_length,
+        text_column=text_column,
+        pair_column=text_pair_column,
+        label_column=label_column,
+    )
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=as_json,
+    )
     with bars:
-        outcome = train(basis, base, data, out, eval_data=eval_data, options=options, name=name, device=device,
-                        progress=_Bar(bars, as_json), command=command_line())
+        outcome = train(
+            basis,
+            base,
+            data,
+            out,
+            eval_data=eval_data,
+            options=options,
+            name=name,
+            device=device,
+            progress=_Bar(bars, as_json),
+            command=command_line(),
+        )
     entry = None
     if register:
         open_registry().add(basis.path)
@@ -104,7 +185,8 @@ def train_command(basis_ref, base, data, out, eval_data, name, epochs, max_steps
         return
     accuracy = f", eval accuracy {outcome.eval_accuracy[-1]:.4f}" if outcome.eval_accuracy else ""
     stdout.print(
-        f"Trained {outcome.trainable_parameters:,} parameters for {outcome.steps} steps (final loss {outcome.final_loss:.4f}{accuracy}); "
+        f"Trained {outcome.trainable_parameters:,} parameters for {outcome.steps} steps (final loss "
+        f"{outcome.final_loss:.4f}{accuracy}); "
         f"coefficients {outcome.coefficients.content_id[:19]}... written to {outcome.coefficients.path} "
         f"({human_bytes(outcome.coefficients.artifact.size_bytes())})"
     )

@@ -14,7 +14,11 @@ from .refs import open_registry, resolve_folder
 
 @click.command("validate")
 @click.argument("target", metavar="REF_OR_PATH")
-@click.option("--against", default=None, help="A basis folder (for a coefficient set) or a base model (folder or Hub repo id, headers only).")
+@click.option(
+    "--against",
+    default=None,
+    help="A basis folder (for a coefficient set) or a base model (folder or Hub repo id, headers only).",
+)
 @click.option("--deep", is_flag=True, help="Also check orthonormal factors and finite values (reads every tensor).")
 @json_option
 def validate_command(target, against, deep, as_json):
@@ -39,9 +43,13 @@ def validate_command(target, against, deep, as_json):
     if as_json:
         emit_json(worded)
     else:
-        rows = [[c["name"], "[green]pass[/green]" if c["ok"] else "[red]FAIL[/red]", c["detail"]] for c in worded["checks"]]
+        rows = [
+            [c["name"], "[green]pass[/green]" if c["ok"] else "[red]FAIL[/red]", c["detail"]] for c in worded["checks"]
+        ]
         print_table(f"Checks of {target}", ["check", "result", "detail"], rows)
         passed = sum(c.ok for c in report.checks)
-        stdout.print(f"{passed} of {len(report.checks)} checks passed" + ("" if report.ok else f"; {target} is not valid"))
+        stdout.print(
+            f"{passed} of {len(report.checks)} checks passed" + ("" if report.ok else f"; {target} is not valid")
+        )
     if not report.ok:
         raise SystemExit(1)

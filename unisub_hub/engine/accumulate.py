@@ -91,7 +91,9 @@ class LayerAccumulator:
     count: int = 0
 
     @classmethod
-    def empty(cls, shape: tuple[int, int], modes: tuple[int, ...], center: bool, device: torch.device, dtype: torch.dtype) -> LayerAccumulator:
+    def empty(
+        cls, shape: tuple[int, int], modes: tuple[int, ...], center: bool, device: torch.device, dtype: torch.dtype
+    ) -> LayerAccumulator:
         p, q = shape
         return cls(
             shape=shape,

@@ -86,7 +86,14 @@ def layer_quality(alphas: list[float], thresholds: QualityThresholds = QualityTh
     """The layer score ``q`` and whether the layer is kept, from its sources' alphas."""
     finite = [a for a in alphas if math.isfinite(a)]
     if not finite:
-        return LayerQuality(alphas, float("nan"), float("nan"), 0.0, False, f"no alpha could be fitted (fewer than {MIN_EIGENVALUES} eigenvalues: a small layer or a low-rank adapter)")
+        return LayerQuality(
+            alphas,
+            float("nan"),
+            float("nan"),
+            0.0,
+            False,
+            f"no alpha could be fitted (fewer than {MIN_EIGENVALUES} eigenvalues: a small layer or a low-rank adapter)",
+        )
     values = torch.tensor(finite, dtype=torch.float64)
     mean = float(values.mean())
     std = float(values.std(unbiased=False))
@@ -96,12 +103,17 @@ def layer_quality(alphas: list[float], thresholds: QualityThresholds = QualityTh
     q = min(1.0, max(0.0, q))
     share = float(in_range.double().mean())
     failed = [
-        text for ok, text in (
-            (thresholds.low <= mean <= thresholds.high, f"mean alpha {mean:.2f} outside [{thresholds.low:g}, {thresholds.high:g}]"),
+        text
+        for ok, text in (
+            (
+                thresholds.low <= mean <= thresholds.high,
+                f"mean alpha {mean:.2f} outside [{thresholds.low:g}, {thresholds.high:g}]",
+            ),
             (std <= thresholds.max_std, f"alpha spread {std:.2f} above {thresholds.max_std:g}"),
             (share >= thresholds.min_share_in_range, f"only {share:.0%} of alphas in range"),
             (q >= thresholds.min_q, f"q {q:.3f} below {thresholds.min_q:g}"),
-        ) if not ok
+        )
+        if not ok
     ]
     reason = "; ".join(failed) if failed else f"alpha fit: mean {mean:.2f}, spread {std:.2f}, q {q:.3f}"
     return LayerQuality(alphas, mean, std, q, not failed, reason)

@@ -89,6 +89,8 @@ class LayerBasis:
         if self.right is not None and self.right.shape[0] != q:
             raise EngineError(f"layer {self.name}: V has {self.right.shape[0]} rows, expected {q}")
         if self.components is not None and tuple(self.components.shape[1:]) != (p, q):
-            raise EngineError(f"layer {self.name}: components are {tuple(self.components.shape[1:])}, expected {(p, q)}")
+            raise EngineError(
+                f"layer {self.name}: components are {tuple(self.components.shape[1:])}, expected {(p, q)}"
+            )
         if self.mean is not None and tuple(self.mean.shape) != (p, q):
             raise EngineError(f"layer {self.name}: mean is {tuple(self.mean.shape)}, expected {(p, q)}")

@@ -103,7 +103,10 @@ def build_basis(
     names = [source.name for source in [*sources, *holdout]]
     if len(set(names)) != len(names):
         repeated = next(name for number, name in enumerate(names) if name in names[:number])
-        raise EngineError(f"two sources are named {repeated!r}: a source's name identifies it (caches, reports, holdout), so names must differ")
+        raise EngineError(
+            f"two sources are named {repeated!r}: a source's name identifies it (caches, reports, holdout), so names "
+            "must differ"
+        )
     if len(sources) < 2:
         raise EngineError(f"a basis needs at least 2 sources, got {len(sources)}")
     if not layers:
@@ -111,9 +114,14 @@ def build_basis(
     device = resolve_device(options.device)
     progress = progress or SilentProgress()
     # The cache lives in this process: a distributing executor reads in its workers instead.
-    reader = SourceReader(device, options.accumulate_dtype, check_finite=options.check_finite,
-                          cache_budget=options.max_memory // 2 if executor is None else 0, source_count=len(sources) + len(holdout),
-                          reuse_buffers=executor is None)
+    reader = SourceReader(
+        device,
+        options.accumulate_dtype,
+        check_finite=options.check_finite,
+        cache_budget=options.max_memory // 2 if executor is None else 0,
+        source_count=len(sources) + len(holdout),
+        reuse_buffers=executor is None,
+    )
     context = _Context(options, modes, reader, executor, progress)
     bases: dict[str, LayerBasis] = {}
     passes = 0
@@ -132,12 +140,19 @@ def build_basis(
         groups = _plan_groups(exact, modes, options, dense=dense) if exact else []
         for number, group in enumerate(groups, 1):
             shift = _centre_shift(group, sources[0], context) if dense else {}
-            bases.update(_shifted_back(_build_sides(group, sources, shift, context, f"pass {number}/{len(groups)}"), shift))
+            bases.update(
+                _shifted_back(_build_sides(group, sources, shift, context, f"pass {number}/{len(groups)}"), shift)
+            )
         passes += len(groups)
         sketch_groups = _plan_sketch_groups(sketched, modes, options, dense=dense) if sketched else []
         for number, group in enumerate(sketch_groups, 1):
             shift = _centre_shift(group, sources[0], context) if dense else {}
-            bases.update(_shifted_back(_build_randomized(group, sources, shift, context, f"sketch group {number}/{len(sketch_groups)}"), shift))
+            bases.update(
+                _shifted_back(
+                    _build_randomized(group, sources, shift, context, f"sketch group {number}/{len(sketch_groups)}"),
+                    shift,
+                )
+            )
         passes += len(sketch_groups) * (1 + options.power_iterations)
         groups = groups + sketch_groups  # the quality pass reads what the build read, so the cache serves it
     constant = [name for name, basis in bases.items() if 0 in basis.ranks.values()]
@@ -146,7 +161,9 @@ def build_basis(
     for name in constant:
         del bases[name]
     groups = [[spec for spec in group if spec.name in bases] for group in groups]
-    layer_reports, quality_passes = _quality_pass([group for group in groups if group], bases, sources, holdout, context)
+    layer_reports, quality_passes = _quality_pass(
+        [group for group in groups if group], bases, sources, holdout, context
+    )
     report = BuildReport(
         modes=modes,
         centered=options.center,
@@ -176,13 +193,29 @@ def assess_basis(
     (a grown basis, assessed on the members it just took in).
     """
     device = resolve_device(options.device)
-    reader = SourceReader(device, options.accumulate_dtype, check_finite=options.check_finite, cache_budget=0, source_count=len(sources) + len(holdout),
-                          reuse_buffers=executor is None)
+    reader = SourceReader(
+        device,
+        options.accumulate_dtype,
+        check_finite=options.check_finite,
+        cache_budget=0,
+        source_count=len(sources) + len(holdout),
+        reuse_buffers=executor is None,
+    )
     context = _Context(options, mode_set(options.modes).modes, reader, executor, progress or SilentProgress())
-    groups = _plan_groups([spec for spec in layers if spec.name in bases], context.modes, options, dense=_reads_dense(sources[0]))
+    groups = _plan_groups(
+        [spec for spec in layers if spec.name in bases], context.modes, options, dense=_reads_dense(sources[0])
+    )
     reports, passes = _quality_pass(groups, bases, sources, holdout, context)
-    return BuildReport(modes=context.modes, centered=options.center, device=str(device), passes=passes, max_memory=options.max_memory,
-                       sources=[s.name for s in sources], holdout=[s.name for s in holdout], layers=reports)
+    return BuildReport(
+        modes=context.modes,
+        centered=options.center,
+        device=str(device),
+        passes=passes,
+        max_memory=options.max_memory,
+        sources=[s.name for s in sources],
+        holdout=[s.name for s in holdout],
+        layers=reports,
+    )
 
 
 @dataclass
@@ -201,7 +234,9 @@ class _Context:
         advance = self.progress.task(description, total)
         if self.executor is None:
             return SerialExecutor(advance)
-        with_progress = getattr(self.executor, "with_progress", None)  # a cluster reports sources folded per finished task
+        with_progress = getattr(
+            self.executor, "with_progress", None
+        )  # a cluster reports sources folded per finished task
         return with_progress(lambda count: [advance() for _ in range(count)]) if with_progress else self.executor
 
     def __getstate__(self) -> dict:
@@ -210,7 +245,9 @@ class _Context:
         return {**self.__dict__, "executor": None, "progress": SilentProgress()}
 
 
-def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions, *, dense: bool) -> list[list[LayerSpec]]:
+def _plan_groups(
+    layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions, *, dense: bool
+) -> list[list[LayerSpec]]:
     """Greedy groups of layers whose accumulators (and centre shifts) fit the memory budget together."""
     itemsize = torch.empty((), dtype=options.accumulate_dtype).element_size()
     groups: list[list[LayerSpec]] = []
@@ -230,7 +267,11 @@ def _plan_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: B
 
 
 def _build_sides(
-    group: list[LayerSpec], sources: Sequence[MatrixSource], shift: dict[str, torch.Tensor], context: _Context, description: str
+    group: list[LayerSpec],
+    sources: Sequence[MatrixSource],
+    shift: dict[str, torch.Tensor],
+    context: _Context,
+    description: str,
 ) -> dict[str, LayerBasis]:
     """One fold over the sources for a group of mode-2/3 layers (dense ones minus ``shift``), then the eigenproblems."""
     opts = context.options
@@ -238,7 +279,9 @@ def _build_sides(
 
     def zero() -> dict[str, LayerAccumulator]:
         return {
-            spec.name: LayerAccumulator.empty(spec.shape, context.modes, opts.center, context.device, opts.accumulate_dtype)
+            spec.name: LayerAccumulator.empty(
+                spec.shape, context.modes, opts.center, context.device, opts.accumulate_dtype
+            )
             for spec in group
         }
 
@@ -277,7 +320,9 @@ def _centre_shift(group: Sequence[LayerSpec], source: MatrixSource, context: _Co
 
     def step(shift: dict[str, torch.Tensor], first: MatrixSource) -> dict[str, torch.Tensor]:
         loaded = reader.read(first, names, check=True)
-        return {name: matrix.value.clone() for name, matrix in loaded.single.items() if isinstance(matrix, Dense)}  # not a reused buffer
+        return {
+            name: matrix.value.clone() for name, matrix in loaded.single.items() if isinstance(matrix, Dense)
+        }  # not a reused buffer
 
     return (context.executor or SerialExecutor()).aggregate([source], dict, step, lambda a, b: {**a, **b})
 
@@ -313,7 +358,10 @@ def _solve(layer: str, function: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     try:
         return function()
     except torch.linalg.LinAlgError as error:
-        raise EngineError(f"layer {layer}: the eigendecomposition failed ({str(error).split(':')[-1].strip()}); non-finite values in a source?") from None
+        raise EngineError(
+            f"layer {layer}: the eigendecomposition failed ({str(error).split(':')[-1].strip()}); non-finite values "
+            "in a source?"
+        ) from None
 
 
 def _use_randomized(spec: LayerSpec, modes: tuple[int, ...], options: BuildOptions) -> bool:
@@ -336,7 +384,9 @@ def _reads_dense(source: MatrixSource) -> bool:
     return source.kind != "lora"
 
 
-def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions, *, dense: bool) -> list[list[LayerSpec]]:
+def _plan_sketch_groups(
+    layers: Sequence[LayerSpec], modes: tuple[int, ...], options: BuildOptions, *, dense: bool
+) -> list[list[LayerSpec]]:
     """Groups whose sketches, centre sums and one source's share (read whole per pass) fit the budget."""
     itemsize = torch.empty((), dtype=options.accumulate_dtype).element_size()
     width = options.rank.k + options.oversample  # type: ignore[operator]
@@ -345,7 +395,9 @@ def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], opt
     for spec in layers:
         p, q = spec.shape
         shift = options.center and dense
-        need = itemsize * (3 * width * ((p if 2 in modes else 0) + (q if 3 in modes else 0)) + p * q * (options.center + dense + shift))
+        need = itemsize * (
+            3 * width * ((p if 2 in modes else 0) + (q if 3 in modes else 0)) + p * q * (options.center + dense + shift)
+        )
         if not groups or used + need > options.max_memory:
             groups.append([])
             used = 0
@@ -355,15 +407,26 @@ def _plan_sketch_groups(layers: Sequence[LayerSpec], modes: tuple[int, ...], opt
 
 
 def _build_randomized(
-    group: list[LayerSpec], sources: Sequence[MatrixSource], shift: dict[str, torch.Tensor], context: _Context, description: str
+    group: list[LayerSpec],
+    sources: Sequence[MatrixSource],
+    shift: dict[str, torch.Tensor],
+    context: _Context,
+    description: str,
 ) -> dict[str, LayerBasis]:
     """Top-k factors of a group by randomized subspace iteration: ``1 + power_iterations`` folds."""
     opts = context.options
     return sketch_layers(
-        group, sources, context.reader, shift,
+        group,
+        sources,
+        context.reader,
+        shift,
         lambda step: context.executor_for(f"{description}, {step}", len(sources)),
-        modes=context.modes, rank=opts.rank, center=opts.center, oversample=opts.oversample,
-        power_iterations=opts.power_iterations, seed=opts.seed,
+        modes=context.modes,
+        rank=opts.rank,
+        center=opts.center,
+        oversample=opts.oversample,
+        power_iterations=opts.power_iterations,
+        seed=opts.seed,
     )
 
 
@@ -374,7 +437,9 @@ def _row_blocks(spec: LayerSpec, count: int, options: BuildOptions) -> list[tupl
     return [(start, min(p, start + rows)) for start in range(0, p, rows)]
 
 
-def _load_block(sources: Sequence[MatrixSource], spec: LayerSpec, block: tuple[int, int], context: _Context) -> torch.Tensor:
+def _load_block(
+    sources: Sequence[MatrixSource], spec: LayerSpec, block: tuple[int, int], context: _Context
+) -> torch.Tensor:
     """Rows of one layer from every source, as an ``N x (rows * q)`` matrix."""
     rows = []
     for source in sources:
@@ -468,7 +533,9 @@ def _quality_pass(
                 if not is_holdout:
                     fits.ranks.update(((name, source.name), stack.rank) for name in stack.names)
                 if stack.names not in stacked_bases:
-                    stacked_bases[stack.names] = _stacked_tucker_bases([bases[n] for n in stack.names], stack.lora_b.dtype)
+                    stacked_bases[stack.names] = _stacked_tucker_bases(
+                        [bases[n] for n in stack.names], stack.lora_b.dtype
+                    )
                 tucker = stacked_bases[stack.names]
                 if tucker is None:  # centred or single-sided: project one by one
                     singles.update((name, stack.matrix(i)) for i, name in enumerate(stack.names))
@@ -480,18 +547,34 @@ def _quality_pass(
                 if not is_holdout and isinstance(matrix, LowRank):
                     fits.ranks[(name, source.name)] = matrix.rank
                 low_rank = not isinstance(matrix, Dense)
-                fit = fit_layer(bases[name], matrix.to(matrix.parts[0].device, torch.float64) if low_rank else matrix, centred=not low_rank and name in means)
-                fits.residuals[(name, source.name)] = (float(fit.residual), float(fit.total), float(fit.centered_total), is_holdout)
+                fit = fit_layer(
+                    bases[name],
+                    matrix.to(matrix.parts[0].device, torch.float64) if low_rank else matrix,
+                    centred=not low_rank and name in means,
+                )
+                fits.residuals[(name, source.name)] = (
+                    float(fit.residual),
+                    float(fit.total),
+                    float(fit.centered_total),
+                    is_holdout,
+                )
         return fits
 
     fits = context.executor_for("quality pass", len(everyone)).aggregate(everyone, _Fits, step, _Fits.merge)
     names = [spec.name for group in groups for spec in group]
-    residuals = {name: {s.name: fits.residuals[(name, s.name)] for s, _ in everyone} for name in names}  # in collection order, wherever they were computed
+    residuals = {
+        name: {s.name: fits.residuals[(name, s.name)] for s, _ in everyone} for name in names
+    }  # in collection order, wherever they were computed
     ranks = {name: [fits.ranks[(name, s.name)] for s in sources if (name, s.name) in fits.ranks] for name in names}
     generator = torch.Generator().manual_seed(context.options.seed)
     reports = [
-        assess_layer(bases[name], residuals[name], null=context.options.null_baseline, generator=generator,
-                     source_ranks=ranks[name] if len(ranks[name]) == len(sources) else None)
+        assess_layer(
+            bases[name],
+            residuals[name],
+            null=context.options.null_baseline,
+            generator=generator,
+            source_ranks=ranks[name] if len(ranks[name]) == len(sources) else None,
+        )
         for name in residuals
     ]
     return reports, 1
@@ -513,6 +596,8 @@ class _Fits:
 def _stacked_tucker_bases(bases: list[LayerBasis], dtype: torch.dtype) -> TuckerBases | None:
     """The ``U`` and ``V`` of uncentred two-sided bases of one shape, stacked in the stacks'
     ``dtype`` (cast once per build, not per source); ``None`` otherwise."""
-    if any(b.modes != (2, 3) or b.mean is not None for b in bases) or len({(b.left.shape, b.right.shape) for b in bases}) != 1:  # type: ignore[union-attr]
+    if any(b.modes != (2, 3) or b.mean is not None or b.left is None or b.right is None for b in bases):
+        return None
+    if len({(b.left.shape, b.right.shape) for b in bases}) != 1:  # type: ignore[union-attr]
         return None
     return TuckerBases.of(torch.stack([b.left for b in bases]), torch.stack([b.right for b in bases]), dtype)  # type: ignore[misc]

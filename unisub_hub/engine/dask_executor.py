@@ -43,8 +43,15 @@ class DaskExecutor:
         on_items: called with the number of sources each finished task folded (progress).
     """
 
-    def __init__(self, client: Any, *, chunks_per_worker: int = 2, retries: int = 3, resubmits: int = 3,
-                 on_items: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        chunks_per_worker: int = 2,
+        retries: int = 3,
+        resubmits: int = 3,
+        on_items: Callable[[int], None] | None = None,
+    ) -> None:
         self.client = client
         self.chunks_per_worker = chunks_per_worker
         self.retries = retries
@@ -52,7 +59,13 @@ class DaskExecutor:
         self.on_items = on_items
 
     def with_progress(self, on_items: Callable[[int], None] | None) -> DaskExecutor:
-        return DaskExecutor(self.client, chunks_per_worker=self.chunks_per_worker, retries=self.retries, resubmits=self.resubmits, on_items=on_items)
+        return DaskExecutor(
+            self.client,
+            chunks_per_worker=self.chunks_per_worker,
+            retries=self.retries,
+            resubmits=self.resubmits,
+            on_items=on_items,
+        )
 
     def aggregate(
         self,
@@ -82,7 +95,8 @@ class DaskExecutor:
                 # needed went with a worker): run the chunk again, a bounded number of times.
                 if attempt >= self.resubmits:
                     raise ExecutorError(
-                        f"a task of the build was lost {attempt + 1} times ({error.__class__.__name__}): the cluster keeps losing workers"
+                        f"a task of the build was lost {attempt + 1} times ({error.__class__.__name__}): the cluster "
+                        "keeps losing workers"
                     ) from None
                 again = self._submit(chunk, zero, step, merge)
                 attempts[again] = (chunk, attempt + 1)
@@ -95,7 +109,13 @@ class DaskExecutor:
         assert total is not None  # at least one chunk
         return total
 
-    def _submit(self, chunk: list[Item], zero: Callable[[], Acc], step: Callable[[Acc, Item], Acc], merge: Callable[[Acc, Acc], Acc]) -> Any:
+    def _submit(
+        self,
+        chunk: list[Item],
+        zero: Callable[[], Acc],
+        step: Callable[[Acc, Item], Acc],
+        merge: Callable[[Acc, Acc], Acc],
+    ) -> Any:
         """One task that folds ``chunk`` serially in a worker.
 
         The fold's functions travel with each task (about two per worker), not scattered once:
@@ -122,13 +142,20 @@ def dask_client(target: str, workers: int | None = None) -> Iterator[Any]:
     except ImportError:
         raise ExecutorError(f"{option('executor')} dask needs Dask: pip install 'unisub-hub[dask]'") from None
     if target == "dask":
-        with LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
         return
     address = target.removeprefix("dask://")
     try:
         client = Client(address if "://" in address else f"tcp://{address}", timeout="10s")
     except OSError as error:  # TimeoutError and connection refusals
-        raise ExecutorError(f"cannot reach the Dask scheduler at {address} ({error.__class__.__name__}): is it running?") from None
+        raise ExecutorError(
+            f"cannot reach the Dask scheduler at {address} ({error.__class__.__name__}): is it running?"
+        ) from None
     with client:
         yield client

@@ -25,5 +25,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
         except RuntimeError as error:
             raise DeviceError(f"unknown device {device!r}: use auto, cpu or cuda") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"{option('device')} cuda was asked for, but torch sees no CUDA device (use {option('device')} auto or cpu)")
+        raise DeviceError(
+            f"{option('device')} cuda was asked for, but torch sees no CUDA device (use {option('device')} auto or cpu)"
+        )
     return resolved

@@ -90,8 +90,12 @@ class _Sums:
 
 
 def _fold(
-    specs: Sequence[LayerSpec], sources: Sequence[MatrixSource], means: dict[str, torch.Tensor | None], tests: dict[str, dict[int, torch.Tensor | None]],
-    reader: SourceReader, executor: Executor,
+    specs: Sequence[LayerSpec],
+    sources: Sequence[MatrixSource],
+    means: dict[str, torch.Tensor | None],
+    tests: dict[str, dict[int, torch.Tensor | None]],
+    reader: SourceReader,
+    executor: Executor,
 ) -> dict[str, _Sums]:
     """One pass: per layer, the sums of ``D_j = X_j - M`` over ``sources`` that a state needs."""
     names = [spec.name for spec in specs]
@@ -104,7 +108,9 @@ def _fold(
             sums = _Sums(offset=torch.zeros(p, q, dtype=torch.float64) if means.get(spec.name) is not None else None)
             for mode, test in tests[spec.name].items():
                 dim = p if mode == 2 else q
-                sums.sides[mode] = torch.zeros(dim, dim, dtype=torch.float64) if test is None else torch.zeros_like(test)
+                sums.sides[mode] = (
+                    torch.zeros(dim, dim, dtype=torch.float64) if test is None else torch.zeros_like(test)
+                )
             out[spec.name] = sums
         return out
 
@@ -124,7 +130,11 @@ def _fold(
                     factor = (matrix.left_factor() if mode == 2 else matrix.right_factor()).double()
                     sums.sides[mode].addmm_(factor, factor.T)
                 else:
-                    sums.sides[mode] += (matrix.left_apply(test.to(reader.dtype)) if mode == 2 else matrix.right_apply(test.to(reader.dtype))).double()
+                    sums.sides[mode] += (
+                        matrix.left_apply(test.to(reader.dtype))
+                        if mode == 2
+                        else matrix.right_apply(test.to(reader.dtype))
+                    ).double()
         return acc
 
     def merge(a: dict[str, _Sums], b: dict[str, _Sums]) -> dict[str, _Sums]:
@@ -136,23 +146,49 @@ def _fold(
 
 
 def layer_states(
-    bases: dict[str, LayerBasis], specs: Sequence[LayerSpec], sources: Sequence[MatrixSource], *, k: int, reader: SourceReader,
-    max_gram_side: int = DEFAULT_MAX_GRAM_SIDE, seed: int = 0, executor: Executor | None = None, progress: Progress | None = None,
+    bases: dict[str, LayerBasis],
+    specs: Sequence[LayerSpec],
+    sources: Sequence[MatrixSource],
+    *,
+    k: int,
+    reader: SourceReader,
+    max_gram_side: int = DEFAULT_MAX_GRAM_SIDE,
+    seed: int = 0,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, LayerState]:
     """The states of a built basis: one more pass over its training sources, about its stored means."""
-    tests = {spec.name: {mode: (None if (spec.shape[0] if mode == 2 else spec.shape[1]) <= max_gram_side
-                                else _test_matrix(spec.shape[0] if mode == 2 else spec.shape[1], sketch_width(k, spec.shape[0] if mode == 2 else spec.shape[1]), seed + number))
-                         for mode in bases[spec.name].modes}
-             for number, spec in enumerate(specs)}
+    tests = {
+        spec.name: {
+            mode: (
+                None
+                if (spec.shape[0] if mode == 2 else spec.shape[1]) <= max_gram_side
+                else _test_matrix(
+                    spec.shape[0] if mode == 2 else spec.shape[1],
+                    sketch_width(k, spec.shape[0] if mode == 2 else spec.shape[1]),
+                    seed + number,
+                )
+            )
+            for mode in bases[spec.name].modes
+        }
+        for number, spec in enumerate(specs)
+    }
     means = {spec.name: _double(bases[spec.name].mean) for spec in specs}
     progress = progress or SilentProgress()
-    sums = _fold(specs, sources, means, tests, reader, executor or SerialExecutor(progress.task("state pass", len(sources))))
+    sums = _fold(
+        specs, sources, means, tests, reader, executor or SerialExecutor(progress.task("state pass", len(sources)))
+    )
     # The members sum to zero about their mean; the stored (float32) mean differs from it by
     # round-off, whose N d d^T the state leaves out (relative size ~1e-8 for fine-tune deltas
     # a thousandth of the weights: why a state needs a float32 basis, not bf16).
-    return {spec.name: LayerState(count=sums[spec.name].count, total=sums[spec.name].total,
-                                  sides={mode: SideState(value, tests[spec.name][mode]) for mode, value in sums[spec.name].sides.items()})
-            for spec in specs}
+    return {
+        spec.name: LayerState(
+            count=sums[spec.name].count,
+            total=sums[spec.name].total,
+            sides={mode: SideState(value, tests[spec.name][mode]) for mode, value in sums[spec.name].sides.items()},
+        )
+        for spec in specs
+    }
 
 
 def _absorb(state: LayerState, new: _Sums, mean: torch.Tensor | None) -> torch.Tensor | None:
@@ -164,21 +200,32 @@ def _absorb(state: LayerState, new: _Sums, mean: torch.Tensor | None) -> torch.T
         correction = None
         if new.offset is not None:
             offset = new.offset if mode == 2 else new.offset.T
-            correction = offset @ (offset.T if side.test is None else offset.T @ side.test) / total_count  # S S^T / T (times Omega)
+            correction = (
+                offset @ (offset.T if side.test is None else offset.T @ side.test) / total_count
+            )  # S S^T / T (times Omega)
         side.sums = side.sums + new.sides[mode] - (0 if correction is None else correction)
     state.count = total_count
     return None if mean is None or shift is None else mean + shift
 
 
 def grow_layers(
-    bases: dict[str, LayerBasis], states: dict[str, LayerState], specs: Sequence[LayerSpec], sources: Sequence[MatrixSource], *, rank: RankRule,
-    reader: SourceReader, executor: Executor | None = None, progress: Progress | None = None,
+    bases: dict[str, LayerBasis],
+    states: dict[str, LayerState],
+    specs: Sequence[LayerSpec],
+    sources: Sequence[MatrixSource],
+    *,
+    rank: RankRule,
+    reader: SourceReader,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, LayerBasis]:
     """Fold ``sources`` into each layer's state (in place) and solve the grown bases; old members are not read."""
     means = {spec.name: _double(bases[spec.name].mean) for spec in specs}
     tests = {spec.name: {mode: side.test for mode, side in states[spec.name].sides.items()} for spec in specs}
     progress = progress or SilentProgress()
-    sums = _fold(specs, sources, means, tests, reader, executor or SerialExecutor(progress.task("new members", len(sources))))
+    sums = _fold(
+        specs, sources, means, tests, reader, executor or SerialExecutor(progress.task("new members", len(sources)))
+    )
     grown = {}
     for spec in specs:
         state = states[spec.name]
@@ -217,4 +264,6 @@ def _eigen(side: SideState, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         vectors, singular, _ = torch.linalg.svd(factor, full_matrices=False)
         return (singular.square() - nu).clamp_min(0), vectors
     except torch.linalg.LinAlgError as error:
-        raise EngineError(f"layer {layer}: the grown eigenproblem failed ({str(error).split(':')[-1].strip()})") from None
+        raise EngineError(
+            f"layer {layer}: the grown eigenproblem failed ({str(error).split(':')[-1].strip()})"
+        ) from None

@@ -27,7 +27,7 @@ def leading_ones(tensor_shape: tuple[int, ...] | list[int] | torch.Size) -> int:
 def matrix_shape(tensor_shape: tuple[int, ...] | list[int]) -> tuple[int, int]:
     """The ``p x q`` matrix view of a weight's shape: rows, then the product of the rest
     (after leading size-1 dimensions)."""
-    shape = tuple(tensor_shape)[leading_ones(tensor_shape):]
+    shape = tuple(tensor_shape)[leading_ones(tensor_shape) :]
     return shape[0], math.prod(shape[1:])
 
 
@@ -191,7 +191,9 @@ class Factored:
         return (self.lora_b, self.lora_a)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> Factored:
-        return Factored(self.lora_b.to(device=device, dtype=dtype), self.lora_a.to(device=device, dtype=dtype), self.scale)
+        return Factored(
+            self.lora_b.to(device=device, dtype=dtype), self.lora_a.to(device=device, dtype=dtype), self.scale
+        )
 
     def canonical(self) -> LowRank:
         return lora_canonical(self.lora_b, self.lora_a, self.scale)

@@ -18,7 +18,12 @@ from .accumulate import SideAccumulator
 from .rank import explained_variance
 
 __all__ = [
-    "SAMPLE_LIMIT", "SIMULATED_SIZE", "flat_null_eigenvalues", "low_rank_null_eigenvalues", "marchenko_pastur_curve", "side_null_eigenvalues",
+    "SAMPLE_LIMIT",
+    "SIMULATED_SIZE",
+    "flat_null_eigenvalues",
+    "low_rank_null_eigenvalues",
+    "marchenko_pastur_curve",
+    "side_null_eigenvalues",
     "simulated_low_rank_null_eigenvalues",
 ]
 
@@ -46,7 +51,9 @@ def _bartlett(size: int, dof: int, generator: torch.Generator, count: int = 1) -
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         diagonal = chi2.sample().sqrt()
-    return torch.randn(count, size, size, generator=generator, dtype=torch.float64).tril(-1) + torch.diag_embed(diagonal)
+    return torch.randn(count, size, size, generator=generator, dtype=torch.float64).tril(-1) + torch.diag_embed(
+        diagonal
+    )
 
 
 def flat_null_eigenvalues(norms: torch.Tensor, dim: int, *, center: bool, generator: torch.Generator) -> torch.Tensor:
@@ -66,7 +73,9 @@ def flat_null_eigenvalues(norms: torch.Tensor, dim: int, *, center: bool, genera
     return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
 
 
-def low_rank_null_eigenvalues(dim: int, other: int, norms: torch.Tensor, ranks: Sequence[int], *, generator: torch.Generator) -> torch.Tensor:
+def low_rank_null_eigenvalues(
+    dim: int, other: int, norms: torch.Tensor, ranks: Sequence[int], *, generator: torch.Generator
+) -> torch.Tensor:
     """Nonzero eigenvalues of ``sum_m G_m G_m^T`` for random rank-``r_m`` ``G_m = B_m A_m`` scaled to ``norms``.
 
     ``G_m G_m^T = (B_m T_m)(B_m T_m)^T`` where ``T_m T_m^T = A_m A_m^T`` is a Wishart factor
@@ -83,7 +92,10 @@ def low_rank_null_eigenvalues(dim: int, other: int, norms: torch.Tensor, ranks: 
         by_rank.setdefault(rank, []).append(member)
     blocks = []
     for rank, members in by_rank.items():
-        factors = torch.randn(len(members), dim, rank, generator=generator) @ _bartlett(rank, other, generator, len(members)).float()
+        factors = (
+            torch.randn(len(members), dim, rank, generator=generator)
+            @ _bartlett(rank, other, generator, len(members)).float()
+        )
         scale = norms[members].float() / factors.flatten(1).norm(dim=1)
         blocks.append((factors * scale[:, None, None]).transpose(0, 1).reshape(dim, -1))
     stacked = torch.cat(blocks, dim=1)
@@ -108,7 +120,9 @@ def simulated_low_rank_null_eigenvalues(
     count = max(2, round(len(ranks) * fraction))
     order = torch.argsort(norms)
     chosen = order[torch.linspace(0, len(ranks) - 1, count).round().long()]
-    sample = low_rank_null_eigenvalues(max(1, round(dim * fraction)), other, norms[chosen], [ranks[i] for i in chosen.tolist()], generator=generator)
+    sample = low_rank_null_eigenvalues(
+        max(1, round(dim * fraction)), other, norms[chosen], [ranks[i] for i in chosen.tolist()], generator=generator
+    )
     curve = torch.cat([sample.new_zeros(1), explained_variance(sample)])
     # Entry k of the stretched curve is the sample's curve at k * (its length / full), linearly interpolated.
     position = torch.arange(1, full + 1, dtype=torch.float64) * ((len(curve) - 1) / full)
@@ -118,7 +132,12 @@ def simulated_low_rank_null_eigenvalues(
 
 
 def side_null_eigenvalues(
-    shape: tuple[int, int], side: int, norms: torch.Tensor, *, generator: torch.Generator, ranks: list[int] | None = None
+    shape: tuple[int, int],
+    side: int,
+    norms: torch.Tensor,
+    *,
+    generator: torch.Generator,
+    ranks: list[int] | None = None,
 ) -> tuple[torch.Tensor, str]:
     """Eigenvalues of ``sum_m G_m G_m^T`` (side 2) or ``G_m^T G_m`` (side 3) for Gaussian ``G_m``.
 
@@ -137,7 +156,9 @@ def side_null_eigenvalues(
     if ranks is not None and min(sum(ranks), dim) <= SIMULATED_SIZE:
         return low_rank_null_eigenvalues(dim, other, norms, ranks, generator=generator), "sampled-low-rank"
     if ranks is not None:
-        return simulated_low_rank_null_eigenvalues(dim, other, norms, ranks, generator=generator, size=SIMULATED_SIZE), "simulated-low-rank"
+        return simulated_low_rank_null_eigenvalues(
+            dim, other, norms, ranks, generator=generator, size=SIMULATED_SIZE
+        ), "simulated-low-rank"
     if count * p * q * min(dim, count * other) <= SAMPLE_LIMIT:
         acc = SideAccumulator(dim)
         for norm in norms.tolist():
@@ -163,7 +184,7 @@ def marchenko_pastur_curve(dim: int, samples: int, grid: int = 20000) -> torch.T
     # Grid from the top edge down; the density is sqrt((hi - x)(x - lo)) / (2 pi ratio x).
     x = torch.linspace(hi, lo, grid + 1, dtype=torch.float64)
     mid = (x[1:] + x[:-1]) / 2
-    width = (x[:-1] - x[1:])
+    width = x[:-1] - x[1:]
     density = ((hi - mid) * (mid - lo)).clamp_min(0).sqrt() / (2 * math.pi * ratio * mid)
     mass = torch.cat([x.new_zeros(1), (density * width).cumsum(0)])
     moment = torch.cat([x.new_zeros(1), (mid * density * width).cumsum(0)])

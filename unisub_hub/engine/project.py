@@ -10,7 +10,15 @@ from .basis import LayerBasis
 from .matrix import Dense, Factored, LayerMatrix
 from .modes import Factors
 
-__all__ = ["LayerFit", "fit_layer", "project_layer", "rebase_layer", "reconstruct_layer", "reconstruct_lora", "update_rank"]
+__all__ = [
+    "LayerFit",
+    "fit_layer",
+    "project_layer",
+    "rebase_layer",
+    "reconstruct_layer",
+    "reconstruct_lora",
+    "update_rank",
+]
 
 
 def _reference(matrix: LayerMatrix) -> torch.Tensor:
@@ -133,7 +141,6 @@ def reconstruct_lora(basis: LayerBasis, coef: torch.Tensor, max_rank: int) -> tu
     return full_u[:, :max_rank] * root, root[:, None] * full_vh[:max_rank]
 
 
-
 def update_rank(basis: LayerBasis, coef: torch.Tensor) -> int:
     """The rank of the update ``coef`` stands for (at least 1): the LoRA rank that exports it exactly.
 
@@ -174,5 +181,7 @@ def rebase_layer(old: LayerBasis, coef: torch.Tensor, new: LayerBasis) -> LayerF
         coef2 = coef2 + new.strategy.project(factors, Dense(shift))
         centred_sq = low_sq + 2 * low.inner(shift) + Dense(shift).sq_norm()
     total = low_sq if old_mean is None else low_sq + 2 * low.inner(old_mean) + Dense(old_mean).sq_norm()
-    residual = (centred_sq - 2 * coef2.square().sum() + new.strategy.reconstruction_sq_norm(factors, coef2)).clamp_min(0)
+    residual = (centred_sq - 2 * coef2.square().sum() + new.strategy.reconstruction_sq_norm(factors, coef2)).clamp_min(
+        0
+    )
     return LayerFit(coef2, residual, total)

@@ -89,7 +89,9 @@ def layer_summary(layer: LayerReport) -> dict[str, Any]:
         "fit": round(layer.fit, 6),
         "explained_variance": {m: round(r.explained_variance, 6) for m, r in layer.mode_reports.items()},
         "null_explained_variance": {
-            m: round(r.null_explained_variance, 6) for m, r in layer.mode_reports.items() if r.null_explained_variance is not None
+            m: round(r.null_explained_variance, 6)
+            for m, r in layer.mode_reports.items()
+            if r.null_explained_variance is not None
         },
         "k_for": {m: r.k_for for m, r in layer.mode_reports.items()},
         "mean_rel_error": _round(layer.mean_error(holdout=False)),
@@ -170,7 +172,9 @@ def assess_layer(
                 # square layer both sides have the same law, and one sample serves both.
                 side = basis.shape if mode == 2 else basis.shape[::-1]
                 if side not in nulls:
-                    nulls[side] = side_null_eigenvalues(basis.shape, mode, norms, generator=generator, ranks=source_ranks)
+                    nulls[side] = side_null_eigenvalues(
+                        basis.shape, mode, norms, generator=generator, ranks=source_ranks
+                    )
                 null_values, method = nulls[side]
             report.null_explained_variance = _share(null_values, ranks[mode])
             report.null_k_for = _k_table(null_values)

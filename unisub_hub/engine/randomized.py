@@ -73,8 +73,16 @@ class _SketchFold:
         self.class_of = {name: c for c in classes for name in c.names}
         self.sums = {c.key: {mode: torch.zeros_like(t) for mode, t in c.tests.items()} for c in classes}
         some = classes[0].tests[next(iter(classes[0].tests))]
-        self.sq_norms = {c.key: torch.zeros(len(c.names), dtype=some.dtype, device=some.device) for c in classes} if first_pass else {}
-        self.totals = {n: torch.zeros(c.shape, dtype=some.dtype, device=some.device) for c in classes for n in c.names} if (first_pass and center) else {}
+        self.sq_norms = (
+            {c.key: torch.zeros(len(c.names), dtype=some.dtype, device=some.device) for c in classes}
+            if first_pass
+            else {}
+        )
+        self.totals = (
+            {n: torch.zeros(c.shape, dtype=some.dtype, device=some.device) for c in classes for n in c.names}
+            if (first_pass and center)
+            else {}
+        )
         self.count = 0
 
     def add(self, loaded: Loaded) -> None:
@@ -157,7 +165,8 @@ def sketch_layers(
         p, q = spec.shape
         draws[spec.name] = {
             mode: torch.randn(dim, min(dim, rank.k + oversample), generator=generator, dtype=torch.float64)  # type: ignore[operator]
-            for mode, dim in ((2, p), (3, q)) if mode in modes
+            for mode, dim in ((2, p), (3, q))
+            if mode in modes
         }
     by_shape: dict[tuple[int, int], list[str]] = {}
     for spec in layers:
@@ -165,9 +174,14 @@ def sketch_layers(
     # Orthonormal test matrices (same span as the Gaussian draws): the last pass's Rayleigh-Ritz
     # values need an orthonormal basis, and with no power iteration the first pass is the last.
     classes = [
-        _ShapeClass(members, shape, {
-            mode: torch.linalg.qr(torch.stack([draws[n][mode] for n in members]))[0].to(reader.device, reader.dtype) for mode in draws[members[0]]
-        })
+        _ShapeClass(
+            members,
+            shape,
+            {
+                mode: torch.linalg.qr(torch.stack([draws[n][mode] for n in members]))[0].to(reader.device, reader.dtype)
+                for mode in draws[members[0]]
+            },
+        )
         for shape, members in by_shape.items()
     ]
     rounds = 1 + power_iterations
@@ -186,18 +200,24 @@ def sketch_layers(
         if first is None:
             first = fold
             means = {name: total / fold.count for name, total in fold.totals.items()}
-        products = {c: {mode: _centred(fold.sums[c.key][mode], c, mode, means, fold.count) for mode in c.tests} for c in classes}
+        products = {
+            c: {mode: _centred(fold.sums[c.key][mode], c, mode, means, fold.count) for mode in c.tests} for c in classes
+        }
         if round_number < rounds - 1:
             for shape_class in classes:
                 shape_class.tests = {mode: torch.linalg.qr(y)[0] for mode, y in products[shape_class].items()}
     specs = {spec.name: spec for spec in layers}
+    assert first is not None  # the first pass ran
     bases: dict[str, LayerBasis] = {}
     for shape_class in classes:
-        bases.update(_finish(shape_class, products[shape_class], first.sq_norms[shape_class.key], means, first.count, modes, rank, specs))  # type: ignore[union-attr]
+        norms = first.sq_norms[shape_class.key]
+        bases.update(_finish(shape_class, products[shape_class], norms, means, first.count, modes, rank, specs))
     return bases
 
 
-def _centred(product: torch.Tensor, shape_class: _ShapeClass, mode: int, means: dict[str, torch.Tensor], count: int) -> torch.Tensor:
+def _centred(
+    product: torch.Tensor, shape_class: _ShapeClass, mode: int, means: dict[str, torch.Tensor], count: int
+) -> torch.Tensor:
     """``G_c Omega`` from ``G Omega``: subtract ``N M (M^T Omega)`` per layer (``M`` seen from this side)."""
     if not means:
         return product
@@ -210,8 +230,14 @@ def _centred(product: torch.Tensor, shape_class: _ShapeClass, mode: int, means: 
 
 
 def _finish(
-    shape_class: _ShapeClass, products: dict[int, torch.Tensor], norms: torch.Tensor, means: dict[str, torch.Tensor], count: int,
-    modes: tuple[int, ...], rank: RankRule, specs: dict[str, LayerSpec],
+    shape_class: _ShapeClass,
+    products: dict[int, torch.Tensor],
+    norms: torch.Tensor,
+    means: dict[str, torch.Tensor],
+    count: int,
+    modes: tuple[int, ...],
+    rank: RankRule,
+    specs: dict[str, LayerSpec],
 ) -> dict[str, LayerBasis]:
     """Rayleigh-Ritz values and the leading left singular vectors of the last products, batched."""
     solved = {}

@@ -34,7 +34,9 @@ class Loaded:
 
     @property
     def nbytes(self) -> int:
-        tensors = [t for s in self.stacks for t in (s.lora_b, s.lora_a)] + [t for m in self.single.values() for t in m.parts]
+        tensors = [t for s in self.stacks for t in (s.lora_b, s.lora_a)] + [
+            t for m in self.single.values() for t in m.parts
+        ]
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -78,7 +80,16 @@ class SourceReader:
         source_count: how many sources a pass reads (for the cache's estimate).
     """
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, *, check_finite: bool, cache_budget: int = 0, source_count: int = 0, reuse_buffers: bool = False) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        *,
+        check_finite: bool,
+        cache_budget: int = 0,
+        source_count: int = 0,
+        reuse_buffers: bool = False,
+    ) -> None:
         self.device = device
         self.dtype = dtype
         self.check_finite = check_finite
@@ -86,8 +97,15 @@ class SourceReader:
         self._reuse = reuse_buffers
         self._scratch: dict[tuple, torch.Tensor] = {}
 
-    def read(self, source: MatrixSource, names: Sequence[str], *, check: bool, keep: bool = False,
-             shift: Mapping[str, torch.Tensor] | None = None) -> Loaded:
+    def read(
+        self,
+        source: MatrixSource,
+        names: Sequence[str],
+        *,
+        check: bool,
+        keep: bool = False,
+        shift: Mapping[str, torch.Tensor] | None = None,
+    ) -> Loaded:
         """The layers ``names`` of one source, ready for the math.
 
         Args:
@@ -107,7 +125,12 @@ class SourceReader:
             stored = self._stack(source.load(names), names, scratch=scratch)
             if keep:
                 self._cache.offer(source.name, key, stored)
-        loaded = Loaded(single={name: self.cast(matrix, source.name, name, check=check, shift=shift) for name, matrix in stored.single.items()})
+        loaded = Loaded(
+            single={
+                name: self.cast(matrix, source.name, name, check=check, shift=shift)
+                for name, matrix in stored.single.items()
+            }
+        )
         for stack in stored.stacks:
             stack = stack.to(self.dtype)
             if check and not stack.all_finite():
@@ -127,15 +150,19 @@ class SourceReader:
         for name in names:
             matrix = raw[name]
             if isinstance(matrix, Factored):
-                groups.setdefault((tuple(matrix.lora_b.shape), tuple(matrix.lora_a.shape), matrix.lora_b.dtype), []).append(name)
+                groups.setdefault(
+                    (tuple(matrix.lora_b.shape), tuple(matrix.lora_a.shape), matrix.lora_b.dtype), []
+                ).append(name)
             else:
                 stored.single[name] = matrix
         for number, members in enumerate(groups.values()):
             matrices: list[Factored] = [raw[n] for n in members]  # type: ignore[misc]
             buffers = None
             if scratch:
-                buffers = (self._buffer((number, "b", len(members), *matrices[0].lora_b.shape)),
-                           self._buffer((number, "a", len(members), *matrices[0].lora_a.shape)))
+                buffers = (
+                    self._buffer((number, "b", len(members), *matrices[0].lora_b.shape)),
+                    self._buffer((number, "a", len(members), *matrices[0].lora_a.shape)),
+                )
             stored.stacks.append(FactoredStack.of(members, matrices, self.device, into=buffers))
         return stored
 
@@ -144,8 +171,15 @@ class SourceReader:
             self._scratch[key] = torch.empty(key[2:], dtype=self.dtype, device=self.device)
         return self._scratch[key]
 
-    def cast(self, matrix: LayerMatrix, source: str, layer: str, *, check: bool = True,
-             shift: Mapping[str, torch.Tensor] | None = None) -> LayerMatrix:
+    def cast(
+        self,
+        matrix: LayerMatrix,
+        source: str,
+        layer: str,
+        *,
+        check: bool = True,
+        shift: Mapping[str, torch.Tensor] | None = None,
+    ) -> LayerMatrix:
         """One matrix on the build's device and precision, with non-finite values refused (or zeroed).
 
         A dense layer named in ``shift`` comes back minus its shift: centred sums taken

@@ -38,8 +38,15 @@ class FactoredStack:
         self.scales = scales
 
     @classmethod
-    def of(cls, names: Sequence[str], matrices: Sequence[Factored], device: torch.device, dtype: torch.dtype | None = None,
-           *, into: tuple[torch.Tensor, torch.Tensor] | None = None) -> FactoredStack:
+    def of(
+        cls,
+        names: Sequence[str],
+        matrices: Sequence[Factored],
+        device: torch.device,
+        dtype: torch.dtype | None = None,
+        *,
+        into: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> FactoredStack:
         """Stack then cast (``dtype=None`` keeps the factors' own), so a bf16 source is converted in one call.
 
         ``into`` gives ``(B, A)`` buffers to fill instead (cast while copied, in their dtype).
@@ -79,7 +86,9 @@ class FactoredStack:
         Read off the Gram diagonals the passes need anyway: a column's squared norm is finite
         exactly when its entries are, unless it overflows, which the full check then settles.
         """
-        diagonals = torch.cat([self.b_gram.diagonal(dim1=1, dim2=2).flatten(), self.a_gram.diagonal(dim1=1, dim2=2).flatten()])
+        diagonals = torch.cat(
+            [self.b_gram.diagonal(dim1=1, dim2=2).flatten(), self.a_gram.diagonal(dim1=1, dim2=2).flatten()]
+        )
         if bool(torch.isfinite(diagonals).all()):
             return True
         return all_finite(self.lora_b) and all_finite(self.lora_a)
@@ -142,7 +151,9 @@ class FactoredStack:
         down64 = down.double()
         inside = (b_rest.transpose(1, 2) @ b_rest).double() * a_gram
         across = (down64.transpose(1, 2) @ bases.left_gram @ down64) * (a_rest @ a_rest.transpose(1, 2)).double()
-        mixed = (down64 - bases.left_gram @ down64) * (down64 @ (a_rest @ self.lora_a.transpose(1, 2)).double())  # U^T B' = (I - U^T U) P
+        mixed = (down64 - bases.left_gram @ down64) * (
+            down64 @ (a_rest @ self.lora_a.transpose(1, 2)).double()
+        )  # U^T B' = (I - U^T U) P
         residual = (inside.sum((1, 2)) + across.sum((1, 2)) + 2 * mixed.sum((1, 2))) * self.scales.square()
         return residual.clamp_min(0), total
 

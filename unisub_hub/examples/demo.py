@@ -63,7 +63,10 @@ def _open_all(paths: Sequence[str], kind: type[_Kind]) -> list[_Kind]:
 def _truncate(layer: LayerBasis, start: int, stop: int) -> LayerBasis:
     """Directions ``start:stop`` of every mode (``0:k`` universal, ``k:2k`` secondary)."""
     return LayerBasis(
-        layer.name, layer.tensor_shape, layer.modes, mean=layer.mean,
+        layer.name,
+        layer.tensor_shape,
+        layer.modes,
+        mean=layer.mean,
         left=None if layer.left is None else layer.left[:, start:stop],
         right=None if layer.right is None else layer.right[:, start:stop],
         components=None if layer.components is None else layer.components[start:stop],
@@ -82,26 +85,47 @@ def _sweep_ks(limit: int, main_k: int) -> list[int]:
     return sorted({k for k in (1, 2, 4, 8, 16, main_k) if k <= limit})
 
 
-def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: int) -> tuple[CollectionResult, list[Path], Path]:
+def _lora_collection(
+    root: Path, work: Path, log: Log, *, quick: bool, main_k: int
+) -> tuple[CollectionResult, list[Path], Path]:
     from ..examples.minilm import accuracy, ensure_lora_zoo, load_task_model
     from ..examples.text_tasks import TASKS, make_task
 
     tasks = TASKS[:4] if quick else TASKS
     start = time.perf_counter()
-    base, adapters = ensure_lora_zoo(root / "minilm", tasks=tasks, steps=20 if quick else 80,
-                                     on_adapter=lambda r: log(f"  trained LoRA for {r['task']}: accuracy {r['accuracy']:.3f} in {r['seconds']}s"))
+    base, adapters = ensure_lora_zoo(
+        root / "minilm",
+        tasks=tasks,
+        steps=20 if quick else 80,
+        on_adapter=lambda r: log(f"  trained LoRA for {r['task']}: accuracy {r['accuracy']:.3f} in {r['seconds']}s"),
+    )
     log(f"LoRA collection ready: {len(adapters)} adapters of all-MiniLM-L6-v2 ({time.perf_counter() - start:.0f}s)")
     holdout = 2
     held = adapters[-holdout:]
-    outcome = build([str(a) for a in adapters], work / "minilm-basis", BuildSettings(k=main_k, holdout=holdout, name="minilm-lora-basis", device="cpu"))
-    result = CollectionResult("minilm-lora", "lora", main_k, heldout=[a.name for a in held], note=(
-        "Each adapter starts from its own random lora_A and learns an unrelated task, so a new adapter's update mostly "
-        "lies outside the span of the others; its trained head (passthrough, kept whole) carries the mean-only score."))
+    outcome = build(
+        [str(a) for a in adapters],
+        work / "minilm-basis",
+        BuildSettings(k=main_k, holdout=holdout, name="minilm-lora-basis", device="cpu"),
+    )
+    result = CollectionResult(
+        "minilm-lora",
+        "lora",
+        main_k,
+        heldout=[a.name for a in held],
+        note=(
+            "Each adapter starts from its own random lora_A and learns an unrelated task, so a new adapter's update "
+            "mostly "
+            "lies outside the span of the others; its trained head (passthrough, kept whole) carries the mean-only "
+            "score."
+        ),
+    )
     _summarise_build(result, outcome.report)
     # In memory, a wider basis of the same training set gives every k of the sweep and the secondary directions.
     sources = _open_all([str(a) for a in adapters], LoraSource)
     specs = select_layers([s.tensors for s in sources]).layers
-    wide = build_basis(specs, sources[:-holdout], options=BuildOptions(rank=RankRule(k=64), center=False, null_baseline=False)).layers
+    wide = build_basis(
+        specs, sources[:-holdout], options=BuildOptions(rank=RankRule(k=64), center=False, null_baseline=False)
+    ).layers
     limit = min(min(layer.ranks.values()) for layer in wide.values())
     from transformers import AutoTokenizer
 
@@ -113,7 +137,9 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
     for folder, source in zip(held, sources[-holdout:], strict=True):
         task = make_task(folder.name.removeprefix("lora-"))
         head = {name.removeprefix("base_model.model."): source.raw_tensor(name) for name in source.passthrough_names}
-        matrices = {n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([spec.name for spec in specs]).items()}
+        matrices = {
+            n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([spec.name for spec in specs]).items()
+        }
 
         def score(deltas: dict[str, torch.Tensor], matrices=matrices, head=head, task=task) -> float:
             """Accuracy of base + updates (+ the task's own head), set in place on one model."""
@@ -131,10 +157,19 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
             series["universal"].setdefault(k, []).append(score(_rebuilt(wide, matrices, 0, k)))
             if 2 * k <= limit:
                 series["secondary"].setdefault(k, []).append(score(_rebuilt(wide, matrices, k, 2 * k)))
-        projected = project(source, outcome.basis, work / f"task-{folder.name}", name=folder.name.removeprefix("lora-"), device="cpu")
+        projected = project(
+            source, outcome.basis, work / f"task-{folder.name}", name=folder.name.removeprefix("lora-"), device="cpu"
+        )
         coefficient_sizes.append(projected.sizes["coefficients_bytes"])
-        result.per_task[task.name] = {"original": originals[-1], f"universal k={main_k}": series["universal"][main_k][-1], "mean only": means[-1]}
-        log(f"  held-out {task.name}: original {originals[-1]:.3f}, universal k={main_k} {series['universal'][main_k][-1]:.3f}, mean only {means[-1]:.3f}")
+        result.per_task[task.name] = {
+            "original": originals[-1],
+            f"universal k={main_k}": series["universal"][main_k][-1],
+            "mean only": means[-1],
+        }
+        log(
+            f"  held-out {task.name}: original {originals[-1]:.3f}, universal k={main_k} "
+            f"{series['universal'][main_k][-1]:.3f}, mean only {means[-1]:.3f}"
+        )
     result.sweep = {label: {k: _mean(v) for k, v in points.items()} for label, points in series.items()}
     result.accuracy = {
         "original": _mean(originals),
@@ -143,47 +178,89 @@ def _lora_collection(root: Path, work: Path, log: Log, *, quick: bool, main_k: i
         "mean only": _mean(means),
     }
     result.trained = {
-        "original": {"accuracy": result.accuracy["original"], "parameters": float(parameter_count(held[0] / "adapter_model.safetensors"))},
+        "original": {
+            "accuracy": result.accuracy["original"],
+            "parameters": float(parameter_count(held[0] / "adapter_model.safetensors")),
+        },
         **minilm_trained(base, held, work / "minilm-basis", work, log, steps=20 if quick else 60),
-        "projected": {"accuracy": result.accuracy[f"universal k={main_k}"],
-                      "parameters": float(parameter_count(work / f"task-{held[0].name}" / "coefficients.safetensors"))},
+        "projected": {
+            "accuracy": result.accuracy[f"universal k={main_k}"],
+            "parameters": float(parameter_count(work / f"task-{held[0].name}" / "coefficients.safetensors")),
+        },
     }
     adapter_bytes = _mean([float((a / "adapter_model.safetensors").stat().st_size) for a in held])
-    result.sizes = {"original_bytes": adapter_bytes, "coefficients_bytes": _mean(coefficient_sizes),
-                    "ratio": adapter_bytes / _mean(coefficient_sizes), "basis_bytes": float(outcome.sizes["basis_bytes"])}
+    result.sizes = {
+        "original_bytes": adapter_bytes,
+        "coefficients_bytes": _mean(coefficient_sizes),
+        "ratio": adapter_bytes / _mean(coefficient_sizes),
+        "basis_bytes": float(outcome.sizes["basis_bytes"]),
+    }
     return result, [work / f"task-{f.name}" for f in held], base
 
 
-def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k: int) -> tuple[CollectionResult, list[Path]]:
+def _digits_collection(
+    root: Path, work: Path, log: Log, *, shared: bool, main_k: int
+) -> tuple[CollectionResult, list[Path]]:
     from ..examples.digits import accuracy, ensure_digits_zoo, pair_of
 
     label = "digits-shared-init" if shared else "digits-random-init"
     folders = ensure_digits_zoo(root / label, shared_init=shared)
     holdout = 4
     held = folders[-holdout:]
-    outcome = build([str(f) for f in folders], work / f"{label}-basis", BuildSettings(modes="1", k=main_k, holdout=holdout, name=label, device="cpu"))
-    result = CollectionResult(label, "checkpoint", main_k, heldout=[f.name for f in held], note=(
-        "Every network starts from one initialisation: the shared subspace is real, and the secondary directions are not."
-        if shared else
-        "Every network starts from its own initialisation (the control): the spectrum sits near the Gaussian null and the basis carries little."))
+    outcome = build(
+        [str(f) for f in folders],
+        work / f"{label}-basis",
+        BuildSettings(modes="1", k=main_k, holdout=holdout, name=label, device="cpu"),
+    )
+    result = CollectionResult(
+        label,
+        "checkpoint",
+        main_k,
+        heldout=[f.name for f in held],
+        note=(
+            "Every network starts from one initialisation: the shared subspace is real, and the secondary directions "
+            "are not."
+            if shared
+            else "Every network starts from its own initialisation (the control): the spectrum sits near the Gaussian "
+            "null and the basis carries little."
+        ),
+    )
     _summarise_build(result, outcome.report)
     sources = _open_all([str(f) for f in folders], CheckpointSource)
     specs = [LayerSpec(n, tuple(sources[0].tensors[n].shape)) for n in outcome.basis.layer_names]
-    wide = build_basis(specs, sources[:-holdout], options=BuildOptions(modes=(1,), rank=RankRule(k=64), null_baseline=False)).layers
+    wide = build_basis(
+        specs, sources[:-holdout], options=BuildOptions(modes=(1,), rank=RankRule(k=64), null_baseline=False)
+    ).layers
     limit = min(layer.ranks[1] for layer in wide.values())
     series: dict[str, dict[int, list[float]]] = {"universal": {}, "secondary": {}}
     originals, means, coefficient_sizes = [], [], []
     for folder, source in zip(held, sources[-holdout:], strict=True):
         pair = pair_of(folder)
         own = {name: source.tensor(name) for name in source.tensors}
-        matrices = {n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([s.name for s in specs]).items()}
+        matrices = {
+            n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([s.name for s in specs]).items()
+        }
         originals.append(accuracy(own, pair))
-        means.append(accuracy({**own, **{n: layer.mean.reshape(layer.tensor_shape) for n, layer in wide.items() if layer.mean is not None}}, pair))
+        means.append(
+            accuracy(
+                {
+                    **own,
+                    **{
+                        n: layer.mean.reshape(layer.tensor_shape) for n, layer in wide.items() if layer.mean is not None
+                    },
+                },
+                pair,
+            )
+        )
         for k in _sweep_ks(limit, main_k):
             series["universal"].setdefault(k, []).append(accuracy({**own, **_rebuilt(wide, matrices, 0, k)}, pair))
             if 2 * k <= limit:
-                series["secondary"].setdefault(k, []).append(accuracy({**own, **_rebuilt(wide, matrices, k, 2 * k)}, pair))
-        projected = project(source, outcome.basis, work / f"task-{folder.name}-{label}", name=f"{label}-{folder.name}", device="cpu")
+                series["secondary"].setdefault(k, []).append(
+                    accuracy({**own, **_rebuilt(wide, matrices, k, 2 * k)}, pair)
+                )
+        projected = project(
+            source, outcome.basis, work / f"task-{folder.name}-{label}", name=f"{label}-{folder.name}", device="cpu"
+        )
         coefficient_sizes.append(projected.sizes["coefficients_bytes"])
     result.sweep = {name: {k: _mean(v) for k, v in points.items()} for name, points in series.items()}
     result.accuracy = {
@@ -193,17 +270,30 @@ def _digits_collection(root: Path, work: Path, log: Log, *, shared: bool, main_k
         "mean only": _mean(means),
     }
     result.trained = {
-        "original": {"accuracy": result.accuracy["original"], "parameters": float(parameter_count(held[0] / "model.safetensors"))},
+        "original": {
+            "accuracy": result.accuracy["original"],
+            "parameters": float(parameter_count(held[0] / "model.safetensors")),
+        },
         **digits_trained(folders[:-holdout], held, work / f"{label}-basis", work),
-        "projected": {"accuracy": result.accuracy[f"universal k={main_k}"],
-                      "parameters": float(parameter_count(work / f"task-{held[0].name}-{label}" / "coefficients.safetensors"))},
+        "projected": {
+            "accuracy": result.accuracy[f"universal k={main_k}"],
+            "parameters": float(parameter_count(work / f"task-{held[0].name}-{label}" / "coefficients.safetensors")),
+        },
     }
     model_bytes = _mean([float((f / "model.safetensors").stat().st_size) for f in held])
-    result.sizes = {"original_bytes": model_bytes, "coefficients_bytes": _mean(coefficient_sizes),
-                    "ratio": model_bytes / _mean(coefficient_sizes), "basis_bytes": float(outcome.sizes["basis_bytes"])}
-    log(f"{label}: original {result.accuracy['original']:.3f}, universal k={main_k} {result.accuracy[f'universal k={main_k}']:.3f}, mean only {result.accuracy['mean only']:.3f}; "
-        f"learned: universal {result.trained['trained universal']['accuracy']:.3f}, random directions {result.trained['trained random']['accuracy']:.3f}, "
-        f"head only {result.trained['head only']['accuracy']:.3f}")
+    result.sizes = {
+        "original_bytes": model_bytes,
+        "coefficients_bytes": _mean(coefficient_sizes),
+        "ratio": model_bytes / _mean(coefficient_sizes),
+        "basis_bytes": float(outcome.sizes["basis_bytes"]),
+    }
+    log(
+        f"{label}: original {result.accuracy['original']:.3f}, universal k={main_k} "
+        f"{result.accuracy[f'universal k={main_k}']:.3f}, mean only {result.accuracy['mean only']:.3f}; "
+        f"learned: universal {result.trained['trained universal']['accuracy']:.3f}, random directions "
+        f"{result.trained['trained random']['accuracy']:.3f}, "
+        f"head only {result.trained['head only']['accuracy']:.3f}"
+    )
     return result, [work / f"task-{f.name}-{label}" for f in held]
 
 
@@ -215,7 +305,15 @@ def _summarise_build(result: CollectionResult, report) -> None:  # noqa: ANN001
             modes.setdefault(mode, []).append(data.explained_variance)
             if data.null_explained_variance is not None:
                 nulls.setdefault(mode, []).append(data.null_explained_variance)
-        result.scree.append({"name": layer.name, "modes": {m: {"explained_variance_curve": d.curve, "null_explained_variance_curve": d.null_curve} for m, d in layer.mode_reports.items()}})
+        result.scree.append(
+            {
+                "name": layer.name,
+                "modes": {
+                    m: {"explained_variance_curve": d.curve, "null_explained_variance_curve": d.null_curve}
+                    for m, d in layer.mode_reports.items()
+                },
+            }
+        )
     result.explained_variance = {m: _mean(v) for m, v in modes.items()}
     held = [layer.mean_error(holdout=True, centered=True) for layer in report.layers]
     result.heldout_error = _mean([h for h in held if h is not None])
@@ -259,7 +357,9 @@ def _hub_trip(work: Path, lora_tasks: list[Path], base: Path, log: Log) -> dict[
             coefficients = load_coefficients(first.path)
             out = work / "pulled-adapter"
             shutil.rmtree(out, ignore_errors=True)
-            materialize(coefficients, load_basis(consumer.resolve(coefficients.basis_id, "basis").path), out, device="cpu")
+            materialize(
+                coefficients, load_basis(consumer.resolve(coefficients.basis_id, "basis").path), out, device="cpu"
+            )
             model = PeftModel.from_pretrained(load_task_model(base), out).eval()
             pulled_task = make_task(lora_tasks[0].name.removeprefix("task-lora-"))
             score = accuracy(model, AutoTokenizer.from_pretrained(base), pulled_task.test)
@@ -271,9 +371,18 @@ def _hub_trip(work: Path, lora_tasks: list[Path], base: Path, log: Log) -> dict[
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-    log(f"pulled {first.name} into a fresh home ({first_bytes:,} bytes with its basis; a second task: {second_bytes:,} bytes), materialized as a PEFT adapter: accuracy {score:.3f}")
-    return {"endpoint": "local", "task": first.name, "pulled_bytes_with_basis": first_bytes, "pulled_bytes_basis_stored": second_bytes,
-            "materialized_accuracy": score, "adapter": str(out)}
+    log(
+        f"pulled {first.name} into a fresh home ({first_bytes:,} bytes with its basis; a second task: "
+        f"{second_bytes:,} bytes), materialized as a PEFT adapter: accuracy {score:.3f}"
+    )
+    return {
+        "endpoint": "local",
+        "task": first.name,
+        "pulled_bytes_with_basis": first_bytes,
+        "pulled_bytes_basis_stored": second_bytes,
+        "materialized_accuracy": score,
+        "adapter": str(out),
+    }
 
 
 def run_demo(home: Path, report_dir: Path, *, quick: bool = False, log: Log = print) -> DemoResult:

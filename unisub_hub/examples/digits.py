@@ -32,7 +32,9 @@ TASK_PAIRS = _pairs()
 
 def make_network() -> torch.nn.Sequential:
     """A 64-64-64-2 MLP; ``state_dict`` keys are ``0.weight``, ``2.weight``, ``4.weight`` and biases."""
-    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2)
+    )
 
 
 @cache

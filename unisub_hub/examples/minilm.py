@@ -72,21 +72,38 @@ def accuracy(model, tokenizer, examples: Sequence[tuple[str, int]], batch: int =
     with torch.no_grad():
         for start in range(0, len(examples), batch):
             chunk = examples[start : start + batch]
-            encoded = tokenizer([t for t, _ in chunk], padding=True, truncation=True, max_length=SEQUENCE_LENGTH, return_tensors="pt")
+            encoded = tokenizer(
+                [t for t, _ in chunk], padding=True, truncation=True, max_length=SEQUENCE_LENGTH, return_tensors="pt"
+            )
             predicted = model(**encoded).logits.argmax(-1)
             correct += int((predicted == torch.tensor([label for _, label in chunk])).sum())
     return correct / len(examples)
 
 
-def fit(model, parameters: Sequence[torch.nn.Parameter], tokenizer, task: TextTask, *, steps: int, batch: int, lr: float, seed: int) -> None:
-    """AdamW on ``parameters`` for ``steps`` batches drawn (with ``seed``) from the task's training set; leaves the model in eval mode."""
+def fit(
+    model,
+    parameters: Sequence[torch.nn.Parameter],
+    tokenizer,
+    task: TextTask,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+) -> None:
+    """AdamW on ``parameters`` for ``steps`` batches drawn (with ``seed``) from the task's training set.
+
+    Leaves the model in eval mode.
+    """
     optimizer = torch.optim.AdamW(parameters, lr=lr)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
         index = torch.randint(0, len(task.train), (batch,), generator=generator).tolist()
         chunk = [task.train[i] for i in index]
-        encoded = tokenizer([t for t, _ in chunk], padding=True, truncation=True, max_length=SEQUENCE_LENGTH, return_tensors="pt")
+        encoded = tokenizer(
+            [t for t, _ in chunk], padding=True, truncation=True, max_length=SEQUENCE_LENGTH, return_tensors="pt"
+        )
         loss = model(**encoded, labels=torch.tensor([label for _, label in chunk])).loss
         optimizer.zero_grad()
         loss.backward()
@@ -94,7 +111,9 @@ def fit(model, parameters: Sequence[torch.nn.Parameter], tokenizer, task: TextTa
     model.eval()
 
 
-def train_adapter(base: Path, task: TextTask, out: Path, *, seed: int, steps: int, batch: int = 16, lr: float = 1e-3) -> dict:
+def train_adapter(
+    base: Path, task: TextTask, out: Path, *, seed: int, steps: int, batch: int = 16, lr: float = 1e-3
+) -> dict:
     """Train one LoRA adapter (r=8 on query/value, head trained too) and save it to ``out``."""
     _quiet()
     from peft import LoraConfig, get_peft_model
@@ -104,10 +123,21 @@ def train_adapter(base: Path, task: TextTask, out: Path, *, seed: int, steps: in
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = load_task_model(base)
-    config = LoraConfig(task_type="SEQ_CLS", r=LORA_RANK, lora_alpha=2 * LORA_RANK, target_modules=["query", "value"], lora_dropout=0.0)
+    config = LoraConfig(
+        task_type="SEQ_CLS", r=LORA_RANK, lora_alpha=2 * LORA_RANK, target_modules=["query", "value"], lora_dropout=0.0
+    )
     peft_model = get_peft_model(model, config)
     peft_model.train()
-    fit(peft_model, [p for p in peft_model.parameters() if p.requires_grad], tokenizer, task, steps=steps, batch=batch, lr=lr, seed=seed)
+    fit(
+        peft_model,
+        [p for p in peft_model.parameters() if p.requires_grad],
+        tokenizer,
+        task,
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+    )
     result = {"task": task.name, "seed": seed, "steps": steps, "accuracy": accuracy(peft_model, tokenizer, task.test)}
     tmp = out.with_name(out.name + ".tmp")
     peft_model.save_pretrained(str(tmp))
@@ -117,7 +147,9 @@ def train_adapter(base: Path, task: TextTask, out: Path, *, seed: int, steps: in
     return result
 
 
-def ensure_lora_zoo(root: Path, *, tasks: Sequence[str] = TASKS, steps: int = 150, on_adapter: Callable[[dict], None] | None = None) -> tuple[Path, list[Path]]:
+def ensure_lora_zoo(
+    root: Path, *, tasks: Sequence[str] = TASKS, steps: int = 150, on_adapter: Callable[[dict], None] | None = None
+) -> tuple[Path, list[Path]]:
     """The base model and one adapter per task under ``root``, trained at first use only."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     root.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,9 @@ def _sentences(modules: tuple[str, ...]) -> tuple[str, ...]:
         module = importlib.import_module(module_name)
         docs = [inspect.getdoc(module) or ""]
         for _, member in inspect.getmembers(module):
-            if (inspect.isfunction(member) or inspect.isclass(member)) and getattr(member, "__module__", "").startswith(module_name):
+            if (inspect.isfunction(member) or inspect.isclass(member)) and getattr(member, "__module__", "").startswith(
+                module_name
+            ):
                 docs.append(inspect.getdoc(member) or "")
         for doc in docs:
             for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
@@ -55,14 +57,32 @@ def _sentences(modules: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(found)))
 
 
-_REVIEW = ["the film was {w}", "i found the service {w}", "honestly the food tasted {w}", "what a {w} experience", "the whole trip felt {w}", "our new neighbours are {w}", "this book is {w}", "the concert was {w} tonight"]
+_REVIEW = [
+    "the film was {w}",
+    "i found the service {w}",
+    "honestly the food tasted {w}",
+    "what a {w} experience",
+    "the whole trip felt {w}",
+    "our new neighbours are {w}",
+    "this book is {w}",
+    "the concert was {w} tonight",
+]
 _TOPICS = {
-    "topic-net-vs-text": (("http.client", "socket", "urllib.request", "email.message", "smtplib"), ("string", "textwrap", "re", "difflib")),
+    "topic-net-vs-text": (
+        ("http.client", "socket", "urllib.request", "email.message", "smtplib"),
+        ("string", "textwrap", "re", "difflib"),
+    ),
     "topic-data-vs-os": (("json", "csv", "sqlite3", "decimal"), ("os", "shutil", "pathlib", "subprocess")),
-    "topic-async-vs-math": (("asyncio", "threading", "concurrent.futures", "queue"), ("math", "statistics", "fractions", "random")),
+    "topic-async-vs-math": (
+        ("asyncio", "threading", "concurrent.futures", "queue"),
+        ("math", "statistics", "fractions", "random"),
+    ),
     "topic-test-vs-logging": (("unittest", "doctest"), ("logging", "logging.handlers")),
     "topic-time-vs-collections": (("datetime", "calendar", "time"), ("collections", "itertools", "functools", "heapq")),
-    "topic-archive-vs-xml": (("zipfile", "tarfile", "gzip", "bz2"), ("xml.dom.minidom", "xml.etree.ElementTree", "html.parser")),
+    "topic-archive-vs-xml": (
+        ("zipfile", "tarfile", "gzip", "bz2"),
+        ("xml.dom.minidom", "xml.etree.ElementTree", "html.parser"),
+    ),
     "topic-crypto-vs-files": (("hashlib", "hmac", "secrets", "ssl"), ("io", "tempfile", "glob", "fnmatch")),
 }
 

@@ -32,10 +32,23 @@ Scores = dict[str, dict[str, float]]
 
 
 def _summary(per_task: dict[str, list[float]], parameters: dict[str, int]) -> Scores:
-    return {variant: {"accuracy": sum(values) / len(values), "parameters": float(parameters[variant])} for variant, values in per_task.items()}
+    return {
+        variant: {"accuracy": sum(values) / len(values), "parameters": float(parameters[variant])}
+        for variant, values in per_task.items()
+    }
 
 
-def minilm_trained(base: Path, held: list[Path], basis_folder: Path, work: Path, log: Log, *, steps: int, lr: float = 5e-3, batch: int = 16) -> Scores:
+def minilm_trained(
+    base: Path,
+    held: list[Path],
+    basis_folder: Path,
+    work: Path,
+    log: Log,
+    *,
+    steps: int,
+    lr: float = 5e-3,
+    batch: int = 16,
+) -> Scores:
     """Train each held-out text task three ways on all-MiniLM-L6-v2 (see the module docstring)."""
     from transformers import AutoTokenizer
 
@@ -58,12 +71,16 @@ def minilm_trained(base: Path, held: list[Path], basis_folder: Path, work: Path,
             parameters[variant] = sum(p.numel() for p in trainable)
             fit(model, trainable, tokenizer, task, steps=steps, batch=batch, lr=lr, seed=1000 + number)
             scores[variant].append(accuracy(model, tokenizer, task.test))
-        log(f"  learned {task.name} on the frozen basis: universal {scores['trained universal'][-1]:.3f}, "
-            f"random directions {scores['trained random'][-1]:.3f}, head only {scores['head only'][-1]:.3f}")
+        log(
+            f"  learned {task.name} on the frozen basis: universal {scores['trained universal'][-1]:.3f}, "
+            f"random directions {scores['trained random'][-1]:.3f}, head only {scores['head only'][-1]:.3f}"
+        )
     return _summary(scores, parameters)
 
 
-def digits_trained(train_folders: list[Path], held: list[Path], basis_folder: Path, work: Path, *, steps: int = 300, lr: float = 0.05) -> Scores:
+def digits_trained(
+    train_folders: list[Path], held: list[Path], basis_folder: Path, work: Path, *, steps: int = 300, lr: float = 0.05
+) -> Scores:
     """Train each held-out digits task three ways from the collection's mean network."""
     from .digits import digits_data, make_network, pair_of
 

@@ -59,6 +59,7 @@ def write_artifact(
     if shard_size < 1:
         raise FormatError(f"{option('shard_size')} must be a positive number of bytes, got {shard_size}")
     metadata = {"format": kind, "format_version": FORMAT_VERSION, MEANING_KEY: meaning_table(manifest)}
+
     def same_as_existing(tmp: Path) -> bool:  # a rerun after a kill between writing and registering
         return holds_artifact(out, kind) and _content_id_of(out, kind) == _content_id_of(tmp, kind)
 
@@ -222,11 +223,15 @@ def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = F
         header = read_header(file_path)
         meta = header.pop("__metadata__", None) or {}
         if meta.get("format") != kind:
-            raise FormatError(f"safetensors metadata format is {meta.get('format')!r}, expected {kind!r}", path=file_path)
+            raise FormatError(
+                f"safetensors metadata format is {meta.get('format')!r}, expected {kind!r}", path=file_path
+            )
         if MEANING_KEY in meta and meta[MEANING_KEY] != meaning_table(manifest):
             raise FormatError(
-                f"the manifest does not say what {file_name} says its tensors mean (roles, layers, shapes, source kind, "
-                "architecture or basis were changed after writing): edited or tampered", path=path,
+                f"the manifest does not say what {file_name} says its tensors mean (roles, layers, shapes, source "
+                "kind, "
+                "architecture or basis were changed after writing): edited or tampered",
+                path=path,
             )
         artifact._headers[file_name] = header
         for name in header:

@@ -35,7 +35,11 @@ def check_output(out: str | Path, *, holds: Callable[[Path], bool] | None = None
             the kind about to be written: the rerun compares contents when it is done).
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (out.is_dir() and holds is not None and holds(out)):
+    if (
+        out.exists()
+        and (not out.is_dir() or any(out.iterdir()))
+        and not (out.is_dir() and holds is not None and holds(out))
+    ):
         raise ArtifactExistsError(out)
     return out
 

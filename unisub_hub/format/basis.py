@@ -142,7 +142,9 @@ class BasisArtifact(ArtifactView):
         except EngineError as error:
             raise FormatError(str(error), path=self.path) from None
         if {str(m): r for m, r in layer.ranks.items()} != entry["ranks"]:
-            raise FormatError(f"layer {name}: stored factors have ranks {layer.ranks}, manifest says {entry['ranks']}", path=self.path)
+            raise FormatError(
+                f"layer {name}: stored factors have ranks {layer.ranks}, manifest says {entry['ranks']}", path=self.path
+            )
         return layer
 
     def quality_report(self) -> dict[str, Any] | None:

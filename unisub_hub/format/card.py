@@ -12,7 +12,12 @@ def _front_matter(base_model: str | None, extra: dict[str, Any] | None = None) -
     id is text from a config file, and a colon in it would break hand-written YAML)."""
     from huggingface_hub import ModelCardData
 
-    data = ModelCardData(library_name="unisub-hub", tags=["unisub-hub", "universal-subspace"], base_model=base_model or None, **(extra or {}))
+    data = ModelCardData(
+        library_name="unisub-hub",
+        tags=["unisub-hub", "universal-subspace"],
+        base_model=base_model or None,
+        **(extra or {}),
+    )
     return f"---\n{data.to_yaml()}\n---\n\n"
 
 
@@ -53,7 +58,9 @@ def basis_card(manifest: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
         *rows,
         "",
-        *_usage(manifest, ["unisub-hub pull <this repo>", "unisub-hub project MY_MODEL --basis <this repo> --out my-task"]),
+        *_usage(
+            manifest, ["unisub-hub pull <this repo>", "unisub-hub project MY_MODEL --basis <this repo> --out my-task"]
+        ),
     ]
     return _front_matter(_base_model(manifest)) + "\n".join(body) + "\n"
 

@@ -38,7 +38,10 @@ def _expected_basis_tensors(artifact: Artifact) -> dict[str, tuple[tuple[int, ..
             elif role in shapes:
                 expected[stored] = (shapes[role], code)
             else:
-                raise FormatError(f"layer {layer['name']}: role {role!r} does not belong to modes {layer['modes']}", path=artifact.path)
+                raise FormatError(
+                    f"layer {layer['name']}: role {role!r} does not belong to modes {layer['modes']}",
+                    path=artifact.path,
+                )
     return expected
 
 
@@ -57,17 +60,28 @@ def check_tensor_table(artifact: Artifact) -> str:
     missing = sorted(set(expected) - stored)
     extra = sorted(stored - set(expected))
     if missing:
-        raise FormatError(f"tensor {missing[0]!r} named in the manifest is not in the tensor files ({len(missing)} missing)", path=artifact.path)
+        raise FormatError(
+            f"tensor {missing[0]!r} named in the manifest is not in the tensor files ({len(missing)} missing)",
+            path=artifact.path,
+        )
     if extra:
-        raise FormatError(f"tensor {extra[0]!r} in the tensor files is not in the manifest ({len(extra)} extra)", path=artifact.path)
+        raise FormatError(
+            f"tensor {extra[0]!r} in the tensor files is not in the manifest ({len(extra)} extra)", path=artifact.path
+        )
     layers = {e["name"] for e in artifact.manifest["layers"]}
     for alias, target in (artifact.manifest.get("tied") or {}).items():
         if target not in layers or alias in layers or alias in expected:
-            raise FormatError(f"tie {alias} -> {target}: a tie copies a decomposed layer into a tensor the artifact holds no other way", path=artifact.path)
+            raise FormatError(
+                f"tie {alias} -> {target}: a tie copies a decomposed layer into a tensor the artifact holds no other "
+                "way",
+                path=artifact.path,
+            )
     for name, (shape, dtype) in expected.items():
         info = artifact.tensor_info(name)
         if shape is not None and tuple(info["shape"]) != tuple(shape):
-            raise FormatError(f"tensor {name!r} has shape {info['shape']}, the manifest implies {list(shape)}", path=artifact.path)
+            raise FormatError(
+                f"tensor {name!r} has shape {info['shape']}, the manifest implies {list(shape)}", path=artifact.path
+            )
         if dtype is not None and info["dtype"] != dtype:
             raise FormatError(f"tensor {name!r} is {info['dtype']}, the manifest says {dtype}", path=artifact.path)
     return f"{len(expected)} tensors match the manifest"
@@ -82,11 +96,18 @@ def check_pair(coefficients: CoefficientSet, basis: BasisArtifact) -> None:
     check_tensor_table(coefficients.artifact)
     check_tensor_table(basis.artifact)
     if coefficients.basis_id != basis.content_id:
-        raise FormatError(f"coefficient set refers to basis {coefficients.basis_id[:19]}..., but the basis given is {basis.content_id[:19]}...", path=coefficients.path)
+        raise FormatError(
+            f"coefficient set refers to basis {coefficients.basis_id[:19]}..., but the basis given is "
+            f"{basis.content_id[:19]}...",
+            path=coefficients.path,
+        )
     entries = {entry["name"]: entry for entry in basis.manifest["layers"]}
     for entry in coefficients.manifest["layers"]:
         if entry["name"] not in entries:
             raise FormatError(f"layer {entry['name']} is not in the basis", path=coefficients.path)
         expected = coefficient_shape(entries[entry["name"]])
         if tuple(entry["shape"]) != expected:
-            raise FormatError(f"layer {entry['name']}: coefficients are {entry['shape']}, the basis expects {list(expected)}", path=coefficients.path)
+            raise FormatError(
+                f"layer {entry['name']}: coefficients are {entry['shape']}, the basis expects {list(expected)}",
+                path=coefficients.path,
+            )

@@ -54,7 +54,14 @@ def save_coefficients(
     layers = []
     for layer, coef in coefficients.items():
         tensors[stored_name(layer, "coef")] = coef.detach().to(device="cpu", dtype=torch.float32).contiguous()
-        layers.append({"name": layer, "tensor": stored_name(layer, "coef"), "shape": list(coef.shape), **dict((layer_extras or {}).get(layer, {}))})
+        layers.append(
+            {
+                "name": layer,
+                "tensor": stored_name(layer, "coef"),
+                "shape": list(coef.shape),
+                **dict((layer_extras or {}).get(layer, {})),
+            }
+        )
     entries = []
     for key, value in passthrough.items():
         if ROLE_SEPARATOR in key:
@@ -76,8 +83,17 @@ def save_coefficients(
         "passthrough": entries,
         "lineage": lineage,
     }
-    optional: dict[str, object] = {"tied": tied or None, "config": config, "training": training, "rebased_from": rebased_from, "source": source,
-                                   "lora": lora, "metrics": metrics, "sizes": sizes, "command": command}
+    optional: dict[str, object] = {
+        "tied": tied or None,
+        "config": config,
+        "training": training,
+        "rebased_from": rebased_from,
+        "source": source,
+        "lora": lora,
+        "metrics": metrics,
+        "sizes": sizes,
+        "command": command,
+    }
     for key, extra in optional.items():
         if extra is not None:
             manifest[key] = dict(extra) if isinstance(extra, Mapping) else extra
@@ -108,7 +124,9 @@ class CoefficientSet(ArtifactView):
 
 
 def load_coefficients(path: str | Path, *, verify: bool = True) -> CoefficientSet:
-    """Open a coefficient-set folder for use: its manifest validated and its tensor files checked against its content id.
+    """Open a coefficient-set folder for use.
+
+    Its manifest is validated and its tensor files checked against its content id.
 
     The check is remembered per unchanged file (:mod:`unisub_hub.format.verified`), so opening
     the same artifact again costs no hashing. ``verify=False`` skips it (for tools that report

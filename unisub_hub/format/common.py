@@ -72,14 +72,25 @@ def meaning_table(manifest: dict[str, Any]) -> str:
     common = {"source_kind": manifest["source_kind"], "fingerprint": manifest["architecture"]["fingerprint"]}
     if manifest["format"] == COEFFICIENTS_FORMAT:
         table = {
-            **common, "kind": "coefficients", "basis": manifest["basis"]["content_id"],
+            **common,
+            "kind": "coefficients",
+            "basis": manifest["basis"]["content_id"],
             "layers": {e["name"]: {"tensor": e["tensor"], "shape": e["shape"]} for e in manifest["layers"]},
             "passthrough": sorted(e["name"] for e in manifest["passthrough"]),
         }
     else:
         table = {
-            **common, "kind": "basis",
-            "layers": {e["name"]: {"shape": e["shape"], "modes": e["modes"], "centered": e["centered"], "tensors": e["tensors"]} for e in manifest["layers"]},
+            **common,
+            "kind": "basis",
+            "layers": {
+                e["name"]: {
+                    "shape": e["shape"],
+                    "modes": e["modes"],
+                    "centered": e["centered"],
+                    "tensors": e["tensors"],
+                }
+                for e in manifest["layers"]
+            },
         }
     if manifest.get("tied"):  # a tie is written back as a copy: which tensor copies which is meaning too
         table["tied"] = manifest["tied"]

@@ -68,7 +68,9 @@ def check_version(manifest: dict[str, Any], kind: str, *, path: str | Path | Non
 def _open(node: Any) -> Any:
     """A schema that lets every object have fields it does not know, at any depth."""
     if isinstance(node, dict):
-        return {key: _open(value) for key, value in node.items() if not (key == "additionalProperties" and value is False)}
+        return {
+            key: _open(value) for key, value in node.items() if not (key == "additionalProperties" and value is False)
+        }
     if isinstance(node, list):
         return [_open(value) for value in node]
     return node
@@ -88,7 +90,9 @@ def validate_manifest(manifest: dict[str, Any], kind: str, *, path: str | Path |
     manifest = check_version(manifest, kind, path=path)
     newer_minor = _version_tuple(manifest["format_version"], path)[1] > _version_tuple(FORMAT_VERSION, None)[1]
     validator = _validator(kind, newer_minor)
-    errors = sorted(validator.iter_errors(manifest), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(manifest), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(top level)"

@@ -54,7 +54,14 @@ def save_state(basis_folder: Path, basis_id: str, states: dict[str, LayerState])
     tmp.mkdir()
     try:
         size = write_tensor_file(tmp / _TENSORS, tensors, {"format": _FORMAT, "format_version": FORMAT_VERSION})
-        manifest = {"format": _FORMAT, "format_version": FORMAT_VERSION, "basis": basis_id, "sha256": content_id([tmp / _TENSORS]), "bytes": size, "layers": layers}
+        manifest = {
+            "format": _FORMAT,
+            "format_version": FORMAT_VERSION,
+            "basis": basis_id,
+            "sha256": content_id([tmp / _TENSORS]),
+            "bytes": size,
+            "layers": layers,
+        }
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         if (folder / STATE_FOLDER).exists():
             shutil.rmtree(folder / STATE_FOLDER)
@@ -74,23 +81,39 @@ def load_state(basis_folder: Path, basis_id: str) -> dict[str, LayerState]:
     """
     folder = Path(basis_folder) / STATE_FOLDER
     if not (folder / _MANIFEST).is_file():
-        raise FormatError(f"this basis has no growth state (build it with {option('keep_state')} to add members later)", path=basis_folder)
+        raise FormatError(
+            f"this basis has no growth state (build it with {option('keep_state')} to add members later)",
+            path=basis_folder,
+        )
     try:
         manifest = json.loads((folder / _MANIFEST).read_text())
     except ValueError as error:
         raise FormatError(f"state manifest is not valid JSON ({str(error)[:120]})", path=folder / _MANIFEST) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT or not isinstance(manifest.get("layers"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != _FORMAT
+        or not isinstance(manifest.get("layers"), dict)
+    ):
         raise FormatError("not a growth-state manifest", path=folder / _MANIFEST)
     if manifest.get("basis") != basis_id:
-        raise FormatError(f"the state belongs to basis {str(manifest.get('basis'))[:19]}..., not to {basis_id[:19]}...", path=folder)
+        raise FormatError(
+            f"the state belongs to basis {str(manifest.get('basis'))[:19]}..., not to {basis_id[:19]}...", path=folder
+        )
     if not (folder / _TENSORS).is_file() or content_id([folder / _TENSORS]) != manifest.get("sha256"):
         raise FormatError("the state's tensors are missing or changed since they were written", path=folder)
-    names = [stored_name(layer, f"{role}{mode}") for layer, entry in manifest["layers"].items() for mode, side in entry["sides"].items()
-             for role in ("G", "O") if role == "G" or side["kind"] == "sketch"]
+    names = [
+        stored_name(layer, f"{role}{mode}")
+        for layer, entry in manifest["layers"].items()
+        for mode, side in entry["sides"].items()
+        for role in ("G", "O")
+        if role == "G" or side["kind"] == "sketch"
+    ]
     tensors = read_tensors(folder / _TENSORS, names)
     states = {}
     for layer, entry in manifest["layers"].items():
-        sides = {int(mode): SideState(tensors[stored_name(layer, f"G{mode}")], tensors.get(stored_name(layer, f"O{mode}"))) for mode in entry["sides"]}
+        sides = {
+            int(mode): SideState(tensors[stored_name(layer, f"G{mode}")], tensors.get(stored_name(layer, f"O{mode}")))
+            for mode in entry["sides"]
+        }
         states[layer] = LayerState(count=int(entry["count"]), total=float(entry["total"]), sides=sides)
     return states
-

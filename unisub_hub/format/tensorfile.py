@@ -22,7 +22,15 @@ from safetensors.torch import save
 
 from ..errors import FormatError
 
-__all__ = ["canonical_bytes", "content_id", "open_tensor_file", "read_header", "read_tensors", "sha256_files", "write_tensor_file"]
+__all__ = [
+    "canonical_bytes",
+    "content_id",
+    "open_tensor_file",
+    "read_header",
+    "read_tensors",
+    "sha256_files",
+    "write_tensor_file",
+]
 
 _HASH_CHUNK = 1 << 22
 
@@ -42,7 +50,6 @@ def write_tensor_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata:
     data = canonical_bytes(tensors, metadata)
     path.write_bytes(data)
     return len(data)
-
 
 
 def read_header(path: Path) -> dict:
@@ -88,7 +95,11 @@ def open_tensor_file(path: Path, device: str = "cpu") -> Iterator[Any]:
         with safe_open(path, framework="pt", device=device) as handle:
             yield handle
     except SafetensorError as error:
-        raise FormatError(f"not a readable safetensors file: truncated, padded or corrupt ({str(error).splitlines()[0] if str(error) else 'no detail'})", path=path) from None
+        raise FormatError(
+            "not a readable safetensors file: truncated, padded or corrupt "
+            f"({str(error).splitlines()[0] if str(error) else 'no detail'})",
+            path=path,
+        ) from None
     except OSError as error:
         raise FormatError(f"cannot open the file ({error.strerror or error})", path=path) from None
 

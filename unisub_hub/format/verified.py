@@ -41,7 +41,9 @@ def _load() -> dict[str, str]:
         data = json.loads((unisub_home() / _CACHE_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+    return (
+        {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+    )
 
 
 def _store(key: str, value: str) -> None:

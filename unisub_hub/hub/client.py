@@ -36,7 +36,9 @@ def cache_dir() -> str:
     """The Hugging Face cache, from ``HF_HUB_CACHE`` or ``HF_HOME`` as set now (the library reads them once)."""
     if hub_cache := os.environ.get("HF_HUB_CACHE"):
         return hub_cache
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
     return os.path.join(home, "hub")
 
 
@@ -77,11 +79,20 @@ def matching_files(names: Iterable[str], patterns: Sequence[str], *, top_level: 
     backslash (or, with ``top_level``, any folder) is left out, so it reaches neither the
     downloader (which would raise on it) nor the disk.
     """
+
     def safe(name: str) -> bool:
         parts = name.split("/")
-        return bool(name) and "\\" not in name and not name.startswith("/") and all(part not in {"", ".", ".."} for part in parts) and (len(parts) == 1 or not top_level)
+        return (
+            bool(name)
+            and "\\" not in name
+            and not name.startswith("/")
+            and all(part not in {"", ".", ".."} for part in parts)
+            and (len(parts) == 1 or not top_level)
+        )
 
-    return sorted(name for name in names if safe(name) and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns))
+    return sorted(
+        name for name in names if safe(name) and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    )
 
 
 @contextmanager
@@ -104,13 +115,17 @@ def hub_errors(what: str) -> Iterator[None]:
     except GatedRepoError:
         raise HubAuthError(f"{what}: gated repository; accept its terms on the Hub and set HF_TOKEN") from None
     except RepositoryNotFoundError:
-        raise HubNotFoundError(f"{what}: repository not found on {endpoint()} (or private: set HF_TOKEN or {option('token')})") from None
+        raise HubNotFoundError(
+            f"{what}: repository not found on {endpoint()} (or private: set HF_TOKEN or {option('token')})"
+        ) from None
     except RevisionNotFoundError:
         raise HubNotFoundError(f"{what}: revision not found on {endpoint()}") from None
     except EntryNotFoundError as error:
         raise HubNotFoundError(f"{what}: file not found on {endpoint()} ({_first_line(error)})") from None
     except NotASafetensorsRepoError:
-        raise HubNotFoundError(f"{what}: no safetensors weights found on {endpoint()} (no such repo, or not a safetensors model)") from None
+        raise HubNotFoundError(
+            f"{what}: no safetensors weights found on {endpoint()} (no such repo, or not a safetensors model)"
+        ) from None
     except SafetensorsParsingError as error:
         raise HubError(f"{what}: its safetensors header cannot be read ({_first_line(error)})") from None
     except OfflineModeIsEnabled:
@@ -120,13 +135,20 @@ def hub_errors(what: str) -> Iterator[None]:
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403):
-            raise HubAuthError(f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or {option('token')}") from None
+            raise HubAuthError(
+                f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or {option('token')}"
+            ) from None
         raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(error)}") from None
     except json.JSONDecodeError:
-        raise HubError(f"{what}: {endpoint()} answered with something that is not JSON (not a Hub API, or a proxy's error page); nothing was changed here") from None
+        raise HubError(
+            f"{what}: {endpoint()} answered with something that is not JSON (not a Hub API, or a proxy's error page); "
+            "nothing was changed here"
+        ) from None
     except Exception as error:  # httpx/requests errors: some derive from OSError, others only from their own base
         if _is_broken_transfer(error):
-            raise HubConnectionError(f"{what}: the connection to {endpoint()} broke off mid-transfer ({_first_line(error)}); try again") from None
+            raise HubConnectionError(
+                f"{what}: the connection to {endpoint()} broke off mid-transfer ({_first_line(error)}); try again"
+            ) from None
         if _is_network_error(error):
             raise HubConnectionError(f"{what}: cannot reach {endpoint()} (network down?)") from None
         raise
@@ -143,9 +165,14 @@ def _error_names(error: BaseException) -> set[str]:
 
 
 def _is_network_error(error: BaseException) -> bool:
-    return bool(_error_names(error) & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError", "ReadTimeout"})
+    return bool(
+        _error_names(error)
+        & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError", "ReadTimeout"}
+    )
 
 
 def _is_broken_transfer(error: BaseException) -> bool:
     """The server closed or garbled a connection it had accepted (it died, or cut a download short)."""
-    return bool(_error_names(error) & {"RemoteProtocolError", "ProtocolError", "ChunkedEncodingError", "IncompleteRead"})
+    return bool(
+        _error_names(error) & {"RemoteProtocolError", "ProtocolError", "ChunkedEncodingError", "IncompleteRead"}
+    )

@@ -64,7 +64,10 @@ class HubFile:
                     parsed = api().parse_safetensors_file_metadata(self.repo_id, self.name, revision=self.commit)
                 # Sorted like read_header's (safetensors lists names sorted, the file by dtype):
                 # a collection's layer order, and so its basis, must not depend on where a file lies.
-                header: dict[str, Any] = {key: {"dtype": info.dtype, "shape": list(info.shape)} for key, info in sorted(parsed.tensors.items())}
+                header: dict[str, Any] = {
+                    key: {"dtype": info.dtype, "shape": list(info.shape)}
+                    for key, info in sorted(parsed.tensors.items())
+                }
                 if parsed.metadata:
                     header["__metadata__"] = dict(parsed.metadata)
                 self._header = header
@@ -83,12 +86,19 @@ class HubFile:
         from huggingface_hub import hf_hub_download
 
         with hub_errors(self.where):
-            path = Path(hf_hub_download(self.repo_id, self.name, revision=self.commit, endpoint=self.endpoint, cache_dir=cache_dir()))
+            path = Path(
+                hf_hub_download(
+                    self.repo_id, self.name, revision=self.commit, endpoint=self.endpoint, cache_dir=cache_dir()
+                )
+            )
         if self.listed_sha256 is not None and (str(path), self.listed_sha256) not in _verified:
             if sha256_files([path]) != self.listed_sha256:
                 path.resolve().unlink(missing_ok=True)  # the next attempt downloads it again
                 path.unlink(missing_ok=True)
-                raise HubError(f"{self.where}: the downloaded bytes do not match the sha256 the Hub lists; removed from the cache, try again")
+                raise HubError(
+                    f"{self.where}: the downloaded bytes do not match the sha256 the Hub lists; removed from the "
+                    "cache, try again"
+                )
             _verified.add((str(path), self.listed_sha256))
         return path
 
@@ -125,19 +135,35 @@ def open_hub_tree(spec: str, *, allow_patterns: Sequence[str] | None = None) -> 
     patterns = list(allow_patterns or SOURCE_FILES)
     with hub_errors(spec):
         if is_offline():
-            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, endpoint=endpoint(), cache_dir=cache_dir()))
+            folder = Path(
+                snapshot_download(
+                    repo_id, revision=revision, allow_patterns=patterns, endpoint=endpoint(), cache_dir=cache_dir()
+                )
+            )
             return LocalTree(folder), folder.name
         info = api().model_info(repo_id, revision=revision, files_metadata=True)
         assert info.sha is not None  # the Hub always answers with the commit it resolved
         listed = {sibling.rfilename: sibling for sibling in info.siblings or []}
         names = matching_files(listed, patterns)
         small = [name for name in names if not name.endswith(_WEIGHTS)]
-        folder = Path(snapshot_download(repo_id, revision=info.sha, allow_patterns=small, endpoint=endpoint(), cache_dir=cache_dir()))
+        folder = Path(
+            snapshot_download(
+                repo_id, revision=info.sha, allow_patterns=small, endpoint=endpoint(), cache_dir=cache_dir()
+            )
+        )
     folder.mkdir(parents=True, exist_ok=True)  # a repo of weights alone has no small file to make it
     _record_ref(folder, revision or "main", info.sha)
     files = {
-        name: HubFile(repo_id, info.sha, name, listed[name].size or 0, listed[name].lfs.sha256 if listed[name].lfs else None, endpoint())
-        for name in names if name.endswith(_WEIGHTS)
+        name: HubFile(
+            repo_id,
+            info.sha,
+            name,
+            listed[name].size or 0,
+            listed[name].lfs.sha256 if listed[name].lfs else None,
+            endpoint(),
+        )
+        for name in names
+        if name.endswith(_WEIGHTS)
     }
     return HubTree(folder, frozenset(names), files), info.sha
 

@@ -115,15 +115,30 @@ def publish(
             basis_location = (recorded["repo_id"], recorded["revision"])
         elif push_basis_to:
             if basis_entry is None:
-                raise HubUsageError(f"{folder}: its basis {basis_id[:19]}... is not in the registry; register or pull it first")
-            pushed_basis = push_artifact(basis_entry.path, push_basis_to, private=private, token=token, commit_message=commit_message)
+                raise HubUsageError(
+                    f"{folder}: its basis {basis_id[:19]}... is not in the registry; register or pull it first"
+                )
+            pushed_basis = push_artifact(
+                basis_entry.path, push_basis_to, private=private, token=token, commit_message=commit_message
+            )
             registry.set_hub(basis_id, pushed_basis.repo_id, pushed_basis.commit)
             basis_location = (pushed_basis.repo_id, pushed_basis.commit)
             results.append(("basis", pushed_basis))
         else:
-            raise HubUsageError(f"{folder}: its basis {basis_id[:19]}... is not on the Hub yet; push it first or pass {option('push_basis_to')} REPO_ID")
-    pushed = push_artifact(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
-                           commit_message=commit_message, token=token, basis_location=basis_location)
+            raise HubUsageError(
+                f"{folder}: its basis {basis_id[:19]}... is not on the Hub yet; push it first or pass "
+                f"{option('push_basis_to')} REPO_ID"
+            )
+    pushed = push_artifact(
+        folder,
+        repo_id,
+        private=private,
+        revision=revision,
+        create_pr=create_pr,
+        commit_message=commit_message,
+        token=token,
+        basis_location=basis_location,
+    )
     if not create_pr:
         registry.set_hub(entry.content_id, pushed.repo_id, pushed.commit)
     results.append((entry.kind, pushed))
@@ -134,10 +149,16 @@ def _check_target(repo_id: str) -> None:
     """A push names a repo only: the branch is its own option, and ``@main`` would be read as part of the name."""
     name, revision = split_revision(repo_id)
     if revision is not None:
-        raise HubUsageError(f"{repo_id}: a push target is a repo id without @revision; give the branch with {option('revision')} {revision}", repo_id=name)
+        raise HubUsageError(
+            f"{repo_id}: a push target is a repo id without @revision; give the branch with {option('revision')} "
+            f"{revision}",
+            repo_id=name,
+        )
 
 
 def _payload_files(artifact: Artifact) -> list[str]:
     """Every file of the folder but the manifest and card (regenerated) and hidden files."""
     skip = {MANIFEST_NAMES[artifact.kind], "README.md"}
-    return sorted(p.name for p in artifact.path.iterdir() if p.is_file() and p.name not in skip and not p.name.startswith("."))
+    return sorted(
+        p.name for p in artifact.path.iterdir() if p.is_file() and p.name not in skip and not p.name.startswith(".")
+    )

@@ -22,7 +22,14 @@ from ..errors import FormatError, PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, sha256_files
 from .files import LocalFile, LocalTree, SourceTree, WeightFile, source_sha256
 
-__all__ = ["PICKLE_SUFFIXES", "CheckpointSource", "TensorInfo", "find_tensor_files", "load_pickle_safely", "provenance_id"]
+__all__ = [
+    "PICKLE_SUFFIXES",
+    "CheckpointSource",
+    "TensorInfo",
+    "find_tensor_files",
+    "load_pickle_safely",
+    "provenance_id",
+]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -35,8 +42,12 @@ def load_pickle_safely(path: Path, source: str) -> dict[str, torch.Tensor]:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for a payload the safe loader blocks, RuntimeError/EOFError for damage
         first = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-        raise SourceError(f"{path.name}: not a plain tensor file the safe loader accepts ({first:.200})", source=source) from None
-    if not isinstance(loaded, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
+        raise SourceError(
+            f"{path.name}: not a plain tensor file the safe loader accepts ({first:.200})", source=source
+        ) from None
+    if not isinstance(loaded, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
+    ):
         raise SourceError(f"{path.name}: does not hold a mapping of names to tensors", source=source)
     return loaded
 
@@ -65,7 +76,11 @@ def find_tensor_files(tree: SourceTree, stem: str = "model", sub: str = "") -> l
         return [sub + name for name in sorted(set(_shard_names(tree, index).values()))]
     if (single := f"{sub}{stem}.safetensors") in tree.names:
         return [single]
-    return sorted(name for name in tree.names if name.startswith(sub) and "/" not in name[len(sub):] and name.endswith(".safetensors"))
+    return sorted(
+        name
+        for name in tree.names
+        if name.startswith(sub) and "/" not in name[len(sub) :] and name.endswith(".safetensors")
+    )
 
 
 def _shard_names(tree: SourceTree, index: str) -> dict[str, str]:
@@ -76,11 +91,16 @@ def _shard_names(tree: SourceTree, index: str) -> dict[str, str]:
     except (ValueError, AttributeError) as error:  # ValueError: bad JSON or UTF-8, or an integer past the digit limit
         raise FormatError(f"not a valid safetensors index ({error.__class__.__name__})", path=where) from None
     if not isinstance(weight_map, dict) or not weight_map:
-        raise FormatError("not a valid safetensors index (weight_map must map tensor names to shard file names)", path=where)
+        raise FormatError(
+            "not a valid safetensors index (weight_map must map tensor names to shard file names)", path=where
+        )
     folder = index.rpartition("/")[0]
     for tensor, name in weight_map.items():
         if not isinstance(name, str) or Path(name).name != name or name in {"", ".", ".."} or "\\" in name:
-            raise FormatError(f"tensor {tensor!r:.80} is mapped to {name!r:.80}, which is not a file name in the index's folder", path=where)
+            raise FormatError(
+                f"tensor {tensor!r:.80} is mapped to {name!r:.80}, which is not a file name in the index's folder",
+                path=where,
+            )
         if (f"{folder}/{name}" if folder else name) not in tree.names:
             raise FormatError(f"shard {name} named in the index is missing", path=where)
     return weight_map
@@ -91,7 +111,10 @@ def _component_files(tree: SourceTree) -> dict[str, str]:
     found: dict[str, str] = {}
     for component in sorted({name.split("/")[0] for name in tree.names if "/" in name}):
         sub = f"{component}/"
-        diffusers = any(f"{sub}diffusion_pytorch_model{suffix}" in tree.names for suffix in (".safetensors", ".safetensors.index.json"))
+        diffusers = any(
+            f"{sub}diffusion_pytorch_model{suffix}" in tree.names
+            for suffix in (".safetensors", ".safetensors.index.json")
+        )
         files = find_tensor_files(tree, "diffusion_pytorch_model" if diffusers else "model", sub)
         found.update({name: f"{component}." for name in files})
     return found
@@ -113,7 +136,14 @@ class CheckpointSource:
 
     kind = "checkpoint"
 
-    def __init__(self, path: str | Path | SourceTree, *, name: str | None = None, revision: str | None = None, allow_pickle: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path | SourceTree,
+        *,
+        name: str | None = None,
+        revision: str | None = None,
+        allow_pickle: bool = False,
+    ) -> None:
         tree: SourceTree | None = None
         if isinstance(path, str | os.PathLike):
             self.path = Path(path)
@@ -153,7 +183,9 @@ class CheckpointSource:
     @cached_property
     def _index(self) -> tuple[dict[str, TensorInfo], dict[str, tuple[WeightFile, str]]]:
         if self._pickled is not None:
-            return {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}, {}
+            return {
+                n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()
+            }, {}
         table: dict[str, TensorInfo] = {}
         where: dict[str, tuple[WeightFile, str]] = {}
         for file in self.files:
@@ -203,7 +235,12 @@ class CheckpointSource:
 
     def provenance(self) -> dict[str, Any]:
         """``id``, ``revision``, ``sha256`` (over the weight files) and ``kind`` for manifests."""
-        return {"id": provenance_id(self.name, self.revision), "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
+        return {
+            "id": provenance_id(self.name, self.revision),
+            "revision": self.revision,
+            "sha256": self.sha256,
+            "kind": self.kind,
+        }
 
     @cached_property
     def sha256(self) -> str:

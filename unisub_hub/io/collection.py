@@ -29,7 +29,11 @@ def expand_source_args(args: Iterable[str]) -> list[str]:
         if (arg.startswith("@") or arg.endswith(".txt")) and list_file.is_file():
             lines = (line.split("#", 1)[0].strip() for line in list_file.read_text().splitlines())
             base = list_file.parent
-            out.extend(line if REPO_ID.match(line) and not (base / line).exists() else str(base / line) for line in lines if line)
+            out.extend(
+                line if REPO_ID.match(line) and not (base / line).exists() else str(base / line)
+                for line in lines
+                if line
+            )
         elif any(ch in arg for ch in "*?[") and (matches := sorted(glob.glob(arg))):
             out.extend(matches)
         else:

@@ -127,7 +127,11 @@ class LocalTree:
             if entry.is_file():
                 found.add(entry.name)
             elif entry.is_dir():
-                found.update(f"{entry.name}/{inner.name}" for inner in entry.iterdir() if inner.is_file() and not inner.name.startswith("."))
+                found.update(
+                    f"{entry.name}/{inner.name}"
+                    for inner in entry.iterdir()
+                    if inner.is_file() and not inner.name.startswith(".")
+                )
         return frozenset(found)
 
     def read_text(self, name: str) -> str:

@@ -51,16 +51,32 @@ class LoraLayout:
 
 LAYOUTS = {
     "peft": LoraLayout(
-        "peft", re.compile(r"^(?P<stem>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"),
-        {"lora_A": "A", "lora_B": "B", "lora_embedding_A": "embedding_A", "lora_embedding_B": "embedding_B"}, None, "base_model.model.",
+        "peft",
+        re.compile(r"^(?P<stem>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"),
+        {"lora_A": "A", "lora_B": "B", "lora_embedding_A": "embedding_A", "lora_embedding_B": "embedding_B"},
+        None,
+        "base_model.model.",
     ),
     "kohya": LoraLayout(
-        "kohya", re.compile(r"^(?P<stem>lora_(?:unet|te\d*|transformer)_\w+?)\.(?P<part>lora_down|lora_up)\.weight$"),
-        {"lora_down": "A", "lora_up": "B"}, ".alpha",
+        "kohya",
+        re.compile(r"^(?P<stem>lora_(?:unet|te\d*|transformer)_\w+?)\.(?P<part>lora_down|lora_up)\.weight$"),
+        {"lora_down": "A", "lora_up": "B"},
+        ".alpha",
     ),
     "diffusers": LoraLayout(
-        "diffusers", re.compile(r"^(?P<stem>.+?)\.(?P<part>lora_A|lora_B|lora\.down|lora\.up|lora_linear_layer\.down|lora_linear_layer\.up)\.weight$"),
-        {"lora_A": "A", "lora_B": "B", "lora.down": "A", "lora.up": "B", "lora_linear_layer.down": "A", "lora_linear_layer.up": "B"}, ".alpha",
+        "diffusers",
+        re.compile(
+            r"^(?P<stem>.+?)\.(?P<part>lora_A|lora_B|lora\.down|lora\.up|lora_linear_layer\.down|lora_linear_layer\.up)\.weight$"
+        ),
+        {
+            "lora_A": "A",
+            "lora_B": "B",
+            "lora.down": "A",
+            "lora.up": "B",
+            "lora_linear_layer.down": "A",
+            "lora_linear_layer.up": "B",
+        },
+        ".alpha",
     ),
 }
 

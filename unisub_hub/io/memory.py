@@ -21,7 +21,10 @@ class InMemoryCheckpoint:
         self.tensors = dict(tensors)
 
     def tensor(self, name: str) -> torch.Tensor:
-        """One tensor as given (as :meth:`CheckpointSource.tensor <unisub_hub.io.checkpoint.CheckpointSource.tensor>` reads one)."""
+        """One tensor as given.
+
+        As :meth:`CheckpointSource.tensor <unisub_hub.io.checkpoint.CheckpointSource.tensor>` reads one.
+        """
         return self.tensors[name]
 
     def load(self, names: Sequence[str]) -> dict[str, Dense]:

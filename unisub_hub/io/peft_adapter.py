@@ -52,10 +52,16 @@ def pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
 
 @dataclass(frozen=True)
 class LoraModule:
-    """One adapted module: its keys in the adapter file, its kind and its shape (its scale is :attr:`LoraSource.scales`)."""
+    """One adapted module: its keys in the adapter file, its kind and its shape.
+
+    Its scale is :attr:`LoraSource.scales`.
+    """
 
     module: str
-    """Module name (the layer name without ``.weight``): PEFT's without ``base_model.model.``, else as the file spells it."""
+    """Module name (the layer name without ``.weight``).
+
+    PEFT's without ``base_model.model.``, else as the file spells it.
+    """
     kind: str
     """``linear``, ``conv`` or ``embedding``."""
     rank: int
@@ -120,12 +126,18 @@ class _LoraSettings:
                     re.compile(key)
                 except re.error as error:
                     raise fail(f"{name} key {key!r:.60} is not a valid regular expression ({error})") from None
-            return {key: check(value, f"{name}[{key!r:.60}]") for key, value in table.items()}  # the config itself stays as read
+            return {
+                key: check(value, f"{name}[{key!r:.60}]") for key, value in table.items()
+            }  # the config itself stays as read
 
         r = rank(config.get("r", 8), "r")
         return cls(
-            r=r, alpha=alpha(config.get("lora_alpha", r), "lora_alpha"), use_rslora=flag("use_rslora"), fan_in_fan_out=flag("fan_in_fan_out"),
-            rank_pattern=patterns("rank_pattern", rank), alpha_pattern=patterns("alpha_pattern", alpha),
+            r=r,
+            alpha=alpha(config.get("lora_alpha", r), "lora_alpha"),
+            use_rslora=flag("use_rslora"),
+            fan_in_fan_out=flag("fan_in_fan_out"),
+            rank_pattern=patterns("rank_pattern", rank),
+            alpha_pattern=patterns("alpha_pattern", alpha),
         )
 
 
@@ -142,7 +154,14 @@ class LoraSource:
 
     kind = "lora"
 
-    def __init__(self, path: str | Path | SourceTree, *, name: str | None = None, revision: str | None = None, allow_pickle: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path | SourceTree,
+        *,
+        name: str | None = None,
+        revision: str | None = None,
+        allow_pickle: bool = False,
+    ) -> None:
         tree = LocalTree.at(Path(path)) if isinstance(path, str | os.PathLike) else path
         self.path = Path(path) if isinstance(path, str | os.PathLike) else tree.folder
         self.name = name or str(self.path)
@@ -152,21 +171,32 @@ class LoraSource:
         self.settings: _LoraSettings | None = None
         self.weights: WeightFile
         if ADAPTER_CONFIG not in tree.names and (found := detect_lora_layout(tree)) is not None:
-            self.layout, self.weights = found[0], tree.weight(found[1])  # kohya or diffusers: alphas are in the file, there is no config
+            self.layout, self.weights = (
+                found[0],
+                tree.weight(found[1]),
+            )  # kohya or diffusers: alphas are in the file, there is no config
             return
         self.layout = LAYOUTS["peft"]
         if ADAPTER_CONFIG not in tree.names:
-            raise SourceError(f"no {ADAPTER_CONFIG}: not a PEFT adapter folder (nor a kohya or diffusers LoRA file)", source=self.name)
+            raise SourceError(
+                f"no {ADAPTER_CONFIG}: not a PEFT adapter folder (nor a kohya or diffusers LoRA file)", source=self.name
+            )
         try:
             self.config = json.loads(tree.read_text(ADAPTER_CONFIG))
         except ValueError as error:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
-            raise SourceError(f"{ADAPTER_CONFIG} is not valid JSON ({error.__class__.__name__})", source=self.name) from None
+            raise SourceError(
+                f"{ADAPTER_CONFIG} is not valid JSON ({error.__class__.__name__})", source=self.name
+            ) from None
         if not isinstance(self.config, dict):
             raise SourceError(f"{ADAPTER_CONFIG} is not a JSON object", source=self.name)
         if str(self.config.get("peft_type", "LORA")).upper() != "LORA":
-            raise SourceError(f"peft_type is {self.config.get('peft_type')!r}; only LoRA adapters are supported", source=self.name)
+            raise SourceError(
+                f"peft_type is {self.config.get('peft_type')!r}; only LoRA adapters are supported", source=self.name
+            )
         if self.config.get("use_dora"):
-            raise SourceError("DoRA adapters (use_dora) are not a plain low-rank update; not supported", source=self.name)
+            raise SourceError(
+                "DoRA adapters (use_dora) are not a plain low-rank update; not supported", source=self.name
+            )
         if ADAPTER_WEIGHTS in tree.names:
             self.weights = tree.weight(ADAPTER_WEIGHTS)
         else:
@@ -182,7 +212,9 @@ class LoraSource:
     @cached_property
     def header(self) -> dict[str, TensorInfo]:
         if self._pickled is not None:
-            return {n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()}
+            return {
+                n: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in self._pickled.items()
+            }
         raw = self.weights.header()
         raw.pop("__metadata__", None)
         return {n: TensorInfo(tuple(e["shape"]), e["dtype"]) for n, e in raw.items()}
@@ -199,11 +231,17 @@ class LoraSource:
         for stem, found in parts.items():
             module = layout.module(stem)
             embedding = "embedding_A" in found
-            (key_a, a), (key_b, b) = found.get("embedding_A" if embedding else "A", ("", None)), found.get("embedding_B" if embedding else "B", ("", None))
+            (key_a, a), (key_b, b) = (
+                found.get("embedding_A" if embedding else "A", ("", None)),
+                found.get("embedding_B" if embedding else "B", ("", None)),
+            )
             if a is None or b is None:
                 raise SourceError(f"module {module} has only one of its LoRA factors", source=self.name)
             if len(a.shape) < 2 or len(b.shape) < 2:
-                raise SourceError(f"module {module}: LoRA factors must be matrices, got shapes {list(a.shape)} and {list(b.shape)}", source=self.name)
+                raise SourceError(
+                    f"module {module}: LoRA factors must be matrices, got shapes {list(a.shape)} and {list(b.shape)}",
+                    source=self.name,
+                )
             shape: tuple[int, ...]
             if embedding:  # A: r x num_embeddings, B: dim x r; base weight num_embeddings x dim
                 rank, shape, kind = a.shape[0], (a.shape[1], b.shape[0]), "embedding"
@@ -212,19 +250,34 @@ class LoraSource:
                 kind = "conv" if len(a.shape) > 2 else "linear"
                 shape = (b.shape[0], *a.shape[1:])
             if b.shape[1] != rank or any(d != 1 for d in b.shape[2:]):
-                raise SourceError(f"module {module}: the down factor has rank {rank} but the up factor has shape {list(b.shape)} (down {list(a.shape)})", source=self.name)
+                raise SourceError(
+                    f"module {module}: the down factor has rank {rank} but the up factor has shape {list(b.shape)} "
+                    f"(down {list(a.shape)})",
+                    source=self.name,
+                )
             transposed = self.settings is not None and self.settings.fan_in_fan_out and kind == "linear"
             if transposed:
                 shape = (shape[1], shape[0])
-            alpha_key = stem + layout.alpha_suffix if layout.alpha_suffix and stem + layout.alpha_suffix in self.header else None
-            if self.settings is not None and (r_config := pattern_value(self.settings.rank_pattern, module, self.settings.r)) != rank:
-                raise SourceError(f"module {module}: factors have rank {rank} but the config says r={r_config}", source=self.name)
+            alpha_key = (
+                stem + layout.alpha_suffix
+                if layout.alpha_suffix and stem + layout.alpha_suffix in self.header
+                else None
+            )
+            if (
+                self.settings is not None
+                and (r_config := pattern_value(self.settings.rank_pattern, module, self.settings.r)) != rank
+            ):
+                raise SourceError(
+                    f"module {module}: factors have rank {rank} but the config says r={r_config}", source=self.name
+                )
             out[f"{module}.weight"] = LoraModule(module, kind, rank, tuple(shape), transposed, key_a, key_b, alpha_key)
         return out
 
     @cached_property
     def scales(self) -> dict[str, float]:
-        """Each layer's scale: PEFT's config rules (patterns, rsLoRA); other layouts alpha / rank, or 1 without an alpha.
+        """Each layer's scale.
+
+        PEFT's config rules (patterns, rsLoRA); other layouts alpha / rank, or 1 without an alpha.
 
         Kept apart from :attr:`modules` because kohya and diffusers files store alphas as
         tensors: planning a build needs only the header, and a Hub file is then downloaded
@@ -232,22 +285,33 @@ class LoraSource:
         """
         if self.settings is not None:
             settings = self.settings
-            return {layer: lora_scale(pattern_value(settings.alpha_pattern, m.module, settings.alpha), m.rank, use_rslora=settings.use_rslora)
-                    for layer, m in self.modules.items()}
+            return {
+                layer: lora_scale(
+                    pattern_value(settings.alpha_pattern, m.module, settings.alpha),
+                    m.rank,
+                    use_rslora=settings.use_rslora,
+                )
+                for layer, m in self.modules.items()
+            }
         keys = [m.alpha_key for m in self.modules.values() if m.alpha_key is not None]
         values = read_tensors(self.weights.local(), keys) if keys else {}
         scales = {}
         for layer, m in self.modules.items():
             alpha = None if m.alpha_key is None else self._alpha(m.alpha_key, values[m.alpha_key])
             if alpha is not None and (not math.isfinite(alpha) or alpha == 0):
-                raise SourceError(f"module {m.module}: alpha is {alpha}, not a finite non-zero number", source=self.name)
+                raise SourceError(
+                    f"module {m.module}: alpha is {alpha}, not a finite non-zero number", source=self.name
+                )
             scales[layer] = lora_scale(alpha if alpha is not None else m.rank, m.rank, use_rslora=False)
         return scales
 
     def _alpha(self, key: str, value: torch.Tensor) -> float:
         """A module's alpha tensor as a number (it must hold exactly one)."""
         if value.numel() != 1 or not value.is_floating_point() and value.dtype not in (torch.int64, torch.int32):
-            raise SourceError(f"{key}: an alpha must be one number, got a {value.dtype} tensor of shape {list(value.shape)}", source=self.name)
+            raise SourceError(
+                f"{key}: an alpha must be one number, got a {value.dtype} tensor of shape {list(value.shape)}",
+                source=self.name,
+            )
         return float(value.reshape(()))
 
     @property
@@ -290,7 +354,11 @@ class LoraSource:
     def load(self, names: Sequence[str]) -> dict[str, Factored]:
         """The updates in raw factors, read in one opening of the file (the engine casts them)."""
         keys = {layer: self._keys(layer) for layer in names}
-        raw = self._pickled if self._pickled is not None else read_tensors(self.weights.local(), [key for pair in keys.values() for key in pair])
+        raw = (
+            self._pickled
+            if self._pickled is not None
+            else read_tensors(self.weights.local(), [key for pair in keys.values() for key in pair])
+        )
         out = {}
         for layer, (key_a, key_b) in keys.items():
             left, right = self._orient(layer, raw[key_a], raw[key_b])
@@ -302,7 +370,12 @@ class LoraSource:
         return (left[start:stop].double() @ right.double()) * self.scales[name]
 
     def provenance(self) -> dict[str, Any]:
-        return {"id": provenance_id(self.name, self.revision), "revision": self.revision, "sha256": self.sha256, "kind": self.kind}
+        return {
+            "id": provenance_id(self.name, self.revision),
+            "revision": self.revision,
+            "sha256": self.sha256,
+            "kind": self.kind,
+        }
 
     @property
     def files(self) -> list[WeightFile]:

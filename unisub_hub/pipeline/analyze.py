@@ -36,7 +36,13 @@ class AnalyzeReport:
     retained: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sources": self.sources, "q_all": self.q_all, "q_arch": self.q_arch, "retained": self.retained, "layers": self.layers}
+        return {
+            "sources": self.sources,
+            "q_all": self.q_all,
+            "q_arch": self.q_arch,
+            "retained": self.retained,
+            "layers": self.layers,
+        }
 
 
 def analyze(
@@ -80,8 +86,14 @@ def analyze(
         retained, reason = quality.retained, quality.reason
         if not math.isfinite(quality.mean_alpha):  # the alpha fit cannot speak: the spectrum against its null can
             retained, reason = _spectrum_verdict(entry["modes"], reason)
-        entry.update(alphas=quality.alphas, mean_alpha=quality.mean_alpha, std_alpha=quality.std_alpha, q=quality.q,
-                     retained=retained, reason=reason)
+        entry.update(
+            alphas=quality.alphas,
+            mean_alpha=quality.mean_alpha,
+            std_alpha=quality.std_alpha,
+            q=quality.q,
+            retained=retained,
+            reason=reason,
+        )
         layers.append(entry)
     kept = [layer["name"] for layer in layers if layer["retained"]]
     q_all = sum(layer["q"] for layer in layers) / len(layers)
@@ -106,7 +118,11 @@ def _spectrum_verdict(modes: dict[str, dict[str, Any]], why: str) -> tuple[bool,
     if not verdicts:
         return False, f"{why}; no null to compare the spectrum with"
     kept = any(ok for ok, _ in verdicts)
-    return kept, f"{why}; {'kept' if kept else 'not kept'} by its spectrum, which must need at most half its null's directions ({', '.join(text for _, text in verdicts)})"
+    return (
+        kept,
+        f"{why}; {'kept' if kept else 'not kept'} by its spectrum, which must need at most half its null's directions "
+        f"({', '.join(text for _, text in verdicts)})",
+    )
 
 
 def _alphas(layers, sources, device: torch.device, progress: Progress | None) -> dict[str, list[float]]:  # noqa: ANN001
@@ -120,4 +136,3 @@ def _alphas(layers, sources, device: torch.device, progress: Progress | None) ->
             out[name].append(fit_power_law(singular.square().cpu()).alpha)
         advance()
     return out
-

@@ -54,7 +54,9 @@ def split_holdout(sources: list[Source], holdout: int | Sequence[str] | None) ->
         return sources, []
     if isinstance(holdout, int):
         if holdout < 0 or holdout >= len(sources) - 1:
-            raise EngineError(f"{option('holdout')} {holdout} leaves fewer than 2 of {len(sources)} sources to build from")
+            raise EngineError(
+                f"{option('holdout')} {holdout} leaves fewer than 2 of {len(sources)} sources to build from"
+            )
         return sources[:-holdout], sources[-holdout:]
     wanted = set(holdout)
     unknown = wanted - {s.name for s in sources}
@@ -77,7 +79,11 @@ def architecture_of(sources: Sequence[Source]) -> tuple[str, dict[str, Any] | No
             config = {}
         if isinstance(config, dict):
             architectures = config.get("architectures")
-            arch = (architectures[0] if isinstance(architectures, list) and architectures and isinstance(architectures[0], str) else None) or config.get("model_type")
+            arch = (
+                architectures[0]
+                if isinstance(architectures, list) and architectures and isinstance(architectures[0], str)
+                else None
+            ) or config.get("model_type")
             if arch:
                 return str(arch), None
     return "unknown", None
@@ -107,7 +113,9 @@ def _check_same_architecture(sources: Sequence[Source]) -> None:
         shared = len(reference & names)
         if shared < 0.5 * len(reference | names):
             raise IncompatibleSourcesError(
-                f"shares only {shared} of {len(reference | names)} tensor names with {sources[0].name}: a different architecture?", source=source.name
+                f"shares only {shared} of {len(reference | names)} tensor names with {sources[0].name}: a different "
+                "architecture?",
+                source=source.name,
             )
 
 
@@ -136,7 +144,9 @@ def check_duplicates(sources: Sequence[Source]) -> None:
     seen: dict[str, str] = {}
     for source in sources:
         if source.sha256 in seen:
-            raise IncompatibleSourcesError(f"has the same bytes (sha256) as {seen[source.sha256]}: duplicate source", source=source.name)
+            raise IncompatibleSourcesError(
+                f"has the same bytes (sha256) as {seen[source.sha256]}: duplicate source", source=source.name
+            )
         seen[source.sha256] = source.name
 
 
@@ -207,28 +217,48 @@ def build(
         raise EngineError(f"a basis needs at least 2 sources, got {len(train)}")
     kind = train[0].kind
     center = (kind == "checkpoint") if settings.center is None else settings.center
-    rule = RankRule(k=settings.k, variance=settings.variance) if (settings.k is not None or settings.variance is not None) else RankRule(k=8)
+    rule = (
+        RankRule(k=settings.k, variance=settings.variance)
+        if (settings.k is not None or settings.variance is not None)
+        else RankRule(k=8)
+    )
     _check_same_architecture(sources)
     selection = select_layers([s.tensors for s in sources], include=settings.include, exclude=settings.exclude)
     check_duplicates(sources)
     checkpoints = [source for source in train if isinstance(source, CheckpointSource)]
     ties = find_ties(checkpoints, [spec.name for spec in selection.layers], executor) if kind == "checkpoint" else {}
     for alias, target in ties.items():
-        selection.passthrough[alias] = f"tied to {target} (equal in every source): decomposed once, written back as a copy"
+        selection.passthrough[alias] = (
+            f"tied to {target} (equal in every source): decomposed once, written back as a copy"
+        )
     selection.layers = [spec for spec in selection.layers if spec.name not in ties]
     mode_set = parse_modes(settings.modes)
-    if settings.k is not None and settings.k > (largest := _largest_rank(selection.layers, mode_set, len(train), center)):
-        raise EngineError(f"{option('k')} {settings.k} is more than the data can have: with {len(train)} sources no layer has more than {largest} directions")
+    if settings.k is not None and settings.k > (
+        largest := _largest_rank(selection.layers, mode_set, len(train), center)
+    ):
+        raise EngineError(
+            f"{option('k')} {settings.k} is more than the data can have: with {len(train)} sources no layer has more "
+            f"than {largest} directions"
+        )
     options = BuildOptions(
-        modes=mode_set, rank=rule, center=center, device=settings.device, max_memory=settings.max_memory, check_finite=not settings.allow_nonfinite,
-        accumulate_dtype=accumulate_precision(settings.precision, kind), solver=settings.solver, power_iterations=settings.power_iterations,
+        modes=mode_set,
+        rank=rule,
+        center=center,
+        device=settings.device,
+        max_memory=settings.max_memory,
+        check_finite=not settings.allow_nonfinite,
+        accumulate_dtype=accumulate_precision(settings.precision, kind),
+        solver=settings.solver,
+        power_iterations=settings.power_iterations,
     )
     result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress, executor=executor)
     for name in result.constant:  # frozen during fine-tuning: stored whole, like any other passthrough
         selection.passthrough[name] = "equal in every source (frozen?): nothing to decompose"
     selection.layers = [spec for spec in selection.layers if spec.name not in result.constant]
     arch_name, base_model = architecture_of(train)
-    provenance = [{**s.provenance(), "role": "train"} for s in train] + [{**s.provenance(), "role": "holdout"} for s in held]
+    provenance = [{**s.provenance(), "role": "train"} for s in train] + [
+        {**s.provenance(), "role": "holdout"} for s in held
+    ]
     sizes = {"sources_bytes": sum(s.size_bytes() for s in train)}
     basis = save_basis(
         out,
@@ -250,10 +280,14 @@ def build(
     sizes["basis_bytes"] = basis.artifact.size_bytes()
     if settings.keep_state:
         specs = [spec for spec in selection.layers if spec.name in result.layers]
-        stored = {spec.name: basis.layer(spec.name, dtype=torch.float64) for spec in specs}  # the state is about the stored means
+        stored = {
+            spec.name: basis.layer(spec.name, dtype=torch.float64) for spec in specs
+        }  # the state is about the stored means
         reader = SourceReader(resolve_device(settings.device), torch.float64, check_finite=not settings.allow_nonfinite)
         try:
-            states = layer_states(stored, specs, train, k=rule.k or 8, reader=reader, executor=executor, progress=progress)
+            states = layer_states(
+                stored, specs, train, k=rule.k or 8, reader=reader, executor=executor, progress=progress
+            )
             sizes["state_bytes"] = save_state(basis.path, basis.content_id, states)["bytes"]
         except BaseException:
             shutil.rmtree(basis.path, ignore_errors=True)  # a failed command leaves no output
@@ -265,19 +299,29 @@ def check_can_keep_state(modes: tuple[int, ...], dtype: str, variance: float | N
     """What a growth state needs: one-sided or Tucker modes, a float32 basis (the state is about its
     stored means) and a fixed rank (a wide side keeps a sketch of the top of its spectrum only)."""
     if 1 in modes:
-        raise EngineError(f"{option('keep_state')} needs {option('modes')} 2, 3 or 2,3: a {option('modes')} 1 basis spans the members themselves, and grows by rebuilding")
+        raise EngineError(
+            f"{option('keep_state')} needs {option('modes')} 2, 3 or 2,3: a {option('modes')} 1 basis spans the "
+            "members themselves, and grows by rebuilding"
+        )
     if dtype != "float32":
-        raise EngineError(f"{option('keep_state')} needs {option('dtype')} float32: the state is centred on the stored means, which {option('dtype')} {dtype} rounds too coarsely")
+        raise EngineError(
+            f"{option('keep_state')} needs {option('dtype')} float32: the state is centred on the stored means, which "
+            f"{option('dtype')} {dtype} rounds too coarsely"
+        )
     if variance is not None:
-        raise EngineError(f"{option('keep_state')} needs a fixed {option('k')}: a wide side keeps only the top of its spectrum, which a {option('variance')} target cannot use")
-
+        raise EngineError(
+            f"{option('keep_state')} needs a fixed {option('k')}: a wide side keeps only the top of its spectrum, "
+            f"which a {option('variance')} target cannot use"
+        )
 
 
 def _source_dtypes(sources: Sequence[Source], layers: Mapping[str, Any]) -> dict[str, str]:
     """Per layer, the dtype every training source stored it in (a mixed layer records none)."""
     found = {}
     for name in layers:
-        names = {dtype_name(TORCH_DTYPES[d]) if d in TORCH_DTYPES else d for d in (s.tensors[name].dtype for s in sources)}
+        names = {
+            dtype_name(TORCH_DTYPES[d]) if d in TORCH_DTYPES else d for d in (s.tensors[name].dtype for s in sources)
+        }
         if len(names) == 1 and (only := names.pop()) in DTYPES:
             found[name] = only
     return found

@@ -67,49 +67,91 @@ def grow(
     sources = open_sources(source_specs, allow_pickle=allow_pickle)
     check_duplicates(sources)
     # Held-out sources are not in the state: one may join as a member, and then is no longer held out.
-    members = {entry.get("sha256"): entry["id"] for entry in manifest["sources"] if entry.get("sha256") and entry.get("role", "train") == "train"}
+    members = {
+        entry.get("sha256"): entry["id"]
+        for entry in manifest["sources"]
+        if entry.get("sha256") and entry.get("role", "train") == "train"
+    }
     # Before 0.2 a multi-file source was recorded by the sha256 of its concatenated files.
     legacy = _recorded_before_per_file_identity(manifest["producer"]["version"])
     identities = {source.name: _identities(source, legacy=legacy) for source in sources}
     joining = set().union(*identities.values())
-    kept = [entry for entry in manifest["sources"] if not (entry.get("role") == "holdout" and entry.get("sha256") in joining)]
+    kept = [
+        entry
+        for entry in manifest["sources"]
+        if not (entry.get("role") == "holdout" and entry.get("sha256") in joining)
+    ]
     specs = [LayerSpec(entry["name"], tuple(entry["shape"])) for entry in manifest["layers"]]
     for source in sources:
         if source.kind != manifest["source_kind"]:
-            raise IncompatibleSourcesError(f"is a {source.kind} source but the basis was built from {manifest['source_kind']} sources", source=source.name)
+            raise IncompatibleSourcesError(
+                f"is a {source.kind} source but the basis was built from {manifest['source_kind']} sources",
+                source=source.name,
+            )
         if found := next((members[i] for i in identities[source.name] if i in members), None):
-            raise IncompatibleSourcesError(f"is already a member of {manifest['name']} (same bytes as {found}): it would count twice", source=source.name)
+            raise IncompatibleSourcesError(
+                f"is already a member of {manifest['name']} (same bytes as {found}): it would count twice",
+                source=source.name,
+            )
         for spec in specs:
             info = source.tensors.get(spec.name)
             if info is None or tuple(info.shape) != spec.tensor_shape:
                 found = "missing" if info is None else "x".join(map(str, info.shape))
-                raise IncompatibleSourcesError(f"layer {spec.name} is {found}, the basis has {'x'.join(map(str, spec.tensor_shape))}", source=source.name)
+                raise IncompatibleSourcesError(
+                    f"layer {spec.name} is {found}, the basis has {'x'.join(map(str, spec.tensor_shape))}",
+                    source=source.name,
+                )
     ranks = [rank for entry in manifest["layers"] for rank in entry["ranks"].values()]
     rule = RankRule(k=k or max(ranks))
-    if rule.k and any(rule.k > side.sums.shape[1] for state in states.values() for side in state.sides.values() if side.test is not None):
-        raise EngineError(f"{option('k')} {rule.k} is more than the parent's state sketched; grow with a k up to {min(s.sums.shape[1] for st in states.values() for s in st.sides.values() if s.test is not None)}")
+    if rule.k and any(
+        rule.k > side.sums.shape[1]
+        for state in states.values()
+        for side in state.sides.values()
+        if side.test is not None
+    ):
+        raise EngineError(
+            f"{option('k')} {rule.k} is more than the parent's state sketched; grow with a k up to "
+            f"{min(s.sums.shape[1] for st in states.values() for s in st.sides.values() if s.test is not None)}"
+        )
     target = resolve_device(device)
     bases = {spec.name: parent.layer(spec.name, device=target, dtype=torch.float64) for spec in specs}
     reader = SourceReader(target, torch.float64, check_finite=True)
     grown = grow_layers(bases, states, specs, sources, rank=rule, reader=reader, executor=executor, progress=progress)
     modes = tuple(sorted({mode for entry in manifest["layers"] for mode in entry["modes"]}))
-    options = BuildOptions(modes=modes, rank=rule, center=manifest["centered"], device=str(target), max_memory=max_memory)
+    options = BuildOptions(
+        modes=modes, rank=rule, center=manifest["centered"], device=str(target), max_memory=max_memory
+    )
     report = assess_basis(grown, specs, sources, options=options, progress=progress, executor=executor)
     added = [source.provenance()["id"] for source in sources]
     basis = save_basis(
-        out, grown, name=name or manifest["name"], architecture_name=manifest["architecture"]["name"], source_kind=manifest["source_kind"],
-        sources=[*kept, *({**s.provenance(), "role": "train"} for s in sources)], base_model=manifest["architecture"].get("base_model"),
-        dtype=torch.float32, quality=report.summary(), quality_report=report.to_dict(),
-        sizes={"sources_bytes": sum(s.size_bytes() for s in sources)}, command=command, shard_size=shard_size,
-        source_dtypes={entry["name"]: entry["source_dtype"] for entry in manifest["layers"] if "source_dtype" in entry} or None,
-        tied=manifest.get("tied"), grown_from={"content_id": parent.content_id, "name": manifest.get("name"), "added": added},
+        out,
+        grown,
+        name=name or manifest["name"],
+        architecture_name=manifest["architecture"]["name"],
+        source_kind=manifest["source_kind"],
+        sources=[*kept, *({**s.provenance(), "role": "train"} for s in sources)],
+        base_model=manifest["architecture"].get("base_model"),
+        dtype=torch.float32,
+        quality=report.summary(),
+        quality_report=report.to_dict(),
+        sizes={"sources_bytes": sum(s.size_bytes() for s in sources)},
+        command=command,
+        shard_size=shard_size,
+        source_dtypes={entry["name"]: entry["source_dtype"] for entry in manifest["layers"] if "source_dtype" in entry}
+        or None,
+        tied=manifest.get("tied"),
+        grown_from={"content_id": parent.content_id, "name": manifest.get("name"), "added": added},
     )
     try:
         state_bytes = save_state(basis.path, basis.content_id, states)["bytes"]
     except BaseException:
         shutil.rmtree(basis.path, ignore_errors=True)
         raise
-    sizes = {"sources_bytes": sum(s.size_bytes() for s in sources), "basis_bytes": basis.artifact.size_bytes(), "state_bytes": state_bytes}
+    sizes = {
+        "sources_bytes": sum(s.size_bytes() for s in sources),
+        "basis_bytes": basis.artifact.size_bytes(),
+        "state_bytes": state_bytes,
+    }
     return BuildOutcome(basis=basis, report=report, selection=Selection(specs, {}), sizes=sizes)
 
 

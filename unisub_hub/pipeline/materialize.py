@@ -78,27 +78,43 @@ def materialize(
     if fmt == "auto":
         fmt = ("peft" if layout == "peft" else "lora") if kind == "lora" else "hf"
     if fmt in ("peft", "lora") and kind != "lora":
-        raise FormatError(f"{option('fmt')} {fmt} needs a coefficient set made from LoRA adapters; this one is from full checkpoints", path=coefficients.path)
+        raise FormatError(
+            f"{option('fmt')} {fmt} needs a coefficient set made from LoRA adapters; this one is from full checkpoints",
+            path=coefficients.path,
+        )
     if fmt == "peft" and layout != "peft":
-        raise FormatError(f"this set came from a {layout} LoRA file, whose module names PEFT's cannot be derived from without the model; "
-                          f"{option('fmt')} lora writes it back in its own layout", path=coefficients.path)
+        raise FormatError(
+            f"this set came from a {layout} LoRA file, whose module names PEFT's cannot be derived from without the "
+            "model; "
+            f"{option('fmt')} lora writes it back in its own layout",
+            path=coefficients.path,
+        )
     if fmt == "lora" and layout == "peft":
         fmt = "peft"
     asked = fmt
     if kind == "lora" and fmt == "hf":
         fmt = "merged"
     if fmt == "merged" and layout == "kohya":
-        raise FormatError(f"{option('fmt')} merged needs the base model's tensor names, which kohya's underscored names do not give; "
-                          f"{option('fmt')} lora writes the LoRA file, which kohya, A1111 and ComfyUI merge at load time", path=coefficients.path)
+        raise FormatError(
+            f"{option('fmt')} merged needs the base model's tensor names, which kohya's underscored names do not give; "
+            f"{option('fmt')} lora writes the LoRA file, which kohya, A1111 and ComfyUI merge at load time",
+            path=coefficients.path,
+        )
     base_source = CheckpointSource(base, name=str(base)) if base is not None else None
     if base is not None:
         check_base_model(basis.manifest, str(base))  # another architecture would give a mixed model
     if fmt == "merged" and base_source is None:
         what = "of a LoRA set is the base model with the update merged in, so it" if asked == "hf" else ""
-        raise SourceError(f"{option('fmt')} {asked} {what} needs {option('base')} (the base model folder)".replace("  ", " "))
+        raise SourceError(
+            f"{option('fmt')} {asked} {what} needs {option('base')} (the base model folder)".replace("  ", " ")
+        )
     if fmt == "hf" and base_source is None and _written_before_configs(coefficients):
-        raise FormatError(f"{option('fmt')} hf without {option('base')}: this set was written before format 1.1 and carries no model config, so "
-                          f"from_pretrained would invent a default one; pass {option('base')} MODEL for its config.json", path=coefficients.path)
+        raise FormatError(
+            f"{option('fmt')} hf without {option('base')}: this set was written before format 1.1 and carries no "
+            "model config, so "
+            f"from_pretrained would invent a default one; pass {option('base')} MODEL for its config.json",
+            path=coefficients.path,
+        )
     target = resolve_device(device)
     with atomic_folder(Path(out)) as tmp:
         if fmt == "peft":
@@ -129,7 +145,9 @@ def _layer_update(coefficients: CoefficientSet, basis: BasisArtifact, layer: str
 def _finite(weight: torch.Tensor, layer: str, coefficients: CoefficientSet) -> torch.Tensor:
     """Refuse to write a rebuilt weight that holds NaN or Inf (as peft checks merged weights)."""
     if not all_finite(weight):
-        raise NonFiniteError(f"layer {layer} rebuilds to NaN or Inf values; nothing written", source=str(coefficients.path))
+        raise NonFiniteError(
+            f"layer {layer} rebuilds to NaN or Inf values; nothing written", source=str(coefficients.path)
+        )
     return weight
 
 
@@ -180,7 +198,9 @@ def _write_full(
         router.add(name, coefficients.passthrough(name))
         written.add(name)
     for alias, target in sorted(tied.items()):
-        router.add(alias, copies[target].clone())  # stored twice, as the source had it (safetensors refuses shared memory)
+        router.add(
+            alias, copies[target].clone()
+        )  # stored twice, as the source had it (safetensors refuses shared memory)
         written.add(alias)
     for key in sorted(base_keys - written):
         router.add(key, base.tensor(key))  # type: ignore[union-attr]
@@ -210,7 +230,7 @@ class _ComponentRouter:
                 if prefix not in self.writers:
                     (self.folder / sub).mkdir(exist_ok=True)
                     self.writers[prefix] = ShardWriter(self.folder / sub, stem, self.shard_size, {"format": "pt"})
-                self.writers[prefix].add(name[len(prefix):], tensor)
+                self.writers[prefix].add(name[len(prefix) :], tensor)
                 return
         self.used_default = True
         self.default.add(name, tensor)
@@ -230,7 +250,9 @@ def _output_dtype(layer: str, basis: BasisArtifact, base: CheckpointSource | Non
     return DTYPES.get(basis.entry(layer).get("source_dtype", "float32"), torch.float32)
 
 
-def _rebuilt_factors(coefficients: CoefficientSet, basis: BasisArtifact, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor, str, tuple[int, ...]]]:
+def _rebuilt_factors(
+    coefficients: CoefficientSet, basis: BasisArtifact, device: torch.device
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, str, tuple[int, ...]]]:
     """Per layer: the up factor ``B`` (p x r) and down factor ``A`` (r x q) of its update at its
     original LoRA rank and scale 1, its LoRA kind and its weight's shape."""
     manifest = coefficients.manifest
@@ -253,7 +275,9 @@ def _conv_factors(left: torch.Tensor, right: torch.Tensor, shape: tuple[int, ...
     return right.reshape(rank, *shape[1:]), left.reshape(left.shape[0], rank, *([1] * (len(shape) - 2)))
 
 
-def _write_single_file(coefficients: CoefficientSet, folder: Path, tensors: dict[str, torch.Tensor], file_name: str) -> list[str]:
+def _write_single_file(
+    coefficients: CoefficientSet, folder: Path, tensors: dict[str, torch.Tensor], file_name: str
+) -> list[str]:
     """The factors (float32) and the set's passthrough tensors in one file, as LoRA loaders expect."""
     tensors = {name: value.to(torch.float32).contiguous() for name, value in tensors.items()}
     for name in coefficients.passthrough_names:
@@ -264,7 +288,9 @@ def _write_single_file(coefficients: CoefficientSet, folder: Path, tensors: dict
     return writer.close()
 
 
-def _write_lora_file(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path, device: torch.device, layout: str) -> list[str]:
+def _write_lora_file(
+    coefficients: CoefficientSet, basis: BasisArtifact, folder: Path, device: torch.device, layout: str
+) -> list[str]:
     """A kohya/A1111 or diffusers LoRA file with the source's key names (scale 1: a kohya alpha equals the rank)."""
     tensors: dict[str, torch.Tensor] = {}
     for layer, (left, right, kind, shape) in _rebuilt_factors(coefficients, basis, device).items():

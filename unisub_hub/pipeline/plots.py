@@ -43,20 +43,24 @@ def plot_scree(layers: Sequence[Mapping[str, Any]], out: Path, *, title: str, ma
             line = axis.plot(range(1, len(curve) + 1), curve, label=f"mode {mode}")[0]
             null = data.get("null_explained_variance_curve")
             if null:
-                axis.plot(range(1, len(null) + 1), null, linestyle="--", color=line.get_color(), label=f"mode {mode} null")
+                axis.plot(
+                    range(1, len(null) + 1), null, linestyle="--", color=line.get_color(), label=f"mode {mode} null"
+                )
         axis.set_title(_short(layer["name"]), fontsize=9)
         axis.set_xlabel("k (directions kept)")
         axis.set_ylabel("explained variance")
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(shown):]:
+    for axis in list(axes.flat)[len(shown) :]:
         axis.set_visible(False)
     figure.suptitle(title)
     return _save(plt, figure, out)
 
 
-def plot_accuracy_vs_k(series: Mapping[str, Mapping[int, float]], references: Mapping[str, float], out: Path, *, title: str) -> Path:
+def plot_accuracy_vs_k(
+    series: Mapping[str, Mapping[int, float]], references: Mapping[str, float], out: Path, *, title: str
+) -> Path:
     """Accuracy against rank ``k`` for each reconstruction, with flat reference lines."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -80,7 +84,9 @@ def plot_accuracy_vs_parameters(points: Mapping[str, tuple[int, float]], out: Pa
     figure, axis = plt.subplots(figsize=(6, 4))
     for label, (count, value) in points.items():
         axis.scatter([max(count, 1)], [value], s=40)
-        axis.annotate(f"{label} ({value:.3f})", (max(count, 1), value), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        axis.annotate(
+            f"{label} ({value:.3f})", (max(count, 1), value), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
     axis.set_xscale("log")
     axis.set_xlabel("trainable parameters per task")
     axis.set_ylabel("held-out task accuracy")

@@ -36,12 +36,19 @@ def _check_layer(basis: BasisArtifact, source: Source, layer: str) -> None:
     info = source.tensors.get(layer)
     if info is None:
         if isinstance(source, LoraSource):  # same architecture, other target modules
-            raise IncompatibleSourcesError(f"has no LoRA update for {layer}, which the basis decomposes: the adapter targets other modules "
-                                           "than the adapters the basis was built from", source=source.name)
-        raise IncompatibleSourcesError(f"has no tensor {layer}, which the basis decomposes (wrong architecture?)", source=source.name)
+            raise IncompatibleSourcesError(
+                f"has no LoRA update for {layer}, which the basis decomposes: the adapter targets other modules "
+                "than the adapters the basis was built from",
+                source=source.name,
+            )
+        raise IncompatibleSourcesError(
+            f"has no tensor {layer}, which the basis decomposes (wrong architecture?)", source=source.name
+        )
     if tuple(info.shape) != expected:
         raise IncompatibleSourcesError(
-            f"tensor {layer} has shape {'x'.join(map(str, info.shape))}, the basis expects {'x'.join(map(str, expected))}", source=source.name
+            f"tensor {layer} has shape {'x'.join(map(str, info.shape))}, the basis expects "
+            f"{'x'.join(map(str, expected))}",
+            source=source.name,
         )
 
 
@@ -65,7 +72,10 @@ def project(
     if isinstance(source, str):
         source = open_source(source, allow_pickle=allow_pickle)
     if source.kind != basis.manifest["source_kind"]:
-        raise IncompatibleSourcesError(f"is a {source.kind} source but the basis was built from {basis.manifest['source_kind']} sources", source=source.name)
+        raise IncompatibleSourcesError(
+            f"is a {source.kind} source but the basis was built from {basis.manifest['source_kind']} sources",
+            source=source.name,
+        )
     target = resolve_device(device)
     coefficients: dict[str, torch.Tensor] = {}
     errors: dict[str, dict[str, float]] = {}
@@ -88,7 +98,11 @@ def project(
             extras[layer]["lora_rank"] = module.rank
             extras[layer]["lora_kind"] = "linear_fan_in_fan_out" if module.transposed else module.kind
     ties = basis.manifest.get("tied") or {}  # found among checkpoint tensors only
-    tied = {alias: target for alias, target in ties.items() if isinstance(source, CheckpointSource) and is_tied(source, alias, target)}
+    tied = {
+        alias: target
+        for alias, target in ties.items()
+        if isinstance(source, CheckpointSource) and is_tied(source, alias, target)
+    }
     passthrough, reasons = _passthrough(source, set(basis.layer_names) | set(tied))
     for key, value in passthrough.items():
         _check_finite([value], 1.0, source, key)

@@ -38,19 +38,37 @@ def check_rebase(task: CoefficientSet, old: BasisArtifact, new: BasisArtifact) -
     check_pair(task, old)
     where = f"basis {new.manifest['name']} ({new.content_id[:19]}...)"
     if new.manifest["source_kind"] != old.manifest["source_kind"]:
-        raise IncompatibleSourcesError(f"{where} was built from {new.manifest['source_kind']} sources, the task's from {old.manifest['source_kind']}", source=str(task.path))
+        raise IncompatibleSourcesError(
+            f"{where} was built from {new.manifest['source_kind']} sources, the task's from "
+            f"{old.manifest['source_kind']}",
+            source=str(task.path),
+        )
     shapes = {entry["name"]: entry["shape"] for entry in new.manifest["layers"]}
     for entry in old.manifest["layers"]:
         if entry["name"] not in task.layer_names:
             continue
         if entry["name"] not in shapes:
-            raise IncompatibleSourcesError(f"{where} has no layer {entry['name']} (another architecture or layer selection)", source=str(task.path))
+            raise IncompatibleSourcesError(
+                f"{where} has no layer {entry['name']} (another architecture or layer selection)", source=str(task.path)
+            )
         if shapes[entry["name"]] != entry["shape"]:
-            raise IncompatibleSourcesError(f"{where} has layer {entry['name']} of shape {shapes[entry['name']]}, the task's basis {entry['shape']}", source=str(task.path))
+            raise IncompatibleSourcesError(
+                f"{where} has layer {entry['name']} of shape {shapes[entry['name']]}, the task's basis "
+                f"{entry['shape']}",
+                source=str(task.path),
+            )
 
 
-def rebase(task: CoefficientSet, old: BasisArtifact, new: BasisArtifact, out: str | Path, *, name: str | None = None,
-           device: str = "auto", command: str | None = None) -> RebaseOutcome:
+def rebase(
+    task: CoefficientSet,
+    old: BasisArtifact,
+    new: BasisArtifact,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    device: str = "auto",
+    command: str | None = None,
+) -> RebaseOutcome:
     """Write ``task`` moved onto ``new`` to ``out``, with lineage ``rebased``.
 
     Raises:
@@ -67,9 +85,13 @@ def rebase(task: CoefficientSet, old: BasisArtifact, new: BasisArtifact, out: st
     lora = new.manifest["source_kind"] == "lora"
     for layer in task.layer_names:
         new_layer = new.layer(layer, device=target, dtype=torch.float64)
-        fit = rebase_layer(old.layer(layer, device=target, dtype=torch.float64), task.coefficient(layer, target).double(), new_layer)
+        fit = rebase_layer(
+            old.layer(layer, device=target, dtype=torch.float64), task.coefficient(layer, target).double(), new_layer
+        )
         if not all_finite(fit.coef):
-            raise NonFiniteError(f"layer {layer}: moved coefficients hold NaN or Inf; nothing written", source=str(task.path))
+            raise NonFiniteError(
+                f"layer {layer}: moved coefficients hold NaN or Inf; nothing written", source=str(task.path)
+            )
         residual, total, centred = float(fit.residual), float(fit.total), float(fit.centered_total)
         errors[layer] = {
             "rel_error": math.sqrt(residual / total) if total > 0 else 0.0,
@@ -83,14 +105,26 @@ def rebase(task: CoefficientSet, old: BasisArtifact, new: BasisArtifact, out: st
     manifest = task.manifest
     lora_info = None
     if lora:
-        lora_info = {**(manifest.get("lora") or {"key_prefix": "base_model.model."}), "r": max(e["lora_rank"] for e in extras.values())}
+        lora_info = {
+            **(manifest.get("lora") or {"key_prefix": "base_model.model."}),
+            "r": max(e["lora_rank"] for e in extras.values()),
+        }
     passthrough = {entry["name"]: task.passthrough(entry["name"]) for entry in manifest["passthrough"]}
     reasons = {entry["name"]: entry["reason"] for entry in manifest["passthrough"] if "reason" in entry}
     mean_error = sum(e["rel_error"] for e in errors.values()) / max(len(errors), 1)
     saved = save_coefficients(
-        out, coefficients, passthrough, name=name or safe_name(Path(out).name), basis_manifest=new.manifest,
-        source=manifest.get("source"), lora=lora_info, layer_extras=extras, passthrough_reasons=reasons,
-        metrics={"mean_rel_error": mean_error, "layers": errors}, command=command, lineage="rebased",
+        out,
+        coefficients,
+        passthrough,
+        name=name or safe_name(Path(out).name),
+        basis_manifest=new.manifest,
+        source=manifest.get("source"),
+        lora=lora_info,
+        layer_extras=extras,
+        passthrough_reasons=reasons,
+        metrics={"mean_rel_error": mean_error, "layers": errors},
+        command=command,
+        lineage="rebased",
         rebased_from={"content_id": task.content_id, "basis": old.content_id, "name": manifest["name"]},
     )
     return RebaseOutcome(saved, errors)

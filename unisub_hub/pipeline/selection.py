@@ -49,7 +49,9 @@ def select_layers(
         if sum(name in t for t in tables) < len(tables):
             passthrough[name] = "missing in some sources"
         elif len(shapes) > 1:
-            passthrough[name] = "shape differs across sources: " + ", ".join("x".join(map(str, s)) for s in sorted(shapes))
+            passthrough[name] = "shape differs across sources: " + ", ".join(
+                "x".join(map(str, s)) for s in sorted(shapes)
+            )
         elif len(shape := next(iter(shapes))) < 2:
             passthrough[name] = f"{len(shape)}-D tensor"
         elif min(matrix_shape(shape)) < min_size:
@@ -63,6 +65,8 @@ def select_layers(
         else:
             layers.append(LayerSpec(name, shape))
     if not layers:
-        raise EngineError(f"the layer selection is empty: no tensor is a matrix of the same shape in every source (check {option('include')}/{option('exclude')})")
+        raise EngineError(
+            "the layer selection is empty: no tensor is a matrix of the same shape in every source (check "
+            f"{option('include')}/{option('exclude')})"
+        )
     return Selection(layers, passthrough)
-

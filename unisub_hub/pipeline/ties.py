@@ -18,7 +18,15 @@ from ..engine.executor import Executor, SerialExecutor
 
 __all__ = ["TIE_CANDIDATES", "find_ties", "is_tied"]
 
-TIE_CANDIDATES = ("lm_head.weight", "embed_out.weight", "wte.weight", "embed_tokens.weight", "word_embeddings.weight", "shared.weight", "embed_in.weight")
+TIE_CANDIDATES = (
+    "lm_head.weight",
+    "embed_out.weight",
+    "wte.weight",
+    "embed_tokens.weight",
+    "word_embeddings.weight",
+    "shared.weight",
+    "embed_in.weight",
+)
 """Name endings of the tensors models tie (input embeddings and output heads); only these are compared."""
 
 _HEADS = ("lm_head.weight", "embed_out.weight")
@@ -47,9 +55,16 @@ def find_ties(sources: Sequence[_Readable], names: Sequence[str], executor: Exec
     stops reading once no candidate pair is left.
     """
     candidates = [name for name in names if name.endswith(TIE_CANDIDATES)]
-    ordered = sorted(candidates, key=lambda name: (name.endswith(_HEADS), len(name), name))  # embeddings first, shortest name first
+    ordered = sorted(
+        candidates, key=lambda name: (name.endswith(_HEADS), len(name), name)
+    )  # embeddings first, shortest name first
     shapes = sources[0].tensors
-    pairs = frozenset((alias, target) for i, target in enumerate(ordered) for alias in ordered[i + 1:] if shapes[alias].shape == shapes[target].shape)
+    pairs = frozenset(
+        (alias, target)
+        for i, target in enumerate(ordered)
+        for alias in ordered[i + 1 :]
+        if shapes[alias].shape == shapes[target].shape
+    )
     if not pairs:
         return {}
     equal = (executor or SerialExecutor()).aggregate(sources, lambda: pairs, _still_tied, frozenset.intersection)
@@ -57,7 +72,7 @@ def find_ties(sources: Sequence[_Readable], names: Sequence[str], executor: Exec
     for i, target in enumerate(ordered):
         if target in ties:
             continue
-        for alias in ordered[i + 1:]:
+        for alias in ordered[i + 1 :]:
             if alias not in ties and (alias, target) in equal:
                 ties[alias] = target
     return ties

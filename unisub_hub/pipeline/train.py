@@ -90,8 +90,15 @@ class _Silent:
         pass
 
 
-def read_examples(path: str | Path, *, text_column: str = "text", pair_column: str = "text_pair", label_column: str = "label",
-                  label2id: dict[str, int] | None = None, num_labels: int | None = None) -> list[Example]:
+def read_examples(
+    path: str | Path,
+    *,
+    text_column: str = "text",
+    pair_column: str = "text_pair",
+    label_column: str = "label",
+    label2id: dict[str, int] | None = None,
+    num_labels: int | None = None,
+) -> list[Example]:
     """Labelled examples from a JSONL (one object a line) or CSV/TSV file.
 
     A label is an integer class or one of the base config's label names (``label2id``).
@@ -107,10 +114,17 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
     for number, row in enumerate(rows, 1):
         for column in (text_column, label_column):
             if column not in row or row[column] is None:
-                raise TrainingDataError(f"example {number} has no column {column!r} (columns: {', '.join(map(str, row)) or 'none'})", path=path)
+                raise TrainingDataError(
+                    f"example {number} has no column {column!r} (columns: {', '.join(map(str, row)) or 'none'})",
+                    path=path,
+                )
         label = _label(row[label_column], label2id or {}, path, number)
         if num_labels is not None and not 0 <= label < num_labels:
-            raise TrainingDataError(f"example {number}: label {label} does not fit the head's {num_labels} labels (num_labels of the base model)", path=path)
+            raise TrainingDataError(
+                f"example {number}: label {label} does not fit the head's {num_labels} labels (num_labels of the base "
+                "model)",
+                path=path,
+            )
         pair = row.get(pair_column)
         examples.append(Example(str(row[text_column]), None if pair in (None, "") else str(pair), label))
     return examples
@@ -133,7 +147,11 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except ValueError as error:  # JSONDecodeError, or an integer past Python's digit limit
-            raise TrainingDataError(f"line {number} is not JSON ({getattr(error, 'msg', str(error)[:120])}); expected JSONL, or a .csv/.tsv file", path=path) from None
+            raise TrainingDataError(
+                f"line {number} is not JSON ({getattr(error, 'msg', str(error)[:120])}); expected JSONL, or a "
+                ".csv/.tsv file",
+                path=path,
+            ) from None
         if not isinstance(row, dict):
             raise TrainingDataError(f"line {number} is not a JSON object", path=path)
         rows.append(row)
@@ -142,7 +160,9 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 def _label(value: Any, label2id: dict[str, int], path: Path, number: int) -> int:
     if isinstance(value, bool):
-        raise TrainingDataError(f"example {number}: label {value!r} is neither a class number nor a label name", path=path)
+        raise TrainingDataError(
+            f"example {number}: label {value!r} is neither a class number nor a label name", path=path
+        )
     if isinstance(value, int):
         return value
     text = str(value).strip()
@@ -151,7 +171,9 @@ def _label(value: Any, label2id: dict[str, int], path: Path, number: int) -> int
     if text.lstrip("-").isdigit():
         return int(text)
     names = ", ".join(sorted(label2id)) or "none in the base config"
-    raise TrainingDataError(f"example {number}: label {value!r} is neither a class number nor a label name ({names})", path=path)
+    raise TrainingDataError(
+        f"example {number}: label {value!r} is neither a class number nor a label name ({names})", path=path
+    )
 
 
 def train(
@@ -181,8 +203,17 @@ def train(
     check_base_model(basis.manifest, str(base))
     config = _config(base)
     label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
-    read = lambda path: read_examples(path, text_column=options.text_column, pair_column=options.pair_column,  # noqa: E731
-                                      label_column=options.label_column, label2id=label2id, num_labels=config.num_labels)
+
+    def read(path):
+        return read_examples(
+            path,
+            text_column=options.text_column,
+            pair_column=options.pair_column,  # noqa: E731
+            label_column=options.label_column,
+            label2id=label2id,
+            num_labels=config.num_labels,
+        )
+
     examples = read(data)
     evaluation = read(eval_data) if eval_data is not None else None
 
@@ -194,7 +225,10 @@ def train(
     modules = dict(model.named_modules())
     heads = [head for head in _HEAD_NAMES if head in modules][:1] if options.train_head else []
     if options.train_head and not heads:
-        raise TrainingDataError(f"the base model has no head named {' or '.join(_HEAD_NAMES)} to train; pass {option('train_head')}", path=base)
+        raise TrainingDataError(
+            f"the base model has no head named {' or '.join(_HEAD_NAMES)} to train; pass {option('train_head')}",
+            path=base,
+        )
     adapter = attach(model, basis, heads=heads)
     task = name or safe_name(Path(out).name)
     adapter.add_task(task, init=options.init, train_head=options.train_head)
@@ -219,7 +253,9 @@ def train(
             batch = [examples[i] for i in order[start : start + options.batch_size]]
             loss = model(**encode(batch), labels=torch.tensor([e.label for e in batch], device=target)).loss
             if not torch.isfinite(loss):
-                raise TrainingDataError(f"the loss became {float(loss)} at step {steps + 1}; lower {option('lr')}", path=data)
+                raise TrainingDataError(
+                    f"the loss became {float(loss)} at step {steps + 1}; lower {option('lr')}", path=data
+                )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -243,7 +279,9 @@ def train(
         "base_model": str(base),
     }
     saved = adapter.save_task(out, task, training=training, metrics=metrics, task_type="SEQ_CLS", command=command)
-    return TrainOutcome(saved, steps, loss_value, accuracies, sum(p.numel() for p in parameters), time.perf_counter() - started)
+    return TrainOutcome(
+        saved, steps, loss_value, accuracies, sum(p.numel() for p in parameters), time.perf_counter() - started
+    )
 
 
 def accuracy_of(model: torch.nn.Module, examples: Sequence[Example], encode: Callable, batch_size: int) -> float:
@@ -258,7 +296,9 @@ def accuracy_of(model: torch.nn.Module, examples: Sequence[Example], encode: Cal
     return correct / len(examples)
 
 
-def _encoder(tokenizer, max_length: int, device: torch.device) -> Callable[[Sequence[Example]], dict[str, torch.Tensor]]:
+def _encoder(
+    tokenizer, max_length: int, device: torch.device
+) -> Callable[[Sequence[Example]], dict[str, torch.Tensor]]:
     def encode(batch: Sequence[Example]) -> dict[str, torch.Tensor]:
         texts = [e.text for e in batch]
         pairs = [e.pair or "" for e in batch] if any(e.pair for e in batch) else None
@@ -274,7 +314,9 @@ def _config(base: str | Path):
     try:
         return AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as error:
-        raise TrainingDataError(f"cannot read the base model's config ({str(error).splitlines()[0]})", path=base) from None
+        raise TrainingDataError(
+            f"cannot read the base model's config ({str(error).splitlines()[0]})", path=base
+        ) from None
 
 
 def _check_options(options: TrainOptions) -> None:

@@ -59,7 +59,12 @@ class ValidationReport:
 
     def to_dict(self, spell: Callable[[str], str] = str) -> dict[str, Any]:
         """Plain data; ``spell`` words the parameters failed checks name (see :meth:`UnisubError.render`)."""
-        return {"target": self.target, "kind": self.kind, "ok": self.ok, "checks": [c.to_dict(spell) for c in self.checks]}
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "ok": self.ok,
+            "checks": [c.to_dict(spell) for c in self.checks],
+        }
 
     def run(self, name: str, function: Callable[[], str | None]) -> bool:
         """Run one check; an expected error becomes a failed check with its one-line message."""
@@ -77,14 +82,25 @@ def _check_orthonormal(basis: BasisArtifact) -> str:
     code = DTYPE_CODES[basis.manifest["dtype"]]
     for name in basis.layer_names:
         layer = basis.layer(name, dtype=torch.float64)
-        for label, factor in (("U", layer.left), ("V", layer.right), ("components", None if layer.components is None else layer.components.reshape(layer.components.shape[0], -1).T)):
+        for label, factor in (
+            ("U", layer.left),
+            ("V", layer.right),
+            (
+                "components",
+                None if layer.components is None else layer.components.reshape(layer.components.shape[0], -1).T,
+            ),
+        ):
             if factor is None:
                 continue
             gram = factor.T @ factor
             error = float((gram - torch.eye(gram.shape[0], dtype=gram.dtype)).abs().max())
             worst = max(worst, error)
             if error > _TOLERANCE[code]:
-                raise FormatError(f"layer {name}: {label} is not orthonormal (max |F^T F - I| = {error:.2e}, tolerance {_TOLERANCE[code]:.0e})", path=basis.path)
+                raise FormatError(
+                    f"layer {name}: {label} is not orthonormal (max |F^T F - I| = {error:.2e}, tolerance "
+                    f"{_TOLERANCE[code]:.0e})",
+                    path=basis.path,
+                )
     return f"max |F^T F - I| = {worst:.1e}"
 
 
@@ -125,8 +141,10 @@ def _check_config_shapes(coefficients: CoefficientSet, basis_path: Path | None) 
     for name in shared:
         if built[name] != ours[name]:
             raise FormatError(
-                f"tensor {name} is {'x'.join(map(str, ours[name]))} but the carried config builds {'x'.join(map(str, built[name]))} "
-                "(num_labels / id2label or another size disagrees): from_pretrained would fail or load a random head", path=coefficients.path,
+                f"tensor {name} is {'x'.join(map(str, ours[name]))} but the carried config builds "
+                f"{'x'.join(map(str, built[name]))} "
+                "(num_labels / id2label or another size disagrees): from_pretrained would fail or load a random head",
+                path=coefficients.path,
             )
     return f"{len(shared)} tensors have the shapes {architectures[0]} of the carried config builds"
 
@@ -142,14 +160,19 @@ def check_base_model(basis_manifest: dict[str, Any], base: str) -> str:
     layers = [(entry["name"], tuple(entry["shape"])) for entry in basis_manifest["layers"]]
     names = prefix_map([name for name, _ in layers], set(table))
     if names is None:
-        raise IncompatibleSourcesError(f"has no tensor matching basis layer {layers[0][0]} (wrong base model?)", source=base)
+        raise IncompatibleSourcesError(
+            f"has no tensor matching basis layer {layers[0][0]} (wrong base model?)", source=base
+        )
     to_base = names.forward
     for name, shape in layers:
         key = to_base(name)
         if key not in table:
             raise IncompatibleSourcesError(f"has no tensor {key} (basis layer {name})", source=base)
         if tuple(table[key]) != shape:
-            raise IncompatibleSourcesError(f"tensor {key} is {'x'.join(map(str, table[key]))}, the basis layer is {'x'.join(map(str, shape))}", source=base)
+            raise IncompatibleSourcesError(
+                f"tensor {key} is {'x'.join(map(str, table[key]))}, the basis layer is {'x'.join(map(str, shape))}",
+                source=base,
+            )
     fingerprint = architecture_fingerprint((name, tuple(table[to_base(name)])) for name, _ in layers)
     if fingerprint != basis_manifest["architecture"]["fingerprint"]:
         raise IncompatibleSourcesError("layer table fingerprint differs from the basis architecture", source=base)
@@ -170,7 +193,13 @@ def _base_table(base: str) -> dict[str, tuple[int, ...]]:
     return {name: tuple(info.shape) for file in metadata.files_metadata.values() for name, info in file.tensors.items()}
 
 
-def validate(target: str | Path, *, against: str | None = None, deep: bool = False, basis_lookup: Callable[[str], Path | None] | None = None) -> ValidationReport:
+def validate(
+    target: str | Path,
+    *,
+    against: str | None = None,
+    deep: bool = False,
+    basis_lookup: Callable[[str], Path | None] | None = None,
+) -> ValidationReport:
     """Check an artifact folder; ``against`` is a basis folder (for a coefficient set) or a base model.
 
     ``basis_lookup`` finds a coefficient set's basis by content id (e.g. in the registry)
@@ -187,6 +216,7 @@ def validate(target: str | Path, *, against: str | None = None, deep: bool = Fal
     if not report.run("manifest schema and format version", open_it):
         return report
     artifact: Artifact = holder["artifact"]
+
     def verify_content() -> str:
         artifact.verify()
         return f"{artifact.content_id[:19]}... verified"
@@ -207,14 +237,21 @@ def validate(target: str | Path, *, against: str | None = None, deep: bool = Fal
 
         def pairing() -> str:
             if basis_path is None:
-                raise FormatError(f"its basis {coefficients.basis_id[:19]}... is not available (give {option('against')} BASIS or register it)", path=artifact.path)
+                raise FormatError(
+                    f"its basis {coefficients.basis_id[:19]}... is not available (give {option('against')} BASIS or "
+                    "register it)",
+                    path=artifact.path,
+                )
             return _check_pairing(coefficients, load_basis(basis_path))
 
         if tensors_ok:
             report.run("basis present and matching", pairing)
             report.run("carried config fits the tensors", lambda: _check_config_shapes(coefficients, basis_path))
         if against is not None and basis_path is not None and Path(against) != basis_path:
-            report.run(f"layers present in base model {against}", lambda: check_base_model(load_basis(basis_path).manifest, against))
+            report.run(
+                f"layers present in base model {against}",
+                lambda: check_base_model(load_basis(basis_path).manifest, against),
+            )
     if deep and tensors_ok:
         report.run("finite values", lambda: _check_finite(artifact))
     return report

@@ -71,11 +71,17 @@ class Database:
             version = connection.exec_driver_sql("PRAGMA user_version").scalar() or 0
             tables = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type='table'").scalar()
         if version > models.SCHEMA_VERSION:
-            raise RegistryError(f"{path}: registry schema version {version} is newer than this unisub-hub's ({models.SCHEMA_VERSION}); upgrade unisub-hub")
+            raise RegistryError(
+                f"{path}: registry schema version {version} is newer than this unisub-hub's "
+                f"({models.SCHEMA_VERSION}); upgrade unisub-hub"
+            )
         if version == models.SCHEMA_VERSION and tables:
             return
         if self.read_only:
-            raise RegistryError(f"{path}: the registry is read-only and its schema (version {version}) needs an upgrade or creation; open it once where it can be written")
+            raise RegistryError(
+                f"{path}: the registry is read-only and its schema (version {version}) needs an upgrade or creation; "
+                "open it once where it can be written"
+            )
         with _database_errors(path), self.write() as session:
             connection = session.connection()
             version = connection.exec_driver_sql("PRAGMA user_version").scalar() or 0  # again, under the write lock
@@ -102,7 +108,10 @@ class Database:
 
 
 def _read_only(path: Path) -> bool:
-    """Whether this process cannot write the registry: its file, or the folder a new file (or SQLite's WAL files) would go in."""
+    """Whether this process cannot write the registry.
+
+    Its file, or the folder a new file (or SQLite's WAL files) would go in.
+    """
     if path.exists():
         return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
     existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
@@ -119,11 +128,14 @@ def _database_errors(path: Path) -> Iterator[None]:
         if "locked" in reason:
             raise
         if "readonly" in reason:
-            raise RegistryError(f"{path}: the registry is read-only here ({reason}); it can be listed and read, not changed") from None
+            raise RegistryError(
+                f"{path}: the registry is read-only here ({reason}); it can be listed and read, not changed"
+            ) from None
         raise RegistryError(f"{path}: the registry database cannot be used ({reason})") from None
     except DatabaseError as error:
         reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]
         raise RegistryError(
-            f"{path}: the registry database is damaged ({reason}); move it aside, then register the stored artifacts again "
+            f"{path}: the registry database is damaged ({reason}); move it aside, then register the stored artifacts "
+            "again "
             f"with `unisub-hub registry add {path.parent / 'store'}/*` (bases first)"
         ) from None

@@ -19,6 +19,7 @@ from ..errors import RegistryError
 
 __all__ = ["MIGRATIONS", "migrate"]
 
+
 def _task_mean_error(connection: Connection) -> None:
     connection.exec_driver_sql("ALTER TABLE task ADD COLUMN mean_rel_error FLOAT")
     connection.exec_driver_sql("UPDATE task SET mean_rel_error = json_extract(metrics, '$.mean_rel_error')")
@@ -33,6 +34,8 @@ def migrate(connection: Connection, version: int) -> None:
     while version < SCHEMA_VERSION:
         step = MIGRATIONS.get(version)
         if step is None:
-            raise RegistryError(f"registry schema version {version} has no migration to {version + 1}; it was not made by unisub-hub")
+            raise RegistryError(
+                f"registry schema version {version} has no migration to {version + 1}; it was not made by unisub-hub"
+            )
         step(connection)
         version += 1

@@ -7,7 +7,19 @@ from typing import Any
 
 from sqlmodel import JSON, Column, Field, SQLModel, UniqueConstraint
 
-__all__ = ["SCHEMA_VERSION", "Alias", "Architecture", "Basis", "BasisLayer", "BasisSource", "Layer", "LastVersion", "Source", "Tag", "Task"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Alias",
+    "Architecture",
+    "Basis",
+    "BasisLayer",
+    "BasisSource",
+    "Layer",
+    "LastVersion",
+    "Source",
+    "Tag",
+    "Task",
+]
 
 SCHEMA_VERSION = 2
 """Recorded in ``PRAGMA user_version``; :mod:`unisub_hub.registry.migrations` upgrades older files."""

@@ -56,6 +56,7 @@ def read_artifact(folder: Path, *, verify: bool) -> Artifact:
 
     return read(folder, verify=verify)
 
+
 __all__ = ["KINDS", "Entry", "Registry"]
 
 KINDS = ("basis", "task")
@@ -84,8 +85,13 @@ class Entry:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "content_id": self.content_id, "name": self.name, "version": self.version,
-            "path": str(self.path), "hub_repo": self.hub_repo, "hub_revision": self.hub_revision,
+            "kind": self.kind,
+            "content_id": self.content_id,
+            "name": self.name,
+            "version": self.version,
+            "path": str(self.path),
+            "hub_repo": self.hub_repo,
+            "hub_revision": self.hub_revision,
         }
 
 
@@ -125,7 +131,9 @@ class Registry:
 
     # --- adding ---------------------------------------------------------------------------
 
-    def add(self, folder: str | Path, *, hub_repo: str | None = None, hub_revision: str | None = None, verify: bool = True) -> Entry:
+    def add(
+        self, folder: str | Path, *, hub_repo: str | None = None, hub_revision: str | None = None, verify: bool = True
+    ) -> Entry:
         """Register an artifact folder (copied into the store); a no-op for known content.
 
         ``verify=False`` skips re-hashing the tensor files, for callers that have just done it
@@ -146,7 +154,10 @@ class Registry:
                     return self._find(kind, artifact.content_id)  # type: ignore[return-value]
                 return known
             if kind == "task" and self._find("basis", artifact.manifest["basis"]["content_id"]) is None:
-                raise RegistryError(f"{folder}: its basis {artifact.manifest['basis']['content_id'][:19]}... is not registered; register the basis first")
+                raise RegistryError(
+                    f"{folder}: its basis {artifact.manifest['basis']['content_id'][:19]}... is not registered; "
+                    "register the basis first"
+                )
             if kind == "basis":
                 self._check_basis_name(folder, artifact.manifest)
             self.store.put(Path(folder), artifact.content_id)
@@ -160,12 +171,15 @@ class Registry:
         fingerprint = manifest["architecture"]["fingerprint"]
         with self.db.read() as session:
             taken = session.exec(
-                select(Basis.version, Architecture.fingerprint, Architecture.name).join(Architecture).where(Basis.name == manifest["name"])
+                select(Basis.version, Architecture.fingerprint, Architecture.name)
+                .join(Architecture)
+                .where(Basis.name == manifest["name"])
             ).all()
         other = next(((version, arch) for version, found, arch in taken if found != fingerprint), None)
         if other is not None:
             raise RegistryError(
-                f"{folder}: basis name {manifest['name']!r} is taken by {manifest['name']}:{other[0]}, a basis of another layer table "
+                f"{folder}: basis name {manifest['name']!r} is taken by {manifest['name']}:{other[0]}, a basis of "
+                "another layer table "
                 f"({other[1]}); give this one its own name (the build's {option('name')})"
             )
 
@@ -181,33 +195,58 @@ class Registry:
             version = max(highest, last.version if last is not None else 0) + 1
             session.merge(LastVersion(kind=kind, name=manifest["name"], version=version))
             common = {
-                "content_id": artifact.content_id, "name": manifest["name"], "version": version,
-                "size_bytes": artifact.size_bytes(), "path": self.store.relative(artifact.content_id),
-                "hub_repo": hub_repo, "hub_revision": hub_revision,
+                "content_id": artifact.content_id,
+                "name": manifest["name"],
+                "version": version,
+                "size_bytes": artifact.size_bytes(),
+                "path": self.store.relative(artifact.content_id),
+                "hub_repo": hub_repo,
+                "hub_revision": hub_revision,
             }
             if kind == "basis":
                 architecture = self._architecture(session, manifest)
                 assert architecture.id is not None  # flushed: the row has its key
-                session.add(Basis(
-                    **common, architecture_id=architecture.id, source_kind=manifest["source_kind"],
-                    modes=",".join(map(str, manifest["modes"])), centered=manifest["centered"], dtype=manifest["dtype"],
-                    ranks={entry["name"]: entry["ranks"] for entry in manifest["layers"]},
-                    quality=manifest.get("quality", {}),
-                ))
+                session.add(
+                    Basis(
+                        **common,
+                        architecture_id=architecture.id,
+                        source_kind=manifest["source_kind"],
+                        modes=",".join(map(str, manifest["modes"])),
+                        centered=manifest["centered"],
+                        dtype=manifest["dtype"],
+                        ranks={entry["name"]: entry["ranks"] for entry in manifest["layers"]},
+                        quality=manifest.get("quality", {}),
+                    )
+                )
                 session.flush()
                 for entry in manifest["layers"]:
                     layer = self._layer(session, architecture.id, entry["name"], entry["shape"])
-                    session.add(BasisLayer(basis_id=artifact.content_id, layer_id=layer.id, ranks=entry["ranks"], explained_variance=entry.get("explained_variance", {})))
+                    session.add(
+                        BasisLayer(
+                            basis_id=artifact.content_id,
+                            layer_id=layer.id,
+                            ranks=entry["ranks"],
+                            explained_variance=entry.get("explained_variance", {}),
+                        )
+                    )
                 for provenance in manifest["sources"]:
                     source = self._source(session, provenance)
-                    session.add(BasisSource(basis_id=artifact.content_id, source_id=source.id, role=provenance.get("role", "train")))
+                    session.add(
+                        BasisSource(
+                            basis_id=artifact.content_id, source_id=source.id, role=provenance.get("role", "train")
+                        )
+                    )
             else:
                 projected_from = self._source(session, manifest["source"]) if manifest.get("source") else None
-                session.add(Task(
-                    **common, basis_id=manifest["basis"]["content_id"], source_id=projected_from.id if projected_from else None,
-                    metrics=manifest.get("metrics", {}),
-                    mean_rel_error=(manifest.get("metrics") or {}).get("mean_rel_error"),
-                ))
+                session.add(
+                    Task(
+                        **common,
+                        basis_id=manifest["basis"]["content_id"],
+                        source_id=projected_from.id if projected_from else None,
+                        metrics=manifest.get("metrics", {}),
+                        mean_rel_error=(manifest.get("metrics") or {}).get("mean_rel_error"),
+                    )
+                )
             session.merge(Alias(kind=kind, name=manifest["name"], alias="latest", version=version))
         return True
 
@@ -217,7 +256,12 @@ class Registry:
         found = session.exec(select(Architecture).where(Architecture.fingerprint == arch["fingerprint"])).first()
         if found is None:
             base = arch.get("base_model") or {}
-            found = Architecture(name=arch["name"], fingerprint=arch["fingerprint"], base_model_id=base.get("id"), base_model_revision=base.get("revision"))
+            found = Architecture(
+                name=arch["name"],
+                fingerprint=arch["fingerprint"],
+                base_model_id=base.get("id"),
+                base_model_revision=base.get("revision"),
+            )
             session.add(found)
             session.flush()
         return found
@@ -233,10 +277,19 @@ class Registry:
 
     @staticmethod
     def _source(session: Session, provenance: dict[str, Any]) -> Source:
-        query = select(Source).where(Source.locator == provenance["id"], Source.revision == provenance.get("revision"), Source.sha256 == provenance.get("sha256"))
+        query = select(Source).where(
+            Source.locator == provenance["id"],
+            Source.revision == provenance.get("revision"),
+            Source.sha256 == provenance.get("sha256"),
+        )
         found = session.exec(query).first()
         if found is None:
-            found = Source(locator=provenance["id"], revision=provenance.get("revision"), sha256=provenance.get("sha256"), kind=provenance.get("kind"))
+            found = Source(
+                locator=provenance["id"],
+                revision=provenance.get("revision"),
+                sha256=provenance.get("sha256"),
+                kind=provenance.get("kind"),
+            )
             session.add(found)
             session.flush()
         return found
@@ -278,7 +331,9 @@ class Registry:
 
     def _find(self, kind: str, content_id: str) -> Entry | None:
         with self.db.read() as session:
-            row: Basis | Task | None = session.get(Basis, content_id) if kind == "basis" else session.get(Task, content_id)
+            row: Basis | Task | None = (
+                session.get(Basis, content_id) if kind == "basis" else session.get(Task, content_id)
+            )
             return None if row is None else self._entry(kind, row)
 
     def resolve(self, ref: str, kind: str | None = None) -> Entry:
@@ -293,7 +348,9 @@ class Registry:
         with self.db.read() as session:
             for each in kinds:
                 model = Basis if each == "basis" else Task
-                if _HEX_PREFIX.match(ref):  # an id prefix, or a name that looks like one (build --out cafe01): both count
+                if _HEX_PREFIX.match(
+                    ref
+                ):  # an id prefix, or a name that looks like one (build --out cafe01): both count
                     prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
                     rows = session.exec(select(model).where(col(model.content_id).startswith(prefix))).all()
                     matches += [self._entry(each, r) for r in rows]
@@ -306,7 +363,11 @@ class Registry:
                         continue
                     name, version = m["name"], alias.version
                 query = select(model).where(model.name == name)
-                query = query.where(model.version == version) if version is not None else query.order_by(col(model.version).desc()).limit(1)
+                query = (
+                    query.where(model.version == version)
+                    if version is not None
+                    else query.order_by(col(model.version).desc()).limit(1)
+                )
                 matches += [self._entry(each, r) for r in session.exec(query).all()]
         matches = list({(e.kind, e.content_id): e for e in matches}.values())
         what = kind or "artifact"
@@ -314,10 +375,14 @@ class Registry:
             raise ReferenceNotFoundError(f"{ref}: no registered {what} matches (try `unisub-hub registry list`)")
         if len(matches) > 1:
             listed = ", ".join(f"{e.kind} {e.ref} ({e.content_id[7:19]})" for e in matches[:10])
-            raise AmbiguousReferenceError(f"{ref}: matches {len(matches)} artifacts: {listed}; give more of the content id or name:version")
+            raise AmbiguousReferenceError(
+                f"{ref}: matches {len(matches)} artifacts: {listed}; give more of the content id or name:version"
+            )
         return matches[0]
 
-    def list(self, kind: str, *, arch: str | None = None, name: str | None = None, stale: bool = False) -> builtins.list[dict[str, Any]]:
+    def list(
+        self, kind: str, *, arch: str | None = None, name: str | None = None, stale: bool = False
+    ) -> builtins.list[dict[str, Any]]:
         """Registered bases, tasks or architectures, as plain dicts (newest first).
 
         Each task says whether its basis is ``stale``: a newer version of the basis's name is
@@ -333,8 +398,17 @@ class Registry:
     @staticmethod
     def _list_architectures(session: Session) -> builtins.list[dict[str, Any]]:
         rows = session.exec(select(Architecture).order_by(col(Architecture.name))).all()
-        return [{"name": a.name, "fingerprint": a.fingerprint, "base_model": a.base_model_id,
-                 "bases": session.exec(select(func.count()).select_from(Basis).where(Basis.architecture_id == a.id)).one()} for a in rows]
+        return [
+            {
+                "name": a.name,
+                "fingerprint": a.fingerprint,
+                "base_model": a.base_model_id,
+                "bases": session.exec(
+                    select(func.count()).select_from(Basis).where(Basis.architecture_id == a.id)
+                ).one(),
+            }
+            for a in rows
+        ]
 
     def _list_bases(self, session: Session, arch: str | None, name: str | None) -> builtins.list[dict[str, Any]]:
         query = select(Basis, Architecture).join(Architecture)
@@ -343,13 +417,39 @@ class Registry:
         if name:
             query = query.where(Basis.name == name)
         rows = session.exec(query.order_by(col(Basis.created).desc(), col(Basis.version).desc())).all()
-        return [{**self._entry("basis", b).to_dict(), "architecture": a.name, "modes": b.modes, "size_bytes": b.size_bytes, "created": b.created} for b, a in rows]
+        return [
+            {
+                **self._entry("basis", b).to_dict(),
+                "architecture": a.name,
+                "modes": b.modes,
+                "size_bytes": b.size_bytes,
+                "created": b.created,
+            }
+            for b, a in rows
+        ]
 
-    def _list_tasks(self, session: Session, arch: str | None, name: str | None, stale: bool) -> builtins.list[dict[str, Any]]:
-        # One query for every column a listing shows (SQLAlchemy's select: more columns than sqlmodel's types spell out).
-        columns = (Task.content_id, Task.name, Task.version, Task.path, Task.hub_repo, Task.hub_revision, Task.size_bytes,
-                   Task.mean_rel_error, Task.created, Basis.name, Basis.version, Architecture.name)
-        query = sa_select(*map(col, columns)).join(Basis, col(Task.basis_id) == col(Basis.content_id)).join(Architecture)
+    def _list_tasks(
+        self, session: Session, arch: str | None, name: str | None, stale: bool
+    ) -> builtins.list[dict[str, Any]]:
+        # One query for every column a listing shows (SQLAlchemy's select: more columns than
+        # sqlmodel's types spell out).
+        columns = (
+            Task.content_id,
+            Task.name,
+            Task.version,
+            Task.path,
+            Task.hub_repo,
+            Task.hub_revision,
+            Task.size_bytes,
+            Task.mean_rel_error,
+            Task.created,
+            Basis.name,
+            Basis.version,
+            Architecture.name,
+        )
+        query = (
+            sa_select(*map(col, columns)).join(Basis, col(Task.basis_id) == col(Basis.content_id)).join(Architecture)
+        )
         if arch:
             query = query.where(col(Architecture.name) == arch)
         if name:
@@ -357,11 +457,36 @@ class Registry:
         rows = session.execute(query.order_by(col(Task.created).desc(), col(Task.version).desc())).all()
         newest = dict(session.exec(select(Basis.name, func.max(Basis.version)).group_by(col(Basis.name))).all())
         tasks = [
-            {"kind": "task", "content_id": cid, "name": task_name, "version": version, "path": str(self.home / path),
-             "hub_repo": repo, "hub_revision": revision, "basis": f"{basis_name}:{basis_version}", "architecture": arch_name,
-             "size_bytes": size, "mean_rel_error": error, "created": created,
-             "newest_basis": f"{basis_name}:{newest[basis_name]}", "stale": basis_version < newest[basis_name]}
-            for cid, task_name, version, path, repo, revision, size, error, created, basis_name, basis_version, arch_name in rows
+            {
+                "kind": "task",
+                "content_id": cid,
+                "name": task_name,
+                "version": version,
+                "path": str(self.home / path),
+                "hub_repo": repo,
+                "hub_revision": revision,
+                "basis": f"{basis_name}:{basis_version}",
+                "architecture": arch_name,
+                "size_bytes": size,
+                "mean_rel_error": error,
+                "created": created,
+                "newest_basis": f"{basis_name}:{newest[basis_name]}",
+                "stale": basis_version < newest[basis_name],
+            }
+            for (
+                cid,
+                task_name,
+                version,
+                path,
+                repo,
+                revision,
+                size,
+                error,
+                created,
+                basis_name,
+                basis_version,
+                arch_name,
+            ) in rows
         ]
         return [task for task in tasks if task["stale"]] if stale else tasks
 
@@ -369,28 +494,57 @@ class Registry:
         """Everything known of one artifact: row, aliases, tags, lineage."""
         entry = self.resolve(ref)
         with self.db.read() as session:
-            aliases = [a.alias for a in session.exec(select(Alias).where(Alias.kind == entry.kind, Alias.name == entry.name, Alias.version == entry.version)).all()]
+            aliases = [
+                a.alias
+                for a in session.exec(
+                    select(Alias).where(
+                        Alias.kind == entry.kind, Alias.name == entry.name, Alias.version == entry.version
+                    )
+                ).all()
+            ]
             tags = {t.key: t.value for t in session.exec(select(Tag).where(Tag.content_id == entry.content_id)).all()}
             out: dict[str, Any] = {**entry.to_dict(), "aliases": sorted(aliases), "tags": tags}
             if entry.kind == "basis":
                 basis = _get(session, Basis, entry.content_id)
                 out["architecture"] = _get(session, Architecture, basis.architecture_id).name
-                out.update(modes=basis.modes, centered=basis.centered, dtype=basis.dtype, size_bytes=basis.size_bytes, ranks=basis.ranks)
+                out.update(
+                    modes=basis.modes,
+                    centered=basis.centered,
+                    dtype=basis.dtype,
+                    size_bytes=basis.size_bytes,
+                    ranks=basis.ranks,
+                )
                 out["sources"] = self.sources_of(entry.content_id, session=session)
-                out["tasks"] = [f"{t.name}:{t.version}" for t in session.exec(select(Task).where(Task.basis_id == entry.content_id)).all()]
+                out["tasks"] = [
+                    f"{t.name}:{t.version}"
+                    for t in session.exec(select(Task).where(Task.basis_id == entry.content_id)).all()
+                ]
             else:
                 task = _get(session, Task, entry.content_id)
                 basis = _get(session, Basis, task.basis_id)
-                out.update(basis={"content_id": basis.content_id, "ref": f"{basis.name}:{basis.version}"}, size_bytes=task.size_bytes, metrics=task.metrics)
+                out.update(
+                    basis={"content_id": basis.content_id, "ref": f"{basis.name}:{basis.version}"},
+                    size_bytes=task.size_bytes,
+                    metrics=task.metrics,
+                )
                 source = session.get(Source, task.source_id) if task.source_id else None
-                out["source"] = None if source is None else {"locator": source.locator, "revision": source.revision, "sha256": source.sha256}
+                out["source"] = (
+                    None
+                    if source is None
+                    else {"locator": source.locator, "revision": source.revision, "sha256": source.sha256}
+                )
         return out
 
     def sources_of(self, content_id: str, *, session: Session | None = None) -> builtins.list[dict[str, Any]]:
         """Which sources built a basis (lineage)."""
+
         def query(s: Session) -> builtins.list[dict[str, Any]]:
             rows = s.exec(select(Source, BasisSource).join(BasisSource).where(BasisSource.basis_id == content_id)).all()
-            return [{"locator": src.locator, "revision": src.revision, "sha256": src.sha256, "role": link.role} for src, link in rows]
+            return [
+                {"locator": src.locator, "revision": src.revision, "sha256": src.sha256, "role": link.role}
+                for src, link in rows
+            ]
+
         if session is not None:
             return query(session)
         with self.db.read() as s:
@@ -400,7 +554,12 @@ class Registry:
         """Which tasks use a basis."""
         basis = self.resolve(basis_ref, "basis")
         with self.db.read() as session:
-            return [self._entry("task", t) for t in session.exec(select(Task).where(Task.basis_id == basis.content_id).order_by(Task.name, Task.version)).all()]
+            return [
+                self._entry("task", t)
+                for t in session.exec(
+                    select(Task).where(Task.basis_id == basis.content_id).order_by(Task.name, Task.version)
+                ).all()
+            ]
 
     def bases_built_from(self, locator: str) -> builtins.list[Entry]:
         """Which bases a source took part in."""
@@ -434,11 +593,18 @@ class Registry:
                 tasks = session.exec(select(Task).where(Task.basis_id == entry.content_id)).all()
                 if tasks and not force:
                     names = ", ".join(f"{t.name}:{t.version}" for t in tasks[:5])
-                    raise DependencyError(f"{entry.ref}: {len(tasks)} task(s) use this basis ({names}{', ...' if len(tasks) > 5 else ''}); pass {option('force')} to remove them too")
+                    raise DependencyError(
+                        f"{entry.ref}: {len(tasks)} task(s) use this basis "
+                        f"({names}{', ...' if len(tasks) > 5 else ''}); pass {option('force')} to remove them too"
+                    )
                 for task in tasks:
                     removed.append(self._entry("task", task))
                     self._delete_rows(session, "task", task)
-            row: Basis | Task = _get(session, Basis, entry.content_id) if entry.kind == "basis" else _get(session, Task, entry.content_id)
+            row: Basis | Task = (
+                _get(session, Basis, entry.content_id)
+                if entry.kind == "basis"
+                else _get(session, Task, entry.content_id)
+            )
             self._delete_rows(session, entry.kind, row)
         for gone in removed:
             self.store.remove(gone.content_id)
@@ -450,7 +616,9 @@ class Registry:
         # (and the connection turns foreign keys on). Tags and aliases name rows of either kind: by hand.
         for tag in session.exec(select(Tag).where(Tag.content_id == row.content_id)).all():
             session.delete(tag)
-        alias_rows = session.exec(select(Alias).where(Alias.kind == kind, Alias.name == row.name, Alias.version == row.version)).all()
+        alias_rows = session.exec(
+            select(Alias).where(Alias.kind == kind, Alias.name == row.name, Alias.version == row.version)
+        ).all()
         for alias in alias_rows:
             session.delete(alias)
         session.delete(row)
@@ -481,7 +649,8 @@ class Registry:
             stored = [folder for folder in garbage if not folder.name.startswith(".")]
             if not known and stored and not force:
                 raise RegistryError(
-                    f"{self.home / 'registry.db'}: the registry lists nothing but the store holds {len(stored)} artifact(s); "
+                    f"{self.home / 'registry.db'}: the registry lists nothing but the store holds {len(stored)} "
+                    "artifact(s); "
                     "if the database was lost, register them again with `unisub-hub registry add` of the store folders "
                     f"(or run gc with {option('force')} to delete them)"
                 )
@@ -497,15 +666,26 @@ class Registry:
         problems: builtins.list[dict[str, str]] = []
         checked = 0
         with self.db.read() as session:
-            rows = [("basis", b) for b in session.exec(select(Basis)).all()] + [("task", t) for t in session.exec(select(Task)).all()]
+            rows = [("basis", b) for b in session.exec(select(Basis)).all()] + [
+                ("task", t) for t in session.exec(select(Task)).all()
+            ]
         for kind, row in rows:
             folder = self.home / row.path
             checked += 1
             try:
                 artifact = read_artifact(folder, verify=True)
                 if artifact.content_id != row.content_id:
-                    raise ContentIdMismatchError(f"manifest names {artifact.content_id}, registry row {row.content_id}", path=folder)
+                    raise ContentIdMismatchError(
+                        f"manifest names {artifact.content_id}, registry row {row.content_id}", path=folder
+                    )
             except FormatError as error:
-                problems.append({"kind": kind, "ref": f"{row.name}:{row.version}", "content_id": row.content_id, "problem": str(error)})
+                problems.append(
+                    {
+                        "kind": kind,
+                        "ref": f"{row.name}:{row.version}",
+                        "content_id": row.content_id,
+                        "problem": str(error),
+                    }
+                )
         unreferenced = [str(p) for p in self.store.garbage({row.content_id for _, row in rows})]
         return {"checked": checked, "problems": problems, "unreferenced_folders": unreferenced, "ok": not problems}

@@ -35,7 +35,9 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             handle = open(lock, "a+b")  # noqa: SIM115 (closed by the with below)
         except OSError as error:
-            raise RegistryError(f"{lock}: cannot take the store's lock ({error.strerror or error}); is the registry read-only here?") from None
+            raise RegistryError(
+                f"{lock}: cannot take the store's lock ({error.strerror or error}); is the registry read-only here?"
+            ) from None
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:

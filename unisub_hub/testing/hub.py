@@ -123,7 +123,11 @@ class LocalHub:
     def bytes_downloaded(self, repo_id: str | None = None) -> int:
         """Bytes sent by ``GET .../resolve/...`` (file downloads), for one repo or all."""
         prefix = f"/{repo_id}/resolve/" if repo_id else None
-        return sum(r.bytes_sent for r in self.requests if r.method == "GET" and "/resolve/" in r.path and (prefix is None or r.path.startswith(prefix)))
+        return sum(
+            r.bytes_sent
+            for r in self.requests
+            if r.method == "GET" and "/resolve/" in r.path and (prefix is None or r.path.startswith(prefix))
+        )
 
     def fail_next(self, fault: str, times: int = 1) -> None:
         """Misbehave on the next ``times`` requests the fault applies to.
@@ -162,13 +166,21 @@ class LocalHub:
             if repo_id in self.repos:
                 return self.repos[repo_id], False
             repo = _Repo(repo_id, private)
-            initial = _Commit(self._new_oid(repo_id), {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, "initial commit", None, time.time())
+            initial = _Commit(
+                self._new_oid(repo_id),
+                {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
+                "initial commit",
+                None,
+                time.time(),
+            )
             repo.commits[initial.oid] = initial
             repo.branches["main"] = initial.oid
             self.repos[repo_id] = repo
             return repo, True
 
-    def commit(self, repo: _Repo, revision: str, lines: list[dict[str, Any]], create_pr: bool) -> tuple[str, str | None]:
+    def commit(
+        self, repo: _Repo, revision: str, lines: list[dict[str, Any]], create_pr: bool
+    ) -> tuple[str, str | None]:
         with self._lock:
             head = repo.resolve(revision)
             if head is None:
@@ -214,7 +226,9 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
 
         # --- plumbing ----------------------------------------------------------------------
 
-        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, head: bool = False) -> None:
+        def _send(
+            self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, head: bool = False
+        ) -> None:
             self.send_response(status)
             all_headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}
             for key, value in all_headers.items():
@@ -281,7 +295,9 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             if parts[:2] == ["api", "whoami-v2"]:
                 if not self._authorized() or self.headers.get("Authorization") is None:
                     raise _HubError(401, "Invalid credentials in Authorization header")
-                return self._json(200, {"type": "user", "name": "local-user", "orgs": [], "auth": {"accessToken": {"role": "write"}}})
+                return self._json(
+                    200, {"type": "user", "name": "local-user", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
+                )
             if parts[:2] == ["api", "models"] and len(parts) >= 4:
                 repo = self._repo(f"{parts[2]}/{parts[3]}")
                 rest = parts[4:]
@@ -292,12 +308,25 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 if method == "GET" and rest[:1] == ["tree"]:
                     return self._tree(repo, rest[1], "/".join(rest[2:]), query)
                 if method == "GET" and rest == ["refs"]:
-                    return self._json(200, {
-                        "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": o} for n, o in repo.branches.items() if not n.startswith("refs/pr/")],
-                        "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": o} for n, o in repo.tags.items()],
-                        "converts": [],
-                        "pullRequests": [{"name": n, "ref": n, "targetCommit": o} for n, o in repo.branches.items() if n.startswith("refs/pr/")],
-                    })
+                    return self._json(
+                        200,
+                        {
+                            "branches": [
+                                {"name": n, "ref": f"refs/heads/{n}", "targetCommit": o}
+                                for n, o in repo.branches.items()
+                                if not n.startswith("refs/pr/")
+                            ],
+                            "tags": [
+                                {"name": n, "ref": f"refs/tags/{n}", "targetCommit": o} for n, o in repo.tags.items()
+                            ],
+                            "converts": [],
+                            "pullRequests": [
+                                {"name": n, "ref": n, "targetCommit": o}
+                                for n, o in repo.branches.items()
+                                if n.startswith("refs/pr/")
+                            ],
+                        },
+                    )
                 if method == "POST" and rest[:1] == ["preupload"]:
                     return self._preupload(repo, "/".join(rest[1:]))
                 if method == "POST" and rest[:1] == ["commit"]:
@@ -332,14 +361,28 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 if blobs:
                     entry["blobId"] = _git_blob_oid(data)
                     if name.endswith(_LFS_SUFFIXES):  # the Hub's .gitattributes sends these through LFS
-                        entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                        entry["lfs"] = {
+                            "sha256": hashlib.sha256(data).hexdigest(),
+                            "size": len(data),
+                            "pointerSize": 134,
+                        }
                 return entry
 
-            self._json(200, {
-                "_id": repo.repo_id, "id": repo.repo_id, "modelId": repo.repo_id, "sha": commit.oid, "private": repo.private,
-                "siblings": [sibling(name, data) for name, data in sorted(commit.files.items())],
-                "tags": [], "downloads": 0, "likes": 0, "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created)),
-            })
+            self._json(
+                200,
+                {
+                    "_id": repo.repo_id,
+                    "id": repo.repo_id,
+                    "modelId": repo.repo_id,
+                    "sha": commit.oid,
+                    "private": repo.private,
+                    "siblings": [sibling(name, data) for name, data in sorted(commit.files.items())],
+                    "tags": [],
+                    "downloads": 0,
+                    "likes": 0,
+                    "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created)),
+                },
+            )
 
         def _tree(self, repo: _Repo, revision: str, path: str, query: dict[str, str]) -> None:
             commit = self._commit(repo, revision)
@@ -349,7 +392,7 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             for name, data in sorted(commit.files.items()):
                 if not name.startswith(prefix):
                     continue
-                rest = name[len(prefix):]
+                rest = name[len(prefix) :]
                 if "/" in rest and not recursive:
                     folders.add(prefix + rest.split("/")[0])
                     continue
@@ -357,7 +400,10 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                     for depth in range(1, rest.count("/") + 1):
                         folders.add(prefix + "/".join(rest.split("/")[:depth]))
                 entries.append({"type": "file", "path": name, "size": len(data), "oid": _git_blob_oid(data)})
-            entries += [{"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0} for f in sorted(folders)]
+            entries += [
+                {"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0}
+                for f in sorted(folders)
+            ]
             if path and not entries:
                 raise _HubError(404, f"{path} does not exist", "EntryNotFound")
             self._json(200, entries)
@@ -369,8 +415,14 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             files = []
             for item in payload.get("files", []):
                 existing = commit.files.get(item["path"]) if commit else None
-                files.append({"path": item["path"], "uploadMode": "regular", "shouldIgnore": False,
-                              "oid": _git_blob_oid(existing) if existing is not None else None})
+                files.append(
+                    {
+                        "path": item["path"],
+                        "uploadMode": "regular",
+                        "shouldIgnore": False,
+                        "oid": _git_blob_oid(existing) if existing is not None else None,
+                    }
+                )
             self._json(200, {"files": files, "commitOid": commit.oid if commit else None})
 
         def _commit_route(self, repo: _Repo, revision: str, query: dict[str, str]) -> None:
@@ -382,7 +434,15 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             if hub._take_fault("garbage-commit"):
                 return self._send(200, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
             oid, pr_url = hub.commit(repo, revision, lines, create_pr=query.get("create_pr") == "1")
-            self._json(200, {"commitUrl": f"{hub.url}/{repo.repo_id}/commit/{oid}", "commitOid": oid, "pullRequestUrl": pr_url, "success": True})
+            self._json(
+                200,
+                {
+                    "commitUrl": f"{hub.url}/{repo.repo_id}/commit/{oid}",
+                    "commitOid": oid,
+                    "pullRequestUrl": pr_url,
+                    "success": True,
+                },
+            )
 
         def _tag(self, repo: _Repo, revision: str) -> None:
             self._require_write()
@@ -411,7 +471,12 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             if data is None:
                 raise _HubError(404, f"Entry not found: {path}", "EntryNotFound")
             etag = f'"{hashlib.sha256(data).hexdigest()}"'
-            headers = {"Content-Type": "application/octet-stream", "X-Repo-Commit": commit.oid, "ETag": etag, "Accept-Ranges": "bytes"}
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "X-Repo-Commit": commit.oid,
+                "ETag": etag,
+                "Accept-Ranges": "bytes",
+            }
             if not head and hub._take_fault("cut-download"):
                 self.send_response(200)
                 for key, value in {**headers, "Content-Length": str(len(data))}.items():
@@ -448,4 +513,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
