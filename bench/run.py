@@ -309,8 +309,7 @@ def pull_section(data: Path, work: Path, log) -> list[dict]:  # noqa: ANN001
     adapters = [str(p) for p in make_lora_collection(data / "lora-pull", adapters=10, layers=4, d=512, r=16)]
     basis = build(adapters[:8], work / "p-basis", BuildSettings(k=8, device="cpu")).basis
     task = project(adapters[9], basis, work / "p-task", device="cpu")
-    with LocalHub() as hub:
-        os.environ.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1")
+    with LocalHub() as hub, hub.activate():
         pushed = push_artifact(basis.path, "bench/basis")
         push_artifact(task.coefficients.path, "bench/task", basis_location=(pushed.repo_id, pushed.commit))
         registry = Registry(work / "p-home")

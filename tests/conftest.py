@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,12 +96,35 @@ def hub(monkeypatch, tmp_path):
     from unisub_hub.testing import LocalHub
 
     with LocalHub() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        set_hf(monkeypatch, endpoint=server.url, home=tmp_path / "hf-home", offline=False)
         monkeypatch.delenv("HF_TOKEN", raising=False)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        import huggingface_hub.constants
-
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import
         yield server
+
+
+def set_hf(monkeypatch, *, endpoint=None, home=None, cache=None, offline=None):
+    """Change Hugging Face settings for this process and the processes it starts.
+
+    ``huggingface_hub`` reads them once, at import, into ``huggingface_hub.constants`` (where
+    unisub-hub reads them too): those are patched, and the environment set for children.
+    """
+    import huggingface_hub.constants as constants
+
+    def both(variable, attribute, value, text):
+        monkeypatch.setenv(variable, text)
+        monkeypatch.setattr(constants, attribute, value)
+
+    both("HF_HUB_DISABLE_XET", "HF_HUB_DISABLE_XET", True, "1")  # the local Hub answers uploads "regular"
+    if endpoint is not None:
+        from unisub_hub.hf import endpoint_settings
+
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        for attribute, value in endpoint_settings(endpoint).items():
+            monkeypatch.setattr(constants, attribute, value)
+    if home is not None:
+        both("HF_HOME", "HF_HOME", str(home), str(home))
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(Path(home) / "hub"))
+    if cache is not None:
+        both("HF_HUB_CACHE", "HF_HUB_CACHE", str(cache), str(cache))
+    if offline is not None:
+        both("HF_HUB_OFFLINE", "HF_HUB_OFFLINE", offline, "1" if offline else "0")

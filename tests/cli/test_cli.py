@@ -84,7 +84,8 @@ def test_pickle_sources_are_refused_with_one_line(tmp_path):
         ),
         (
             ["info", "nowhere"],
-            "Error: nowhere: no such folder, and no registered artifact matches (see `unisub-hub registry list`)",
+            "Error: nowhere: no such folder, no registered artifact of that name (see `unisub-hub registry list`), "
+            "and not a Hub repo id org/name[@revision]",
         ),
         (["build", "a", "--out", "x", "--k", "2", "--variance", "0.9"], "Error: give --k or --variance, not both"),
     ],
@@ -174,7 +175,7 @@ def test_real_subprocess_with_json(tmp_path):
     )
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith(
-        f"Error: {tmp_path / 'nope'}: no such folder, and no registered artifact matches"
+        f"Error: {tmp_path / 'nope'}: no such folder, no registered artifact of that name"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 from clitools import SHAPES, run, write_checkpoints
+from conftest import set_hf
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -120,7 +121,7 @@ def place(tmp_path_factory):
 def test_any_command_line_ends_in_a_result_or_one_line(place, tmp_path, monkeypatch, data):
     root, zoo = place
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: Hub calls fail fast
+    set_hf(monkeypatch, endpoint="http://127.0.0.1:9")  # nothing listens: Hub calls fail fast
     if not (tmp_path / "home-ready").exists():
         run("build", *zoo, "--out", tmp_path / "basis", "--k", "1", "--name", "b")
         (tmp_path / "home-ready").touch()

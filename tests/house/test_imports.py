@@ -1,4 +1,7 @@
-"""The package's import graph has no cycles, counting imports inside functions and under TYPE_CHECKING."""
+"""The package's import graph has no cycles, and no package imports one above it.
+
+Imports inside functions and under TYPE_CHECKING count.
+"""
 
 from __future__ import annotations
 
@@ -75,3 +78,48 @@ def test_no_import_cycles():
 def test_the_detector_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"p": {"p.x"}, "p.x": {"q"}, "q": set()}) is None
+
+
+LAYERS = [
+    ["cli"],
+    ["examples"],
+    ["serve", "web"],
+    ["pipeline"],
+    ["adapt"],
+    ["hub"],
+    ["registry", "io"],
+    ["format"],
+    ["engine"],
+    ["testing"],
+    ["hf", "extras"],
+    ["errors", "constants"],
+]
+"""The house, top floor first: a package imports only packages on lower floors (and itself).
+``__init__`` and ``__main__`` stand above everything."""
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def _floor(package: str) -> int:
+    for number, floor in enumerate(LAYERS):
+        if package in floor:
+            return number
+    raise AssertionError(f"package {package!r} is on no floor of LAYERS: add it where it belongs")
+
+
+def test_no_package_imports_a_package_above_it():
+    upward = []
+    for module, targets in _graph().items():
+        source = _package(module)
+        if source in (None, "__main__"):
+            continue
+        for target in targets:
+            destination = _package(target)
+            if destination is None or destination == source:
+                continue
+            if _floor(destination) <= _floor(source):
+                upward.append(f"{module} -> {target}")
+    assert not upward, "imports that run up or sideways:\n" + "\n".join(sorted(upward))

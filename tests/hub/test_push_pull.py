@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from clitools import run
+from conftest import set_hf
 from models import save_adapters, save_base  # noqa: E402
 
 from unisub_hub.testing import LocalHub  # noqa: E402
@@ -66,7 +67,7 @@ def test_push_then_pull_into_empty_home_materializes_identically(zoo, tmp_path, 
     tasks_listed = json.loads(run("registry", "list", "tasks", "--json").stdout)
     assert sorted(t["name"] for t in tasks_listed) == ["task0", "task1"]
     # Offline, what is stored still resolves.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    set_hf(monkeypatch, offline=True)
     again = json.loads(run("pull", "me/task1", "--json").stdout)
     assert again["pulled"]["name"] == "task1"
     missing = run("pull", "me/task2", ok=False)
@@ -150,7 +151,7 @@ def test_hub_errors_are_one_line(zoo, tmp_path, hub, monkeypatch):
         last = result.output.strip().splitlines()[-1]
         assert result.exit_code == 1 and last.startswith(message) and result.output.count("Error:") == 1, result.output
     with LocalHub(token="right-token") as locked:
-        monkeypatch.setenv("HF_ENDPOINT", locked.url)
+        set_hf(monkeypatch, endpoint=locked.url)
         result = run("push", "tiny-basis", "me/locked", "--token", "wrong-token-123", ok=False)
         assert result.exit_code == 1 and "unauthorized" in result.output and "wrong-token-123" not in result.output
         ok = json.loads(run("push", "tiny-basis", "me/locked", "--token", "right-token", "--private", "--json").stdout)
@@ -158,7 +159,7 @@ def test_hub_errors_are_one_line(zoo, tmp_path, hub, monkeypatch):
         monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "other"))
         hidden = run("pull", "me/locked", ok=False)
         assert hidden.exit_code == 1 and "repository not found" in hidden.output
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    set_hf(monkeypatch, endpoint=f"http://127.0.0.1:{free_port()}")
     down = run("pull", "me/task0", ok=False)
     assert down.exit_code == 1 and "cannot reach http://127.0.0.1:" in down.output and "network down?" in down.output
 
@@ -197,7 +198,7 @@ def test_hub_sources_are_pinned_and_only_needed_files_fetched(zoo, tmp_path, hub
 
 def test_hub_errors_say_what_went_wrong_by_their_type():
     from unisub_hub.errors import HubConnectionError, HubError, HubUsageError
-    from unisub_hub.hub.client import split_revision
+    from unisub_hub.hf import split_revision
 
     for bad in ("no-namespace", "a/b/c", "org/na..me", "-org/name", "org/name@"[:-1] + "/x"):
         with pytest.raises(HubUsageError, match="not a Hub repo id") as caught:
@@ -363,9 +364,7 @@ def test_hf_token_from_the_environment_authorizes_a_push(zoo, tmp_path, monkeypa
     base, adapters = zoo
     run("build", *adapters[:3], "--out", tmp_path / "basis", "--k", "2", "--name", "b")
     with LocalHub(token="env-token") as locked:
-        monkeypatch.setenv("HF_ENDPOINT", locked.url)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        set_hf(monkeypatch, endpoint=locked.url, home=tmp_path / "hf-home")
         denied = run("push", "b", "me/b", ok=False)
         assert denied.exit_code == 1 and "unauthorized" in denied.output
         monkeypatch.setenv("HF_TOKEN", "env-token")

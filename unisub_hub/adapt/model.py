@@ -27,14 +27,12 @@ from ..errors import AdaptError
 from ..format import (
     BasisArtifact,
     CoefficientSet,
-    load_basis,
-    load_coefficients,
     save_coefficients,
 )
 from ..format.names import prefix_map
 from .layer import SubspaceLayer, TaskLinear, TaskState, check_module, weight_of
 
-__all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach", "open_basis"]
+__all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach"]
 
 INIT_CHOICES = ("zero", "mean")
 """Named initialisations; anything else given as ``init`` is a fine-tune to project."""
@@ -49,8 +47,9 @@ def attach(model: nn.Module, basis: BasisArtifact | str | Path, *, heads: Sequen
     Args:
         model: a ``torch``/``transformers`` model of the basis's architecture (its base model
             for a LoRA basis). It is changed in place; its own parameters are frozen.
-        basis: a basis folder, registry reference or Hub repo id (see :func:`open_basis`), or
-            an opened :class:`BasisArtifact`; verified before use.
+        basis: a basis folder, registry reference or Hub repo id (see
+            :func:`unisub_hub.hub.resolve.resolve_artifact`), or an opened
+            :class:`BasisArtifact`; verified before use.
         heads: module names (e.g. ``"classifier"``) whose ``nn.Linear`` layers each task
             keeps its own copy of, trainable: heads of different tasks differ.
 
@@ -66,35 +65,10 @@ def attach(model: nn.Module, basis: BasisArtifact | str | Path, *, heads: Sequen
         >>> optimizer = torch.optim.AdamW(adapter.parameters("sst2"), lr=5e-3)
     """
     if not isinstance(basis, BasisArtifact):
+        from ..hub.resolve import open_basis
+
         basis = open_basis(basis)
     return SubspaceAdapter(model, basis, heads=heads)
-
-
-def open_basis(ref: str | Path, *, home: str | Path | None = None) -> BasisArtifact:
-    """A basis from a folder, a registry reference (``name``, ``name:2``, ``name@prod``, an id
-    prefix) or a Hub repo id ``org/name[@revision]`` (pulled into the registry once).
-
-    Raises:
-        ReferenceNotFoundError: none of the three.
-    """
-    from ..errors import ReferenceNotFoundError
-    from ..io.collection import REPO_ID
-    from ..registry import Registry
-
-    if Path(ref).exists():
-        return load_basis(ref)
-    registry = Registry(home)
-    try:
-        try:
-            return load_basis(registry.resolve(str(ref), "basis").path)
-        except ReferenceNotFoundError:
-            if not REPO_ID.match(str(ref)):
-                raise ReferenceNotFoundError(f"{ref}: no such folder, registered basis or Hub repo id") from None
-        from ..hub.pull import pull
-
-        return load_basis(pull(str(ref), registry).path)
-    finally:
-        registry.close()
 
 
 class SubspaceAdapter:
@@ -265,9 +239,15 @@ class SubspaceAdapter:
     def load_task(
         self, coefficients: CoefficientSet | str | Path, name: str | None = None, *, train_head: bool = True
     ) -> str:
-        """Add a saved task (verified, and of this basis) to the model; training may continue from it."""
+        """Add a saved task (verified, and of this basis) to the model; training may continue from it.
+
+        ``coefficients`` is an opened set, a folder, a registry reference or a Hub repo id, as
+        :func:`attach` takes for the basis.
+        """
         if not isinstance(coefficients, CoefficientSet):
-            coefficients = load_coefficients(coefficients)
+            from ..hub.resolve import open_coefficients
+
+            coefficients = open_coefficients(coefficients)
         if coefficients.basis_id != self.basis.content_id:
             raise AdaptError(
                 f"{coefficients.path}: refers to basis {coefficients.basis_id[:19]}..., this model carries "

@@ -1,4 +1,5 @@
-"""Opening artifacts from what the user typed: a folder, or a registry reference."""
+"""Opening artifacts from what the user typed (a folder, a registry reference or a Hub id) in this
+invocation's registry."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ReferenceNotFoundError, RegistryError
+from ..errors import RegistryError
 from ..registry import Registry
 
 if TYPE_CHECKING:
@@ -36,23 +37,18 @@ def check_can_register(register: bool) -> None:
 
 
 def resolve_folder(ref: str, kind: str | None = None) -> Path:
-    """An existing folder as is; anything else is looked up in the registry."""
+    """The artifact folder ``ref`` names: a folder, a registry reference or a Hub id (pulled into
+    this invocation's registry); see :func:`unisub_hub.hub.resolve.resolve_artifact`."""
+    from ..hub.resolve import resolve_artifact
+
     path = Path(ref)
-    if path.exists():
+    if path.exists():  # a folder needs no registry: nothing is opened or created for it
         return path
-    try:
-        return open_registry().resolve(ref, kind).path
-    except ReferenceNotFoundError:
-        what = {"basis": "basis", "task": "coefficient set"}.get(kind or "", "artifact")
-        raise ReferenceNotFoundError(
-            f"{ref}: no such folder, and no registered {what} matches (see `unisub-hub registry list`)"
-        ) from None
+    return resolve_artifact(ref, kind, registry=open_registry())
 
 
 def open_basis(ref: str) -> BasisArtifact:
-    from ..format import (
-        load_basis,  # torch loads with the first artifact, not with the CLI
-    )
+    from ..format import load_basis  # torch loads with the first artifact, not with the CLI
 
     return load_basis(resolve_folder(ref, "basis"))
 

@@ -9,7 +9,6 @@ it and check that the pulled model scores what the local reconstruction scored.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -333,44 +332,33 @@ def _hub_trip(work: Path, lora_tasks: list[Path], base: Path, log: Log) -> dict[
     from ..examples.minilm import accuracy, load_task_model
     from ..examples.text_tasks import make_task
 
-    saved = {key: os.environ.get(key) for key in ("HF_ENDPOINT", "HF_HUB_DISABLE_XET")}
-    with LocalHub() as hub:
-        os.environ.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1")
-        try:
-            publisher = Registry(work / "home-publisher")
-            basis_folder = work / "minilm-basis"
-            publisher.add(basis_folder)
-            pushed = push_artifact(basis_folder, "demo/minilm-lora-basis")
-            publisher.set_hub(load_basis(basis_folder).content_id, pushed.repo_id, pushed.commit)
-            for task in lora_tasks:
-                publisher.add(task)
-                done = push_artifact(task, f"demo/{task.name}", basis_location=(pushed.repo_id, pushed.commit))
-                publisher.set_hub(load_coefficients(task).content_id, done.repo_id, done.commit)
-            log(f"pushed basis and {len(lora_tasks)} coefficient sets to the local Hub at {hub.url}")
-            consumer = Registry(work / "home-consumer")
-            before = hub.bytes_downloaded()
-            first = pull(f"demo/{lora_tasks[0].name}", consumer)
-            first_bytes = hub.bytes_downloaded() - before
-            before = hub.bytes_downloaded()
-            pull(f"demo/{lora_tasks[1].name}", consumer)
-            second_bytes = hub.bytes_downloaded() - before
-            coefficients = load_coefficients(first.path)
-            out = work / "pulled-adapter"
-            shutil.rmtree(out, ignore_errors=True)
-            materialize(
-                coefficients, load_basis(consumer.resolve(coefficients.basis_id, "basis").path), out, device="cpu"
-            )
-            model = PeftModel.from_pretrained(load_task_model(base), out).eval()
-            pulled_task = make_task(lora_tasks[0].name.removeprefix("task-lora-"))
-            score = accuracy(model, AutoTokenizer.from_pretrained(base), pulled_task.test)
-            publisher.close()
-            consumer.close()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with LocalHub() as hub, hub.activate():
+        publisher = Registry(work / "home-publisher")
+        basis_folder = work / "minilm-basis"
+        publisher.add(basis_folder)
+        pushed = push_artifact(basis_folder, "demo/minilm-lora-basis")
+        publisher.set_hub(load_basis(basis_folder).content_id, pushed.repo_id, pushed.commit)
+        for task in lora_tasks:
+            publisher.add(task)
+            done = push_artifact(task, f"demo/{task.name}", basis_location=(pushed.repo_id, pushed.commit))
+            publisher.set_hub(load_coefficients(task).content_id, done.repo_id, done.commit)
+        log(f"pushed basis and {len(lora_tasks)} coefficient sets to the local Hub at {hub.url}")
+        consumer = Registry(work / "home-consumer")
+        before = hub.bytes_downloaded()
+        first = pull(f"demo/{lora_tasks[0].name}", consumer)
+        first_bytes = hub.bytes_downloaded() - before
+        before = hub.bytes_downloaded()
+        pull(f"demo/{lora_tasks[1].name}", consumer)
+        second_bytes = hub.bytes_downloaded() - before
+        coefficients = load_coefficients(first.path)
+        out = work / "pulled-adapter"
+        shutil.rmtree(out, ignore_errors=True)
+        materialize(coefficients, load_basis(consumer.resolve(coefficients.basis_id, "basis").path), out, device="cpu")
+        model = PeftModel.from_pretrained(load_task_model(base), out).eval()
+        pulled_task = make_task(lora_tasks[0].name.removeprefix("task-lora-"))
+        score = accuracy(model, AutoTokenizer.from_pretrained(base), pulled_task.test)
+        publisher.close()
+        consumer.close()
     log(
         f"pulled {first.name} into a fresh home ({first_bytes:,} bytes with its basis; a second task: "
         f"{second_bytes:,} bytes), materialized as a PEFT adapter: accuracy {score:.3f}"

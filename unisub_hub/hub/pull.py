@@ -17,8 +17,8 @@ from ..errors import ContentIdMismatchError, HubConnectionError, HubUsageError
 from ..format import read_artifact
 from ..format.artifact import MANIFEST_NAMES, Artifact
 from ..format.checks import check_tensor_table
+from ..hf import api, endpoint, hub_errors, is_offline, matching_files, split_revision
 from ..registry import DOWNLOADS, Entry, Registry
-from .client import api, endpoint, hub_errors, is_offline, matching_files, split_revision
 
 __all__ = ["pull"]
 

@@ -14,7 +14,7 @@ from ..format.artifact import MANIFEST_NAMES, Artifact
 from ..format.card import basis_card, coefficients_card
 from ..format.checks import check_tensor_table
 from ..format.schema import validate_manifest
-from .client import api, hub_errors, split_revision
+from ..hf import api, hub_errors, split_revision
 
 if TYPE_CHECKING:
     from ..registry import Registry

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import glob
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import IncompatibleSourcesError, SourceError
+from ..hf import is_repo_id
 from .checkpoint import CheckpointSource
 from .peft_adapter import LoraSource, is_lora
 
-__all__ = ["REPO_ID", "Source", "expand_source_args", "open_source", "open_sources"]
+__all__ = ["Source", "expand_source_args", "open_source", "open_sources"]
 
 Source = CheckpointSource | LoraSource
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_./-]+)?$")
 
 
 def expand_source_args(args: Iterable[str]) -> list[str]:
@@ -30,9 +29,7 @@ def expand_source_args(args: Iterable[str]) -> list[str]:
             lines = (line.split("#", 1)[0].strip() for line in list_file.read_text().splitlines())
             base = list_file.parent
             out.extend(
-                line if REPO_ID.match(line) and not (base / line).exists() else str(base / line)
-                for line in lines
-                if line
+                line if is_repo_id(line) and not (base / line).exists() else str(base / line) for line in lines if line
             )
         elif any(ch in arg for ch in "*?[") and (matches := sorted(glob.glob(arg))):
             out.extend(matches)
@@ -48,8 +45,8 @@ def open_source(spec: str, *, allow_pickle: bool = False, hub_files: Sequence[st
         if is_lora(path):
             return LoraSource(path, name=spec, allow_pickle=allow_pickle)
         return CheckpointSource(path, name=spec, allow_pickle=allow_pickle)
-    if REPO_ID.match(spec):
-        from ..hub.download import open_hub_tree
+    if is_repo_id(spec):
+        from .hub_tree import open_hub_tree
 
         tree, revision = open_hub_tree(spec, allow_patterns=hub_files)
         # The name is the locator as typed, revision included: it identifies the source in

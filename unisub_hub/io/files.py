@@ -6,7 +6,7 @@ passes need the tensor bytes. So a source is opened on a :class:`SourceTree`, wh
 names and reads small text files, and its weights are :class:`WeightFile` objects, which give
 their header, size and sha256 without the bytes, and a local path when a pass reads them. A
 Hub repo's weights are then downloaded where they are read: in a Dask worker, not in the
-driver that planned the build (see :mod:`unisub_hub.hub.download`).
+driver that planned the build (see :mod:`unisub_hub.io.hub_tree`).
 
 A source's identity (its ``sha256`` in manifests and the duplicate check) is computed from
 per-file sha256s, which both a local file and the Hub's LFS metadata give: the file's own

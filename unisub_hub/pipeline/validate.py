@@ -185,7 +185,7 @@ def _base_table(base: str) -> dict[str, tuple[int, ...]]:
         from ..io.checkpoint import CheckpointSource
 
         return {name: tuple(info.shape) for name, info in CheckpointSource(path, name=base).tensors.items()}
-    from ..hub.client import api, hub_errors, split_revision
+    from ..hf import api, hub_errors, split_revision
 
     repo_id, revision = split_revision(base)
     with hub_errors(base):

@@ -7,9 +7,8 @@ repos, commit files, tag, list and download them: enough for ``create_repo``,
 answered ``regular`` (base64 in the commit), so no LFS or Xet server is needed.
 
 Example:
-    >>> with LocalHub() as hub:
-    ...     os.environ["HF_ENDPOINT"] = hub.url
-    ...     HfApi(endpoint=hub.url).create_repo("me/basis")
+    >>> with LocalHub() as hub, hub.activate():
+    ...     HfApi().create_repo("me/basis")   # huggingface_hub and unisub-hub talk to the local Hub
 
 Run it alone with ``python -m unisub_hub.testing.hub --port 8765``.
 """
@@ -19,9 +18,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -117,6 +119,35 @@ class LocalHub:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @contextmanager
+    def activate(self) -> Iterator[LocalHub]:
+        """Point this process (``huggingface_hub`` and unisub-hub) at this server for the block.
+
+        ``huggingface_hub`` reads its settings once, at import, into ``huggingface_hub.constants``;
+        this sets ``HF_ENDPOINT`` and ``HF_HUB_DISABLE_XET`` (for child processes) and patches
+        those constants (for this one), and puts both back afterwards.
+        """
+        from huggingface_hub import constants
+
+        from ..hf import endpoint_settings
+
+        patched = {**endpoint_settings(self.url), "HF_HUB_DISABLE_XET": True}
+        saved = {name: getattr(constants, name) for name in patched}
+        saved_env = {key: os.environ.get(key) for key in ("HF_ENDPOINT", "HF_HUB_DISABLE_XET")}
+        os.environ.update(HF_ENDPOINT=self.url, HF_HUB_DISABLE_XET="1")
+        for name, value in patched.items():
+            setattr(constants, name, value)
+        try:
+            yield self
+        finally:
+            for name, value in saved.items():
+                setattr(constants, name, value)
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     # --- helpers for tests ---------------------------------------------------------------
 

@@ -1,20 +1,25 @@
-"""One place that talks to ``huggingface_hub``: the client, and its errors as one-line messages.
+"""One place that talks to ``huggingface_hub``: its settings, the client, repo ids, and its
+errors as one-line messages.
 
-The endpoint is read from ``HF_ENDPOINT`` at call time (not at import), so a local Hub
-started after ``huggingface_hub`` was imported is still used. ``HF_TOKEN``, ``HF_HOME`` and
-``HF_HUB_OFFLINE`` are honoured by the library itself. Tokens never appear in messages.
+Hugging Face settings (``HF_ENDPOINT``, ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``,
+``HF_TOKEN``) are the library's own: read once, when ``huggingface_hub`` is imported, into
+``huggingface_hub.constants``, and read here from there, so unisub-hub and the library never
+disagree. Code that points a running process at another Hub (the tests' local Hub) patches
+those constants, as ``huggingface_hub``'s own tests do
+(:meth:`unisub_hub.testing.LocalHub.activate`). Tokens never appear in messages.
+
+Packages below the Hub layer (``io`` reads Hub sources) use this module; pushing and pulling
+artifacts live in :mod:`unisub_hub.hub`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from ..constants import env_flag
-from ..errors import (
+from .errors import (
     HubAuthError,
     HubConnectionError,
     HubError,
@@ -23,27 +28,46 @@ from ..errors import (
     option,
 )
 
-__all__ = ["api", "cache_dir", "endpoint", "hub_errors", "is_offline", "matching_files", "split_revision"]
-
-_DEFAULT_ENDPOINT = "https://huggingface.co"
+__all__ = [
+    "api",
+    "cache_dir",
+    "endpoint",
+    "endpoint_settings",
+    "hub_errors",
+    "is_offline",
+    "is_repo_id",
+    "matching_files",
+    "split_revision",
+]
 
 
 def endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", _DEFAULT_ENDPOINT).rstrip("/")
+    """The Hub this process talks to (``HF_ENDPOINT``)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def endpoint_settings(url: str) -> dict[str, str]:
+    """The ``huggingface_hub.constants`` that name the Hub, as they read for ``url``: what a process
+    patches to talk to another Hub after the library was imported (a download URL is built from
+    the template, not from ``ENDPOINT``)."""
+    url = url.rstrip("/")
+    return {"ENDPOINT": url, "HUGGINGFACE_CO_URL_TEMPLATE": url + "/{repo_id}/resolve/{revision}/{filename}"}
 
 
 def cache_dir() -> str:
-    """The Hugging Face cache, from ``HF_HUB_CACHE`` or ``HF_HOME`` as set now (the library reads them once)."""
-    if hub_cache := os.environ.get("HF_HUB_CACHE"):
-        return hub_cache
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
-    )
-    return os.path.join(home, "hub")
+    """The Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
 
 
 def is_offline() -> bool:
-    return env_flag("HF_HUB_OFFLINE")
+    """Whether ``HF_HUB_OFFLINE`` forbids network calls."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def api(token: str | None = None):
@@ -70,6 +94,15 @@ def split_revision(spec: str) -> tuple[str, str | None]:
     if repo_id.count("/") != 1:
         raise HubUsageError(f"{spec}: not a Hub repo id (expected org/name[@revision])", repo_id=repo_id)
     return repo_id, revision or None
+
+
+def is_repo_id(spec: str) -> bool:
+    """Whether ``spec`` reads as ``org/name[@revision]`` (the rule :func:`split_revision` applies)."""
+    try:
+        split_revision(spec)
+    except HubUsageError:
+        return False
+    return True
 
 
 def matching_files(names: Iterable[str], patterns: Sequence[str], *, top_level: bool = False) -> list[str]:

@@ -22,8 +22,8 @@ from typing import Any
 
 from ..errors import HubError
 from ..format.tensorfile import read_header, sha256_files
-from ..io.files import LocalTree, SourceTree
-from .client import api, cache_dir, endpoint, hub_errors, is_offline, matching_files, split_revision
+from ..hf import api, cache_dir, endpoint, hub_errors, is_offline, matching_files, split_revision
+from .files import LocalTree, SourceTree
 
 __all__ = ["SOURCE_FILES", "HubFile", "HubTree", "open_hub_tree"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from clitools import run
-from conftest import max_principal_angle
+from conftest import max_principal_angle, set_hf
 from models import save_adapters, save_base, save_finetunes
 
 from unisub_hub.errors import HubError
@@ -68,7 +68,7 @@ def test_a_lora_file_on_the_hub_has_the_identity_of_its_local_copy(models, hub):
 
 
 def test_a_weight_file_stored_in_git_is_downloaded_and_hashed_once(models, hub, monkeypatch):
-    import unisub_hub.hub.download as download
+    import unisub_hub.io.hub_tree as download
     from unisub_hub.pipeline.build import check_duplicates
 
     monkeypatch.setattr("unisub_hub.testing.hub._LFS_SUFFIXES", ())  # no LFS sha256 in the listing
@@ -145,10 +145,7 @@ def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_
     for name in local.layer_names:
         assert max_principal_angle(local.layer(name).left, remote.layer(name).left) < 1e-6
     # What the build read is in the cache: offline, the same sources open from it alone.
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    set_hf(monkeypatch, offline=True)
     asked = len(hub.requests)
     offline = open_source(repos[0])
     assert (
@@ -166,9 +163,9 @@ def test_a_distributed_build_downloads_hub_weights_in_the_workers_only(models, h
     finetunes, _ = models
     repos = [upload(hub, folder, f"me/ft-{i}") for i, folder in enumerate(finetunes)]
     run("build", *finetunes, "--out", tmp_path / "serial", "--k", "2", "--no-register")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "workers"))  # the workers start with this cache
+    set_hf(monkeypatch, cache=tmp_path / "workers")  # the workers start with this cache
     with dask_client("dask", workers=2) as client:
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "driver"))  # and the driver plans with this one
+        set_hf(monkeypatch, cache=tmp_path / "driver")  # and the driver plans with this one
         build(repos, tmp_path / "spread", BuildSettings(k=2), executor=DaskExecutor(client))
     assert cached_weights(tmp_path / "driver") == []  # only configs and the index were fetched here
     assert len(cached_weights(tmp_path / "workers")) == sum(len(CheckpointSource(f).files) for f in finetunes)
