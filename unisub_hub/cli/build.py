@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from ..constants import DEFAULT_MAX_MEMORY
-from ..engine.executor import Executor
 from ..engine.modes import MODE_SETS
-from ..errors import RegistryError
+from ..errors import ExecutorError
 from ..pipeline.build import BuildOutcome, BuildSettings, build
+from ..pipeline.executors import EXECUTOR_HELP, check_executor_target, open_executor
+from .messages import message
 from .options import (
     device_option,
     json_option,
@@ -24,7 +22,7 @@ from .options import (
     shard_size_option,
 )
 from .output import emit_json, human_bytes, print_table, progress_bar, stderr, stdout
-from .refs import check_can_register, open_registry, resolve_folder
+from .refs import check_can_register, open_registry, register_written, resolve_folder
 
 
 def command_line() -> str:
@@ -80,21 +78,10 @@ def _check_update_flags(ctx: click.Context) -> None:
 
 
 def _executor_target(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if value in ("serial", "dask") or value.startswith(("dask://", "tcp://")):
-        return value
-    raise click.BadParameter(f"{value!r}: use serial, dask or dask://HOST:PORT")
-
-
-@contextmanager
-def _executor(target: str, workers: int | None) -> Iterator[Executor | None]:
-    """The engine's executor for ``--executor``: None (serial, in this process) or a Dask cluster's."""
-    if target == "serial":
-        yield None
-        return
-    from ..engine.dask_executor import DaskExecutor, dask_client
-
-    with dask_client(target, workers) as client:
-        yield DaskExecutor(client)
+    try:
+        return check_executor_target(value)
+    except ExecutorError as error:
+        raise click.BadParameter(message(error)) from None
 
 
 @click.command("build")
@@ -182,8 +169,7 @@ def _executor(target: str, workers: int | None) -> Iterator[Executor | None]:
     default="serial",
     show_default=True,
     callback=_executor_target,
-    help="Where the folds over sources run: serial (this process), dask (a local cluster of --workers processes) or "
-    "dask://HOST:PORT (a running scheduler).",
+    help=EXECUTOR_HELP,
 )
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Worker processes of --executor dask (default 2)."
@@ -248,7 +234,7 @@ def build_command(
         raise click.UsageError("--workers sizes the local cluster of --executor dask")
     if parent is not None:
         _check_update_flags(click.get_current_context())
-    with _executor(executor, workers) as engine_executor, progress_bar(enabled=not as_json) as bars:
+    with open_executor(executor, workers=workers) as engine_executor, progress_bar(enabled=not as_json) as bars:
         if parent is not None:
             from ..pipeline.grow import grow
 
@@ -289,13 +275,7 @@ def build_command(
                 keep_state=keep_state,
             )
             outcome = build(sources, out, settings, progress=bars, executor=engine_executor, command=command_line())
-    entry = None
-    if register:
-        try:
-            entry = open_registry().add(outcome.basis.path)
-        except RegistryError:
-            shutil.rmtree(outcome.basis.path)  # a failed command leaves no output
-            raise
+    entry = register_written(outcome.basis.path) if register else None
     sizes = outcome.sizes
     if (
         parent is None and sizes["basis_bytes"] > sizes["sources_bytes"]

@@ -32,6 +32,7 @@ FLAGS: dict[str, str] = {
     "token": "--token",
     "train_head": "--no-train-head",
     "variance": "--variance",
+    "workers": "--workers",
 }
 """Library parameter -> the flag that sets it. ``train_head`` is named where a user turns it off."""
 

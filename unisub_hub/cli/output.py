@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,6 +17,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+from ..engine.spec import Advance
 
 __all__ = ["RichProgress", "emit_json", "human_bytes", "print_table", "progress_bar", "stdout"]
 
@@ -52,9 +54,13 @@ class RichProgress:
     def __init__(self, bars: Progress) -> None:
         self._bars = bars
 
-    def task(self, description: str, total: int) -> Callable[[], None]:
+    def task(self, description: str, total: int) -> Advance:
         task_id = self._bars.add_task(description, total=total)
-        return lambda: self._bars.advance(task_id)
+
+        def advance(count: int = 1) -> None:
+            self._bars.advance(task_id, count)
+
+        return advance
 
 
 @contextmanager

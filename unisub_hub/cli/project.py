@@ -10,7 +10,7 @@ from ..pipeline.project import ProjectOutcome, project
 from .build import command_line
 from .options import device_option, json_option, register_option, shard_size_option
 from .output import emit_json, human_bytes, print_table, stdout
-from .refs import check_can_register, open_basis, open_registry
+from .refs import check_can_register, open_basis, register_written
 
 
 @click.command("project")
@@ -47,10 +47,7 @@ def project_command(source, basis_ref, out, name, device, shard_size, allow_pick
         shard_size=shard_size,
         command=command_line(),
     )
-    entry = None
-    if register:
-        open_registry().add(basis.path)
-        entry = open_registry().add(outcome.coefficients.path)
+    entry = register_written(outcome.coefficients.path, basis=basis.path) if register else None
     if as_json:
         emit_json({**project_json(outcome), "registered": entry.to_dict() if entry else None})
         return

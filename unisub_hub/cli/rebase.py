@@ -9,7 +9,7 @@ import click
 from .build import command_line
 from .options import device_option, json_option, register_option
 from .output import emit_json, print_table, stdout
-from .refs import check_can_register, open_basis, open_coefficients, open_registry
+from .refs import check_can_register, open_basis, open_coefficients, register_written
 
 
 @click.command("rebase")
@@ -37,10 +37,7 @@ def rebase_command(task_ref, basis_ref, out, name, device, register, as_json):
     task = open_coefficients(task_ref)
     old, new = open_basis(task.basis_id), open_basis(basis_ref)
     outcome = rebase(task, old, new, out, name=name, device=device, command=command_line())
-    entry = None
-    if register:
-        open_registry().add(new.path)
-        entry = open_registry().add(outcome.coefficients.path)
+    entry = register_written(outcome.coefficients.path, basis=new.path) if register else None
     if as_json:
         emit_json(
             {

@@ -9,12 +9,19 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import RegistryError
-from ..registry import Registry
+from ..registry import Entry, Registry
 
 if TYPE_CHECKING:
     from ..format import BasisArtifact, CoefficientSet
 
-__all__ = ["check_can_register", "open_basis", "open_coefficients", "open_registry", "resolve_folder"]
+__all__ = [
+    "check_can_register",
+    "open_basis",
+    "open_coefficients",
+    "open_registry",
+    "register_written",
+    "resolve_folder",
+]
 
 
 def open_registry() -> Registry:
@@ -25,6 +32,14 @@ def open_registry() -> Registry:
         root.meta["registry"] = Registry(root.meta.get("home"))
         root.call_on_close(root.meta["registry"].close)
     return root.meta["registry"]
+
+
+def register_written(folder: Path, *, basis: Path | None = None) -> Entry:
+    """Register what a command just wrote (and the basis it needs); on failure it is removed
+    (:func:`unisub_hub.pipeline.register.register_output`)."""
+    from ..pipeline.register import register_output
+
+    return register_output(open_registry(), folder, basis=basis)
 
 
 def check_can_register(register: bool) -> None:

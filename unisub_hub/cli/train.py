@@ -17,7 +17,7 @@ from rich.progress import (
 from .build import command_line
 from .options import device_option, json_option, register_option
 from .output import emit_json, human_bytes, stderr, stdout
-from .refs import check_can_register, open_basis, open_registry
+from .refs import check_can_register, open_basis, register_written
 
 
 class _Bar:
@@ -164,10 +164,7 @@ def train_command(
             progress=_Bar(bars, as_json),
             command=command_line(),
         )
-    entry = None
-    if register:
-        open_registry().add(basis.path)
-        entry = open_registry().add(outcome.coefficients.path)
+    entry = register_written(outcome.coefficients.path, basis=basis.path) if register else None
     result = {
         "coefficients": str(outcome.coefficients.path),
         "content_id": outcome.coefficients.content_id,

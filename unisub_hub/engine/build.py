@@ -74,7 +74,7 @@ def build_basis(
     *,
     options: BuildOptions = BuildOptions(),
     holdout: Sequence[MatrixSource] = (),
-    executor: Executor | None = None,
+    executor: Executor = SerialExecutor(),
     progress: Progress | None = None,
 ) -> BuildResult:
     """Decompose every layer of a collection and measure how well the basis fits.
@@ -84,7 +84,7 @@ def build_basis(
         sources: the models the basis is built from (at least two).
         options: see :class:`BuildOptions`.
         holdout: models left out of the basis, only projected for honest error figures.
-        executor: runs the folds over sources; :class:`SerialExecutor` by default.
+        executor: runs the folds over sources (:class:`SerialExecutor`: here, one by one).
         progress: receives per-pass progress.
 
     Returns:
@@ -118,9 +118,9 @@ def build_basis(
         device,
         options.accumulate_dtype,
         check_finite=options.check_finite,
-        cache_budget=options.max_memory // 2 if executor is None else 0,
+        cache_budget=options.max_memory // 2 if executor.in_process else 0,
         source_count=len(sources) + len(holdout),
-        reuse_buffers=executor is None,
+        reuse_buffers=executor.in_process,
     )
     context = _Context(options, modes, reader, executor, progress)
     bases: dict[str, LayerBasis] = {}
@@ -185,7 +185,7 @@ def assess_basis(
     options: BuildOptions = BuildOptions(),
     holdout: Sequence[MatrixSource] = (),
     progress: Progress | None = None,
-    executor: Executor | None = None,
+    executor: Executor = SerialExecutor(),
 ) -> BuildReport:
     """The quality report of given bases on ``sources``: each one projected, per-layer errors, the null.
 
@@ -199,7 +199,7 @@ def assess_basis(
         check_finite=options.check_finite,
         cache_budget=0,
         source_count=len(sources) + len(holdout),
-        reuse_buffers=executor is None,
+        reuse_buffers=executor.in_process,
     )
     context = _Context(options, mode_set(options.modes).modes, reader, executor, progress or SilentProgress())
     groups = _plan_groups(
@@ -223,7 +223,7 @@ class _Context:
     options: BuildOptions
     modes: tuple[int, ...]
     reader: SourceReader
-    executor: Executor | None
+    executor: Executor
     progress: Progress
 
     @property
@@ -231,18 +231,13 @@ class _Context:
         return self.reader.device
 
     def executor_for(self, description: str, total: int) -> Executor:
-        advance = self.progress.task(description, total)
-        if self.executor is None:
-            return SerialExecutor(advance)
-        with_progress = getattr(
-            self.executor, "with_progress", None
-        )  # a cluster reports sources folded per finished task
-        return with_progress(lambda count: [advance() for _ in range(count)]) if with_progress else self.executor
+        """The executor with a progress task of ``total`` items (a cluster reports a task's items at once)."""
+        return self.executor.with_progress(self.progress.task(description, total))
 
     def __getstate__(self) -> dict:
         """What a worker receives with a fold's ``step``: the options and the reader, not the
         driver's progress bars or executor (neither can cross a process boundary)."""
-        return {**self.__dict__, "executor": None, "progress": SilentProgress()}
+        return {**self.__dict__, "executor": SerialExecutor(), "progress": SilentProgress()}
 
 
 def _plan_groups(
@@ -324,7 +319,7 @@ def _centre_shift(group: Sequence[LayerSpec], source: MatrixSource, context: _Co
             name: matrix.value.clone() for name, matrix in loaded.single.items() if isinstance(matrix, Dense)
         }  # not a reused buffer
 
-    return (context.executor or SerialExecutor()).aggregate([source], dict, step, lambda a, b: {**a, **b})
+    return context.executor.aggregate([source], dict, step, lambda a, b: {**a, **b})
 
 
 def _shifted_back(bases: dict[str, LayerBasis], shift: dict[str, torch.Tensor]) -> dict[str, LayerBasis]:

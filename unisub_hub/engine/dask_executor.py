@@ -43,6 +43,8 @@ class DaskExecutor:
         on_items: called with the number of sources each finished task folded (progress).
     """
 
+    in_process = False
+
     def __init__(
         self,
         client: Any,
@@ -58,7 +60,7 @@ class DaskExecutor:
         self.resubmits = resubmits
         self.on_items = on_items
 
-    def with_progress(self, on_items: Callable[[int], None] | None) -> DaskExecutor:
+    def with_progress(self, on_items: Callable[[int], None]) -> DaskExecutor:
         return DaskExecutor(
             self.client,
             chunks_per_worker=self.chunks_per_worker,
@@ -127,7 +129,7 @@ class DaskExecutor:
 
 
 @contextmanager
-def dask_client(target: str, workers: int | None = None) -> Iterator[Any]:
+def dask_client(target: str, workers: int | None = None, *, timeout: float = 10.0) -> Iterator[Any]:
     """A connected ``distributed.Client`` for the block, closed after it.
 
     ``dask`` starts a local cluster of ``workers`` processes (one thread each; default 2) and
@@ -135,27 +137,65 @@ def dask_client(target: str, workers: int | None = None) -> Iterator[Any]:
     scheduler, whose workers must see the sources' paths and have unisub-hub installed.
 
     Raises:
-        ExecutorError: dask is not installed, or the scheduler cannot be reached.
+        ExecutorError: dask is not installed, the address is not ``HOST:PORT``, or no scheduler
+            answers there within ``timeout`` seconds.
     """
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise ExecutorError(f"{option('executor')} dask needs Dask: pip install 'unisub-hub[dask]'") from None
     if target == "dask":
-        with (
-            LocalCluster(
-                n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
+        with cluster, Client(cluster) as client:
             yield client
         return
-    address = target.removeprefix("dask://")
-    try:
-        client = Client(address if "://" in address else f"tcp://{address}", timeout="10s")
-    except OSError as error:  # TimeoutError and connection refusals
-        raise ExecutorError(
-            f"cannot reach the Dask scheduler at {address} ({error.__class__.__name__}): is it running?"
-        ) from None
+    host, port = scheduler_address(target)
+    client = _connect(Client, f"tcp://{host}:{port}", timeout)
     with client:
         yield client
+
+
+def scheduler_address(target: str) -> tuple[str, int]:
+    """``(host, port)`` of ``dask://HOST:PORT`` or ``tcp://HOST:PORT`` (``[v6]:PORT`` for IPv6).
+
+    Raises:
+        ExecutorError: anything else, named in the message.
+    """
+    scheme, sep, address = target.partition("://")
+    if not sep or scheme not in ("dask", "tcp"):
+        raise ExecutorError(f"{option('executor')} {target!r}: use serial, dask, or dask://HOST:PORT")
+    host, colon, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    valid_host = bool(host) and all(ch.isalnum() or ch in ".-_:" for ch in host)
+    if not colon or not valid_host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExecutorError(
+            f"{option('executor')} {target!r}: the scheduler's address must be HOST:PORT (port 1-65535)"
+        )
+    return host, int(port)
+
+
+def _connect(client_type: Any, address: str, timeout: float) -> Any:
+    """A client connected to ``address``, or one line after ``timeout`` seconds.
+
+    Dask's own ``timeout`` covers opening the connection, not a peer that accepts it and then
+    stays silent (any other TCP server): the connection is made in a thread that the caller
+    stops waiting for.
+    """
+    import threading
+
+    found: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            found["client"] = client_type(address, timeout=f"{timeout}s")
+        except Exception as error:  # OSError, TimeoutError, and Dask's own protocol errors
+            found["error"] = error
+
+    worker = threading.Thread(target=connect, name="dask-connect", daemon=True)
+    worker.start()
+    worker.join(timeout + 2)
+    if "client" in found:
+        return found["client"]
+    reason = found["error"].__class__.__name__ if "error" in found else f"no answer in {timeout:g} s"
+    raise ExecutorError(f"cannot reach a Dask scheduler at {address.removeprefix('tcp://')} ({reason}): is it running?")

@@ -19,7 +19,16 @@ Acc = TypeVar("Acc")
 
 
 class Executor(Protocol):
-    """Runs one fold over items; implementations decide where and in how many parts."""
+    """Runs one fold over items; implementations decide where and in how many parts.
+
+    Every fold of the engine runs on an executor passed in by the caller (there is no "no
+    executor"): :class:`SerialExecutor` in this process, or a cluster's
+    (:class:`~unisub_hub.engine.dask_executor.DaskExecutor`).
+    """
+
+    in_process: bool
+    """Whether ``step`` runs in this process: then sources read in one pass may be kept for the
+    next and buffers reused; a cluster reads in its workers instead."""
 
     def aggregate(
         self,
@@ -29,16 +38,25 @@ class Executor(Protocol):
         merge: Callable[[Acc, Acc], Acc],
     ) -> Acc: ...
 
+    def with_progress(self, on_items: Callable[[int], None]) -> Executor:
+        """The same executor, calling ``on_items(n)`` whenever ``n`` more items are folded in."""
+        ...
+
 
 class SerialExecutor:
     """Folds every item into one accumulator in this process, one item at a time.
 
     Args:
-        on_item: called after each item (progress bars hook in here).
+        on_items: called with 1 after each item (progress bars hook in here).
     """
 
-    def __init__(self, on_item: Callable[[], None] | None = None) -> None:
-        self._on_item = on_item
+    in_process = True
+
+    def __init__(self, on_items: Callable[[int], None] | None = None) -> None:
+        self._on_items = on_items
+
+    def with_progress(self, on_items: Callable[[int], None]) -> SerialExecutor:
+        return SerialExecutor(on_items)
 
     def aggregate(
         self,
@@ -50,6 +68,6 @@ class SerialExecutor:
         acc = zero()
         for item in items:
             acc = step(acc, item)
-            if self._on_item is not None:
-                self._on_item()
+            if self._on_items is not None:
+                self._on_items(1)
         return acc

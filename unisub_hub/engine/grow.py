@@ -154,7 +154,7 @@ def layer_states(
     reader: SourceReader,
     max_gram_side: int = DEFAULT_MAX_GRAM_SIDE,
     seed: int = 0,
-    executor: Executor | None = None,
+    executor: Executor = SerialExecutor(),
     progress: Progress | None = None,
 ) -> dict[str, LayerState]:
     """The states of a built basis: one more pass over its training sources, about its stored means."""
@@ -176,7 +176,7 @@ def layer_states(
     means = {spec.name: _double(bases[spec.name].mean) for spec in specs}
     progress = progress or SilentProgress()
     sums = _fold(
-        specs, sources, means, tests, reader, executor or SerialExecutor(progress.task("state pass", len(sources)))
+        specs, sources, means, tests, reader, executor.with_progress(progress.task("state pass", len(sources)))
     )
     # The members sum to zero about their mean; the stored (float32) mean differs from it by
     # round-off, whose N d d^T the state leaves out (relative size ~1e-8 for fine-tune deltas
@@ -216,7 +216,7 @@ def grow_layers(
     *,
     rank: RankRule,
     reader: SourceReader,
-    executor: Executor | None = None,
+    executor: Executor = SerialExecutor(),
     progress: Progress | None = None,
 ) -> dict[str, LayerBasis]:
     """Fold ``sources`` into each layer's state (in place) and solve the grown bases; old members are not read."""
@@ -224,7 +224,7 @@ def grow_layers(
     tests = {spec.name: {mode: side.test for mode, side in states[spec.name].sides.items()} for spec in specs}
     progress = progress or SilentProgress()
     sums = _fold(
-        specs, sources, means, tests, reader, executor or SerialExecutor(progress.task("new members", len(sources)))
+        specs, sources, means, tests, reader, executor.with_progress(progress.task("new members", len(sources)))
     )
     grown = {}
     for spec in specs:

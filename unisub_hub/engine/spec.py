@@ -6,7 +6,7 @@ live below all three (no import cycle).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,7 +14,7 @@ import torch
 
 from .matrix import LayerMatrix, matrix_shape
 
-__all__ = ["LayerSpec", "MatrixSource", "Progress", "SilentProgress"]
+__all__ = ["Advance", "LayerSpec", "MatrixSource", "Progress", "SilentProgress"]
 
 
 class MatrixSource(Protocol):
@@ -34,17 +34,27 @@ class MatrixSource(Protocol):
         """Rows ``start:stop`` of one layer's dense matrix view (mode 1 streams these)."""
 
 
-class Progress(Protocol):
-    """Receives the build's progress; ``task`` returns the function that advances one step."""
+class Advance(Protocol):
+    """Moves a progress task on by ``count`` steps (an executor passes the items each finished part folded)."""
 
-    def task(self, description: str, total: int) -> Callable[[], None]: ...
+    def __call__(self, count: int = 1) -> None: ...
+
+
+class Progress(Protocol):
+    """Receives the build's progress; ``task`` returns the function that advances that task."""
+
+    def task(self, description: str, total: int) -> Advance: ...
+
+
+def _nothing(count: int = 1) -> None:
+    pass
 
 
 class SilentProgress:
     """Progress that shows nothing (the default)."""
 
-    def task(self, description: str, total: int) -> Callable[[], None]:
-        return lambda: None
+    def task(self, description: str, total: int) -> Advance:
+        return _nothing
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from ..engine import (
 from ..engine.alpha import QualityThresholds, fit_power_law, layer_quality
 from ..engine.matrix import Dense
 from ..engine.quality import CURVE_POINTS
+from ..engine.spec import SilentProgress
 from ..io.collection import open_sources
 from .build import check_duplicates
 from .selection import select_layers
@@ -127,7 +128,7 @@ def _spectrum_verdict(modes: dict[str, dict[str, Any]], why: str) -> tuple[bool,
 
 def _alphas(layers, sources, device: torch.device, progress: Progress | None) -> dict[str, list[float]]:  # noqa: ANN001
     out: dict[str, list[float]] = {spec.name: [] for spec in layers}
-    advance = progress.task("alpha fits", len(sources)) if progress else (lambda: None)
+    advance = (progress or SilentProgress()).task("alpha fits", len(sources))
     names = [spec.name for spec in layers]
     for source in sources:
         for name in names:

@@ -20,6 +20,7 @@ from ..engine import (
     LayerSpec,
     Progress,
     RankRule,
+    SerialExecutor,
     build_basis,
     parse_modes,
     resolve_device,
@@ -192,13 +193,13 @@ def build(
     settings: BuildSettings = BuildSettings(),
     *,
     progress: Progress | None = None,
-    executor: Executor | None = None,
+    executor: Executor = SerialExecutor(),
     command: str | None = None,
 ) -> BuildOutcome:
     """Build a basis from sources (paths, globs, list files or Hub ids) and write it to ``out``.
 
-    ``executor`` runs the folds over sources elsewhere (e.g.
-    :class:`~unisub_hub.engine.dask_executor.DaskExecutor`); ``command`` is recorded in the manifest.
+    ``executor`` runs the folds over sources (:func:`unisub_hub.pipeline.executors.open_executor`
+    opens one from ``serial``, ``dask`` or ``dask://HOST:PORT``); ``command`` is recorded in the manifest.
 
     Example:
         >>> outcome = build(["ft/*"], "my-basis", BuildSettings(modes="2,3", k=16, holdout=2))

@@ -18,7 +18,16 @@ import torch
 from packaging.version import InvalidVersion, Version
 
 from ..constants import BASIS_FORMAT, DEFAULT_MAX_MEMORY, DEFAULT_SHARD_SIZE
-from ..engine import BuildOptions, Executor, LayerSpec, Progress, RankRule, assess_basis, resolve_device
+from ..engine import (
+    BuildOptions,
+    Executor,
+    LayerSpec,
+    Progress,
+    RankRule,
+    SerialExecutor,
+    assess_basis,
+    resolve_device,
+)
 from ..engine.grow import grow_layers
 from ..engine.reader import SourceReader
 from ..errors import EngineError, IncompatibleSourcesError, option
@@ -47,7 +56,7 @@ def grow(
     shard_size: int = DEFAULT_SHARD_SIZE,
     allow_pickle: bool = False,
     progress: Progress | None = None,
-    executor: Executor | None = None,
+    executor: Executor = SerialExecutor(),
     command: str | None = None,
 ) -> BuildOutcome:
     """Grow the basis at ``parent_path`` by ``source_specs`` into a new basis at ``out``.

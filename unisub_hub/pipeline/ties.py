@@ -46,7 +46,9 @@ def is_tied(source: _Readable, alias: str, target: str) -> bool:
     return torch.equal(source.tensor(alias), source.tensor(target))
 
 
-def find_ties(sources: Sequence[_Readable], names: Sequence[str], executor: Executor | None = None) -> dict[str, str]:
+def find_ties(
+    sources: Sequence[_Readable], names: Sequence[str], executor: Executor = SerialExecutor()
+) -> dict[str, str]:
     """``{alias: target}`` for candidate tensors equal to another in every source.
 
     The target is the input embedding where there is one (the tensor a tied model owns), and
@@ -67,7 +69,7 @@ def find_ties(sources: Sequence[_Readable], names: Sequence[str], executor: Exec
     )
     if not pairs:
         return {}
-    equal = (executor or SerialExecutor()).aggregate(sources, lambda: pairs, _still_tied, frozenset.intersection)
+    equal = executor.aggregate(sources, lambda: pairs, _still_tied, frozenset.intersection)
     ties: dict[str, str] = {}
     for i, target in enumerate(ordered):
         if target in ties:
