@@ -17,6 +17,7 @@ class CountingSource:
     """Hands out fresh float32 copies and counts the bytes alive across all sources."""
 
     kind = "checkpoint"
+    factored = False
     live = 0
     peak = 0
 

@@ -22,13 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine import all_finite, project_layer, update_rank
+from ..engine import all_finite, project_layer
 from ..errors import AdaptError
 from ..format import (
     BasisArtifact,
     CoefficientSet,
     save_coefficients,
 )
+from ..format.kinds import source_kind
 from ..format.names import prefix_map
 from .layer import SubspaceLayer, TaskLinear, TaskState, check_module, weight_of
 
@@ -37,7 +38,6 @@ __all__ = ["INIT_CHOICES", "SubspaceAdapter", "attach"]
 INIT_CHOICES = ("zero", "mean")
 """Named initialisations; anything else given as ``init`` is a fine-tune to project."""
 
-_LORA_PREFIX = "base_model.model."
 _LORA_KINDS = {"linear": "linear", "conv1d_gpt2": "linear_fan_in_fan_out", "conv2d": "conv", "embedding": "embedding"}
 
 
@@ -77,7 +77,7 @@ class SubspaceAdapter:
     def __init__(self, model: nn.Module, basis: BasisArtifact, *, heads: Sequence[str] = ()) -> None:
         self.model = model
         self.basis = basis
-        self.lora = basis.manifest["source_kind"] == "lora"
+        self.kind = source_kind(basis.manifest)
         self.state = TaskState()
         modules = dict(model.named_modules())
         stems = [name.removesuffix(".weight") for name in basis.layer_names]
@@ -207,19 +207,12 @@ class SubspaceAdapter:
             bad = next(layer for layer, c in coefficients.items() if not bool(torch.isfinite(c).all()))
             raise AdaptError(f"task {name!r}: coefficients of layer {bad} hold NaN or Inf; nothing written")
         passthrough, reasons = self._passthrough(key)
-        extras: dict[str, dict[str, Any]] = {}
-        lora = None
-        if self.lora:
-            for layer, module in self.layers.items():
-                rank = update_rank(self.basis.layer(layer, dtype=torch.float64), coefficients[layer].double())
-                extras[layer] = {"lora_rank": rank, "lora_kind": _LORA_KINDS[module.orientation]}
-            heads = sorted(self._to_basis(head) for head in self.heads)
-            lora = {
-                "r": max(e["lora_rank"] for e in extras.values()),
-                "key_prefix": _LORA_PREFIX,
-                "task_type": task_type,
-                "modules_to_save": heads or None,
-            }
+        bases = {layer: self.basis.layer(layer, dtype=torch.float64) for layer in self.layers}
+        kinds = {layer: _LORA_KINDS[module.orientation] for layer, module in self.layers.items()}
+        heads = sorted(self._to_basis(head) for head in self.heads)
+        extras, lora = self.kind.computed_fields(
+            bases, coefficients, lora_kinds=kinds, block={"task_type": task_type, "modules_to_save": heads}
+        )
         return save_coefficients(
             out,
             coefficients,
@@ -233,7 +226,7 @@ class SubspaceAdapter:
             command=command,
             lineage="trained",
             training=training,
-            config=None if self.lora else _model_config(self.model),
+            config=_model_config(self.model) if self.kind.keeps_whole_model else None,
         )
 
     def load_task(
@@ -298,7 +291,7 @@ class SubspaceAdapter:
         with torch.no_grad():
             weight = weight_of(base)
             value = torch.zeros_like(weight) if mean is None else mean.reshape(weight.shape).to(weight)
-            if self.lora:
+            if self.kind.adds_to_base:
                 weight.add_(value)
             else:
                 weight.copy_(value)
@@ -324,7 +317,7 @@ class SubspaceAdapter:
             self.heads[name] = wrapped
 
     def _stored_head_key(self, head: str, part: str) -> str:
-        return (_LORA_PREFIX if self.lora else "") + f"{self._to_basis(head)}.{part}"
+        return self.kind.head_key(f"{self._to_basis(head)}.{part}")
 
     def _passthrough(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Heads per task; for a checkpoint basis also every other tensor the model has (like ``project``)."""
@@ -335,7 +328,7 @@ class SubspaceAdapter:
                 if key in store:
                     tensors[self._stored_head_key(head_name, part)] = store[key].detach().cpu().clone()
                     reasons[self._stored_head_key(head_name, part)] = "task head"
-        if not self.lora:
+        if self.kind.keeps_whole_model:
             decomposed = {self._to_model(layer.removesuffix(".weight")) + ".weight" for layer in self.layers}
             for name, value in self._original.items():
                 if name in decomposed or name in self._head_keys:
@@ -361,12 +354,10 @@ class SubspaceAdapter:
             matrix = source.load([layer])[layer].to(torch.device("cpu"), torch.float64)
             coefficients[layer] = project_layer(self.basis.layer(layer, dtype=torch.float64), matrix).float()
         heads: dict[str, torch.Tensor] = {}
-        available = set(source.header if self.lora else source.tensors)  # type: ignore[union-attr]
         for head_name in self.heads:
             for part in ("weight", "bias"):
-                stored = self._stored_head_key(head_name, part)
-                if stored in available:
-                    heads[f"{head_name}.{part}"] = source.raw_tensor(stored) if self.lora else source.tensor(stored)  # type: ignore[union-attr]
+                if (value := source.stored(self._stored_head_key(head_name, part))) is not None:
+                    heads[f"{head_name}.{part}"] = value
         return coefficients, heads
 
 

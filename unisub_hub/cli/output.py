@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -18,7 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..engine.spec import Advance
+if TYPE_CHECKING:  # the engine (and torch) loads with the commands that use it
+    from ..engine.spec import Advance
 
 __all__ = ["RichProgress", "emit_json", "human_bytes", "print_table", "progress_bar", "stdout"]
 

@@ -373,10 +373,10 @@ def _use_randomized(spec: LayerSpec, modes: tuple[int, ...], options: BuildOptio
 def _reads_dense(source: MatrixSource) -> bool:
     """Whether the collection's layers come as full matrices (checkpoints) rather than LoRA factors.
 
-    Told by the source's kind, not by reading a layer: the driver of a distributed build
-    never reads a source (a Hub source would be downloaded there).
+    Told by the source, not by reading a layer: the driver of a distributed build never reads
+    a source (a Hub source would be downloaded there).
     """
-    return source.kind != "lora"
+    return not source.factored
 
 
 def _plan_sketch_groups(

@@ -24,8 +24,8 @@ class MatrixSource(Protocol):
     def name(self) -> str: ...
 
     @property
-    def kind(self) -> str:
-        """``checkpoint`` (layers load as :class:`Dense`) or ``lora`` (as :class:`Factored`)."""
+    def factored(self) -> bool:
+        """Whether layers load as :class:`Factored` LoRA updates (else as :class:`Dense` weights)."""
 
     def load(self, names: Sequence[str]) -> Mapping[str, LayerMatrix]:
         """The listed layers, each as a :class:`Dense` or :class:`LowRank` matrix view."""

@@ -27,6 +27,7 @@ from ..engine import (
     reconstruct_layer,
 )
 from ..format import load_basis, load_coefficients
+from ..format.kinds import PEFT_KEY_PREFIX
 from ..hub.pull import pull
 from ..hub.push import push_artifact
 from ..io.checkpoint import CheckpointSource
@@ -135,7 +136,7 @@ def _lora_collection(
     originals, means, coefficient_sizes = [], [], []
     for folder, source in zip(held, sources[-holdout:], strict=True):
         task = make_task(folder.name.removeprefix("lora-"))
-        head = {name.removeprefix("base_model.model."): source.raw_tensor(name) for name in source.passthrough_names}
+        head = {name.removeprefix(PEFT_KEY_PREFIX): source.raw_tensor(name) for name in source.passthrough_names}
         matrices = {
             n: m.to(torch.device("cpu"), torch.float64) for n, m in source.load([spec.name for spec in specs]).items()
         }

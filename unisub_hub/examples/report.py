@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..format.kinds import source_kind
 from ..pipeline.plots import plot_accuracy_vs_k, plot_accuracy_vs_parameters, plot_scree
 from .results import CollectionResult, DemoResult
 
@@ -55,7 +56,7 @@ def _reading(collection: CollectionResult) -> str:
         if gap <= 0.03
         else f"The held-out members lose {gap * 100:.1f} points against their originals"
     )
-    what = "update" if collection.kind == "lora" else "difference from the mean"
+    what = "difference from the mean" if source_kind(collection.kind).centered_by_default else "update"
     return (
         f"**Reading the numbers.** {verdict}, at {collection.sizes['ratio']:.0f}x less storage. The top-{k} basis "
         "holds about "

@@ -20,7 +20,7 @@ import torch
 from ..engine.matrix import Dense, matrix_view, row_index
 from ..errors import FormatError, PickleRefusedError, SourceError
 from ..format.tensorfile import open_tensor_file, sha256_files
-from .files import LocalFile, LocalTree, SourceTree, WeightFile, source_sha256
+from .files import LocalFile, LocalTree, SourceTree, WeightFile, read_config, source_sha256
 
 __all__ = [
     "PICKLE_SUFFIXES",
@@ -135,6 +135,7 @@ class CheckpointSource:
     """
 
     kind = "checkpoint"
+    factored = False
 
     def __init__(
         self,
@@ -261,3 +262,45 @@ class CheckpointSource:
 
     def size_bytes(self) -> int:
         return sum(file.size for file in self.files)
+
+    # --- what a coefficient set of this source keeps (see unisub_hub.format.kinds) ------------
+
+    def missing_layer(self, layer: str) -> str:
+        """Why a layer the basis decomposes may be missing here."""
+        return f"has no tensor {layer}, which the basis decomposes (wrong architecture?)"
+
+    def layer_fields(self, layer: str) -> dict[str, Any]:
+        """Per-layer manifest fields a projection of this source records (none for a checkpoint)."""
+        return {}
+
+    def lora_block(self) -> dict[str, Any] | None:
+        """The ``lora`` manifest block of a projection (none for a checkpoint)."""
+        return None
+
+    def passthrough(self, covered: set[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Every tensor outside ``covered``, stored whole, and why: a task materializes without the base model."""
+        tensors: dict[str, torch.Tensor] = {}
+        reasons: dict[str, str] = {}
+        for key, info in self.tensors.items():
+            if key not in covered:
+                tensors[key] = self.tensor(key)
+                reasons[key] = f"{len(info.shape)}-D tensor" if len(info.shape) < 2 else "not in the basis"
+        return tensors, reasons
+
+    def stored(self, key: str) -> torch.Tensor | None:
+        """The tensor stored under ``key``, if the checkpoint has one."""
+        return self.tensor(key) if key in self.tensors else None
+
+    def member_config(self) -> dict[str, Any] | None:
+        """The checkpoint's own ``config.json`` when it has a readable one: a member's head
+        (``num_labels``, ``id2label``) may differ from the base's, and only its own config loads it."""
+        return read_config(self.path / "config.json") if self.path.is_dir() else None
+
+    def architecture(self) -> tuple[str, dict[str, Any] | None]:
+        """Architecture name (the config's first ``architectures`` entry or ``model_type``) and base model."""
+        folder = self.path if self.path.is_dir() else self.path.parent
+        config = read_config(folder / "config.json") or {}
+        architectures = config.get("architectures")
+        first = architectures[0] if isinstance(architectures, list) and architectures else None
+        name = (first if isinstance(first, str) else None) or config.get("model_type")
+        return (str(name), None) if name else ("unknown", None)

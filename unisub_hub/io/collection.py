@@ -64,8 +64,11 @@ def open_sources(specs: Sequence[str], *, allow_pickle: bool = False) -> list[So
     if repeated is not None:
         raise IncompatibleSourcesError("is given twice in the collection", source=repeated)
     sources = [open_source(spec, allow_pickle=allow_pickle) for spec in specs]
-    kinds = {s.kind for s in sources}
-    if len(kinds) > 1:
-        lora = next(s for s in sources if s.kind == "lora")
-        raise IncompatibleSourcesError("mixes LoRA adapters and full checkpoints in one collection", source=lora.name)
+    other = next((s for s in sources if s.kind != sources[0].kind), None)
+    if other is not None:
+        raise IncompatibleSourcesError(
+            f"is a {other.kind} source in a collection of {sources[0].kind} sources ({sources[0].name}): "
+            "a collection is LoRA adapters or full checkpoints, not both",
+            source=other.name,
+        )
     return sources

@@ -16,6 +16,7 @@ sha256 for a single file, else the sha256 of its ``name sha256`` lines in name o
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 from ..format.tensorfile import read_header, sha256_files
 
-__all__ = ["LocalFile", "LocalTree", "SourceTree", "WeightFile", "source_sha256"]
+__all__ = ["LocalFile", "LocalTree", "SourceTree", "WeightFile", "read_config", "source_sha256"]
 
 
 class WeightFile(Protocol):
@@ -152,3 +153,21 @@ def source_sha256(files: Sequence[WeightFile]) -> str:
         return files[0].sha256()
     lines = sorted(f"{file.name} {file.sha256()}\n" for file in files)
     return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""A model config larger than this is not a config (and is not read into memory)."""
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a config file (``config.json``), or ``None`` when there is no readable one.
+
+    A missing, oversized, non-UTF-8 or malformed file, or one that holds no object, is no config.
+    """
+    if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
+        return None
+    return config if isinstance(config, dict) else None

@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..format.kinds import PEFT_KEY_PREFIX
+
 if TYPE_CHECKING:
     from .files import SourceTree
 
@@ -55,7 +57,7 @@ LAYOUTS = {
         re.compile(r"^(?P<stem>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"),
         {"lora_A": "A", "lora_B": "B", "lora_embedding_A": "embedding_A", "lora_embedding_B": "embedding_B"},
         None,
-        "base_model.model.",
+        PEFT_KEY_PREFIX,
     ),
     "kohya": LoraLayout(
         "kohya",

@@ -15,6 +15,7 @@ class InMemoryCheckpoint:
     """A full checkpoint given as ``{tensor name: tensor}``."""
 
     kind = "checkpoint"
+    factored = False
 
     def __init__(self, name: str, tensors: Mapping[str, torch.Tensor]) -> None:
         self.name = name
@@ -38,6 +39,7 @@ class InMemoryLora:
     """A LoRA adapter given as ``{base weight name: (lora_B, lora_A, scale)}``."""
 
     kind = "lora"
+    factored = True
 
     def __init__(self, name: str, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor, float]]) -> None:
         self.name = name

@@ -25,6 +25,7 @@ import torch
 
 from ..engine.matrix import Factored, lora_scale
 from ..errors import PickleRefusedError, SourceError
+from ..format.kinds import LORA
 from ..format.tensorfile import open_tensor_file, read_tensors
 from .checkpoint import TensorInfo, load_pickle_safely, provenance_id
 from .files import LocalTree, SourceTree, WeightFile, source_sha256
@@ -153,6 +154,7 @@ class LoraSource:
     """
 
     kind = "lora"
+    factored = True
 
     def __init__(
         self,
@@ -386,9 +388,69 @@ class LoraSource:
     def sha256(self) -> str:
         return source_sha256(self.files)
 
+    @property
+    def legacy_sha256(self) -> str:
+        """The identity unisub-hub before 0.2 recorded: an adapter's one file's sha256, as now."""
+        return self.sha256
+
     def size_bytes(self) -> int:
         return self.weights.size
 
     @property
     def base_model(self) -> str | None:
         return self.config.get("base_model_name_or_path")
+
+    # --- what a coefficient set of this source keeps (see unisub_hub.format.kinds) ------------
+
+    def missing_layer(self, layer: str) -> str:
+        """Why a layer the basis decomposes may be missing here: same architecture, other target modules."""
+        return (
+            f"has no LoRA update for {layer}, which the basis decomposes: the adapter targets other modules than the "
+            "adapters the basis was built from"
+        )
+
+    def layer_fields(self, layer: str) -> dict[str, Any]:
+        """A projection's per-layer fields: the module's LoRA rank and kind, to write it back alike."""
+        module = self.modules[layer]
+        return LORA.layer_fields(module.rank, "linear_fan_in_fan_out" if module.transposed else module.kind)
+
+    def lora_block(self) -> dict[str, Any] | None:
+        """The ``lora`` manifest block of a projection: how to write the adapter back in its own layout."""
+        peft = self.layout.name == "peft"
+        return LORA.lora_block(
+            r=max(m.rank for m in self.modules.values()),
+            key_prefix=self.layout.module_prefix,
+            layout=self.layout.name,
+            weights_file=ADAPTER_WEIGHTS if peft else self.weights.name,
+            task_type=self.config.get("task_type"),
+            modules_to_save=self.config.get("modules_to_save"),
+        )
+
+    def passthrough(self, covered: set[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The adapter's own other tensors (``modules_to_save`` heads) and the raw factors of modules
+        outside ``covered``, and why: a task keeps what the adapter had beside the basis's layers."""
+        tensors: dict[str, torch.Tensor] = {}
+        reasons: dict[str, str] = {}
+        for key in self.passthrough_names:
+            tensors[key] = self.raw_tensor(key)
+            reasons[key] = "not a LoRA factor"
+        for layer, module in self.modules.items():
+            if layer not in covered:
+                for key in module.keys:
+                    tensors[key] = self.raw_tensor(key)
+                    reasons[key] = "module outside the basis"
+        return tensors, reasons
+
+    def stored(self, key: str) -> torch.Tensor | None:
+        """The tensor stored under ``key`` in the adapter file (a factor or a head), if there is one."""
+        return self.raw_tensor(key) if key in self.header else None
+
+    def member_config(self) -> dict[str, Any] | None:
+        """An adapter carries no model config (its base model's applies)."""
+        return None
+
+    def architecture(self) -> tuple[str, dict[str, Any] | None]:
+        """The base model the adapter names is its architecture."""
+        if self.base_model:
+            return self.base_model, {"id": self.base_model, "revision": None}
+        return "unknown", None

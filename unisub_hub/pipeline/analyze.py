@@ -21,6 +21,7 @@ from ..engine.alpha import QualityThresholds, fit_power_law, layer_quality
 from ..engine.matrix import Dense
 from ..engine.quality import CURVE_POINTS
 from ..engine.spec import SilentProgress
+from ..format.kinds import source_kind
 from ..io.collection import open_sources
 from .build import check_duplicates
 from .selection import select_layers
@@ -67,7 +68,7 @@ def analyze(
     selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
     check_duplicates(sources)
     if center is None:
-        center = sources[0].kind == "checkpoint"
+        center = source_kind(sources[0].kind).centered_by_default
     options = BuildOptions(modes=parse_modes(modes), rank=RankRule(k=1), center=center, device=device)
     result = build_basis(selection.layers, sources, options=options, progress=progress)
     alphas = _alphas(selection.layers, sources, resolve_device(device), progress)

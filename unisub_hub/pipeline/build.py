@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +30,9 @@ from ..errors import EngineError, IncompatibleSourcesError, option
 from ..format import BasisArtifact, check_artifact_output, save_basis
 from ..format.common import safe_name
 from ..format.dtypes import DTYPES, TORCH_DTYPES, dtype_name
+from ..format.kinds import source_kind
 from ..format.state import save_state
-from ..io.checkpoint import CheckpointSource
 from ..io.collection import Source, open_sources
-from ..io.peft_adapter import LoraSource
 from .selection import Selection, select_layers
 from .ties import find_ties
 
@@ -67,27 +65,8 @@ def split_holdout(sources: list[Source], holdout: int | Sequence[str] | None) ->
 
 
 def architecture_of(sources: Sequence[Source]) -> tuple[str, dict[str, Any] | None]:
-    """Architecture name and base model of a collection, from adapter or model configs."""
-    first = sources[0]
-    if isinstance(first, LoraSource) and first.base_model:
-        return first.base_model, {"id": first.base_model, "revision": None}
-    folder = first.path if first.path.is_dir() else first.path.parent
-    config_path = folder / "config.json"
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text())
-        except ValueError:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
-            config = {}
-        if isinstance(config, dict):
-            architectures = config.get("architectures")
-            arch = (
-                architectures[0]
-                if isinstance(architectures, list) and architectures and isinstance(architectures[0], str)
-                else None
-            ) or config.get("model_type")
-            if arch:
-                return str(arch), None
-    return "unknown", None
+    """Architecture name and base model of a collection, from its first member's adapter or model config."""
+    return sources[0].architecture()
 
 
 def accumulate_precision(precision: str, kind: str) -> torch.dtype:
@@ -100,7 +79,7 @@ def accumulate_precision(precision: str, kind: str) -> torch.dtype:
     keep float64.
     """
     if precision == "auto":
-        precision = "float32" if kind == "lora" else "float64"
+        precision = source_kind(kind).precision
     if precision not in ("float32", "float64"):
         raise EngineError(f"unknown {option('precision')} {precision!r}: use auto, float32 or float64")
     return DTYPES[precision]
@@ -216,8 +195,8 @@ def build(
     train, held = split_holdout(sources, settings.holdout)
     if len(train) < 2:
         raise EngineError(f"a basis needs at least 2 sources, got {len(train)}")
-    kind = train[0].kind
-    center = (kind == "checkpoint") if settings.center is None else settings.center
+    kind = source_kind(train[0].kind)
+    center = kind.centered_by_default if settings.center is None else settings.center
     rule = (
         RankRule(k=settings.k, variance=settings.variance)
         if (settings.k is not None or settings.variance is not None)
@@ -226,8 +205,9 @@ def build(
     _check_same_architecture(sources)
     selection = select_layers([s.tensors for s in sources], include=settings.include, exclude=settings.exclude)
     check_duplicates(sources)
-    checkpoints = [source for source in train if isinstance(source, CheckpointSource)]
-    ties = find_ties(checkpoints, [spec.name for spec in selection.layers], executor) if kind == "checkpoint" else {}
+    # Tied tensors matter where a task keeps the whole model (checkpoints): written back as copies.
+    layer_names = [spec.name for spec in selection.layers]
+    ties = find_ties(train, layer_names, executor) if kind.keeps_whole_model else {}  # type: ignore[arg-type]
     for alias, target in ties.items():
         selection.passthrough[alias] = (
             f"tied to {target} (equal in every source): decomposed once, written back as a copy"
@@ -248,7 +228,7 @@ def build(
         device=settings.device,
         max_memory=settings.max_memory,
         check_finite=not settings.allow_nonfinite,
-        accumulate_dtype=accumulate_precision(settings.precision, kind),
+        accumulate_dtype=accumulate_precision(settings.precision, kind.name),
         solver=settings.solver,
         power_iterations=settings.power_iterations,
     )
@@ -266,7 +246,7 @@ def build(
         result.layers,
         name=settings.name or safe_name(Path(out).name),
         architecture_name=settings.arch or arch_name,
-        source_kind=kind,
+        source_kind=kind.name,
         sources=provenance,
         base_model=base_model,
         dtype=storage,
@@ -275,7 +255,7 @@ def build(
         sizes=sizes,
         command=command,
         shard_size=settings.shard_size,
-        source_dtypes=_source_dtypes(train, result.layers) if kind == "checkpoint" else None,
+        source_dtypes=_source_dtypes(train, result.layers) if kind.keeps_whole_model else None,
         tied={alias: target for alias, target in ties.items() if target in result.layers},
     )
     sizes["basis_bytes"] = basis.artifact.size_bytes()

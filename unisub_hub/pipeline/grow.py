@@ -33,7 +33,6 @@ from ..engine.reader import SourceReader
 from ..errors import EngineError, IncompatibleSourcesError, option
 from ..format import check_artifact_output, load_basis, save_basis
 from ..format.state import load_state, save_state
-from ..io.checkpoint import CheckpointSource
 from ..io.collection import Source, open_sources
 from .build import BuildOutcome, check_duplicates
 from .selection import Selection
@@ -167,7 +166,7 @@ def grow(
 def _identities(source: Source, *, legacy: bool) -> set[str]:
     """The sha256s that say a source is already a member: with ``legacy``, also the pre-0.2 one."""
     found = {source.sha256}
-    if legacy and isinstance(source, CheckpointSource) and source.legacy_sha256 is not None:
+    if legacy and source.legacy_sha256 is not None:
         found.add(source.legacy_sha256)
     return found
 

@@ -27,6 +27,7 @@ from ..errors import FormatError, NonFiniteError, SourceError, option
 from ..format import BasisArtifact, CoefficientSet, atomic_folder, check_output
 from ..format.checks import check_pair
 from ..format.dtypes import DTYPES, TORCH_DTYPES
+from ..format.kinds import OUTPUT_FORMATS, PEFT_KEY_PREFIX, source_kind
 from ..format.names import prefix_map
 from ..format.schema import format_version
 from ..format.shards import ShardWriter
@@ -37,7 +38,8 @@ from .validate import check_base_model
 
 __all__ = ["FORMATS", "MaterializeOutcome", "materialize"]
 
-FORMATS = ("auto", "hf", "lora", "peft", "merged")
+FORMATS = OUTPUT_FORMATS
+ADAPTER_FORMATS = ("peft", "lora")
 _WEIGHT_FILES = (".safetensors", ".safetensors.index.json", ".bin.index.json", *PICKLE_SUFFIXES)
 
 
@@ -73,33 +75,8 @@ def materialize(
     if fmt not in FORMATS:
         raise FormatError(f"unknown {option('fmt')} {fmt!r}: use one of {', '.join(FORMATS)}")
     check_pair(coefficients, basis)
-    kind = coefficients.manifest["source_kind"]
     layout = (coefficients.manifest.get("lora") or {}).get("layout", "peft")
-    if fmt == "auto":
-        fmt = ("peft" if layout == "peft" else "lora") if kind == "lora" else "hf"
-    if fmt in ("peft", "lora") and kind != "lora":
-        raise FormatError(
-            f"{option('fmt')} {fmt} needs a coefficient set made from LoRA adapters; this one is from full checkpoints",
-            path=coefficients.path,
-        )
-    if fmt == "peft" and layout != "peft":
-        raise FormatError(
-            f"this set came from a {layout} LoRA file, whose module names PEFT's cannot be derived from without the "
-            "model; "
-            f"{option('fmt')} lora writes it back in its own layout",
-            path=coefficients.path,
-        )
-    if fmt == "lora" and layout == "peft":
-        fmt = "peft"
-    asked = fmt
-    if kind == "lora" and fmt == "hf":
-        fmt = "merged"
-    if fmt == "merged" and layout == "kohya":
-        raise FormatError(
-            f"{option('fmt')} merged needs the base model's tensor names, which kohya's underscored names do not give; "
-            f"{option('fmt')} lora writes the LoRA file, which kohya, A1111 and ComfyUI merge at load time",
-            path=coefficients.path,
-        )
+    asked, fmt = fmt, source_kind(coefficients.manifest).output_format(fmt, layout, coefficients.path)
     base_source = CheckpointSource(base, name=str(base)) if base is not None else None
     if base is not None:
         check_base_model(basis.manifest, str(base))  # another architecture would give a mixed model
@@ -117,11 +94,13 @@ def materialize(
         )
     target = resolve_device(device)
     with atomic_folder(Path(out)) as tmp:
-        if fmt == "peft":
-            files = _write_peft(coefficients, basis, tmp, target)
-        elif fmt == "lora":
-            files = _write_lora_file(coefficients, basis, tmp, target, layout)
-        else:
+        if fmt in ADAPTER_FORMATS:  # peft or lora: the adapter in its source's own layout
+            files = (
+                _write_peft(coefficients, basis, tmp, target)
+                if fmt == "peft"
+                else _write_lora_file(coefficients, basis, tmp, target, layout)
+            )
+        else:  # hf and merged: a whole model
             files = _write_full(coefficients, basis, tmp, target, base_source, shard_size)
             if base_source is not None:
                 files += _copy_side_files(base_source.path, tmp)
@@ -159,17 +138,16 @@ def _write_full(
     base: CheckpointSource | None,
     shard_size: int,
 ) -> list[str]:
-    kind = coefficients.manifest["source_kind"]
     layers = coefficients.layer_names
     writer = ShardWriter(folder, "model", shard_size, {"format": "pt"})
     base_keys = set(base.tensors) if base is not None else set()
-    if kind == "lora":
+    if source_kind(coefficients.manifest).adds_to_base:
         names = prefix_map(layers, base_keys)
         if names is None:
             raise SourceError(f"the base model has no tensor matching layer {layers[0]} (wrong base model?)")
         out_prefix = names.drop  # written keys keep the adapter's spelling
         updates = {names.forward(layer): layer for layer in layers}
-        key_prefix = (coefficients.manifest.get("lora") or {}).get("key_prefix", "base_model.model.")
+        key_prefix = (coefficients.manifest.get("lora") or {}).get("key_prefix", PEFT_KEY_PREFIX)
         passthrough = {name.removeprefix(key_prefix): name for name in coefficients.passthrough_names}
         for key in sorted(base_keys):
             out_key = out_prefix + key
@@ -308,7 +286,7 @@ def _write_lora_file(
 def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path, device: torch.device) -> list[str]:
     manifest = coefficients.manifest
     lora = manifest.get("lora") or {}
-    prefix = lora.get("key_prefix", "base_model.model.")
+    prefix = lora.get("key_prefix", PEFT_KEY_PREFIX)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     for layer, (left, right, kind, shape) in _rebuilt_factors(coefficients, basis, device).items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,7 @@ from ..engine import all_finite, fit_layer, resolve_device
 from ..errors import IncompatibleSourcesError, NonFiniteError
 from ..format import BasisArtifact, CoefficientSet, check_artifact_output, save_coefficients
 from ..format.common import safe_name
-from ..io.checkpoint import CheckpointSource
 from ..io.collection import Source, open_source
-from ..io.peft_adapter import ADAPTER_WEIGHTS, LoraSource
 from .ties import is_tied
 
 __all__ = ["ProjectOutcome", "project"]
@@ -35,15 +32,7 @@ def _check_layer(basis: BasisArtifact, source: Source, layer: str) -> None:
     expected = tuple(basis.entry(layer)["shape"])
     info = source.tensors.get(layer)
     if info is None:
-        if isinstance(source, LoraSource):  # same architecture, other target modules
-            raise IncompatibleSourcesError(
-                f"has no LoRA update for {layer}, which the basis decomposes: the adapter targets other modules "
-                "than the adapters the basis was built from",
-                source=source.name,
-            )
-        raise IncompatibleSourcesError(
-            f"has no tensor {layer}, which the basis decomposes (wrong architecture?)", source=source.name
-        )
+        raise IncompatibleSourcesError(source.missing_layer(layer), source=source.name)
     if tuple(info.shape) != expected:
         raise IncompatibleSourcesError(
             f"tensor {layer} has shape {'x'.join(map(str, info.shape))}, the basis expects "
@@ -92,30 +81,12 @@ def project(
             "rel_error_centered": math.sqrt(residual / centered) if centered > 0 else 0.0,
         }
         coefficients[layer] = coef
-        extras[layer] = {"rel_error": errors[layer]["rel_error"]}
-        if isinstance(source, LoraSource):
-            module = source.modules[layer]
-            extras[layer]["lora_rank"] = module.rank
-            extras[layer]["lora_kind"] = "linear_fan_in_fan_out" if module.transposed else module.kind
-    ties = basis.manifest.get("tied") or {}  # found among checkpoint tensors only
-    tied = {
-        alias: target
-        for alias, target in ties.items()
-        if isinstance(source, CheckpointSource) and is_tied(source, alias, target)
-    }
-    passthrough, reasons = _passthrough(source, set(basis.layer_names) | set(tied))
+        extras[layer] = {"rel_error": errors[layer]["rel_error"], **source.layer_fields(layer)}
+    ties = basis.manifest.get("tied") or {}  # found among checkpoint tensors only (the kinds match)
+    tied = {alias: target for alias, target in ties.items() if is_tied(source, alias, target)}  # type: ignore[arg-type]
+    passthrough, reasons = source.passthrough(set(basis.layer_names) | set(tied))
     for key, value in passthrough.items():
         _check_finite([value], 1.0, source, key)
-    lora_info = None
-    if isinstance(source, LoraSource):
-        lora_info = {
-            "r": max(m.rank for m in source.modules.values()),
-            "key_prefix": source.layout.module_prefix,
-            "layout": source.layout.name,
-            "weights_file": source.weights.name if source.layout.name != "peft" else ADAPTER_WEIGHTS,
-            "task_type": source.config.get("task_type"),
-            "modules_to_save": source.config.get("modules_to_save"),
-        }
     passthrough_bytes = sum(t.numel() * t.element_size() for t in passthrough.values())
     mean_error = sum(e["rel_error"] for e in errors.values()) / max(len(errors), 1)
     saved = save_coefficients(
@@ -125,7 +96,7 @@ def project(
         name=name or safe_name(Path(out).name),
         basis_manifest=basis.manifest,
         source=source.provenance(),
-        lora=lora_info,
+        lora=source.lora_block(),
         tied=tied,
         layer_extras=extras,
         passthrough_reasons=reasons,
@@ -133,7 +104,7 @@ def project(
         sizes={"source_bytes": source.size_bytes(), "passthrough_bytes": passthrough_bytes},
         command=command,
         shard_size=shard_size,
-        config=_member_config(source),
+        config=source.member_config(),
     )
     sizes = {
         "source_bytes": source.size_bytes(),
@@ -150,41 +121,3 @@ def _check_finite(parts, scale: float, source: Source, name: str) -> None:
     for part in parts:
         if part.is_floating_point() and not all_finite(part):
             raise NonFiniteError(f"tensor {name} holds NaN or Inf", source=source.name)
-
-
-def _passthrough(source: Source, covered: set[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    tensors: dict[str, torch.Tensor] = {}
-    reasons: dict[str, str] = {}
-    if isinstance(source, LoraSource):
-        for key in source.passthrough_names:
-            tensors[key] = source.raw_tensor(key)
-            reasons[key] = "not a LoRA factor"
-        for layer, module in source.modules.items():
-            if layer not in covered:
-                for key in module.keys:
-                    tensors[key] = source.raw_tensor(key)
-                    reasons[key] = "module outside the basis"
-        return tensors, reasons
-    for key, info in source.tensors.items():
-        if key not in covered:
-            tensors[key] = source.tensor(key)
-            reasons[key] = f"{len(info.shape)}-D tensor" if len(info.shape) < 2 else "not in the basis"
-    return tensors, reasons
-
-
-_MAX_CONFIG_BYTES = 1 << 20
-
-
-def _member_config(source: Source) -> dict[str, Any] | None:
-    """The checkpoint's own ``config.json``, when it has a readable one: a member's head (num_labels,
-    id2label) may differ from the base's, and only its own config loads it."""
-    if source.kind != "checkpoint" or not source.path.is_dir():
-        return None
-    path = source.path / "config.json"
-    if not path.is_file() or path.stat().st_size > _MAX_CONFIG_BYTES:
-        return None
-    try:
-        config = json.loads(path.read_text())
-    except ValueError:  # bad JSON, bad UTF-8, or an integer past Python's digit limit
-        return None
-    return config if isinstance(config, dict) else None

@@ -10,16 +10,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..constants import COEFFICIENTS_FORMAT
-from ..engine import all_finite, rebase_layer, resolve_device, update_rank
+from ..engine import all_finite, rebase_layer, resolve_device
 from ..errors import IncompatibleSourcesError, NonFiniteError
 from ..format import BasisArtifact, CoefficientSet, check_artifact_output, save_coefficients
 from ..format.checks import check_pair
 from ..format.common import safe_name
+from ..format.kinds import source_kind
 
 __all__ = ["RebaseOutcome", "check_rebase", "rebase"]
 
@@ -80,9 +80,7 @@ def rebase(
     target = resolve_device(device)
     coefficients: dict[str, torch.Tensor] = {}
     errors: dict[str, dict[str, float]] = {}
-    extras: dict[str, dict[str, Any]] = {}
     entries = {entry["name"]: entry for entry in task.manifest["layers"]}
-    lora = new.manifest["source_kind"] == "lora"
     for layer in task.layer_names:
         new_layer = new.layer(layer, device=target, dtype=torch.float64)
         fit = rebase_layer(
@@ -98,17 +96,14 @@ def rebase(
             "rel_error_centered": math.sqrt(residual / centred) if centred > 0 else 0.0,
         }
         coefficients[layer] = fit.coef
-        extras[layer] = {"rel_error": errors[layer]["rel_error"]}
-        if lora:
-            extras[layer]["lora_rank"] = update_rank(new_layer, fit.coef)
-            extras[layer]["lora_kind"] = entries[layer].get("lora_kind", "linear")
     manifest = task.manifest
-    lora_info = None
-    if lora:
-        lora_info = {
-            **(manifest.get("lora") or {"key_prefix": "base_model.model."}),
-            "r": max(e["lora_rank"] for e in extras.values()),
-        }
+    kinds = {layer: entry["lora_kind"] for layer, entry in entries.items() if "lora_kind" in entry}
+    bases = {layer: new.layer(layer, device=target, dtype=torch.float64) for layer in coefficients}
+    extras, lora_info = source_kind(new.manifest).computed_fields(
+        bases, coefficients, lora_kinds=kinds, block=manifest.get("lora")
+    )
+    for layer, error in errors.items():
+        extras[layer]["rel_error"] = error["rel_error"]
     passthrough = {entry["name"]: task.passthrough(entry["name"]) for entry in manifest["passthrough"]}
     reasons = {entry["name"]: entry["reason"] for entry in manifest["passthrough"] if "reason" in entry}
     mean_error = sum(e["rel_error"] for e in errors.values()) / max(len(errors), 1)
