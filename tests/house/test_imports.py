@@ -123,3 +123,9 @@ def test_no_package_imports_a_package_above_it():
             if _floor(destination) <= _floor(source):
                 upward.append(f"{module} -> {target}")
     assert not upward, "imports that run up or sideways:\n" + "\n".join(sorted(upward))
+
+
+def test_the_format_layer_reads_and_writes_artifacts_only():
+    """No file of the format layer touches the registry home (the verified-id memory is the registry's)."""
+    touching = [p.name for p in (PACKAGE / "format").rglob("*.py") if "unisub_home" in p.read_text()]
+    assert touching == []

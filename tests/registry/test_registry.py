@@ -188,7 +188,7 @@ def test_a_version_1_registry_is_migrated(tmp_path):
     assert task["name"] == "old-task" and task["mean_rel_error"] == pytest.approx(0.1)
     assert migrated.verify()["ok"]
     with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_json_columns_read_the_text_older_versions_wrote(tmp_path):

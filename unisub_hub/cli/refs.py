@@ -63,12 +63,14 @@ def resolve_folder(ref: str, kind: str | None = None) -> Path:
 
 
 def open_basis(ref: str) -> BasisArtifact:
+    """The basis ``ref`` names, verified (unchanged files are not hashed twice: the registry remembers)."""
     from ..format import load_basis  # torch loads with the first artifact, not with the CLI
 
-    return load_basis(resolve_folder(ref, "basis"))
+    return load_basis(resolve_folder(ref, "basis"), known=open_registry().verified)
 
 
 def open_coefficients(ref: str) -> CoefficientSet:
+    """The coefficient set ``ref`` names, verified (see :func:`open_basis`)."""
     from ..format import load_coefficients
 
-    return load_coefficients(resolve_folder(ref, "task"))
+    return load_coefficients(resolve_folder(ref, "task"), known=open_registry().verified)

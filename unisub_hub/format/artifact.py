@@ -28,7 +28,7 @@ from .common import MEANING_KEY, meaning_table
 from .schema import validate_manifest
 from .shards import ShardWriter
 from .tensorfile import content_id, open_tensor_file, read_header
-from .verified import cached_content_id, remember_content_id
+from .verified import VerifiedIds, cached_content_id, remember_content_id
 
 __all__ = ["MANIFEST_NAMES", "Artifact", "check_artifact_output", "holds_artifact", "read_artifact", "write_artifact"]
 
@@ -138,21 +138,22 @@ class Artifact:
         """Bytes of the tensor files."""
         return sum(path.stat().st_size for path in self.tensor_files)
 
-    def verify(self, *, cached: bool = False) -> None:
+    def verify(self, *, cached: bool = False, known: VerifiedIds | None = None) -> None:
         """Recompute the content id from the tensor files.
 
         Args:
             cached: accept a content id remembered for these very files (same path, size,
                 modification time and inode; see :mod:`unisub_hub.format.verified`).
+            known: a memory that outlives the process (the registry's), asked and told.
 
         Raises:
             ContentIdMismatchError: the bytes no longer hash to the manifest's content id.
         """
         if cached:
-            actual = cached_content_id(self.tensor_files)
+            actual = cached_content_id(self.tensor_files, known)
         else:
             actual = content_id(self.tensor_files)
-            remember_content_id(self.tensor_files, actual)
+            remember_content_id(self.tensor_files, actual, known)
         if actual != self.content_id:
             raise ContentIdMismatchError(
                 f"tensor files hash to {actual[:19]}..., manifest says {self.content_id[:19]}... (modified or corrupt)",
@@ -191,7 +192,14 @@ def detect_kind(path: Path) -> str:
     raise FormatError(f"no {BASIS_MANIFEST} or {COEFFICIENTS_MANIFEST} found: not a unisub-hub artifact", path=path)
 
 
-def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = False, cached: bool = False) -> Artifact:
+def read_artifact(
+    path: str | Path,
+    kind: str | None = None,
+    *,
+    verify: bool = False,
+    cached: bool = False,
+    known: VerifiedIds | None = None,
+) -> Artifact:
     """Open an artifact folder: validate its manifest and check its tensor files' headers.
 
     Args:
@@ -199,6 +207,7 @@ def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = F
         kind: ``unisub-hub/basis`` or ``unisub-hub/coefficients``; detected when ``None``.
         verify: also recompute the content id (reads every byte).
         cached: with ``verify``, accept the content id remembered for unchanged files.
+        known: with ``verify``, the registry's memory of verified files (see :mod:`.verified`).
 
     Raises:
         FormatError: missing or malformed manifest or tensor file (subclasses say which).
@@ -237,5 +246,5 @@ def read_artifact(path: str | Path, kind: str | None = None, *, verify: bool = F
         for name in header:
             artifact._locations[name] = file_name
     if verify:
-        artifact.verify(cached=cached)
+        artifact.verify(cached=cached, known=known)
     return artifact

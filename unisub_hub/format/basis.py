@@ -17,6 +17,7 @@ from .artifact import ArtifactView, read_artifact, write_artifact
 from .card import basis_card
 from .common import architecture_fingerprint, manifest_header, stored_name
 from .dtypes import dtype_name
+from .verified import VerifiedIds
 
 __all__ = ["BasisArtifact", "load_basis", "save_basis"]
 
@@ -165,14 +166,15 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor if dtype is None else tensor.to(dtype)
 
 
-def load_basis(path: str | Path, *, verify: bool = True) -> BasisArtifact:
+def load_basis(path: str | Path, *, verify: bool = True, known: VerifiedIds | None = None) -> BasisArtifact:
     """Open a basis folder for use: its manifest validated and its tensor files checked against its content id.
 
-    The check is remembered per unchanged file (:mod:`unisub_hub.format.verified`), so opening
-    the same artifact again costs no hashing. ``verify=False`` skips it (for tools that report
-    a mismatch themselves, such as ``validate``).
+    The check is remembered per unchanged file (:mod:`unisub_hub.format.verified`): in this
+    process, and in ``known`` (the registry's memory) across processes, so opening the same
+    artifact again costs no hashing. ``verify=False`` skips it (for tools that report a
+    mismatch themselves, such as ``validate``).
 
     Raises:
         ContentIdMismatchError: the tensor bytes do not hash to the manifest's content id.
     """
-    return BasisArtifact(read_artifact(path, BASIS_FORMAT, verify=verify, cached=True))
+    return BasisArtifact(read_artifact(path, BASIS_FORMAT, verify=verify, cached=True, known=known))

@@ -15,6 +15,7 @@ from .artifact import ArtifactView, read_artifact, write_artifact
 from .card import coefficients_card
 from .common import ROLE_SEPARATOR, manifest_header, stored_name
 from .dtypes import dtype_name
+from .verified import VerifiedIds
 
 __all__ = ["CoefficientSet", "load_coefficients", "save_coefficients"]
 
@@ -123,16 +124,17 @@ class CoefficientSet(ArtifactView):
         return self.artifact.tensor(name, device)
 
 
-def load_coefficients(path: str | Path, *, verify: bool = True) -> CoefficientSet:
+def load_coefficients(path: str | Path, *, verify: bool = True, known: VerifiedIds | None = None) -> CoefficientSet:
     """Open a coefficient-set folder for use.
 
     Its manifest is validated and its tensor files checked against its content id.
 
-    The check is remembered per unchanged file (:mod:`unisub_hub.format.verified`), so opening
-    the same artifact again costs no hashing. ``verify=False`` skips it (for tools that report
-    a mismatch themselves, such as ``validate``).
+    The check is remembered per unchanged file (:mod:`unisub_hub.format.verified`): in this
+    process, and in ``known`` (the registry's memory) across processes, so opening the same
+    artifact again costs no hashing. ``verify=False`` skips it (for tools that report a
+    mismatch themselves, such as ``validate``).
 
     Raises:
         ContentIdMismatchError: the tensor bytes do not hash to the manifest's content id.
     """
-    return CoefficientSet(read_artifact(path, COEFFICIENTS_FORMAT, verify=verify, cached=True))
+    return CoefficientSet(read_artifact(path, COEFFICIENTS_FORMAT, verify=verify, cached=True, known=known))

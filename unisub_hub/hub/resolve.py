@@ -85,14 +85,16 @@ def resolve_artifact(
 
 
 def open_basis(ref: str | Path, *, registry: Registry | None = None, token: str | None = None) -> BasisArtifact:
-    """The basis ``ref`` names (:func:`resolve_artifact`), opened and verified."""
+    """The basis ``ref`` names (:func:`resolve_artifact`), opened and verified (remembered by the registry)."""
     from ..format import load_basis
 
-    return load_basis(resolve_artifact(ref, "basis", registry=registry, token=token))
+    with _registry(registry) as opened:
+        return load_basis(resolve_artifact(ref, "basis", registry=opened, token=token), known=opened.verified)
 
 
 def open_coefficients(ref: str | Path, *, registry: Registry | None = None, token: str | None = None) -> CoefficientSet:
-    """The coefficient set ``ref`` names (:func:`resolve_artifact`), opened and verified."""
+    """The coefficient set ``ref`` names (:func:`resolve_artifact`), opened and verified (see :func:`open_basis`)."""
     from ..format import load_coefficients
 
-    return load_coefficients(resolve_artifact(ref, "task", registry=registry, token=token))
+    with _registry(registry) as opened:
+        return load_coefficients(resolve_artifact(ref, "task", registry=opened, token=token), known=opened.verified)

@@ -7,6 +7,9 @@ versioning (tables but ``user_version`` 0) is refused rather than guessed at.
 
 - 1 -> 2: ``task.mean_rel_error`` copied out of the ``metrics`` JSON, so that listing
   thousands of tasks does not parse every task's per-layer metrics.
+- 2 -> 3: two new tables, ``evaluation`` (scores recorded by ``eval``) and
+  ``verifiedfiles`` (content ids of hashed tensor files, which lived in ``verified.json``
+  beside the database before); ``create_all`` makes them after the steps.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ def _task_mean_error(connection: Connection) -> None:
     connection.exec_driver_sql("UPDATE task SET mean_rel_error = json_extract(metrics, '$.mean_rel_error')")
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _task_mean_error}
+def _new_tables(connection: Connection) -> None:
+    """Nothing to change in existing tables: the new ones are created with the schema."""
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _task_mean_error, 2: _new_tables}
 
 
 def migrate(connection: Connection, version: int) -> None:

@@ -14,14 +14,16 @@ __all__ = [
     "Basis",
     "BasisLayer",
     "BasisSource",
+    "Evaluation",
     "Layer",
     "LastVersion",
     "Source",
     "Tag",
     "Task",
+    "VerifiedFiles",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Recorded in ``PRAGMA user_version``; :mod:`unisub_hub.registry.migrations` upgrades older files."""
 
 
@@ -137,3 +139,37 @@ class LastVersion(SQLModel, table=True):
     kind: str = Field(primary_key=True)
     name: str = Field(primary_key=True)
     version: int
+
+
+class Evaluation(SQLModel, table=True):
+    """One score of a registered artifact on one data file (``unisub-hub eval``).
+
+    ``content_id`` is a task's, or a basis's (the base plus the basis mean alone). Rows are
+    only added: scoring again adds a row, so a listing shows every measurement with its date.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    content_id: str = Field(index=True)
+    kind: str
+    """``basis`` or ``task``."""
+    data_sha256: str
+    data_name: str
+    """The data file's name as given (a label for cards and pages; the sha256 identifies it)."""
+    objective: str
+    """``classification``, ``text``, ``prompt-completion`` or ``messages``."""
+    metric: str
+    value: float
+    count: int
+    """Examples (classification) or tokens that carried loss (causal LM)."""
+    command: str | None = None
+    created: str = Field(default_factory=_now)
+
+
+class VerifiedFiles(SQLModel, table=True):
+    """Content ids of tensor files that were hashed, keyed by the files' identity on disk
+    (:func:`unisub_hub.format.verified.file_key`): opening the same unchanged artifact again
+    costs no hashing."""
+
+    key: str = Field(primary_key=True)
+    content_id: str
+    created: str = Field(default_factory=_now)

@@ -42,19 +42,22 @@ from .models import (
     Task,
 )
 from .store import Store
+from .verified import RegistryVerifiedIds
 
 _Row = TypeVar("_Row", Alias, Architecture, Basis, Task, Source)
 
 if TYPE_CHECKING:
     from ..format.artifact import Artifact
+    from ..format.verified import VerifiedIds
 
 
-def read_artifact(folder: Path, *, verify: bool) -> Artifact:
+def read_artifact(folder: Path, *, verify: bool, known: VerifiedIds | None = None) -> Artifact:
+    # Registering and ``registry verify`` always hash (cached=False); what they find is remembered in ``known``.
     """Open an artifact; the format module (and torch with it) loads only when one is read,
     so listing and resolving (``registry list``, ``--help``) start without it."""
     from ..format.artifact import read_artifact as read
 
-    return read(folder, verify=verify)
+    return read(folder, verify=verify, known=known)
 
 
 __all__ = ["KINDS", "Entry", "Registry"]
@@ -120,6 +123,8 @@ class Registry:
         self.home = Path(home).expanduser() if home is not None else unisub_home()
         self.db = Database(self.home / "registry.db")
         self.store = Store(self.home / "store")
+        self.verified = RegistryVerifiedIds(self.db)
+        """What this registry remembers of hashed tensor files: pass it as ``known`` when loading artifacts."""
 
     @property
     def read_only(self) -> bool:
@@ -143,7 +148,7 @@ class Registry:
             FormatError: the folder is not a valid artifact or its bytes do not match its id.
             RegistryError: a coefficient set whose basis is not registered.
         """
-        artifact = read_artifact(Path(folder), verify=verify)
+        artifact = read_artifact(Path(folder), verify=verify, known=self.verified)
         kind = "basis" if artifact.kind == BASIS_FORMAT else "task"
         with self.store.lease():  # gc waits until the folder has its rows
             known = self._find(kind, artifact.content_id)
@@ -673,7 +678,7 @@ class Registry:
             folder = self.home / row.path
             checked += 1
             try:
-                artifact = read_artifact(folder, verify=True)
+                artifact = read_artifact(folder, verify=True, known=self.verified)
                 if artifact.content_id != row.content_id:
                     raise ContentIdMismatchError(
                         f"manifest names {artifact.content_id}, registry row {row.content_id}", path=folder
