@@ -8,19 +8,12 @@ from pathlib import Path
 
 import click
 
-from ..constants import DEFAULT_MAX_MEMORY
-from ..engine.modes import MODE_SETS
 from ..errors import ExecutorError
 from ..pipeline.build import BuildOutcome, BuildSettings, build
 from ..pipeline.executors import EXECUTOR_HELP, check_executor_target, open_executor
+from ..pipeline.settings import settings_of
 from .messages import message
-from .options import (
-    device_option,
-    json_option,
-    parse_bytes,
-    register_option,
-    shard_size_option,
-)
+from .options import json_option, register_option, settings_from, settings_options
 from .output import emit_json, human_bytes, print_table, progress_bar, stderr, stdout
 from .refs import check_can_register, open_registry, register_written, resolve_folder
 
@@ -28,12 +21,6 @@ from .refs import check_can_register, open_registry, register_written, resolve_f
 def command_line() -> str:
     """The command as the user typed it, for provenance."""
     return "unisub-hub " + shlex.join(sys.argv[1:])
-
-
-def _holdout(value: str | None) -> int | list[str] | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else [v for v in value.split(",") if v]
 
 
 def _read_patterns(path: Path | None) -> list[str]:
@@ -49,22 +36,8 @@ def _read_patterns(path: Path | None) -> list[str]:
     return patterns
 
 
-_FROM_PARENT = (
-    "modes",
-    "variance",
-    "center",
-    "holdout",
-    "include",
-    "include_from",
-    "exclude",
-    "dtype",
-    "arch",
-    "precision",
-    "solver",
-    "power_iterations",
-    "allow_nonfinite",
-    "keep_state",
-)
+_FROM_PARENT = [item.name for item, how in settings_of(BuildSettings) if how.from_parent] + ["include_from"]
+"""What ``--update`` takes from the parent basis (the settings that say so, and the file of --include globs)."""
 
 
 def _check_update_flags(ctx: click.Context) -> None:
@@ -89,95 +62,16 @@ def _executor_target(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Folder to write the basis into (must not exist)."
 )
-@click.option(
-    "--modes",
-    type=click.Choice(list(MODE_SETS)),
-    default="2,3",
-    show_default=True,
-    help="1: PCA across models; 2/3: one shared side; 2,3: Tucker.",
-)
-@click.option(
-    "--k", type=click.IntRange(min=1), default=None, help="Rank per mode (default 8 unless --variance is given)."
-)
-@click.option(
-    "--variance",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=None,
-    help="Smallest rank reaching this explained variance, per mode.",
-)
-@click.option(
-    "--center/--no-center", default=None, help="Subtract the mean (default: on for checkpoints, off for LoRA)."
-)
-@click.option(
-    "--holdout",
-    default=None,
-    help="Leave sources out of the basis and report their error: a count (the last N) or comma-separated names.",
-)
-@click.option("--include", multiple=True, help="Glob of tensor names to decompose (repeatable).")
+@settings_options(BuildSettings)
 @click.option(
     "--include-from",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="File of --include globs, one per line (e.g. from `analyze --select`).",
 )
-@click.option("--exclude", multiple=True, help="Glob of tensor names to pass through instead (repeatable).")
-@click.option(
-    "--max-memory",
-    callback=parse_bytes,
-    default=str(DEFAULT_MAX_MEMORY),
-    show_default=True,
-    help="Accumulator bytes per pass; layers are grouped to fit.",
-)
-@device_option
-@click.option(
-    "--dtype",
-    type=click.Choice(["float32", "float16", "bfloat16"]),
-    default="float32",
-    show_default=True,
-    help="Storage dtype of the basis.",
-)
-@click.option("--name", default=None, help="Basis name (default: the --out folder name).")
-@click.option("--arch", default=None, help="Architecture name (default: from the adapter or model config).")
-@shard_size_option("5GB")
-@click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "float64", "float32"]),
-    default="auto",
-    show_default=True,
-    help="Precision of the sketch sums (auto: float32 for LoRA adapters, float64 for checkpoints); float32 is about "
-    "2x faster.",
-)
-@click.option(
-    "--solver",
-    type=click.Choice(["auto", "exact", "randomized"]),
-    default="auto",
-    show_default=True,
-    help="exact: Gram + eigh, whole spectrum; randomized: subspace iteration, top-k only; auto: randomized for a "
-    "fixed --k on wide layers.",
-)
-@click.option(
-    "--power-iterations",
-    type=click.IntRange(min=0, max=20),
-    default=1,
-    show_default=True,
-    help="Randomized solver: extra passes that sharpen the subspace where the spectrum decays slowly (see bench/).",
-)
-@click.option("--allow-nonfinite", is_flag=True, help="Replace NaN/Inf in dense sources by 0 instead of refusing them.")
-@click.option(
-    "--executor",
-    default="serial",
-    show_default=True,
-    callback=_executor_target,
-    help=EXECUTOR_HELP,
-)
+@click.option("--executor", default="serial", show_default=True, callback=_executor_target, help=EXECUTOR_HELP)
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Worker processes of --executor dask (default 2)."
-)
-@click.option(
-    "--keep-state",
-    is_flag=True,
-    help="Also store what --update needs to add members later without reading these (BASIS/state/).",
 )
 @click.option(
     "--update",
@@ -189,35 +83,7 @@ def _executor_target(ctx: click.Context, param: click.Parameter, value: str) -> 
 )
 @register_option
 @json_option
-def build_command(
-    sources,
-    out,
-    modes,
-    k,
-    variance,
-    center,
-    holdout,
-    include,
-    include_from,
-    exclude,
-    max_memory,
-    device,
-    dtype,
-    name,
-    arch,
-    shard_size,
-    allow_pickle,
-    precision,
-    solver,
-    power_iterations,
-    allow_nonfinite,
-    executor,
-    workers,
-    keep_state,
-    parent,
-    register,
-    as_json,
-):
+def build_command(sources, out, include_from, executor, workers, parent, register, as_json, **given):
     """Build a basis from a collection of checkpoints or LoRA adapters.
 
     SOURCES are folders, globs, Hub repo ids (org/name[@revision]) or text files listing
@@ -228,7 +94,8 @@ def build_command(
         unisub-hub build adapters/* --out minilm-basis --k 8 --holdout 2
     """
     check_can_register(register)
-    if k is not None and variance is not None:
+    settings = settings_from(BuildSettings, given, include=[*given["include"], *_read_patterns(include_from)])
+    if settings.k is not None and settings.variance is not None:
         raise click.UsageError("give --k or --variance, not both")
     if workers is not None and executor != "dask":
         raise click.UsageError("--workers sizes the local cluster of --executor dask")
@@ -242,38 +109,17 @@ def build_command(
                 resolve_folder(parent, "basis"),
                 sources,
                 out,
-                k=k,
-                name=name,
-                device=device,
-                max_memory=max_memory,
-                shard_size=shard_size,
-                allow_pickle=allow_pickle,
+                k=settings.k,
+                name=settings.name,
+                device=settings.device,
+                max_memory=settings.max_memory,
+                shard_size=settings.shard_size,
+                allow_pickle=settings.allow_pickle,
                 progress=bars,
                 executor=engine_executor,
                 command=command_line(),
             )
         else:
-            settings = BuildSettings(
-                modes=modes,
-                k=k,
-                variance=variance,
-                center=center,
-                holdout=_holdout(holdout),
-                include=[*include, *_read_patterns(include_from)],
-                exclude=exclude,
-                max_memory=max_memory,
-                device=device,
-                dtype=dtype,
-                name=name,
-                arch=arch,
-                shard_size=shard_size,
-                allow_pickle=allow_pickle,
-                allow_nonfinite=allow_nonfinite,
-                precision=precision,
-                solver=solver,
-                power_iterations=power_iterations,
-                keep_state=keep_state,
-            )
             outcome = build(sources, out, settings, progress=bars, executor=engine_executor, command=command_line())
     entry = register_written(outcome.basis.path) if register else None
     sizes = outcome.sizes

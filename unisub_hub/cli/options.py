@@ -1,13 +1,22 @@
-"""Options shared by several commands, as reusable decorators."""
+"""Options shared by several commands, as reusable decorators, and the options an operation's
+settings dataclass declares (:mod:`unisub_hub.pipeline.settings`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
 
-__all__ = ["device_option", "json_option", "parse_bytes", "register_option", "shard_size_option"]
+__all__ = [
+    "device_option",
+    "json_option",
+    "parse_bytes",
+    "register_option",
+    "settings_from",
+    "settings_options",
+    "shard_size_option",
+]
 
 F = Callable[..., Any]
 
@@ -27,35 +36,17 @@ device_option: Callable[[F], F] = click.option(
     help="Where the linear algebra runs (auto: CUDA when present).",
 )
 
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-}
-
 
 def parse_bytes(ctx: click.Context | None, param: click.Parameter | None, value: str | int | None) -> int | None:
     """Read ``1000000``, ``500MB``, ``2GiB`` as a number of bytes."""
-    if value is None or isinstance(value, int):
-        return value
-    text = value.strip().lower().replace("_", "")
-    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = text[len(number) :]
+    from ..pipeline.settings import parse_size
+
+    if value is None:
+        return None
     try:
-        size = int(float(number) * _UNITS[unit])
-    except (ValueError, KeyError, OverflowError):  # "1e400" is inf: no number of bytes
-        raise click.BadParameter(f"{value!r} is not a size in bytes (e.g. 500000000, 500MB, 2GiB)") from None
-    if size < 1:
-        raise click.BadParameter(f"{value!r} must be at least 1 byte")
-    return size
+        return parse_size(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def shard_size_option(default: str) -> Callable[[F], F]:
@@ -66,3 +57,79 @@ def shard_size_option(default: str) -> Callable[[F], F]:
         show_default=True,
         help="Bytes per tensor file above which output is sharded HF-style (units: KB, MB, GB, KiB, MiB, GiB).",
     )
+
+
+def _parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or not isinstance(value, str):
+            return value
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return callback
+
+
+def _number_type(how: Any, default: Any) -> click.ParamType | None:
+    if how.parse is not None:  # typed as text, turned into the value by the parser
+        return None
+    number = how.number or (
+        type(default) if isinstance(default, int | float) and not isinstance(default, bool) else None
+    )
+    if number is int:
+        return click.IntRange(min=how.minimum, max=how.maximum)
+    if number is float:
+        return click.FloatRange(min=how.minimum, max=how.maximum, min_open=how.minimum_open)
+    return None
+
+
+def settings_options(options: type, *, skip: Iterable[str] = ()) -> Callable[[F], F]:
+    """The click options of every field of ``options`` that users set (see :func:`setting`).
+
+    Each option's parameter is the field's name, so :func:`settings_from` rebuilds the dataclass
+    from the command's keyword arguments.
+    """
+    from dataclasses import MISSING
+
+    from ..pipeline.settings import settings_of
+
+    skipped = set(skip)
+    decorators = []
+    for item, how in settings_of(options):
+        if item.name in skipped:
+            continue
+        default = item.default if item.default is not MISSING else None
+        flag = how.flag or "--" + item.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"help": how.help, "show_default": how.show_default and default not in (None, ())}
+        if how.metavar:
+            kwargs["metavar"] = how.metavar
+        if how.switch:  # a lone flag, or an --x/--no-x pair (which click reads as a flag by itself)
+            kwargs.update(default=default, **({} if "/" in flag else {"is_flag": True}))
+        elif how.multiple:
+            kwargs.update(multiple=True, default=tuple(default or ()))
+        else:
+            kwargs["default"] = default
+            if how.choices is not None:
+                kwargs["type"] = click.Choice(list(how.choices))
+            elif (number := _number_type(how, default)) is not None:
+                kwargs["type"] = number
+            if how.parse is not None:  # typed as text (whatever the default's type), parsed by the setting
+                kwargs.update(type=click.STRING, callback=_parsed(how.parse))
+        decorators.append(click.option(flag, item.name, **kwargs))
+
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def settings_from(options: type, params: dict[str, Any], **overrides: Any) -> Any:
+    """``options`` built from a command's keyword arguments (the fields it declares), taking them
+    out of ``params``, and ``overrides`` on top."""
+    from ..pipeline.settings import settings_of
+
+    values = {item.name: params.pop(item.name) for item, _ in settings_of(options) if item.name in params}
+    return options(**{**values, **overrides})

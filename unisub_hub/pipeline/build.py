@@ -25,6 +25,7 @@ from ..engine import (
     resolve_device,
 )
 from ..engine.grow import layer_states
+from ..engine.modes import MODE_SETS
 from ..engine.reader import SourceReader
 from ..errors import EngineError, IncompatibleSourcesError, option
 from ..format import BasisArtifact, check_artifact_output, save_basis
@@ -34,6 +35,7 @@ from ..format.kinds import source_kind
 from ..format.state import save_state
 from ..io.collection import Source, open_sources
 from .selection import Selection, select_layers
+from .settings import parse_size, setting
 from .ties import find_ties
 
 __all__ = ["BuildSettings", "BuildOutcome", "architecture_of", "build", "check_duplicates", "split_holdout"]
@@ -130,6 +132,19 @@ def check_duplicates(sources: Sequence[Source]) -> None:
         seen[source.sha256] = source.name
 
 
+DEVICES = ("auto", "cpu", "cuda")
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+MODE_NAMES = tuple(MODE_SETS)
+
+
+def parse_holdout(text: str) -> int | list[str] | None:
+    """``--holdout`` as typed: a count (the last N sources) or comma-separated source names."""
+    text = text.strip()
+    if not text:
+        return None
+    return int(text) if text.isdigit() else [name for name in text.split(",") if name]
+
+
 @dataclass(frozen=True)
 class BuildSettings:
     """What a build decides, one field per flag of ``unisub-hub build`` (see its ``--help``).
@@ -145,25 +160,81 @@ class BuildSettings:
     later without reading these (``<out>/state/``).
     """
 
-    modes: str = "2,3"
-    k: int | None = None
-    variance: float | None = None
-    center: bool | None = None
-    holdout: int | Sequence[str] | None = None
-    include: Sequence[str] = ()
-    exclude: Sequence[str] = ()
-    max_memory: int = DEFAULT_MAX_MEMORY
-    device: str = "auto"
-    dtype: str = "float32"
-    name: str | None = None
-    arch: str | None = None
-    shard_size: int = DEFAULT_SHARD_SIZE
-    allow_pickle: bool = False
-    allow_nonfinite: bool = False
-    precision: str = "auto"
-    solver: str = "auto"
-    power_iterations: int = 1
-    keep_state: bool = False
+    modes: str = setting(
+        "2,3", "1: PCA across models; 2/3: one shared side; 2,3: Tucker.", choices=MODE_NAMES, from_parent=True
+    )
+    k: int | None = setting(None, "Rank per mode (default 8 unless --variance is given).", number=int, minimum=1)
+    variance: float | None = setting(
+        None,
+        "Smallest rank reaching this explained variance, per mode.",
+        number=float,
+        minimum=0,
+        maximum=1,
+        minimum_open=True,
+        from_parent=True,
+    )
+    center: bool | None = setting(
+        None,
+        "Subtract the mean (default: on for checkpoints, off for LoRA).",
+        flag="--center/--no-center",
+        switch=True,
+        from_parent=True,
+    )
+    holdout: int | Sequence[str] | None = setting(
+        None,
+        "Leave sources out of the basis and report their error: a count (the last N) or comma-separated names.",
+        parse=lambda text: parse_holdout(text),
+        from_parent=True,
+    )
+    include: Sequence[str] = setting(
+        (), "Glob of tensor names to decompose (repeatable).", multiple=True, from_parent=True
+    )
+    exclude: Sequence[str] = setting(
+        (), "Glob of tensor names to pass through instead (repeatable).", multiple=True, from_parent=True
+    )
+    max_memory: int = setting(
+        DEFAULT_MAX_MEMORY, "Accumulator bytes per pass; layers are grouped to fit.", parse=parse_size
+    )
+    device: str = setting("auto", "Where the linear algebra runs (auto: CUDA when present).", choices=DEVICES)
+    dtype: str = setting("float32", "Storage dtype of the basis.", choices=STORAGE_DTYPES, from_parent=True)
+    name: str | None = setting(None, "Basis name (default: the --out folder name).")
+    arch: str | None = setting(None, "Architecture name (default: from the adapter or model config).", from_parent=True)
+    shard_size: int = setting(
+        DEFAULT_SHARD_SIZE,
+        "Bytes per tensor file above which output is sharded HF-style (units: KB, MB, GB, KiB, MiB, GiB).",
+        parse=parse_size,
+    )
+    allow_pickle: bool = setting(False, "Accept .bin/.pt weights (loaded with weights_only=True).", switch=True)
+    allow_nonfinite: bool = setting(
+        False, "Replace NaN/Inf in dense sources by 0 instead of refusing them.", switch=True, from_parent=True
+    )
+    precision: str = setting(
+        "auto",
+        "Precision of the sketch sums (auto: float32 for LoRA adapters, float64 for checkpoints); float32 is about "
+        "2x faster.",
+        choices=("auto", "float64", "float32"),
+        from_parent=True,
+    )
+    solver: str = setting(
+        "auto",
+        "exact: Gram + eigh, whole spectrum; randomized: subspace iteration, top-k only; auto: randomized for a "
+        "fixed --k on wide layers.",
+        choices=("auto", "exact", "randomized"),
+        from_parent=True,
+    )
+    power_iterations: int = setting(
+        1,
+        "Randomized solver: extra passes that sharpen the subspace where the spectrum decays slowly (see bench/).",
+        minimum=0,
+        maximum=20,
+        from_parent=True,
+    )
+    keep_state: bool = setting(
+        False,
+        "Also store what --update needs to add members later without reading these (BASIS/state/).",
+        switch=True,
+        from_parent=True,
+    )
 
 
 def build(
