@@ -128,6 +128,15 @@ class TrainingDataError(UnisubError, ValueError):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
+class MissingDependencyError(UnisubError, ImportError):
+    """A command needs a package of an extra that is not installed (see :mod:`unisub_hub.extras`)."""
+
+    def __init__(self, message: str, *, module: str, extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(message)
+
+
 # --- registry -------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import UnisubError
 
-__all__ = ["FLAGS", "flag", "message"]
+__all__ = ["FLAGS", "flag", "message", "message_text"]
 
 FLAGS: dict[str, str] = {
     "allow_pickle": "--allow-pickle",
@@ -22,6 +22,8 @@ FLAGS: dict[str, str] = {
     "k": "--k",
     "keep_state": "--keep-state",
     "lr": "--lr",
+    "max_length": "--max-length",
+    "seed": "--seed",
     "modes": "--modes",
     "name": "--name",
     "out": "--out",
@@ -41,6 +43,11 @@ def flag(parameter: str) -> str:
     """The flag for a library parameter. A name missing from :data:`FLAGS` is a bug that
     ``tests/cli/test_messages.py`` catches; an error message still prints, in the usual spelling."""
     return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
+def message_text(text: str) -> str:
+    """A library text that names parameters (see :func:`unisub_hub.errors.option`) in the CLI's words."""
+    return UnisubError(text).render(flag)
 
 
 def message(error: UnisubError) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,12 @@ if TYPE_CHECKING:  # the engine (and torch) loads with the commands that use it
 
 __all__ = ["RichProgress", "emit_json", "human_bytes", "print_table", "progress_bar", "stdout"]
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True)
+_PIPED_WIDTH = 4096
+"""Output that goes to a file or another program is not cut at 80 columns: numbers and layer
+names stay whole (a terminal gets its own width)."""
+
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _PIPED_WIDTH)
+stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
 
 
 def emit_json(data: Any) -> None:

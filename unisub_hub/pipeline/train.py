@@ -1,18 +1,18 @@
-"""``train``: a new sequence-classification task learned as coefficients on a frozen basis.
+"""``train``: a new task learned as coefficients on a frozen basis.
 
-The base model is loaded with ``transformers`` (``AutoModelForSequenceClassification``), the
-basis is attached (:mod:`unisub_hub.adapt`), and only the task's coefficients (and its
-head, unless asked not to) are trained with AdamW. Everything the user gave is checked
-before any training starts, and the coefficient set is written only at the end, atomically.
+The base model is loaded with transformers, as its family asks (:mod:`.objectives`): a
+sequence-classification model learns labels, a causal LM learns text (``text``,
+``prompt``/``completion`` or ``messages`` data, see :mod:`.data`). The basis is attached
+(:mod:`unisub_hub.adapt`) and only the task's coefficients (and a classifier's own head,
+unless asked not to) are trained with AdamW. Everything the user gave is checked before any
+training starts; a loss that becomes NaN or diverges ends the run with nothing written; the
+coefficient set is written only at the end, atomically.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,36 +26,50 @@ from ..errors import TrainingDataError, option
 from ..format import BasisArtifact, CoefficientSet, check_artifact_output
 from ..format.common import safe_name
 from ..format.tensorfile import sha256_files
+from .data import Example, read_examples
+from .objectives import BaseModel, Data, load_base, scores
+from .settings import setting
 from .validate import check_base_model
 
 __all__ = ["Example", "TrainOptions", "TrainOutcome", "read_examples", "train"]
 
-_HEAD_NAMES = ("classifier", "score")
-"""Where ``transformers`` sequence-classification models keep their head."""
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    pair: str | None
-    label: int
+_MAX_SEED = 2**63 - 1
+_DIVERGED = 4.0
+"""A run whose last epoch's loss is this many times its first step's (and a nat above it) diverged."""
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """How to train; every field is recorded in the task's manifest."""
+    """How to train; every field is recorded in the task's manifest (and is a flag of ``train``)."""
 
-    epochs: int = 1
-    max_steps: int | None = None
-    lr: float = 5e-3
-    batch_size: int = 16
-    seed: int = 0
-    init: str = "zero"
-    train_head: bool = True
-    max_length: int = 128
-    text_column: str = "text"
-    pair_column: str = "text_pair"
-    label_column: str = "label"
+    epochs: int = setting(1, "Passes over the training data.", minimum=1)
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps.", number=int, minimum=1)
+    lr: float = setting(
+        5e-3, "AdamW learning rate (coefficient-only training takes 10-100x LoRA's).", minimum=0, minimum_open=True
+    )
+    batch_size: int = setting(16, "Examples per optimizer step.", minimum=1)
+    seed: int = setting(
+        0,
+        "Seeds initialisation, shuffling and dropout: same seed, same coefficients.",
+        minimum=0,
+        maximum=_MAX_SEED,
+    )
+    init: str = setting("zero", "zero, mean, or a fine-tune (folder or Hub id) whose projection starts the task.")
+    train_head: bool = setting(
+        True,
+        "Train the task's own classifier head (sequence classification).",
+        flag="--train-head/--no-train-head",
+        switch=True,
+    )
+    max_length: int = setting(128, "Tokens per example (longer ones are truncated).", minimum=2)
+    text_column: str = setting("text", "Column of the text (classification).")
+    pair_column: str = setting(
+        "text_pair", "Column of the optional second text (classification).", flag="--text-pair-column"
+    )
+    label_column: str = setting("label", "Column of the label (classification).")
+
+    def columns(self) -> dict[str, str]:
+        return {"text_column": self.text_column, "pair_column": self.pair_column, "label_column": self.label_column}
 
 
 @dataclass
@@ -63,10 +77,17 @@ class TrainOutcome:
     coefficients: CoefficientSet
     steps: int
     final_loss: float
-    eval_accuracy: list[float] = field(default_factory=list)
-    """Per epoch, when evaluation data was given."""
+    """Mean loss of the last epoch's steps (of the last steps, up to an epoch's worth)."""
+    eval_metrics: list[dict[str, Any]] = field(default_factory=list)
+    """Per epoch, when evaluation data was given (the family's metrics)."""
     trainable_parameters: int = 0
     seconds: float = 0.0
+    objective: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def eval_accuracy(self) -> list[float]:
+        return [m["accuracy"] for m in self.eval_metrics if "accuracy" in m]
 
 
 class TrainProgress(Protocol):
@@ -76,7 +97,7 @@ class TrainProgress(Protocol):
 
     def step(self, loss: float) -> None: ...
 
-    def epoch(self, number: int, accuracy: float | None) -> None: ...
+    def epoch(self, number: int, metrics: dict[str, Any] | None) -> None: ...
 
 
 class _Silent:
@@ -86,94 +107,8 @@ class _Silent:
     def step(self, loss: float) -> None:
         pass
 
-    def epoch(self, number: int, accuracy: float | None) -> None:
+    def epoch(self, number: int, metrics: dict[str, Any] | None) -> None:
         pass
-
-
-def read_examples(
-    path: str | Path,
-    *,
-    text_column: str = "text",
-    pair_column: str = "text_pair",
-    label_column: str = "label",
-    label2id: dict[str, int] | None = None,
-    num_labels: int | None = None,
-) -> list[Example]:
-    """Labelled examples from a JSONL (one object a line) or CSV/TSV file.
-
-    A label is an integer class or one of the base config's label names (``label2id``).
-
-    Raises:
-        TrainingDataError: unreadable, empty, missing a column, or a label the head cannot take.
-    """
-    path = Path(path)
-    rows = _rows(path)
-    if not rows:
-        raise TrainingDataError("holds no examples", path=path)
-    examples = []
-    for number, row in enumerate(rows, 1):
-        for column in (text_column, label_column):
-            if column not in row or row[column] is None:
-                raise TrainingDataError(
-                    f"example {number} has no column {column!r} (columns: {', '.join(map(str, row)) or 'none'})",
-                    path=path,
-                )
-        label = _label(row[label_column], label2id or {}, path, number)
-        if num_labels is not None and not 0 <= label < num_labels:
-            raise TrainingDataError(
-                f"example {number}: label {label} does not fit the head's {num_labels} labels (num_labels of the base "
-                "model)",
-                path=path,
-            )
-        pair = row.get(pair_column)
-        examples.append(Example(str(row[text_column]), None if pair in (None, "") else str(pair), label))
-    return examples
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise TrainingDataError("no such data file", path=path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TrainingDataError("is not UTF-8 text", path=path) from None
-    if path.suffix.lower() in (".csv", ".tsv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        return [dict(row) for row in reader]
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as error:  # JSONDecodeError, or an integer past Python's digit limit
-            raise TrainingDataError(
-                f"line {number} is not JSON ({getattr(error, 'msg', str(error)[:120])}); expected JSONL, or a "
-                ".csv/.tsv file",
-                path=path,
-            ) from None
-        if not isinstance(row, dict):
-            raise TrainingDataError(f"line {number} is not a JSON object", path=path)
-        rows.append(row)
-    return rows
-
-
-def _label(value: Any, label2id: dict[str, int], path: Path, number: int) -> int:
-    if isinstance(value, bool):
-        raise TrainingDataError(
-            f"example {number}: label {value!r} is neither a class number nor a label name", path=path
-        )
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    if text in label2id:
-        return int(label2id[text])
-    if text.lstrip("-").isdigit():
-        return int(text)
-    names = ", ".join(sorted(label2id)) or "none in the base config"
-    raise TrainingDataError(
-        f"example {number}: label {value!r} is neither a class number nor a label name ({names})", path=path
-    )
 
 
 def train(
@@ -189,45 +124,33 @@ def train(
     progress: TrainProgress | None = None,
     command: str | None = None,
 ) -> TrainOutcome:
-    """Train a sequence-classification task on ``basis`` from ``base`` and write it to ``out``.
+    """Train a task on ``basis`` from ``base`` on ``data`` and write its coefficient set to ``out``.
 
     Raises:
-        TrainingDataError: a data file cannot be used (see :func:`read_examples`).
+        TrainingDataError: a data file or the base model cannot be used, or the loss diverged.
         IncompatibleSourcesError: the base model does not have the basis's layers.
         ArtifactExistsError: ``out`` exists (checked before anything else).
+
+    Example:
+        >>> outcome = train(load_basis("basis"), "base", "train.jsonl", "task", options=TrainOptions(lr=0.02))
+        >>> outcome.final_loss
     """
     started = time.perf_counter()
     check_artifact_output(out, COEFFICIENTS_FORMAT)
     _check_options(options)
     progress = progress or _Silent()
     check_base_model(basis.manifest, str(base))
-    config = _config(base)
-    label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
-
-    def read(path):
-        return read_examples(
-            path,
-            text_column=options.text_column,
-            pair_column=options.pair_column,  # noqa: E731
-            label_column=options.label_column,
-            label2id=label2id,
-            num_labels=config.num_labels,
-        )
-
-    examples = read(data)
-    evaluation = read(eval_data) if eval_data is not None else None
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    opened = load_base(base, max_length=options.max_length)
+    family = opened.family
+    examples = family.read(data, opened, options.columns(), opened.max_length)
+    evaluation = family.read(eval_data, opened, options.columns(), opened.max_length) if eval_data else None
 
     torch.manual_seed(options.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(base)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    modules = dict(model.named_modules())
-    heads = [head for head in _HEAD_NAMES if head in modules][:1] if options.train_head else []
-    if options.train_head and not heads:
+    model = opened.load_model()
+    heads = family.heads(model) if options.train_head else []
+    if options.train_head and family.task_type == "SEQ_CLS" and not heads:
         raise TrainingDataError(
-            f"the base model has no head named {' or '.join(_HEAD_NAMES)} to train; pass {option('train_head')}",
-            path=base,
+            f"the base model has no head named classifier or score to train; pass {option('train_head')}", path=base
         )
     adapter = attach(model, basis, heads=heads)
     task = name or safe_name(Path(out).name)
@@ -235,88 +158,104 @@ def train(
     target = resolve_device(device)
     model.to(target)
     parameters = adapter.parameters(task)
-    optimizer = torch.optim.AdamW(parameters, lr=options.lr)
-    encode = _encoder(tokenizer, options.max_length, target)
+    run = _run(model, opened, examples, evaluation, parameters, options, target, progress)
+    model.eval()
+    metrics: dict[str, Any] = {"train_loss": run.final_loss}
+    if run.evaluations:
+        metrics.update({f"eval_{key}": value for key, value in run.evaluations[-1].items()})
+    training = {
+        "objective": examples.objective,
+        "hyperparameters": {**asdict(options), "max_length": opened.max_length, "device": str(target)},
+        "data_sha256": sha256_files([Path(data)]),
+        "eval_sha256": sha256_files([Path(eval_data)]) if eval_data is not None else None,
+        "steps": run.steps,
+        "examples": len(examples),
+        "init": options.init,
+        "base_model": _model_name(base),
+    }
+    saved = adapter.save_task(
+        out, task, training=training, metrics=metrics, task_type=family.task_type, command=command
+    )
+    return TrainOutcome(
+        saved,
+        run.steps,
+        run.final_loss,
+        run.evaluations,
+        sum(p.numel() for p in parameters),
+        time.perf_counter() - started,
+        examples.objective,
+        opened.notes,
+    )
 
-    per_epoch = math.ceil(len(examples) / options.batch_size)
+
+@dataclass
+class _Run:
+    steps: int
+    final_loss: float
+    evaluations: list[dict[str, Any]]
+
+
+def _run(
+    model: torch.nn.Module,
+    base: BaseModel,
+    data: Data,
+    evaluation: Data | None,
+    parameters: list[torch.nn.Parameter],
+    options: TrainOptions,
+    device: torch.device,
+    progress: TrainProgress,
+) -> _Run:
+    """The optimization loop: AdamW over shuffled batches; the mean loss over each batch's units."""
+    family = base.family
+    optimizer = torch.optim.AdamW(parameters, lr=options.lr)
+    per_epoch = math.ceil(len(data) / options.batch_size)
     total = min(options.max_steps, per_epoch * options.epochs) if options.max_steps else per_epoch * options.epochs
-    epochs = math.ceil(total / per_epoch)
     progress.start(total)
     generator = torch.Generator().manual_seed(options.seed)
-    steps, loss_value, accuracies = 0, float("nan"), []
-    for epoch in range(1, epochs + 1):
+    losses: list[float] = []
+    evaluations: list[dict[str, Any]] = []
+    for epoch in range(1, math.ceil(total / per_epoch) + 1):
         model.train()
-        order = torch.randperm(len(examples), generator=generator).tolist()
+        order = torch.randperm(len(data), generator=generator).tolist()
         for start in range(0, len(order), options.batch_size):
-            if steps >= total:
+            if len(losses) >= total:
                 break
-            batch = [examples[i] for i in order[start : start + options.batch_size]]
-            loss = model(**encode(batch), labels=torch.tensor([e.label for e in batch], device=target)).loss
-            if not torch.isfinite(loss):
+            chunk = [data.examples[i] for i in order[start : start + options.batch_size]]
+            loss_sum, units, _ = family.loss(model, family.batch(base, chunk, device))
+            if units == 0:  # every token of the batch truncated away: nothing to learn from it
+                continue
+            loss = loss_sum / units
+            value = float(loss.detach())
+            if not math.isfinite(value):
                 raise TrainingDataError(
-                    f"the loss became {float(loss)} at step {steps + 1}; lower {option('lr')}", path=data
+                    f"the loss became {value} at step {len(losses) + 1}; lower {option('lr')}; nothing written",
+                    path=data.path,
                 )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            steps += 1
-            loss_value = float(loss)
-            progress.step(loss_value)
-        accuracy = accuracy_of(model, evaluation, encode, options.batch_size) if evaluation else None
-        if accuracy is not None:
-            accuracies.append(accuracy)
-        progress.epoch(epoch, accuracy)
-    model.eval()
-    metrics: dict[str, Any] = {"train_loss": loss_value}
-    if accuracies:
-        metrics["eval_accuracy"] = accuracies[-1]
-    training = {
-        "hyperparameters": {**asdict(options), "device": str(target)},
-        "data_sha256": sha256_files([Path(data)]),
-        "eval_sha256": sha256_files([Path(eval_data)]) if eval_data is not None else None,
-        "steps": steps,
-        "init": options.init,
-        "base_model": str(base),
-    }
-    saved = adapter.save_task(out, task, training=training, metrics=metrics, task_type="SEQ_CLS", command=command)
-    return TrainOutcome(
-        saved, steps, loss_value, accuracies, sum(p.numel() for p in parameters), time.perf_counter() - started
-    )
-
-
-def accuracy_of(model: torch.nn.Module, examples: Sequence[Example], encode: Callable, batch_size: int) -> float:
-    """Share of ``examples`` the model labels right."""
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            batch = examples[start : start + batch_size]
-            predicted = model(**encode(batch)).logits.argmax(-1).cpu()
-            correct += int((predicted == torch.tensor([e.label for e in batch])).sum())
-    return correct / len(examples)
-
-
-def _encoder(
-    tokenizer, max_length: int, device: torch.device
-) -> Callable[[Sequence[Example]], dict[str, torch.Tensor]]:
-    def encode(batch: Sequence[Example]) -> dict[str, torch.Tensor]:
-        texts = [e.text for e in batch]
-        pairs = [e.pair or "" for e in batch] if any(e.pair for e in batch) else None
-        encoded = tokenizer(texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {key: value.to(device) for key, value in encoded.items()}
-
-    return encode
-
-
-def _config(base: str | Path):
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(base)
-    except (OSError, ValueError) as error:
+            losses.append(value)
+            progress.step(value)
+        if evaluation is not None:
+            evaluations.append(scores(model, base, evaluation, batch_size=options.batch_size, device=device))
+        progress.epoch(epoch, evaluations[-1] if evaluation is not None else None)
+    if not losses:
+        raise TrainingDataError("no batch carried any loss: nothing was trained", path=data.path)
+    final = sum(losses[-per_epoch:]) / len(losses[-per_epoch:])
+    if final > _DIVERGED * losses[0] and final > losses[0] + 1.0:
         raise TrainingDataError(
-            f"cannot read the base model's config ({str(error).splitlines()[0]})", path=base
-        ) from None
+            f"the loss diverged (first step {losses[0]:.4g}, last epoch {final:.4g}); lower {option('lr')}; "
+            "nothing written",
+            path=data.path,
+        )
+    return _Run(len(losses), final, evaluations)
+
+
+def _model_name(base: str | Path) -> str:
+    """How a training record names its base: a Hub id as given, a local folder by its name only
+    (nothing of the user's file system goes into an artifact that may be pushed)."""
+    path = Path(base)
+    return path.name if path.exists() else str(base)
 
 
 def _check_options(options: TrainOptions) -> None:
@@ -326,6 +265,7 @@ def _check_options(options: TrainOptions) -> None:
         (options.batch_size >= 1, f"batch size must be at least 1, got {options.batch_size}"),
         (math.isfinite(options.lr) and options.lr > 0, f"learning rate must be a positive number, got {options.lr}"),
         (options.max_length >= 2, f"max length must be at least 2 tokens, got {options.max_length}"),
+        (0 <= options.seed <= _MAX_SEED, f"{option('seed')} must be between 0 and 2**63-1, got {options.seed}"),
     )
     for ok, message in checks:
         if not ok:
