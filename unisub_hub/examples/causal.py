@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -95,7 +96,7 @@ def word_tokenizer(words: Sequence[str], folder: Path, *, chat: bool = True) -> 
     return folder
 
 
-def _save(model: torch.nn.Module, tokenizer: Path, folder: Path) -> Path:
+def _save(model: Any, tokenizer: Path, folder: Path) -> Path:
     from transformers import AutoTokenizer
 
     model.save_pretrained(folder)
@@ -205,6 +206,6 @@ def lora_adapters(
                 noise = 0.05 * torch.randn(parameter.shape, generator=generator)
                 parameter.copy_(scale * (directions[key] @ mix + noise) / out_features**0.5)
         path = folder / f"lora-{number}"
-        adapted.save_pretrained(path)
+        adapted.save_pretrained(str(path))
         paths.append(path)
     return paths
