@@ -65,7 +65,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": (
         "train",
         "train_command",
-        "Learn a new task as coefficients on a frozen basis (sequence classification).",
+        "Learn a new task as coefficients on a frozen basis.",
+    ),
+    "eval": (
+        "evaluate",
+        "eval_command",
+        "Score tasks, bases (their mean alone), PEFT adapters and the base on one data file.",
     ),
     "rebase": (
         "rebase",

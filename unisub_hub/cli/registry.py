@@ -121,6 +121,23 @@ def show_command(ref, as_json):
         stdout.print(f"basis {data['basis']['ref']} ({data['basis']['content_id'][:19]}...)")
         if data["source"]:
             stdout.print(f"projected from {data['source']['locator']}")
+    if data["evaluations"]:
+        print_table(
+            "Evaluations",
+            ["data", "sha256", "objective", "metric", "value", "count", "date"],
+            [
+                [
+                    e["data_name"],
+                    e["data_sha256"][:12],
+                    e["objective"],
+                    e["metric"],
+                    f"{e['value']:.4f}",
+                    e["count"],
+                    e["created"],
+                ]
+                for e in data["evaluations"]
+            ],
+        )
 
 
 @registry_group.command("add")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..constants import COEFFICIENTS_FORMAT
 from ..errors import HubUsageError, option
@@ -40,12 +40,14 @@ def push_artifact(
     commit_message: str | None = None,
     token: str | None = None,
     basis_location: tuple[str, str] | None = None,
+    evaluations: list[dict[str, Any]] | None = None,
 ) -> PushResult:
     """Upload an artifact folder to ``repo_id`` (created if needed) in one commit.
 
     For a coefficient set, ``basis_location`` (repo id, commit sha) is written into the
     uploaded manifest, so that a pull can find the basis; the content id is unchanged since
-    it covers tensor bytes only. The artifact is re-hashed before anything is sent.
+    it covers tensor bytes only. ``evaluations`` (the registry's records) become the card's
+    ``model-index``. The artifact is re-hashed before anything is sent.
     """
     from huggingface_hub import CommitOperationAdd
 
@@ -56,7 +58,8 @@ def push_artifact(
     if artifact.kind == COEFFICIENTS_FORMAT and basis_location is not None:
         manifest["basis"] = {**manifest["basis"], "repo_id": basis_location[0], "revision": basis_location[1]}
         manifest = validate_manifest(manifest, artifact.kind, path=artifact.path / MANIFEST_NAMES[artifact.kind])
-    card = coefficients_card(manifest) if artifact.kind == COEFFICIENTS_FORMAT else basis_card(manifest)
+    make_card = coefficients_card if artifact.kind == COEFFICIENTS_FORMAT else basis_card
+    card = make_card(manifest, evaluations or ())
     operations = [
         CommitOperationAdd(MANIFEST_NAMES[artifact.kind], (json.dumps(manifest, indent=2) + "\n").encode()),
         CommitOperationAdd("README.md", card.encode()),
@@ -119,7 +122,12 @@ def publish(
                     f"{folder}: its basis {basis_id[:19]}... is not in the registry; register or pull it first"
                 )
             pushed_basis = push_artifact(
-                basis_entry.path, push_basis_to, private=private, token=token, commit_message=commit_message
+                basis_entry.path,
+                push_basis_to,
+                private=private,
+                token=token,
+                commit_message=commit_message,
+                evaluations=registry.evaluations(basis_id),
             )
             registry.set_hub(basis_id, pushed_basis.repo_id, pushed_basis.commit)
             basis_location = (pushed_basis.repo_id, pushed_basis.commit)
@@ -138,6 +146,7 @@ def publish(
         commit_message=commit_message,
         token=token,
         basis_location=basis_location,
+        evaluations=registry.evaluations(entry.content_id),
     )
     if not create_pr:
         registry.set_hub(entry.content_id, pushed.repo_id, pushed.commit)

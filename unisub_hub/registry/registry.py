@@ -35,6 +35,7 @@ from .models import (
     Basis,
     BasisLayer,
     BasisSource,
+    Evaluation,
     LastVersion,
     Layer,
     Source,
@@ -509,6 +510,7 @@ class Registry:
             ]
             tags = {t.key: t.value for t in session.exec(select(Tag).where(Tag.content_id == entry.content_id)).all()}
             out: dict[str, Any] = {**entry.to_dict(), "aliases": sorted(aliases), "tags": tags}
+            out["evaluations"] = self.evaluations(entry.content_id, session=session)
             if entry.kind == "basis":
                 basis = _get(session, Basis, entry.content_id)
                 out["architecture"] = _get(session, Architecture, basis.architecture_id).name
@@ -621,6 +623,8 @@ class Registry:
         # (and the connection turns foreign keys on). Tags and aliases name rows of either kind: by hand.
         for tag in session.exec(select(Tag).where(Tag.content_id == row.content_id)).all():
             session.delete(tag)
+        for score in session.exec(select(Evaluation).where(Evaluation.content_id == row.content_id)).all():
+            session.delete(score)
         alias_rows = session.exec(
             select(Alias).where(Alias.kind == kind, Alias.name == row.name, Alias.version == row.version)
         ).all()
@@ -633,6 +637,63 @@ class Registry:
             newest = session.exec(select(func.max(model.version)).where(model.name == row.name)).one()
             if newest:
                 session.merge(Alias(kind=kind, name=row.name, alias="latest", version=newest))
+
+    # --- evaluations -----------------------------------------------------------------------
+
+    def record_evaluation(
+        self,
+        content_id: str,
+        *,
+        data_sha256: str,
+        data_name: str,
+        objective: str,
+        metrics: dict[str, float],
+        count: int,
+        command: str | None = None,
+    ) -> int:
+        """Record the scores of a registered artifact on one data file (one row per metric).
+
+        Returns:
+            The number of rows written (0 for a read-only registry, which cannot record).
+
+        Raises:
+            ReferenceNotFoundError: no registered basis or task has this content id.
+        """
+        kind = next((k for k in KINDS if self._find(k, content_id) is not None), None)
+        if kind is None:
+            raise ReferenceNotFoundError(f"{content_id}: not in the registry")
+        if self.read_only:
+            return 0
+        with self.db.write() as session:
+            for metric, value in metrics.items():
+                session.add(
+                    Evaluation(
+                        content_id=content_id,
+                        kind=kind,
+                        data_sha256=data_sha256,
+                        data_name=data_name,
+                        objective=objective,
+                        metric=metric,
+                        value=float(value),
+                        count=count,
+                        command=command,
+                    )
+                )
+        return len(metrics)
+
+    def evaluations(self, content_id: str, *, session: Session | None = None) -> builtins.list[dict[str, Any]]:
+        """Every score recorded for an artifact, oldest first."""
+
+        def query(s: Session) -> builtins.list[dict[str, Any]]:
+            rows = s.exec(
+                select(Evaluation).where(Evaluation.content_id == content_id).order_by(col(Evaluation.id))
+            ).all()
+            return [row.model_dump(exclude={"id", "content_id"}) for row in rows]
+
+        if session is not None:
+            return query(session)
+        with self.db.read() as opened:
+            return query(opened)
 
     def known_ids(self) -> set[str]:
         with self.db.read() as session:
