@@ -8,8 +8,9 @@ import click
 
 from ..engine.modes import MODE_SETS
 from ..pipeline.analyze import analyze
+from ..pipeline.build import parse_holdout
 from .options import device_option, json_option
-from .output import emit_json, print_table, progress_bar, stdout
+from .output import emit_json, print_table, progress_bar, stderr, stdout
 
 
 @click.command("analyze")
@@ -36,10 +37,25 @@ from .output import emit_json, print_table, progress_bar, stdout
     default=None,
     help="Write the retained layer names here, for `build --include-from`.",
 )
+@click.option(
+    "--holdout",
+    default=None,
+    help="Leave sources out of the spectra and project them on the top --k directions: a count (the last N) or "
+    "comma-separated names; warns when that recovers no more than the mean alone.",
+)
+@click.option(
+    "--k",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Directions held-out members are projected on.",
+)
 @device_option
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pt weights (loaded with weights_only=True).")
 @json_option
-def analyze_command(sources, modes, center, include, exclude, plot_dir, select_file, device, allow_pickle, as_json):
+def analyze_command(
+    sources, modes, center, include, exclude, plot_dir, select_file, holdout, k, device, allow_pickle, as_json
+):
     """Spectra of a collection without writing a basis: explained variance, null, layer quality.
 
     Layer quality follows the alpha metric: a power-law fit to each source's eigenvalue tail,
@@ -58,8 +74,12 @@ def analyze_command(sources, modes, center, include, exclude, plot_dir, select_f
             exclude=exclude,
             device=device,
             allow_pickle=allow_pickle,
+            holdout=parse_holdout(holdout) if holdout else None,
+            k=k,
             progress=bars,
         )
+    if report.warning:
+        stderr.print(f"Warning: {report.warning}")
     plots = []
     if plot_dir is not None:
         from ..pipeline.plots import plot_scree

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import ExecutorError
-from ..pipeline.build import BuildOutcome, BuildSettings, build
+from ..pipeline.build import BuildOutcome, BuildSettings, build, holdout_warning
 from ..pipeline.executors import EXECUTOR_HELP, check_executor_target, open_executor
 from ..pipeline.settings import settings_of
 from .messages import message
@@ -132,6 +132,8 @@ def build_command(sources, out, include_from, executor, workers, parent, registe
             f"({human_bytes(sizes['sources_bytes'])}); --modes 1 stores k directions of full weight size per layer, "
             "--modes 2,3 or a smaller --k stores less"
         )
+    if warning := holdout_warning(outcome.report):
+        stderr.print(f"Warning: {warning}")
     if as_json:
         emit_json({**build_json(outcome), "registered": entry.to_dict() if entry else None})
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from ..engine.quality import CURVE_POINTS
 from ..engine.spec import SilentProgress
 from ..format.kinds import source_kind
 from ..io.collection import open_sources
-from .build import check_duplicates
+from .build import check_duplicates, holdout_warning, split_holdout
 from .selection import select_layers
 
 __all__ = ["AnalyzeReport", "analyze"]
@@ -36,10 +36,14 @@ class AnalyzeReport:
     q_all: float
     q_arch: float
     retained: list[str]
+    holdout: list[str] = field(default_factory=list)
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "sources": self.sources,
+            "holdout": self.holdout,
+            "warning": self.warning,
             "q_all": self.q_all,
             "q_arch": self.q_arch,
             "retained": self.retained,
@@ -57,20 +61,25 @@ def analyze(
     device: str = "auto",
     allow_pickle: bool = False,
     thresholds: QualityThresholds = QualityThresholds(),
+    holdout: int | Sequence[str] | None = None,
+    k: int = 8,
     progress: Progress | None = None,
 ) -> AnalyzeReport:
     """Explained variance per layer and mode (with the Gaussian null) and the alpha layer quality.
 
     ``q_all`` is the mean ``q`` over every layer; ``q_arch`` the mean ``q`` of the retained
-    layers times the share of layers retained (0 when none is).
+    layers times the share of layers retained (0 when none is). ``holdout`` members are left
+    out of the spectra and projected on the top ``k`` directions: ``warning`` says when that
+    recovers no more than the mean alone (:func:`~unisub_hub.pipeline.build.holdout_warning`).
     """
     sources = open_sources(source_specs, allow_pickle=allow_pickle)
     selection = select_layers([s.tensors for s in sources], include=include, exclude=exclude)
     check_duplicates(sources)
     if center is None:
         center = source_kind(sources[0].kind).centered_by_default
-    options = BuildOptions(modes=parse_modes(modes), rank=RankRule(k=1), center=center, device=device)
-    result = build_basis(selection.layers, sources, options=options, progress=progress)
+    train, held = split_holdout(sources, holdout)
+    options = BuildOptions(modes=parse_modes(modes), rank=RankRule(k=k if held else 1), center=center, device=device)
+    result = build_basis(selection.layers, train, holdout=held, options=options, progress=progress)
     alphas = _alphas(selection.layers, sources, resolve_device(device), progress)
     layers = []
     for report in result.report.layers:
@@ -101,7 +110,15 @@ def analyze(
     q_all = sum(layer["q"] for layer in layers) / len(layers)
     q_kept = [layer["q"] for layer in layers if layer["retained"]]
     q_arch = (sum(q_kept) / len(q_kept)) * (len(q_kept) / len(layers)) if q_kept else 0.0
-    return AnalyzeReport(layers=layers, sources=[s.name for s in sources], q_all=q_all, q_arch=q_arch, retained=kept)
+    return AnalyzeReport(
+        layers=layers,
+        sources=[s.name for s in train],
+        q_all=q_all,
+        q_arch=q_arch,
+        retained=kept,
+        holdout=[s.name for s in held],
+        warning=holdout_warning(result.report),
+    )
 
 
 SPECTRUM_MARGIN = 0.5

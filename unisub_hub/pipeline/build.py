@@ -71,6 +71,32 @@ def architecture_of(sources: Sequence[Source]) -> tuple[str, dict[str, Any] | No
     return sources[0].architecture()
 
 
+HOLDOUT_FLOOR = 0.10
+"""Below this share of a held-out member's update recovered by the directions, projecting it
+does about what the basis mean alone does (the pattern critics of the universal-subspace
+claim found on held-out LoRAs), and a build says so."""
+
+
+def holdout_warning(report: BuildReport) -> str | None:
+    """A warning when projecting the held-out members recovers no more than the mean alone does.
+
+    The quality pass gives each held-out member's error relative to its distance from the
+    mean (its whole update for an uncentred basis): the share recovered is ``1 - error**2``.
+    """
+    errors = [e for layer in report.layers if (e := layer.mean_error(holdout=True, centered=True)) is not None]
+    if not errors:
+        return None
+    recovered = 1 - sum(e**2 for e in errors) / len(errors)
+    if recovered >= HOLDOUT_FLOOR:
+        return None
+    return (
+        f"the directions recover {max(recovered, 0.0):.1%} of what separates the {len(report.holdout)} held-out "
+        f"member(s) from the basis mean (centred error {sum(errors) / len(errors):.3f}): projected, they do about "
+        "what the mean alone does. New tasks may still be learned on the basis (`train`); compare them with the "
+        "basis mean and the base (`eval TASK BASIS base`)"
+    )
+
+
 def accumulate_precision(precision: str, kind: str) -> torch.dtype:
     """The dtype of a build's sums: ``auto`` is float32 for LoRA adapters, float64 for checkpoints.
 
