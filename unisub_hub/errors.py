@@ -120,6 +120,10 @@ class AdaptError(UnisubError, ValueError):
     """A basis cannot be attached to a model, or a task does not fit the attached model."""
 
 
+class MergeError(UnisubError, ValueError):
+    """Tasks cannot be merged as asked (other bases, weights, method parameters, heads)."""
+
+
 class TrainingDataError(UnisubError, ValueError):
     """A training or evaluation data file cannot be used as asked."""
 

@@ -89,6 +89,7 @@ LAYERS = [
     ["hub"],
     ["registry", "io"],
     ["format"],
+    ["merge"],
     ["engine"],
     ["testing"],
     ["hf", "extras"],

@@ -168,6 +168,56 @@ class SubspaceAdapter:
         finally:
             self.state.per_example = previous
 
+    def merge_tasks(
+        self,
+        names: Sequence[str],
+        weights: Sequence[float] | None = None,
+        *,
+        method: str = "linear",
+        density: float | None = None,
+        seed: int | None = None,
+        heads: str = "first",
+        name: str | None = None,
+    ) -> str:
+        """Add a task merged from tasks on this model (see :mod:`unisub_hub.merge`), in memory, and activate it.
+
+        The same math as ``unisub-hub merge``: the merged coefficients equal the command's for
+        the same tasks, weights and parameters. ``heads`` is ``first``, ``average`` (the weighted
+        average of the task heads) or ``none`` (the model's own head).
+
+        Returns:
+            The merged task's name (``name``, or the names joined by ``+``).
+        """
+        from ..merge import merge_coefficients, method_named
+
+        keys = [self.state.key(task) for task in names]
+        weights = list(weights) if weights is not None else [1.0 / len(names)] * len(names)
+        merged = merge_coefficients(
+            [{layer: module.coefficient(key).detach().cpu() for layer, module in self.layers.items()} for key in keys],
+            weights,
+            method_named(method, density=density, seed=seed),
+            centered=bool(self.basis.manifest["centered"]),
+        )
+        name = name or "+".join(names)
+        if name in self.state.keys:
+            raise AdaptError(f"task {name!r} already exists on this model")
+        key = self.state.add(name)
+        for layer, module in self.layers.items():
+            module.add_task(key, merged[layer].float())
+        for head in self.heads.values():
+            stores = (head.weights, head.biases)
+            values: list[torch.Tensor | None] = []
+            for store in stores:
+                if heads == "none" or keys[0] not in store:
+                    values.append(None)
+                elif heads == "first":
+                    values.append(store[keys[0]].detach())
+                else:
+                    values.append(sum(w * store[k].detach() for w, k in zip(weights, keys, strict=True)) / sum(weights))
+            head.add_task(key, *values)
+        self.state.active = name
+        return name
+
     def parameters(self, name: str | None = None) -> list[nn.Parameter]:
         """The trainable parameters of one task (the active one by default): coefficients, then heads."""
         key = self.state.key(name or self._active())

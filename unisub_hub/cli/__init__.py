@@ -72,6 +72,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_command",
         "Score tasks, bases (their mean alone), PEFT adapters and the base on one data file.",
     ),
+    "merge": (
+        "merge",
+        "merge_command",
+        "Merge tasks of one basis in coefficient space (linear, TIES, DARE), without data.",
+    ),
     "rebase": (
         "rebase",
         "rebase_command",

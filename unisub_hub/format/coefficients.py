@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ def save_coefficients(
     lineage: str = "projected",
     training: Mapping[str, Any] | None = None,
     rebased_from: Mapping[str, Any] | None = None,
+    merged_from: Sequence[Mapping[str, Any]] | None = None,
+    merge: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     tied: Mapping[str, str] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
@@ -47,7 +49,9 @@ def save_coefficients(
     ``layer_extras`` adds per-layer fields (``lora_rank``, ``rel_error``). ``lineage`` says
     how the coefficients came about (``projected`` from a fine-tune, ``trained`` on the frozen
     basis, ``rebased`` from another basis); ``training`` records what produced a trained set,
-    ``rebased_from`` the set a rebased one was moved from. ``config`` is the member's own model
+    ``rebased_from`` the set a rebased one was moved from,
+    ``merged_from`` and ``merge`` the sets (content id, name, weight) and the method a merged
+    one combines. ``config`` is the member's own model
     config, which ``materialize`` writes (its head may differ from the base's). ``tied`` maps a
     tensor of the member to the layer it equals (``materialize`` writes it as a copy).
     """
@@ -89,6 +93,8 @@ def save_coefficients(
         "config": config,
         "training": training,
         "rebased_from": rebased_from,
+        "merged_from": [dict(entry) for entry in merged_from] if merged_from else None,
+        "merge": merge,
         "source": source,
         "lora": lora,
         "metrics": metrics,

@@ -1,0 +1,123 @@
+"""Merge methods against independent implementations on small random coefficient tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unisub_hub.errors import MergeError
+from unisub_hub.merge import METHODS, merge_coefficients, method_named
+
+
+def tasks(count=3, shapes=((4, 4), (3, 5)), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        {f"l{i}": torch.randn(shape, generator=gen, dtype=torch.float64) for i, shape in enumerate(shapes)}
+        for _ in range(count)
+    ]
+
+
+def reference_ties(values, weights, density):
+    """TIES written out entry by entry: trim per task, elect the sign of the weighted sum, weighted mean of agreeing."""
+    trimmed = []
+    for value in values:
+        flat = value.reshape(-1).tolist()
+        keep = max(1, round(density * len(flat)))
+        order = sorted(range(len(flat)), key=lambda i: -abs(flat[i]))[:keep]
+        trimmed.append([flat[i] if i in order else 0.0 for i in range(len(flat))])
+    out = []
+    for entry in range(len(trimmed[0])):
+        total = sum(w * t[entry] for w, t in zip(weights, trimmed, strict=True))
+        sign = (total > 0) - (total < 0)
+        agree = [
+            (w, t[entry])
+            for w, t in zip(weights, trimmed, strict=True)
+            if sign != 0 and (t[entry] > 0) - (t[entry] < 0) == sign
+        ]
+        weight = sum(w for w, _ in agree)
+        out.append(sum(w * v for w, v in agree) / weight if weight else 0.0)
+    return torch.tensor(out, dtype=torch.float64).reshape(values[0].shape)
+
+
+def test_the_registry_names_every_method():
+    assert set(METHODS) == {"linear", "ties", "dare-linear", "dare-ties"}
+    with pytest.raises(MergeError, match="unknown method 'slerp'"):
+        method_named("slerp")
+    with pytest.raises(MergeError, match="linear does not take density"):
+        method_named("linear", density=0.5)
+
+
+def test_linear_is_the_weighted_sum():
+    given = tasks()
+    merged = merge_coefficients(given, [0.2, 0.3, 0.5], method_named("linear"), centered=True)
+    for layer in given[0]:
+        expected = 0.2 * given[0][layer] + 0.3 * given[1][layer] + 0.5 * given[2][layer]
+        assert torch.allclose(merged[layer], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("density", [0.2, 0.5, 1.0])
+@pytest.mark.parametrize("weights", [[1 / 3] * 3, [0.5, 0.3, 0.2]])
+def test_ties_equals_an_entry_by_entry_implementation(density, weights):
+    given = tasks(seed=int(density * 10))
+    merged = merge_coefficients(given, weights, method_named("ties", density=density), centered=True)
+    for layer in given[0]:
+        expected = reference_ties([t[layer] for t in given], weights, density)
+        assert torch.allclose(merged[layer], expected, atol=1e-12)
+
+
+def test_dare_is_seeded_and_at_density_one_is_linear():
+    given = tasks()
+    weights = [0.25, 0.25, 0.5]
+
+    def dare(method, density, seed):
+        return merge_coefficients(given, weights, method_named(method, density=density, seed=seed), centered=True)
+
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(dare("dare-linear", 0.5, 3).values(), dare("dare-linear", 0.5, 3).values(), strict=True)
+    )
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(dare("dare-linear", 0.5, 3).values(), dare("dare-linear", 0.5, 4).values(), strict=True)
+    )
+    linear = merge_coefficients(given, weights, method_named("linear"), centered=True)
+    for layer, value in dare("dare-linear", 1.0, 9).items():
+        assert torch.allclose(value, linear[layer], atol=1e-12)
+    ties = merge_coefficients(given, weights, method_named("ties", density=1.0), centered=True)
+    for layer, value in dare("dare-ties", 1.0, 9).items():
+        assert torch.allclose(value, ties[layer], atol=1e-12)
+
+
+def test_dare_keeps_the_expected_share_and_rescales_it():
+    value = {"w": torch.ones(200, 200, dtype=torch.float64)}
+    zero = {"w": torch.zeros(200, 200, dtype=torch.float64)}
+    merged = merge_coefficients(
+        [value, zero], [1.0, 0.0], method_named("dare-linear", density=0.3, seed=0), centered=False
+    )["w"]
+    kept = merged != 0
+    assert abs(float(kept.double().mean()) - 0.3) < 0.01 and torch.allclose(
+        merged[kept], torch.full_like(merged[kept], 1 / 0.3)
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "params"), [("linear", {}), ("ties", {"density": 1.0}), ("dare-ties", {"density": 1.0})]
+)
+def test_a_task_merged_with_itself_is_itself(method, params):
+    (task,) = tasks(count=1)
+    merged = merge_coefficients([task, task], [0.5, 0.5], method_named(method, **params), centered=True)
+    assert all(torch.allclose(merged[layer], task[layer], atol=1e-12) for layer in task)
+
+
+def test_weights_that_do_not_sum_to_one_are_refused_on_a_centred_basis_only():
+    given = tasks(count=2)
+    with pytest.raises(MergeError, match="weights sum to 2; the basis is centred"):
+        merge_coefficients(given, [1.0, 1.0], method_named("linear"), centered=True)
+    merge_coefficients(given, [1.0, 1.0], method_named("linear"), centered=False)  # task arithmetic on updates
+    merge_coefficients(given, [1.0, 1.0], method_named("ties", density=0.5), centered=True)  # normalized
+    with pytest.raises(MergeError, match="gives 1 weights for 2 tasks"):
+        merge_coefficients(given, [1.0], method_named("linear"), centered=False)
+    with pytest.raises(MergeError, match="at least 2 tasks"):
+        merge_coefficients(given[:1], [1.0], method_named("linear"), centered=False)
+    with pytest.raises(MergeError, match="density must be in"):
+        method_named("ties", density=1.5)
