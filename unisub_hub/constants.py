@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 FORMAT_MAJOR = 1
-FORMAT_VERSION = "1.2.0"
+FORMAT_VERSION = "1.3.0"
 BASIS_FORMAT = "unisub-hub/basis"
 COEFFICIENTS_FORMAT = "unisub-hub/coefficients"
 
