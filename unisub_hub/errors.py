@@ -141,6 +141,14 @@ class MissingDependencyError(UnisubError, ImportError):
         super().__init__(message)
 
 
+class ServeError(UnisubError, ValueError):
+    """A server request cannot be answered as asked; ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 # --- registry -------------------------------------------------------------------------------
 
 

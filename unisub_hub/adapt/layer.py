@@ -50,8 +50,13 @@ class TaskState:
         except KeyError:
             raise AdaptError(f"no task {name!r} on this model (tasks: {', '.join(self.keys) or 'none'})") from None
 
+    added: int = 0
+    """Tasks ever added: keys are never reused, even after a task is removed."""
+
     def add(self, name: str) -> str:
-        self.keys.setdefault(name, f"task{len(self.keys)}")
+        if name not in self.keys:
+            self.keys[name] = f"task{self.added}"
+            self.added += 1
         return self.keys[name]
 
 

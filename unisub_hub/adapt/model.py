@@ -324,6 +324,21 @@ class SubspaceAdapter:
         self.state.active = name
         return name
 
+    def remove_task(self, name: str) -> None:
+        """Forget a task: its coefficients and heads leave the model (the active task becomes none if it was)."""
+        self._drop(self.state.key(name), name)
+        if self.state.active == name:
+            self.state.active = None
+
+    def task_bytes(self, name: str) -> int:
+        """Bytes a task holds on the model (its coefficients and its own heads)."""
+        key = self.state.key(name)
+        stores = [
+            *(m.coefficients for m in self.layers.values()),
+            *(s for h in self.heads.values() for s in (h.weights, h.biases)),
+        ]
+        return sum(store[key].numel() * store[key].element_size() for store in stores if key in store)
+
     def _drop(self, key: str, name: str) -> None:
         for store in [
             *(module.coefficients for module in self.layers.values()),

@@ -82,6 +82,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "rebase_command",
         "Move a task onto another basis of the same layers, without the original model.",
     ),
+    "serve": (
+        "serve",
+        "serve_command",
+        "Serve tasks of one basis over HTTP: OpenAI-compatible generation, classification.",
+    ),
     "materialize": (
         "materialize",
         "materialize_command",

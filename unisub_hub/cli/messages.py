@@ -10,6 +10,7 @@ __all__ = ["FLAGS", "flag", "message", "message_text"]
 FLAGS: dict[str, str] = {
     "allow_pickle": "--allow-pickle",
     "against": "--against",
+    "api_key_env": "--api-key-env",
     "base": "--base",
     "batch_size": "--batch-size",
     "density": "--density",
