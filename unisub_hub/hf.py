@@ -172,6 +172,11 @@ def hub_errors(what: str) -> Iterator[None]:
                 f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or {option('token')}"
             ) from None
         raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(error)}") from None
+    except UnicodeEncodeError:  # the only text we send that a user types whole is the token, in a header
+        raise HubAuthError(
+            f"{what}: the token holds characters an HTTP header cannot carry (non-ASCII); check HF_TOKEN or "
+            f"{option('token')}"
+        ) from None
     except json.JSONDecodeError:
         raise HubError(
             f"{what}: {endpoint()} answered with something that is not JSON (not a Hub API, or a proxy's error page); "

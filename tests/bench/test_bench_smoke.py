@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # benchmark smoke runs
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -36,7 +38,8 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     sections = {row["section"] for row in rows}
     assert sections == {"lora-build", "full-build", "materialize", "pull", "ratios"}
     ours = [r for r in rows if r["section"] == "lora-build" and r["contender"] == "unisub-hub"][0]
-    assert ours["max_principal_angle"] < 1e-6 and ours["peak_rss_mib"] > 0
+    assert ours["max_principal_angle"] < 1e-6
+    assert ours["peak_rss_mib"] > 100  # a process that imported torch; a misread unit (KiB, pages) fails
     baseline = [r for r in rows if r["section"] == "lora-build" and r["contender"] == "in-memory-svd"][0]
     assert baseline["max_principal_angle"] < 1e-4
     full = [r for r in rows if r["section"] == "full-build" and r["contender"] == "unisub-hub"]
@@ -84,15 +87,15 @@ def _quick(script: str, tmp_path: Path) -> list[dict]:
 def test_quick_dask_benchmark_builds_the_serial_answer_on_a_cluster(tmp_path):
     rows = _quick("dask_bench.py", tmp_path)
     assert [row["executor"] for row in rows] == ["serial", "dask, 1 worker", "dask, 2 workers", "serial, float64 sums"]
-    assert all(row["planted_angle_to_serial"] <= row["angle_to_serial"] < 1e-4 for row in rows[1:]) and all(
-        row["peak_rss_mib"] > 0 for row in rows
-    )
+    assert all(row["planted_angle_to_serial"] <= row["angle_to_serial"] < 1e-4 for row in rows[1:])
+    assert all(row["peak_rss_mib"] > 100 for row in rows)  # processes that imported torch
 
 
 def test_quick_grow_benchmark_grows_to_the_rebuilt_basis(tmp_path):
     rows = _quick("grow_bench.py", tmp_path)
     steps = [row for row in rows if "grow_s" in row]
-    assert [row["members"] for row in steps] == [6, 8] and rows[0]["state_bytes"] > 0
+    assert [row["members"] for row in steps] == [6, 8]
+    assert rows[0]["state_bytes"] > 50_000  # float64 sums over 64-wide sides: tens of KiB, not an empty folder
     assert all(
         row["largest_angle"] < 1e-5 and abs(row["explained_variance_grown"] - row["explained_variance_rebuilt"]) < 1e-5
         for row in steps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 from clitools import SHAPES, run, write_checkpoints
@@ -12,6 +14,8 @@ from hypothesis import strategies as st
 from unisub_hub.cli import cli
 
 CASES = 1000
+
+pytestmark = pytest.mark.slow  # a 1000-example battery
 
 COMMANDS = {
     "build": [
@@ -65,6 +69,21 @@ COMMANDS = {
     "pull": ["--materialize", "--out", "--format", "--token"],
     "push": ["--revision", "--create-pr", "--private", "--push-basis", "--token"],
 }
+
+SWITCHES = {
+    "--json",
+    "--no-register",
+    "--center",
+    "--no-center",
+    "--verify",
+    "--deep",
+    "--force",
+    "--stale",
+    "--materialize",
+    "--create-pr",
+    "--private",
+}
+"""Flags that take no value."""
 
 odd_values = st.sampled_from(
     [
@@ -137,26 +156,20 @@ def test_any_command_line_ends_in_a_result_or_one_line(place, tmp_path, monkeypa
     )
     argv = [*command.split(), *positional]
     for flag, value in flags:
-        argv += (
-            [flag]
-            if flag
-            in {
-                "--json",
-                "--no-register",
-                "--center",
-                "--no-center",
-                "--verify",
-                "--deep",
-                "--force",
-                "--stale",
-                "--materialize",
-                "--create-pr",
-                "--private",
-            }
-            else [flag, value]
-        )
+        argv += [flag] if flag in SWITCHES else [flag, value]
     result = CliRunner().invoke(cli, argv)
     event(f"exit {result.exit_code}")
     assert result.exit_code in (0, 1, 2), (argv, result.output)
     assert result.exception is None or isinstance(result.exception, SystemExit), (argv, repr(result.exception))
     assert "Traceback" not in result.output, argv
+    flags_given = [flag for flag, _ in flags]
+    bogus_as_option = any(
+        argv[i] == "--bogus" and (argv[i - 1] in SWITCHES or not argv[i - 1].startswith("-")) for i in range(len(argv))
+    )  # not taken as the value of the flag before it
+    if bogus_as_option and "--help" not in argv:  # an unknown option is a usage error
+        assert result.exit_code == 2, (argv, result.output)
+    if result.exit_code != 0:  # one line says what went wrong (validate's failed checks are its report)
+        said = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(said) == 1 or (command == "validate" and result.exit_code == 1 and not said), (argv, result.output)
+    elif "--json" in flags_given and "--help" not in flags_given:  # a success with --json prints JSON
+        json.loads(result.stdout)

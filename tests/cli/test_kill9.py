@@ -1,9 +1,11 @@
-"""kill -9 at random points of build, project, registry add, gc, push and pull.
+"""kill -9 in the middle of build, project, registry add, gc, push and pull.
 
-After each kill the same command is run again and must succeed; then gc runs, and the
-registry must verify clean with no unreferenced folders, nothing in ``downloads/`` and no
-hidden temporary folder beside any output. ``UNISUB_KILLS`` sets the kills per command
-(default 2, so 12 in the suite; the closing note's battery used 9, so 54).
+Each run is killed once it is seen doing its work (a temporary output folder, the store's
+lock held, a request at the Hub, a file in ``downloads/``), after a further random pause, so
+no kill lands before the command has started. After each kill the same command is run again
+and must succeed; then gc runs, and the registry must verify clean with no unreferenced
+folders, nothing in ``downloads/`` and no hidden temporary folder beside any output.
+``UNISUB_KILLS`` sets the kills per command (default 2, so 12 in the suite; the closing note's battery used 9, so 54).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,8 @@ from clitools import SHAPES, write_checkpoints
 
 from unisub_hub.registry import Registry
 from unisub_hub.testing import LocalHub
+
+pytestmark = pytest.mark.slow
 
 KILLS = int(os.environ.get("UNISUB_KILLS", "2"))
 REPO = Path(__file__).resolve().parents[2]
@@ -34,15 +39,10 @@ def world(tmp_path_factory):
     zoo = write_checkpoints(root / "zoo", 5, SHAPES)
     with LocalHub() as hub:
         env = _env(root / "home", hub, root)
-        _command(["build", *zoo[:4], "--out", root / "basis", "--k", "2", "--name", "b"], env, None)
-        started = time.perf_counter()
-        _command(["project", zoo[4], "--basis", "b", "--out", root / "task", "--no-register"], env, None)
-        duration = time.perf_counter() - started  # one whole command: the window the kills are drawn from
-        _command(["push", "b", "me/b"], env, None)
-        started = time.perf_counter()
-        _command(["registry", "gc"], env, None)
-        windows = {"gc": time.perf_counter() - started}  # gc is short: its kills are drawn from its own run time
-        yield root, zoo, hub, lambda operation: windows.get(operation, duration)
+        _command(["build", *zoo[:4], "--out", root / "basis", "--k", "2", "--name", "b"], env)
+        _command(["project", zoo[4], "--basis", "b", "--out", root / "task", "--no-register"], env)
+        _command(["push", "b", "me/b"], env)
+        yield root, zoo, hub
 
 
 def _env(home: Path, hub: LocalHub, root: Path) -> dict[str, str]:
@@ -57,26 +57,44 @@ def _env(home: Path, hub: LocalHub, root: Path) -> dict[str, str]:
     }
 
 
-def _command(args: list[str], env: dict[str, str], kill_after: float | None) -> int | None:
-    """Run ``unisub-hub ARGS`` as its own process; with ``kill_after``, SIGKILL it then (None if it finished first)."""
+def _command(args: list[str], env: dict[str, str]) -> None:
+    """Run ``unisub-hub ARGS`` as its own process to the end; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "unisub_hub", *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _kill_mid_work(args: list[str], env: dict[str, str], working: Callable[[int], bool], pause: float) -> bool:
+    """Run ``unisub-hub ARGS``; once ``working(pid)`` holds, wait ``pause`` seconds and SIGKILL it.
+
+    True when the kill landed while the command was still running after it was seen working.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", "unisub_hub", *map(str, args)],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    if kill_after is None:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-2000:]
-        return 0
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not working(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        return False
+    time.sleep(pause)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def _holds(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a file called ``name`` open (Linux /proc)."""
     try:
-        proc.wait(timeout=kill_after)
-        return None
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return -9
+        return any(os.readlink(fd).endswith(name) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
 
 
 def _assert_clean(home: Path, outputs: list[Path]) -> None:
@@ -92,7 +110,7 @@ def _assert_clean(home: Path, outputs: list[Path]) -> None:
 
 @pytest.mark.parametrize("operation", ["build", "project", "add", "gc", "push", "pull"])
 def test_kill_nine_then_rerun_leaves_a_clean_registry(world, operation):
-    root, zoo, hub, window = world
+    root, zoo, hub = world
     rng = random.Random(f"kill9-{operation}")
     home = root / f"home-{operation}"
     shutil.copytree(root / "home", home)
@@ -101,27 +119,36 @@ def test_kill_nine_then_rerun_leaves_a_clean_registry(world, operation):
     for trial in range(KILLS):
         out = root / f"{operation}-out-{trial}"
         trial_env = env
-        if operation == "build":
-            args = ["build", *zoo[:4], "--out", out, "--k", "2"]
-        elif operation == "project":
-            args = ["project", zoo[4], "--basis", "b", "--out", out]
+        working: Callable[[int], bool]
+        if operation in {"build", "project"}:
+            args = (
+                ["build", *zoo[:4], "--out", out, "--k", "2"]
+                if operation == "build"
+                else ["project", zoo[4], "--basis", "b", "--out", out]
+            )
+            working = lambda pid, out=out: any(out.parent.glob(f".{out.name}.tmp-*"))  # noqa: E731
         elif operation == "add":
             trial_env = _env(root / f"add-home-{trial}", hub, root)
             shutil.copytree(root / "home", trial_env["UNISUB_HOME"])
             args = ["registry", "add", root / "task"]
+            working = lambda pid: _holds(pid, "store.lock")  # noqa: E731  (placing the folder)
         elif operation == "gc":
             (home / "store" / f"orphan-{trial}").mkdir(parents=True)  # something for gc to remove
             args = ["registry", "gc"]
+            working = lambda pid: _holds(pid, "store.lock")  # noqa: E731  (collecting)
         elif operation == "push":
             args = ["push", "b", f"me/pushed-{trial}"]
+            working = lambda pid, repo=f"me/pushed-{trial}": any(repo in r.path for r in hub.requests)  # noqa: E731
         else:
             trial_env = _env(root / f"pull-home-{trial}", hub, root)
+            downloads = Path(trial_env["UNISUB_HOME"]) / "downloads"
             args = ["pull", "me/b"]
-        if _command(args, trial_env, kill_after=rng.uniform(0.05, 0.9) * window(operation)) == -9:
+            working = lambda pid, downloads=downloads: downloads.is_dir() and any(downloads.iterdir())  # noqa: E731
+        if _kill_mid_work(args, trial_env, working, pause=rng.uniform(0.0, 0.02)):
             killed += 1
-        _command(args, trial_env, None)  # the rerun recovers
+        _command(args, trial_env)  # the rerun recovers
         _assert_clean(Path(trial_env["UNISUB_HOME"]), [out] if operation in {"build", "project"} else [])
-    print(f"{operation}: {killed} of {KILLS} runs killed before they finished")
-    assert killed >= 1, f"none of {KILLS} runs was killed before it finished"
+    print(f"{operation}: {killed} of {KILLS} runs killed mid-work")
+    assert killed >= 1, f"none of {KILLS} runs was seen working and killed before it finished"
     if operation in {"build", "project"}:
         assert len(Registry(home).list("bases" if operation == "build" else "tasks")) >= 1

@@ -127,6 +127,7 @@ def _worker_pids(client):
     return set(client.run(os.getpid, on_error="ignore").values())
 
 
+@pytest.mark.slow
 def test_the_command_line_builds_on_a_local_cluster(tmp_path):
     zoo = write_checkpoints(tmp_path / "zoo", 5, SHAPES)
     run("build", *zoo, "--out", tmp_path / "serial", "--k", "2", "--no-register")

@@ -8,6 +8,8 @@ import pytest
 
 from unisub_hub.examples.text_tasks import TASKS, make_task
 
+pytestmark = pytest.mark.slow  # example training
+
 
 def test_text_tasks_are_deterministic_and_balanced():
     assert len(TASKS) == 10
@@ -46,7 +48,13 @@ def test_digits_zoo_shared_init_gives_a_subspace_random_init_does_not(tmp_path):
             trained["head only"]["parameters"] == 64 * 2 + 2
             and trained["original"]["parameters"] == 2 * (64 * 64 + 64) + 64 * 2 + 2
         )
-        assert all(0.0 <= row["accuracy"] <= 1.0 for row in trained.values())
+        # Binary tasks (chance 0.5): every trained row learns the task; the projected row is the
+        # reconstruction scored above, not a second number.
+        assert all(
+            trained[row]["accuracy"] > 0.9 for row in ("original", "trained universal", "trained random", "head only")
+        )
+        assert trained["projected"]["accuracy"] == pytest.approx(result.accuracy["universal k=4"])
+    assert shared.accuracy["universal k=4"] > shared.accuracy["mean only"] + 0.2
     # Trained once, then reused.
     before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "examples").rglob("model.safetensors"))
     _digits_collection(tmp_path / "examples", tmp_path / "work2", logs.append, shared=True, main_k=4)
@@ -76,15 +84,18 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (
         lora["trained"]["trained universal"]["parameters"] == 12 * 8 * 8 + 384 * 2 + 2
     )  # 12 cores of 8 x 8 and the head
-    assert "held-out tasks learned as coefficients" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "held-out tasks learned as coefficients" in report
     for name in (
-        "report.md",
         "scree-minilm-lora.png",
         "accuracy-minilm-lora.png",
         "accuracy-digits-shared-init.png",
         "trained-minilm-lora.png",
     ):
-        assert (tmp_path / "report" / name).stat().st_size > 1000
+        assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in report  # the report shows each plot it wrote
+    # The report quotes the numbers of numbers.json, not others.
+    assert f"{lora['accuracy']['original']:.3f}" in report
     # The pulled, materialized adapter scores what the in-memory reconstruction scored.
     assert abs(hub["materialized_accuracy"] - hub["local_accuracy"]) <= 1 / 240 + 1e-9
     assert "Through the Hub" in (tmp_path / "report" / "report.md").read_text()

@@ -28,6 +28,8 @@ from unisub_hub.pipeline.validate import validate
 SHAPES = {"a.weight": (6, 5), "b.weight": (5, 4)}
 CASES = 1000
 
+pytestmark = pytest.mark.slow  # 1000-example batteries
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=False) | st.text(max_size=12),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
@@ -97,8 +99,14 @@ def mutate(document, data) -> object:
     return document
 
 
-def read_everything(folder: Path, kind: str) -> None:
-    """What a user's commands do with an artifact: open it, load every layer, validate it."""
+def read_everything(folder: Path, kind: str) -> UnisubError | None:
+    """What a user's commands do with an artifact: open it, load every layer, validate it.
+
+    Returns the loader's error, if any, after checking the three things a user relies on: the
+    error names the artifact's folder, a folder the loader refuses never validates clean, and
+    a clean validation means every layer loads.
+    """
+    refused: UnisubError | None = None
     try:
         if kind == "basis":
             basis = load_basis(folder, verify=True)
@@ -110,9 +118,13 @@ def read_everything(folder: Path, kind: str) -> None:
                 coefficients.coefficient(name)
             for name in coefficients.passthrough_names:
                 coefficients.passthrough(name)
-    except UnisubError:
-        pass
-    validate(folder, deep=True, against=None)
+    except UnisubError as error:
+        refused = error
+        assert str(folder) in str(error), f"the error does not name the artifact: {error}"
+    report = validate(folder, deep=True, against=None)
+    if refused is not None:
+        assert not report.ok, f"the loader refused ({refused}) what validate passed"
+    return refused
 
 
 def fresh_copy(pristine: Path, name: str, work: Path) -> Path:
@@ -128,9 +140,12 @@ def fresh_copy(pristine: Path, name: str, work: Path) -> Path:
 @given(data=st.data())
 def test_mutated_manifests_only_raise_catalogue_errors(pristine, tmp_path, kind, manifest, data):
     folder = fresh_copy(pristine, kind, tmp_path)
-    document = mutate(json.loads((folder / manifest).read_text()), data)
+    original = json.loads((folder / manifest).read_text())
+    document = mutate(json.loads(json.dumps(original)), data)
     (folder / manifest).write_text(json.dumps(document))
-    read_everything(folder, kind)
+    refused = read_everything(folder, kind)
+    if json.dumps(document, sort_keys=True) == json.dumps(original, sort_keys=True):  # (True == 1 in Python)
+        assert refused is None, f"an unchanged manifest was refused: {refused}"
 
 
 @settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -156,7 +171,9 @@ def test_mutated_safetensors_headers_only_raise_catalogue_errors(pristine, tmp_p
         for _ in range(data.draw(st.integers(1, 8))):
             blob[data.draw(st.integers(0, min(len(blob) - 1, 8 + length)))] = data.draw(st.integers(0, 255))
         path.write_bytes(bytes(blob))
-    read_everything(folder, "basis")
+    refused = read_everything(folder, "basis")
+    if path.read_bytes() != raw:  # the content id covers every byte of the tensor file
+        assert refused is not None, "a changed tensor file loaded as if it were the original"
 
 
 @settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -165,7 +182,8 @@ def test_cli_never_shows_a_traceback(pristine, tmp_path, data):
     kind = data.draw(st.sampled_from(["basis", "task"]))
     folder = fresh_copy(pristine, kind, tmp_path)
     manifest = folder / ("unisub_basis.json" if kind == "basis" else "unisub_coefficients.json")
-    if data.draw(st.booleans()):
+    tensors_changed = not data.draw(st.booleans())
+    if not tensors_changed:
         manifest.write_text(json.dumps(mutate(json.loads(manifest.read_text()), data)))
     else:
         tensors = folder / ("basis.safetensors" if kind == "basis" else "coefficients.safetensors")
@@ -181,3 +199,10 @@ def test_cli_never_shows_a_traceback(pristine, tmp_path, data):
     assert result.exit_code in (0, 1), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
+    # The command's verdict is the library's: a changed tensor byte always fails (content id), and
+    # validate exits 0 exactly when its report is clean.
+    if tensors_changed:
+        assert result.exit_code == 1, result.output
+    if command[0] == "validate":
+        against = command[2] if command[1] == "--against" else None
+        assert (result.exit_code == 0) == validate(folder, deep=command[1] == "--deep", against=against).ok

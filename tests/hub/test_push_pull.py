@@ -289,6 +289,7 @@ def test_a_server_that_dies_or_garbles_its_answer_during_a_push_is_one_line(zoo,
     assert run("push", "b", "me/b").exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_download_cut_short_is_retried_and_one_that_keeps_failing_registers_nothing(zoo, tmp_path, hub, monkeypatch):
     publish(zoo, tmp_path, hub)
     monkeypatch.setenv("UNISUB_HOME", str(tmp_path / "fresh"))

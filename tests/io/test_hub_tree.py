@@ -155,6 +155,7 @@ def test_a_basis_built_from_hub_ids_equals_the_one_built_from_the_same_files_on_
     assert len(hub.requests) == asked
 
 
+@pytest.mark.slow
 def test_a_distributed_build_downloads_hub_weights_in_the_workers_only(models, hub, tmp_path, monkeypatch):
     pytest.importorskip("distributed")
     from unisub_hub.engine.dask_executor import DaskExecutor, dask_client

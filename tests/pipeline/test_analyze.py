@@ -9,6 +9,7 @@ import pytest
 import torch
 from clitools import run, write_checkpoints
 
+from unisub_hub.engine.alpha import layer_quality  # noqa: E402
 from unisub_hub.engine.rank import k_for_variance  # noqa: E402
 from unisub_hub.io.checkpoint import CheckpointSource  # noqa: E402
 from unisub_hub.pipeline.analyze import analyze  # noqa: E402
@@ -31,9 +32,17 @@ def test_analyze_matches_direct_svd(tmp_path):
     torch.testing.assert_close(
         torch.tensor(layer["modes"]["2"]["explained_variance_curve"][:5], dtype=torch.float64), curve, atol=1e-6, rtol=0
     )
-    assert layer["modes"]["2"]["null_k_for"] is not None
+    for mode in ("2", "3"):  # the null's k table reads off the null's own curve
+        data = layer["modes"][mode]
+        null_curve = data["null_explained_variance_curve"]
+        for target, k in data["null_k_for"].items():
+            if k <= len(null_curve):
+                assert null_curve[k - 1] >= float(target) - 1e-6
+                assert k == 1 or null_curve[k - 2] < float(target) + 1e-6
     assert len(layer["alphas"]) == 6
-    assert 0 <= layer["q"] <= 1 and 0 <= report.q_all <= 1
+    for entry in report.layers:  # q from the layer's own alphas; q_all their mean
+        assert entry["q"] == pytest.approx(layer_quality(entry["alphas"]).q)
+    assert report.q_all == pytest.approx(sum(entry["q"] for entry in report.layers) / len(report.layers))
 
 
 def test_analyze_cli_plots_and_select(tmp_path):

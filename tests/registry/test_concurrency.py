@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from helpers import make_basis, make_task
 
 from unisub_hub.registry import Registry
@@ -28,6 +29,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_processes_registering_fifty_each(tmp_path):
     basis = make_basis(tmp_path / "basis")
     home = tmp_path / "home"
@@ -90,6 +92,7 @@ CRASH = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_registrations_leave_registry_consistent(tmp_path):
     basis = make_basis(tmp_path / "basis")
     home = tmp_path / "home"

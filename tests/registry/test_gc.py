@@ -13,34 +13,51 @@ from helpers import make_basis
 from unisub_hub.errors import RegistryError
 from unisub_hub.registry import Registry
 
-_SLOW_ADD = """
+_GATED_ADD = """
 import sys, time
+from pathlib import Path
 from unisub_hub.registry import Registry
 registry = Registry(sys.argv[1])
+ready, release = Path(sys.argv[3]), Path(sys.argv[4])
 insert = registry._insert
-def slow_insert(*args, **kwargs):
-    time.sleep(1.5)  # the folder is placed, its rows not yet written: gc's window before the lease
+def gated_insert(*args, **kwargs):
+    ready.touch()  # the folder is placed, its rows not yet written: gc's window before the lease
+    while not release.exists():
+        time.sleep(0.01)
     return insert(*args, **kwargs)
-registry._insert = slow_insert
+registry._insert = gated_insert
 print(registry.add(sys.argv[2]).content_id)
 """
 
 
 def test_gc_beside_a_live_add_removes_nothing_it_is_placing(tmp_path):
+    """gc is started while the writer is held inside its window (placed, no rows yet), so the
+    test always exercises the window; gc must wait for the writer, then remove nothing."""
+    import threading
+
     basis = make_basis(tmp_path / "basis")
     home = tmp_path / "home"
+    ready, release = tmp_path / "ready", tmp_path / "release"
     Registry(home).close()
     writer = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_ADD, str(home), str(basis.path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _GATED_ADD, str(home), str(basis.path), str(ready), str(release)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    placed = home / "store" / basis.content_id.removeprefix("sha256:")
     deadline = time.monotonic() + 60
-    while not placed.is_dir() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert placed.is_dir()
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    placed = home / "store" / basis.content_id.removeprefix("sha256:")
+    assert ready.exists() and placed.is_dir()
     collector = Registry(home)
-    removed = collector.gc()  # waits for the writer's lease
-    assert writer.wait(timeout=60) == 0
+    removed: list = []
+    collecting = threading.Thread(target=lambda: removed.extend(collector.gc()))
+    collecting.start()
+    collecting.join(timeout=1.0)
+    assert collecting.is_alive()  # gc waits for the writer's lease instead of sweeping the placed folder
+    release.touch()
+    collecting.join(timeout=60)
+    assert writer.wait(timeout=60) == 0 and not collecting.is_alive()
     assert removed == [] and placed.is_dir()
     assert collector.resolve(basis.content_id, "basis").path == placed
     collector.close()
