@@ -15,7 +15,6 @@ artifacts live in :mod:`unisub_hub.hub`.
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -130,66 +129,97 @@ def matching_files(names: Iterable[str], patterns: Sequence[str], *, top_level: 
 
 @contextmanager
 def hub_errors(what: str) -> Iterator[None]:
-    """Turn ``huggingface_hub`` and network exceptions into :class:`HubError` naming ``what``."""
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        NotASafetensorsRepoError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-        SafetensorsParsingError,
-    )
+    """Turn ``huggingface_hub`` and network exceptions into :class:`HubError` naming ``what``.
 
+    Anything not in :func:`_translated`'s table is a bug, and propagates as itself.
+    """
     try:
         yield
-    except GatedRepoError:
-        raise HubAuthError(f"{what}: gated repository; accept its terms on the Hub and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise HubNotFoundError(
-            f"{what}: repository not found on {endpoint()} (or private: set HF_TOKEN or {option('token')})"
-        ) from None
-    except RevisionNotFoundError:
-        raise HubNotFoundError(f"{what}: revision not found on {endpoint()}") from None
-    except EntryNotFoundError as error:
-        raise HubNotFoundError(f"{what}: file not found on {endpoint()} ({_first_line(error)})") from None
-    except NotASafetensorsRepoError:
-        raise HubNotFoundError(
-            f"{what}: no safetensors weights found on {endpoint()} (no such repo, or not a safetensors model)"
-        ) from None
-    except SafetensorsParsingError as error:
-        raise HubError(f"{what}: its safetensors header cannot be read ({_first_line(error)})") from None
-    except OfflineModeIsEnabled:
-        raise HubConnectionError(f"{what}: HF_HUB_OFFLINE is set and this is not stored locally") from None
-    except LocalEntryNotFoundError:
-        raise HubConnectionError(f"{what}: cannot reach {endpoint()} and nothing is cached (network down?)") from None
-    except HfHubHTTPError as error:
-        status = error.response.status_code if error.response is not None else None
+    except Exception as error:
+        translated = _translated(what, error)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def _translated(what: str, error: Exception) -> HubError | None:
+    """The one-line error for ``error``: the first row of the table whose class names it bears (subclasses
+    come before their bases); ``None`` for anything else, a bug."""
+    where = endpoint()
+    names = _error_names(error)
+    if "HfHubHTTPError" in names and not names & _SPECIFIC_HUB_ERRORS:
+        status = error.response.status_code if getattr(error, "response", None) is not None else None  # type: ignore[attr-defined]
         if status in (401, 403):
-            raise HubAuthError(
-                f"{what}: unauthorized on {endpoint()} (HTTP {status}): check HF_TOKEN or {option('token')}"
-            ) from None
-        raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(error)}") from None
-    except UnicodeEncodeError:  # the only text we send that a user types whole is the token, in a header
-        raise HubAuthError(
-            f"{what}: the token holds characters an HTTP header cannot carry (non-ASCII); check HF_TOKEN or "
-            f"{option('token')}"
-        ) from None
-    except json.JSONDecodeError:
-        raise HubError(
-            f"{what}: {endpoint()} answered with something that is not JSON (not a Hub API, or a proxy's error page); "
-            "nothing was changed here"
-        ) from None
-    except Exception as error:  # httpx/requests errors: some derive from OSError, others only from their own base
-        if _is_broken_transfer(error):
-            raise HubConnectionError(
-                f"{what}: the connection to {endpoint()} broke off mid-transfer ({_first_line(error)}); try again"
-            ) from None
-        if _is_network_error(error):
-            raise HubConnectionError(f"{what}: cannot reach {endpoint()} (network down?)") from None
-        raise
+            return HubAuthError(f"{what}: unauthorized on {where} (HTTP {status}): check HF_TOKEN or {option('token')}")
+        return HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(error)}")
+    table: list[tuple[set[str], type[HubError], str]] = [
+        ({"GatedRepoError"}, HubAuthError, "gated repository; accept its terms on the Hub and set HF_TOKEN"),
+        (
+            {"RepositoryNotFoundError"},
+            HubNotFoundError,
+            f"repository not found on {where} (or private: set HF_TOKEN or {option('token')})",
+        ),
+        ({"RevisionNotFoundError"}, HubNotFoundError, f"revision not found on {where}"),
+        (
+            {"LocalEntryNotFoundError"},
+            HubConnectionError,
+            f"cannot reach {where} and nothing is cached (network down?)",
+        ),
+        ({"EntryNotFoundError"}, HubNotFoundError, f"file not found on {where} ({_first_line(error)})"),
+        (
+            {"NotASafetensorsRepoError"},
+            HubNotFoundError,
+            f"no safetensors weights found on {where} (no such repo, or not a safetensors model)",
+        ),
+        (
+            {"SafetensorsParsingError"},
+            HubError,
+            f"its safetensors header cannot be read ({_first_line(error)})",
+        ),
+        ({"OfflineModeIsEnabled"}, HubConnectionError, "HF_HUB_OFFLINE is set and this is not stored locally"),
+        (  # the only text we send that a user types whole is the token, in a header
+            {"UnicodeEncodeError"},
+            HubAuthError,
+            f"the token holds characters an HTTP header cannot carry (non-ASCII); check HF_TOKEN or {option('token')}",
+        ),
+        (
+            {"JSONDecodeError"},
+            HubError,
+            f"{where} answered with something that is not JSON (not a Hub API, or a proxy's error page); "
+            "nothing was changed here",
+        ),
+        (
+            _BROKEN_TRANSFER,
+            HubConnectionError,
+            f"the connection to {where} broke off mid-transfer ({_first_line(error)}); try again",
+        ),
+        (_NETWORK_ERRORS, HubConnectionError, f"cannot reach {where} (network down?)"),
+    ]
+    for matches, kind, message in table:
+        if names & matches:
+            return kind(f"{what}: {message}")
+    return None
+
+
+_SPECIFIC_HUB_ERRORS = {
+    "GatedRepoError",
+    "RepositoryNotFoundError",
+    "RevisionNotFoundError",
+    "EntryNotFoundError",
+    "LocalEntryNotFoundError",
+}
+"""HTTP errors the table below words better than by their status."""
+
+_NETWORK_ERRORS = {
+    "ConnectError",
+    "ConnectTimeout",
+    "TimeoutException",
+    "NetworkError",
+    "ConnectionError",
+    "ReadTimeout",
+}
+_BROKEN_TRANSFER = {"RemoteProtocolError", "ProtocolError", "ChunkedEncodingError", "IncompleteRead"}
+"""The server closed or garbled a connection it had accepted (it died, or cut a download short)."""
 
 
 def _first_line(error: BaseException) -> str:
@@ -200,17 +230,3 @@ def _first_line(error: BaseException) -> str:
 def _error_names(error: BaseException) -> set[str]:
     """Class names along the error's MRO: httpx, requests and urllib3 are matched by name, not imported."""
     return {cls.__name__ for cls in type(error).__mro__}
-
-
-def _is_network_error(error: BaseException) -> bool:
-    return bool(
-        _error_names(error)
-        & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ConnectionError", "ReadTimeout"}
-    )
-
-
-def _is_broken_transfer(error: BaseException) -> bool:
-    """The server closed or garbled a connection it had accepted (it died, or cut a download short)."""
-    return bool(
-        _error_names(error) & {"RemoteProtocolError", "ProtocolError", "ChunkedEncodingError", "IncompleteRead"}
-    )

@@ -24,7 +24,7 @@ __all__ = ["BasisArtifact", "load_basis", "save_basis"]
 _FACTOR_ROLES = {"mean": "mean", "U": "left", "V": "right", "components": "components"}
 
 
-def save_basis(
+def save_basis(  # noqa: PLR0913 (keyword-only manifest fields, each optional, as the schema lists them)
     out: str | Path,
     layers: Mapping[str, LayerBasis],
     *,

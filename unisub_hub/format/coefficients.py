@@ -20,7 +20,7 @@ from .verified import VerifiedIds
 __all__ = ["CoefficientSet", "load_coefficients", "save_coefficients"]
 
 
-def save_coefficients(
+def save_coefficients(  # noqa: PLR0913 (keyword-only manifest fields, each optional, as the schema lists them)
     out: str | Path,
     coefficients: Mapping[str, torch.Tensor],
     passthrough: Mapping[str, torch.Tensor],

@@ -138,35 +138,17 @@ def _write_full(
     base: CheckpointSource | None,
     shard_size: int,
 ) -> list[str]:
-    layers = coefficients.layer_names
+    """Write the whole model: the base plus each update for a kind that adds to the base (LoRA),
+    else every rebuilt layer, the passed-through tensors, ties, and the base for the rest."""
     writer = ShardWriter(folder, "model", shard_size, {"format": "pt"})
-    base_keys = set(base.tensors) if base is not None else set()
     if source_kind(coefficients.manifest).adds_to_base:
-        names = prefix_map(layers, base_keys)
-        if names is None:
-            raise SourceError(f"the base model has no tensor matching layer {layers[0]} (wrong base model?)")
-        out_prefix = names.drop  # written keys keep the adapter's spelling
-        updates = {names.forward(layer): layer for layer in layers}
-        key_prefix = (coefficients.manifest.get("lora") or {}).get("key_prefix", PEFT_KEY_PREFIX)
-        passthrough = {name.removeprefix(key_prefix): name for name in coefficients.passthrough_names}
-        for key in sorted(base_keys):
-            out_key = out_prefix + key
-            if out_key in passthrough:
-                continue
-            weight = base.tensor(key)  # type: ignore[union-attr]
-            if key in updates:
-                delta = _layer_update(coefficients, basis, updates[key], device)
-                weight = (weight.to(device, torch.float64) + delta).to(weight.dtype)
-            writer.add(out_key, weight)
-        for out_key, stored in sorted(passthrough.items()):
-            if ".lora_" not in out_key:
-                writer.add(out_key, coefficients.passthrough(stored))
-        return writer.close()
+        return _write_onto_base(coefficients, basis, writer, device, base)
+    base_keys = set(base.tensors) if base is not None else set()
     router = _ComponentRouter(folder, writer, base, shard_size)
     tied = coefficients.manifest.get("tied") or {}
     copies: dict[str, torch.Tensor] = {}  # the tensors a tie copies, kept until it is written
     written = set()
-    for layer in layers:
+    for layer in coefficients.layer_names:
         weight = _layer_update(coefficients, basis, layer, device).to(_output_dtype(layer, basis, base))
         router.add(layer, weight)
         written.add(layer)
@@ -183,6 +165,38 @@ def _write_full(
     for key in sorted(base_keys - written):
         router.add(key, base.tensor(key))  # type: ignore[union-attr]
     return router.close()
+
+
+def _write_onto_base(
+    coefficients: CoefficientSet,
+    basis: BasisArtifact,
+    writer: ShardWriter,
+    device: torch.device,
+    base: CheckpointSource | None,
+) -> list[str]:
+    """Every base tensor, each adapted one plus its update, and the adapter's own tensors (a head)."""
+    layers = coefficients.layer_names
+    base_keys = set(base.tensors) if base is not None else set()
+    names = prefix_map(layers, base_keys)
+    if base is None or names is None:
+        raise SourceError(f"the base model has no tensor matching layer {layers[0]} (wrong base model?)")
+    out_prefix = names.drop  # written keys keep the adapter's spelling
+    updates = {names.forward(layer): layer for layer in layers}
+    key_prefix = (coefficients.manifest.get("lora") or {}).get("key_prefix", PEFT_KEY_PREFIX)
+    passthrough = {name.removeprefix(key_prefix): name for name in coefficients.passthrough_names}
+    for key in sorted(base_keys):
+        out_key = out_prefix + key
+        if out_key in passthrough:
+            continue
+        weight = base.tensor(key)
+        if key in updates:
+            delta = _layer_update(coefficients, basis, updates[key], device)
+            weight = (weight.to(device, torch.float64) + delta).to(weight.dtype)
+        writer.add(out_key, weight)
+    for out_key, stored in sorted(passthrough.items()):
+        if ".lora_" not in out_key:
+            writer.add(out_key, coefficients.passthrough(stored))
+    return writer.close()
 
 
 class _ComponentRouter:

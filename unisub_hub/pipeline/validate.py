@@ -229,29 +229,38 @@ def validate(
             report.run("orthonormal factors", lambda: _check_orthonormal(basis))
         if against is not None:
             report.run(f"layers present in base model {against}", lambda: check_base_model(artifact.manifest, against))
-    else:
-        coefficients = CoefficientSet(artifact)
-        basis_path = Path(against) if against is not None and (Path(against) / "unisub_basis.json").is_file() else None
-        if basis_path is None and basis_lookup is not None:
-            basis_path = basis_lookup(coefficients.basis_id)
-
-        def pairing() -> str:
-            if basis_path is None:
-                raise FormatError(
-                    f"its basis {coefficients.basis_id[:19]}... is not available (give {option('against')} BASIS or "
-                    "register it)",
-                    path=artifact.path,
-                )
-            return _check_pairing(coefficients, load_basis(basis_path))
-
-        if tensors_ok:
-            report.run("basis present and matching", pairing)
-            report.run("carried config fits the tensors", lambda: _check_config_shapes(coefficients, basis_path))
-        if against is not None and basis_path is not None and Path(against) != basis_path:
-            report.run(
-                f"layers present in base model {against}",
-                lambda: check_base_model(load_basis(basis_path).manifest, against),
-            )
+    elif tensors_ok:
+        _check_coefficients(report, CoefficientSet(artifact), against, basis_lookup)
     if deep and tensors_ok:
         report.run("finite values", lambda: _check_finite(artifact))
     return report
+
+
+def _check_coefficients(
+    report: ValidationReport,
+    coefficients: CoefficientSet,
+    against: str | None,
+    basis_lookup: Callable[[str], Path | None] | None,
+) -> None:
+    """A coefficient set's checks: its basis is there and matches, its config fits, and, given a
+    base model, the basis's layers are in it."""
+    basis_path = Path(against) if against is not None and (Path(against) / "unisub_basis.json").is_file() else None
+    if basis_path is None and basis_lookup is not None:
+        basis_path = basis_lookup(coefficients.basis_id)
+
+    def pairing() -> str:
+        if basis_path is None:
+            raise FormatError(
+                f"its basis {coefficients.basis_id[:19]}... is not available (give {option('against')} BASIS or "
+                "register it)",
+                path=coefficients.path,
+            )
+        return _check_pairing(coefficients, load_basis(basis_path))
+
+    report.run("basis present and matching", pairing)
+    report.run("carried config fits the tensors", lambda: _check_config_shapes(coefficients, basis_path))
+    if against is not None and basis_path is not None and Path(against) != basis_path:
+        report.run(
+            f"layers present in base model {against}",
+            lambda: check_base_model(load_basis(basis_path).manifest, against),
+        )

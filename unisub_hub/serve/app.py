@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -127,7 +127,35 @@ async def _result(future: Any) -> Any:
 def create_app(state: ServerState) -> FastAPI:
     """The ASGI app for ``state`` (its OpenAPI page is at ``/docs``)."""
     app = FastAPI(title="unisub-hub serve", description="One basis, many kilobyte tasks.", version="1")
-    metrics = state.metrics
+    _install_error_handlers(app)
+    _install_limits_and_metrics(app, state)
+
+    async def authorized(request: Request) -> None:
+        if state.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), state.api_key.encode()):
+            raise ServeError("missing or wrong API key (Authorization: Bearer <key>)", status=401)
+
+    guarded = [Depends(authorized)]
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "tasks": len(state.pool.resident)}
+
+    @app.get("/metrics", dependencies=guarded)
+    async def prometheus() -> Response:
+        state.metrics.resident(len(state.pool.resident), state.pool.resident_bytes)
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    app.include_router(_task_routes(state), dependencies=guarded)
+    app.include_router(_inference_routes(state), dependencies=guarded)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error, the framework's included, answers JSON ``{error: {message, type}}``."""
 
     @app.exception_handler(ServeError)
     async def on_serve_error(request: Request, error: ServeError) -> JSONResponse:
@@ -151,6 +179,11 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(Exception)
     async def on_anything(request: Request, error: Exception) -> JSONResponse:
         return _error(500, "internal error")
+
+
+def _install_limits_and_metrics(app: FastAPI, state: ServerState) -> None:
+    """Bodies over ``state.max_body_bytes`` are 413 before a route reads them; every answer is counted."""
+    metrics = state.metrics
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next: Any) -> Response:
@@ -177,26 +210,12 @@ def create_app(state: ServerState) -> FastAPI:
         )
         return response
 
-    async def authorized(request: Request) -> None:
-        if state.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), state.api_key.encode()):
-            raise ServeError("missing or wrong API key (Authorization: Bearer <key>)", status=401)
 
-    guarded = [Depends(authorized)]
+def _task_routes(state: ServerState) -> APIRouter:
+    """``/v1/tasks``: what is known and resident, and loading and unloading by name."""
+    router = APIRouter()
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "tasks": len(state.pool.resident)}
-
-    @app.get("/metrics", dependencies=guarded)
-    async def prometheus() -> Response:
-        metrics.resident(len(state.pool.resident), state.pool.resident_bytes)
-        return Response(metrics.render(), media_type=metrics.content_type)
-
-    @app.get("/v1/tasks", dependencies=guarded)
+    @router.get("/v1/tasks")
     async def list_tasks() -> dict[str, Any]:
         basis = state.pool.basis.content_id
         resident = [task.to_dict(basis) for task in state.pool.resident.values()]
@@ -207,19 +226,26 @@ def create_app(state: ServerState) -> FastAPI:
         ]
         return {"basis": basis, "tasks": resident + known, "resident_bytes": state.pool.resident_bytes}
 
-    @app.post("/v1/tasks/load", dependencies=guarded)
+    @router.post("/v1/tasks/load")
     async def load(body: LoadRequest) -> dict[str, Any]:
         started = time.perf_counter()
         task = await _result(state.worker.control(lambda pool: pool.load(body.task, body.name)))
-        metrics.cold_load(time.perf_counter() - started)
+        state.metrics.cold_load(time.perf_counter() - started)
         return {**task.to_dict(state.pool.basis.content_id), "seconds": round(task.load_seconds, 6)}
 
-    @app.post("/v1/tasks/unload", dependencies=guarded)
+    @router.post("/v1/tasks/unload")
     async def unload(body: UnloadRequest) -> dict[str, Any]:
         await _result(state.worker.control(lambda pool: pool.forget(body.name)))
         return {"name": body.name, "resident": False}
 
-    @app.get("/v1/models", dependencies=guarded)
+    return router
+
+
+def _inference_routes(state: ServerState) -> APIRouter:
+    """Classification and the OpenAI-compatible generation routes, each a task per request or row."""
+    router = APIRouter()
+
+    @router.get("/v1/models")
     async def models() -> dict[str, Any]:
         names = list(dict.fromkeys([*state.pool.resident, *state.pool.known]))
         return {
@@ -227,13 +253,13 @@ def create_app(state: ServerState) -> FastAPI:
             "data": [{"id": name, "object": "model", "created": 0, "owned_by": "unisub-hub"} for name in names],
         }
 
-    @app.post("/v1/classify", dependencies=guarded)
+    @router.post("/v1/classify")
     async def classify(body: ClassifyRequest) -> dict[str, Any]:
         _family(state, "classification", "/v1/classify")
         rows = _classify_rows(body, state.max_inputs)
         return {"results": await _result(state.worker.submit("classify", rows))}
 
-    @app.post("/v1/completions", dependencies=guarded, response_model=None)
+    @router.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest) -> Any:
         _family(state, "causal-lm", "/v1/completions")
         if isinstance(body.prompt, list) and len(body.prompt) != 1:
@@ -242,7 +268,7 @@ def create_app(state: ServerState) -> FastAPI:
         ids = list(state.tokenizer(prompt)["input_ids"])
         return await _generate(state, body, ids, chat=False)
 
-    @app.post("/v1/chat/completions", dependencies=guarded, response_model=None)
+    @router.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> Any:
         _family(state, "causal-lm", "/v1/chat/completions")
         if not getattr(state.tokenizer, "chat_template", None):
@@ -252,7 +278,7 @@ def create_app(state: ServerState) -> FastAPI:
         ids = list(state.tokenizer(text, add_special_tokens=False)["input_ids"])
         return await _generate(state, body, ids, chat=True)
 
-    return app
+    return router
 
 
 def _family(state: ServerState, needed: str, route: str) -> None:

@@ -247,284 +247,291 @@ class LocalHub:
             return commit.oid, pr_url
 
 
-def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "unisub-local-hub/1"
+class _Handler(BaseHTTPRequestHandler):
+    """The Hub's HTTP API, as much of it as ``huggingface_hub`` uses; ``hub`` is set per server."""
 
-        def log_message(self, format: str, *args: Any) -> None:  # silence stderr logging
+    hub: LocalHub
+    protocol_version = "HTTP/1.1"
+    server_version = "unisub-local-hub/1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence stderr logging
+        return
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _send(
+        self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, head: bool = False
+    ) -> None:
+        self.send_response(status)
+        all_headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}
+        for key, value in all_headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        self.hub.requests.append(
+            RequestRecord(self.command, urlsplit(self.path).path, status, 0 if head else len(body))
+        )
+
+    def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(data).encode(), headers)
+
+    def _error(self, error: _HubError, *, head: bool = False) -> None:
+        headers = {"X-Error-Message": error.message}
+        if error.code:
+            headers["X-Error-Code"] = error.code
+        self._send(error.status, b"" if head else json.dumps({"error": error.message}).encode(), headers, head=head)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _authorized(self) -> bool:
+        return self.hub.token is None or self.headers.get("Authorization") == f"Bearer {self.hub.token}"
+
+    def _require_write(self) -> None:
+        if not self._authorized():
+            raise _HubError(401, "Invalid username or password.")
+
+    def _repo(self, repo_id: str) -> _Repo:
+        repo = self.hub.repos.get(repo_id)
+        if repo is None or (repo.private and not self._authorized()):
+            raise _HubError(404 if self.hub.token is None else 401, "Repository not found", "RepoNotFound")
+        return repo
+
+    def _commit(self, repo: _Repo, revision: str) -> _Commit:
+        commit = repo.resolve(revision)
+        if commit is None:
+            raise _HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return commit
+
+    def _dispatch(self, head: bool = False) -> None:
+        split = urlsplit(self.path)
+        parts = [unquote(p) for p in split.path.strip("/").split("/")]
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        try:
+            self._route(self.command, parts, query, head)
+        except _HubError as error:
+            self._error(error, head=head)
+
+    do_GET = lambda self: self._dispatch()  # noqa: E731
+    do_POST = lambda self: self._dispatch()  # noqa: E731
+    do_DELETE = lambda self: self._dispatch()  # noqa: E731
+    do_HEAD = lambda self: self._dispatch(head=True)  # noqa: E731
+
+    # --- routes --------------------------------------------------------------------------
+
+    def _route(self, method: str, parts: list[str], query: dict[str, str], head: bool) -> None:
+        if parts[:2] == ["api", "repos"] and method == "POST" and parts[2:] == ["create"]:
+            return self._create_repo()
+        if parts[:2] == ["api", "validate-yaml"] and method == "POST":
+            self._body()
+            return self._json(200, {"errors": [], "warnings": []})
+        if parts[:2] == ["api", "whoami-v2"]:
+            if not self._authorized() or self.headers.get("Authorization") is None:
+                raise _HubError(401, "Invalid credentials in Authorization header")
+            return self._json(
+                200, {"type": "user", "name": "local-user", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
+            )
+        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            return self._repo_route(method, self._repo(f"{parts[2]}/{parts[3]}"), parts[4:], query)
+        if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
+            repo = self._repo(f"{parts[0]}/{parts[1]}")
+            return self._resolve(repo, parts[3], "/".join(parts[4:]), head)
+        raise _HubError(404, f"no route for {method} /{'/'.join(parts)}")
+
+    def _repo_route(self, method: str, repo: _Repo, rest: list[str], query: dict[str, str]) -> None:
+        """``/api/models/{repo_id}/...``."""
+        if method == "GET" and not rest:
+            return self._info(repo, "main", query)
+        if method == "GET" and rest[:1] == ["revision"]:
+            return self._info(repo, "/".join(rest[1:]), query)
+        if method == "GET" and rest[:1] == ["tree"]:
+            return self._tree(repo, rest[1], "/".join(rest[2:]), query)
+        if method == "GET" and rest == ["refs"]:
+            return self._json(
+                200,
+                {
+                    "branches": [
+                        {"name": n, "ref": f"refs/heads/{n}", "targetCommit": o}
+                        for n, o in repo.branches.items()
+                        if not n.startswith("refs/pr/")
+                    ],
+                    "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": o} for n, o in repo.tags.items()],
+                    "converts": [],
+                    "pullRequests": [
+                        {"name": n, "ref": n, "targetCommit": o}
+                        for n, o in repo.branches.items()
+                        if n.startswith("refs/pr/")
+                    ],
+                },
+            )
+        if method == "POST" and rest[:1] == ["preupload"]:
+            return self._preupload(repo, "/".join(rest[1:]))
+        if method == "POST" and rest[:1] == ["commit"]:
+            return self._commit_route(repo, "/".join(rest[1:]), query)
+        if method == "POST" and rest[:1] == ["tag"]:
+            return self._tag(repo, "/".join(rest[1:]))
+        if method == "POST" and rest[:1] == ["branch"]:
+            return self._branch(repo, "/".join(rest[1:]))
+        raise _HubError(404, f"no route for {method} /api/models/{repo.repo_id}/{'/'.join(rest)}")
+
+    def _create_repo(self) -> None:
+        self._require_write()
+        payload = json.loads(self._body() or b"{}")
+        name, org = payload.get("name"), payload.get("organization") or "local-user"
+        repo_id = f"{org}/{name}"
+        private = payload.get("private") or payload.get("visibility") == "private"
+        _, created = self.hub.create_repo(repo_id, bool(private))
+        url = f"{self.hub.url}/{repo_id}"
+        if not created:
+            return self._json(409, {"error": "You already created this model repo", "url": url})
+        self._json(200, {"url": url, "name": repo_id, "id": repo_id})
+
+    def _info(self, repo: _Repo, revision: str, query: dict[str, str]) -> None:
+        commit = self._commit(repo, revision)
+        blobs = query.get("blobs") in ("1", "true", "True")  # files_metadata=True: sizes, blob ids, LFS hashes
+
+        def sibling(name: str, data: bytes) -> dict[str, Any]:
+            entry: dict[str, Any] = {"rfilename": name, "size": len(data)}
+            if blobs:
+                entry["blobId"] = _git_blob_oid(data)
+                if name.endswith(_LFS_SUFFIXES):  # the Hub's .gitattributes sends these through LFS
+                    entry["lfs"] = {
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "size": len(data),
+                        "pointerSize": 134,
+                    }
+            return entry
+
+        self._json(
+            200,
+            {
+                "_id": repo.repo_id,
+                "id": repo.repo_id,
+                "modelId": repo.repo_id,
+                "sha": commit.oid,
+                "private": repo.private,
+                "siblings": [sibling(name, data) for name, data in sorted(commit.files.items())],
+                "tags": [],
+                "downloads": 0,
+                "likes": 0,
+                "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created)),
+            },
+        )
+
+    def _tree(self, repo: _Repo, revision: str, path: str, query: dict[str, str]) -> None:
+        commit = self._commit(repo, revision)
+        recursive = query.get("recursive") in ("1", "true", "True")
+        prefix = f"{path.rstrip('/')}/" if path else ""
+        entries, folders = [], set()
+        for name, data in sorted(commit.files.items()):
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix) :]
+            if "/" in rest and not recursive:
+                folders.add(prefix + rest.split("/")[0])
+                continue
+            if recursive:
+                for depth in range(1, rest.count("/") + 1):
+                    folders.add(prefix + "/".join(rest.split("/")[:depth]))
+            entries.append({"type": "file", "path": name, "size": len(data), "oid": _git_blob_oid(data)})
+        entries += [
+            {"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0}
+            for f in sorted(folders)
+        ]
+        if path and not entries:
+            raise _HubError(404, f"{path} does not exist", "EntryNotFound")
+        self._json(200, entries)
+
+    def _preupload(self, repo: _Repo, revision: str) -> None:
+        self._require_write()
+        commit = repo.resolve(revision)
+        payload = json.loads(self._body() or b"{}")
+        files = []
+        for item in payload.get("files", []):
+            existing = commit.files.get(item["path"]) if commit else None
+            files.append(
+                {
+                    "path": item["path"],
+                    "uploadMode": "regular",
+                    "shouldIgnore": False,
+                    "oid": _git_blob_oid(existing) if existing is not None else None,
+                }
+            )
+        self._json(200, {"files": files, "commitOid": commit.oid if commit else None})
+
+    def _commit_route(self, repo: _Repo, revision: str, query: dict[str, str]) -> None:
+        self._require_write()
+        lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
+        if self.hub._take_fault("drop-commit"):
+            self.close_connection = True
             return
+        if self.hub._take_fault("garbage-commit"):
+            return self._send(200, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
+        oid, pr_url = self.hub.commit(repo, revision, lines, create_pr=query.get("create_pr") == "1")
+        self._json(
+            200,
+            {
+                "commitUrl": f"{self.hub.url}/{repo.repo_id}/commit/{oid}",
+                "commitOid": oid,
+                "pullRequestUrl": pr_url,
+                "success": True,
+            },
+        )
 
-        # --- plumbing ----------------------------------------------------------------------
+    def _tag(self, repo: _Repo, revision: str) -> None:
+        self._require_write()
+        payload = json.loads(self._body() or b"{}")
+        commit = self._commit(repo, revision)
+        tag = payload.get("tag")
+        if not tag:
+            raise _HubError(400, "missing tag name")
+        if tag in repo.tags:
+            raise _HubError(409, f"tag {tag} already exists")
+        repo.tags[tag] = commit.oid
+        self._json(200, {"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": commit.oid})
 
-        def _send(
-            self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, head: bool = False
-        ) -> None:
-            self.send_response(status)
-            all_headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}
-            for key, value in all_headers.items():
+    def _branch(self, repo: _Repo, branch: str) -> None:
+        self._require_write()
+        payload = json.loads(self._body() or b"{}")
+        if branch in repo.branches:
+            raise _HubError(409, f"branch {branch} already exists")
+        start = self._commit(repo, payload.get("startingPoint") or "main")
+        repo.branches[branch] = start.oid
+        self._json(200, {"name": branch})
+
+    def _resolve(self, repo: _Repo, revision: str, path: str, head: bool) -> None:
+        commit = self._commit(repo, revision)
+        data = commit.files.get(path)
+        if data is None:
+            raise _HubError(404, f"Entry not found: {path}", "EntryNotFound")
+        etag = f'"{hashlib.sha256(data).hexdigest()}"'
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "X-Repo-Commit": commit.oid,
+            "ETag": etag,
+            "Accept-Ranges": "bytes",
+        }
+        if not head and self.hub._take_fault("cut-download"):
+            self.send_response(200)
+            for key, value in {**headers, "Content-Length": str(len(data))}.items():
                 self.send_header(key, value)
             self.end_headers()
-            if not head:
-                self.wfile.write(body)
-            hub.requests.append(RequestRecord(self.command, urlsplit(self.path).path, status, 0 if head else len(body)))
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+            return
+        if not head and (requested := re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")):
+            start = int(requested[1])
+            stop = min(int(requested[2]) + 1 if requested[2] else len(data), len(data))
+            if start < len(data):  # a partial read (safetensors headers are read this way): only those bytes travel
+                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
+                return self._send(206, data[start:stop], headers)
+        self._send(200, data, headers, head=head)
 
-        def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
-            self._send(status, json.dumps(data).encode(), headers)
 
-        def _error(self, error: _HubError, *, head: bool = False) -> None:
-            headers = {"X-Error-Message": error.message}
-            if error.code:
-                headers["X-Error-Code"] = error.code
-            self._send(error.status, b"" if head else json.dumps({"error": error.message}).encode(), headers, head=head)
-
-        def _body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
-
-        def _authorized(self) -> bool:
-            return hub.token is None or self.headers.get("Authorization") == f"Bearer {hub.token}"
-
-        def _require_write(self) -> None:
-            if not self._authorized():
-                raise _HubError(401, "Invalid username or password.")
-
-        def _repo(self, repo_id: str) -> _Repo:
-            repo = hub.repos.get(repo_id)
-            if repo is None or (repo.private and not self._authorized()):
-                raise _HubError(404 if hub.token is None else 401, "Repository not found", "RepoNotFound")
-            return repo
-
-        def _commit(self, repo: _Repo, revision: str) -> _Commit:
-            commit = repo.resolve(revision)
-            if commit is None:
-                raise _HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
-            return commit
-
-        def _dispatch(self, head: bool = False) -> None:
-            split = urlsplit(self.path)
-            parts = [unquote(p) for p in split.path.strip("/").split("/")]
-            query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-            try:
-                self._route(self.command, parts, query, head)
-            except _HubError as error:
-                self._error(error, head=head)
-
-        do_GET = lambda self: self._dispatch()  # noqa: E731
-        do_POST = lambda self: self._dispatch()  # noqa: E731
-        do_DELETE = lambda self: self._dispatch()  # noqa: E731
-        do_HEAD = lambda self: self._dispatch(head=True)  # noqa: E731
-
-        # --- routes --------------------------------------------------------------------------
-
-        def _route(self, method: str, parts: list[str], query: dict[str, str], head: bool) -> None:
-            if parts[:2] == ["api", "repos"] and method == "POST" and parts[2:] == ["create"]:
-                return self._create_repo()
-            if parts[:2] == ["api", "validate-yaml"] and method == "POST":
-                self._body()
-                return self._json(200, {"errors": [], "warnings": []})
-            if parts[:2] == ["api", "whoami-v2"]:
-                if not self._authorized() or self.headers.get("Authorization") is None:
-                    raise _HubError(401, "Invalid credentials in Authorization header")
-                return self._json(
-                    200, {"type": "user", "name": "local-user", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
-                )
-            if parts[:2] == ["api", "models"] and len(parts) >= 4:
-                repo = self._repo(f"{parts[2]}/{parts[3]}")
-                rest = parts[4:]
-                if method == "GET" and not rest:
-                    return self._info(repo, "main", query)
-                if method == "GET" and rest[:1] == ["revision"]:
-                    return self._info(repo, "/".join(rest[1:]), query)
-                if method == "GET" and rest[:1] == ["tree"]:
-                    return self._tree(repo, rest[1], "/".join(rest[2:]), query)
-                if method == "GET" and rest == ["refs"]:
-                    return self._json(
-                        200,
-                        {
-                            "branches": [
-                                {"name": n, "ref": f"refs/heads/{n}", "targetCommit": o}
-                                for n, o in repo.branches.items()
-                                if not n.startswith("refs/pr/")
-                            ],
-                            "tags": [
-                                {"name": n, "ref": f"refs/tags/{n}", "targetCommit": o} for n, o in repo.tags.items()
-                            ],
-                            "converts": [],
-                            "pullRequests": [
-                                {"name": n, "ref": n, "targetCommit": o}
-                                for n, o in repo.branches.items()
-                                if n.startswith("refs/pr/")
-                            ],
-                        },
-                    )
-                if method == "POST" and rest[:1] == ["preupload"]:
-                    return self._preupload(repo, "/".join(rest[1:]))
-                if method == "POST" and rest[:1] == ["commit"]:
-                    return self._commit_route(repo, "/".join(rest[1:]), query)
-                if method == "POST" and rest[:1] == ["tag"]:
-                    return self._tag(repo, "/".join(rest[1:]))
-                if method == "POST" and rest[:1] == ["branch"]:
-                    return self._branch(repo, "/".join(rest[1:]))
-            if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
-                repo = self._repo(f"{parts[0]}/{parts[1]}")
-                return self._resolve(repo, parts[3], "/".join(parts[4:]), head)
-            raise _HubError(404, f"no route for {method} /{'/'.join(parts)}")
-
-        def _create_repo(self) -> None:
-            self._require_write()
-            payload = json.loads(self._body() or b"{}")
-            name, org = payload.get("name"), payload.get("organization") or "local-user"
-            repo_id = f"{org}/{name}"
-            private = payload.get("private") or payload.get("visibility") == "private"
-            _, created = hub.create_repo(repo_id, bool(private))
-            url = f"{hub.url}/{repo_id}"
-            if not created:
-                return self._json(409, {"error": "You already created this model repo", "url": url})
-            self._json(200, {"url": url, "name": repo_id, "id": repo_id})
-
-        def _info(self, repo: _Repo, revision: str, query: dict[str, str]) -> None:
-            commit = self._commit(repo, revision)
-            blobs = query.get("blobs") in ("1", "true", "True")  # files_metadata=True: sizes, blob ids, LFS hashes
-
-            def sibling(name: str, data: bytes) -> dict[str, Any]:
-                entry: dict[str, Any] = {"rfilename": name, "size": len(data)}
-                if blobs:
-                    entry["blobId"] = _git_blob_oid(data)
-                    if name.endswith(_LFS_SUFFIXES):  # the Hub's .gitattributes sends these through LFS
-                        entry["lfs"] = {
-                            "sha256": hashlib.sha256(data).hexdigest(),
-                            "size": len(data),
-                            "pointerSize": 134,
-                        }
-                return entry
-
-            self._json(
-                200,
-                {
-                    "_id": repo.repo_id,
-                    "id": repo.repo_id,
-                    "modelId": repo.repo_id,
-                    "sha": commit.oid,
-                    "private": repo.private,
-                    "siblings": [sibling(name, data) for name, data in sorted(commit.files.items())],
-                    "tags": [],
-                    "downloads": 0,
-                    "likes": 0,
-                    "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created)),
-                },
-            )
-
-        def _tree(self, repo: _Repo, revision: str, path: str, query: dict[str, str]) -> None:
-            commit = self._commit(repo, revision)
-            recursive = query.get("recursive") in ("1", "true", "True")
-            prefix = f"{path.rstrip('/')}/" if path else ""
-            entries, folders = [], set()
-            for name, data in sorted(commit.files.items()):
-                if not name.startswith(prefix):
-                    continue
-                rest = name[len(prefix) :]
-                if "/" in rest and not recursive:
-                    folders.add(prefix + rest.split("/")[0])
-                    continue
-                if recursive:
-                    for depth in range(1, rest.count("/") + 1):
-                        folders.add(prefix + "/".join(rest.split("/")[:depth]))
-                entries.append({"type": "file", "path": name, "size": len(data), "oid": _git_blob_oid(data)})
-            entries += [
-                {"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0}
-                for f in sorted(folders)
-            ]
-            if path and not entries:
-                raise _HubError(404, f"{path} does not exist", "EntryNotFound")
-            self._json(200, entries)
-
-        def _preupload(self, repo: _Repo, revision: str) -> None:
-            self._require_write()
-            commit = repo.resolve(revision)
-            payload = json.loads(self._body() or b"{}")
-            files = []
-            for item in payload.get("files", []):
-                existing = commit.files.get(item["path"]) if commit else None
-                files.append(
-                    {
-                        "path": item["path"],
-                        "uploadMode": "regular",
-                        "shouldIgnore": False,
-                        "oid": _git_blob_oid(existing) if existing is not None else None,
-                    }
-                )
-            self._json(200, {"files": files, "commitOid": commit.oid if commit else None})
-
-        def _commit_route(self, repo: _Repo, revision: str, query: dict[str, str]) -> None:
-            self._require_write()
-            lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
-            if hub._take_fault("drop-commit"):
-                self.close_connection = True
-                return
-            if hub._take_fault("garbage-commit"):
-                return self._send(200, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
-            oid, pr_url = hub.commit(repo, revision, lines, create_pr=query.get("create_pr") == "1")
-            self._json(
-                200,
-                {
-                    "commitUrl": f"{hub.url}/{repo.repo_id}/commit/{oid}",
-                    "commitOid": oid,
-                    "pullRequestUrl": pr_url,
-                    "success": True,
-                },
-            )
-
-        def _tag(self, repo: _Repo, revision: str) -> None:
-            self._require_write()
-            payload = json.loads(self._body() or b"{}")
-            commit = self._commit(repo, revision)
-            tag = payload.get("tag")
-            if not tag:
-                raise _HubError(400, "missing tag name")
-            if tag in repo.tags:
-                raise _HubError(409, f"tag {tag} already exists")
-            repo.tags[tag] = commit.oid
-            self._json(200, {"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": commit.oid})
-
-        def _branch(self, repo: _Repo, branch: str) -> None:
-            self._require_write()
-            payload = json.loads(self._body() or b"{}")
-            if branch in repo.branches:
-                raise _HubError(409, f"branch {branch} already exists")
-            start = self._commit(repo, payload.get("startingPoint") or "main")
-            repo.branches[branch] = start.oid
-            self._json(200, {"name": branch})
-
-        def _resolve(self, repo: _Repo, revision: str, path: str, head: bool) -> None:
-            commit = self._commit(repo, revision)
-            data = commit.files.get(path)
-            if data is None:
-                raise _HubError(404, f"Entry not found: {path}", "EntryNotFound")
-            etag = f'"{hashlib.sha256(data).hexdigest()}"'
-            headers = {
-                "Content-Type": "application/octet-stream",
-                "X-Repo-Commit": commit.oid,
-                "ETag": etag,
-                "Accept-Ranges": "bytes",
-            }
-            if not head and hub._take_fault("cut-download"):
-                self.send_response(200)
-                for key, value in {**headers, "Content-Length": str(len(data))}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data[: len(data) // 2])
-                self.close_connection = True
-                return
-            if not head and (requested := re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")):
-                start = int(requested[1])
-                stop = min(int(requested[2]) + 1 if requested[2] else len(data), len(data))
-                if start < len(data):  # a partial read (safetensors headers are read this way): only those bytes travel
-                    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
-                    return self._send(206, data[start:stop], headers)
-            self._send(200, data, headers, head=head)
-
-    return Handler
+def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"hub": hub})
 
 
 def main() -> None:
