@@ -1,4 +1,4 @@
-"""Layer quality from heavy-tailed spectra: the alpha metric (DESIGN.md section 3).
+"""Layer quality from heavy-tailed spectra: the alpha metric (docs/engine.md, "Quality numbers").
 
 Per source, a WeightWatcher-style power-law fit to the tail of the eigenvalues of
 ``W^T W``: ``alpha = 1 + n / sum ln(lambda_i / xmin)`` over the ``n`` eigenvalues at or above

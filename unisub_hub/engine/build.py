@@ -1,4 +1,4 @@
-"""Building a basis: truncated HOSVD per layer, streamed over sources (DESIGN.md section 2).
+"""Building a basis: truncated HOSVD per layer, streamed over sources (docs/engine.md).
 
 A build makes these passes over the collection:
 

@@ -2,7 +2,7 @@
 
 The engine never needs more of a source than the handful of products defined here, so a
 LoRA adapter can take part in every decomposition through its ``p x r`` and ``q x r``
-factors without ever forming the ``p x q`` update ``B A`` (DESIGN.md section 2).
+factors without ever forming the ``p x q`` update ``B A`` (docs/engine.md).
 """
 
 from __future__ import annotations
