@@ -3,6 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+# The web view's browser tests drive Debian's chromium through chromedriver (no browser download).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "note: chromium and chromedriver are missing; the browser tests will be skipped" >&2
+    fi
+fi
 . .venv/bin/activate
 python -m ruff check unisub_hub tests bench   # rule set in pyproject.toml
 python -m ruff format --check unisub_hub tests bench

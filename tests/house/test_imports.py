@@ -83,7 +83,8 @@ def test_the_detector_finds_a_cycle():
 LAYERS = [
     ["cli"],
     ["examples"],
-    ["serve", "web"],
+    ["web"],
+    ["serve"],
     ["pipeline"],
     ["adapt"],
     ["hub"],

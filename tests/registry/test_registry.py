@@ -181,6 +181,8 @@ def test_a_version_1_registry_is_migrated(tmp_path):
     reg.close()
     with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
         db.execute("ALTER TABLE task DROP COLUMN mean_rel_error")
+        db.execute("DROP INDEX ix_task_lineage")
+        db.execute("ALTER TABLE task DROP COLUMN lineage")
         db.execute("PRAGMA user_version=1")
         assert "mean_rel_error" not in [row[1] for row in db.execute("PRAGMA table_info(task)")]
     migrated = Registry(tmp_path / "home")
@@ -188,7 +190,30 @@ def test_a_version_1_registry_is_migrated(tmp_path):
     assert task["name"] == "old-task" and task["mean_rel_error"] == pytest.approx(0.1)
     assert migrated.verify()["ok"]
     with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+
+
+def test_a_version_3_registry_gains_task_lineage(tmp_path):
+    """Schema 3 had no task.lineage: a task with a source becomes projected, one without unknown."""
+    import sqlite3
+
+    reg = Registry(tmp_path / "home")
+    basis = make_basis(tmp_path / "b")
+    reg.add(basis.path)
+    reg.add(make_task(tmp_path / "t", basis, name="old-task").path)
+    reg.close()
+    with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
+        had_source = db.execute("SELECT source_id IS NOT NULL FROM task").fetchone()[0]
+        db.execute("DROP INDEX ix_task_lineage")
+        db.execute("ALTER TABLE task DROP COLUMN lineage")
+        db.execute("PRAGMA user_version=3")
+    migrated = Registry(tmp_path / "home")
+    (task,) = migrated.list("tasks")
+    assert task["lineage"] == ("projected" if had_source else None)
+    migrated.add(make_task(tmp_path / "t2", basis, name="new-task", seed=1).path)
+    assert {t["name"]: t["lineage"] for t in migrated.list("tasks")}["new-task"] == "projected"
+    with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 def test_json_columns_read_the_text_older_versions_wrote(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from causal_models import WORDS
 from clitools import run
-from server import Server
+from live_server import Server
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")

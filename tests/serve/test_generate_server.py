@@ -12,7 +12,7 @@ import httpx
 import pytest
 from causal_models import make_zoo, prompt_completion_rows
 from clitools import run
-from server import Server
+from live_server import Server
 
 transformers = pytest.importorskip("transformers")
 openai = pytest.importorskip("openai")

@@ -87,6 +87,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "serve_command",
         "Serve tasks of one basis over HTTP: OpenAI-compatible generation, classification.",
     ),
+    "web": (
+        "web",
+        "web_command",
+        "Browse the registry: bases, tasks, spectra, lineage, evaluations (read-only).",
+    ),
     "materialize": (
         "materialize",
         "materialize_command",

@@ -10,6 +10,9 @@ versioning (tables but ``user_version`` 0) is refused rather than guessed at.
 - 2 -> 3: two new tables, ``evaluation`` (scores recorded by ``eval``) and
   ``verifiedfiles`` (content ids of hashed tensor files, which lived in ``verified.json``
   beside the database before); ``create_all`` makes them after the steps.
+- 3 -> 4: ``task.lineage`` (projected, trained, rebased, merged) for listings that filter on
+  it. Rows registered before only know whether they had a source: ``projected`` where they
+  did, unknown (NULL) otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ def _new_tables(connection: Connection) -> None:
     """Nothing to change in existing tables: the new ones are created with the schema."""
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _task_mean_error, 2: _new_tables}
+def _task_lineage(connection: Connection) -> None:
+    connection.exec_driver_sql("ALTER TABLE task ADD COLUMN lineage VARCHAR")
+    connection.exec_driver_sql("CREATE INDEX ix_task_lineage ON task (lineage)")
+    connection.exec_driver_sql("UPDATE task SET lineage = 'projected' WHERE source_id IS NOT NULL")
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _task_mean_error, 2: _new_tables, 3: _task_lineage}
 
 
 def migrate(connection: Connection, version: int) -> None:

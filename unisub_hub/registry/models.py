@@ -23,7 +23,7 @@ __all__ = [
     "VerifiedFiles",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Recorded in ``PRAGMA user_version``; :mod:`unisub_hub.registry.migrations` upgrades older files."""
 
 
@@ -109,6 +109,8 @@ class Task(SQLModel, table=True):
     metrics: dict[str, Any] = _json()
     """From the manifest (mean and per-layer errors)."""
     mean_rel_error: float | None = None
+    lineage: str | None = Field(default=None, index=True)
+    """How the set came about (projected, trained, rebased, merged), for listings and filters."""
     """Copied out of ``metrics`` so that listings need not parse it."""
     size_bytes: int
     path: str

@@ -251,6 +251,7 @@ class Registry:
                         source_id=projected_from.id if projected_from else None,
                         metrics=manifest.get("metrics", {}),
                         mean_rel_error=(manifest.get("metrics") or {}).get("mean_rel_error"),
+                        lineage=manifest.get("lineage", "projected"),
                     )
                 )
             session.merge(Alias(kind=kind, name=manifest["name"], alias="latest", version=version))
@@ -448,6 +449,7 @@ class Registry:
             Task.hub_revision,
             Task.size_bytes,
             Task.mean_rel_error,
+            Task.lineage,
             Task.created,
             Basis.name,
             Basis.version,
@@ -475,6 +477,7 @@ class Registry:
                 "architecture": arch_name,
                 "size_bytes": size,
                 "mean_rel_error": error,
+                "lineage": lineage,
                 "created": created,
                 "newest_basis": f"{basis_name}:{newest[basis_name]}",
                 "stale": basis_version < newest[basis_name],
@@ -488,6 +491,7 @@ class Registry:
                 revision,
                 size,
                 error,
+                lineage,
                 created,
                 basis_name,
                 basis_version,

@@ -5,6 +5,6 @@ request and mixed in one forward pass. OpenAI-compatible generation for causal L
 ``/v1/classify`` for classifiers. See :mod:`.app` for the routes, :mod:`.worker` for batching.
 """
 
-from .server import ServeSettings, open_server, run_server
+from .server import ServeSettings, open_server, run_app, run_server
 
-__all__ = ["ServeSettings", "open_server", "run_server"]
+__all__ = ["ServeSettings", "open_server", "run_app", "run_server"]

@@ -25,7 +25,7 @@ from .metrics import Metrics
 from .pool import TaskPool
 from .worker import Worker
 
-__all__ = ["ServeSettings", "open_server", "run_server"]
+__all__ = ["ServeSettings", "open_server", "run_app", "run_server"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -115,18 +115,29 @@ def open_server(
 
 def run_server(state: ServerState, settings: ServeSettings, *, on_ready: Callable[[str], Any] | None = None) -> None:
     """Serve ``state`` until SIGTERM or Ctrl-C; ``on_ready`` gets the address once it answers."""
+    try:
+        run_app(create_app(state), settings.host, settings.port, on_ready=on_ready)
+    finally:
+        state.worker.stop()
+
+
+def run_app(app: Any, host: str, port: int, *, on_ready: Callable[[str], Any] | None = None) -> None:
+    """Run an ASGI ``app`` on ``host:port`` (0: a free port) under uvicorn until SIGTERM or Ctrl-C.
+
+    The socket is bound here, so a busy port is one clear error and ``on_ready`` is told the
+    real address once the server answers. A stop lets requests in flight finish and exits 0.
+    """
     import uvicorn
 
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.host, settings.port))
+        sock.bind((host, port))
     except OSError as error:
-        raise ServeError(f"cannot listen on {settings.host}:{settings.port} ({error.strerror})") from None
-    host, port = sock.getsockname()[:2]
-    address = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    app = create_app(state)
+        raise ServeError(f"cannot listen on {host}:{port} ({error.strerror})") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    address = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=60, access_log=False)
     server = uvicorn.Server(config)
 
@@ -146,7 +157,6 @@ def run_server(state: ServerState, settings: ServeSettings, *, on_ready: Callabl
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        state.worker.stop()
         sock.close()
 
 

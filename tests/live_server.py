@@ -1,4 +1,4 @@
-"""A real ``unisub-hub serve`` process on an ephemeral loopback port, for the serve tests."""
+"""A real ``unisub-hub serve`` or ``web`` process on an ephemeral loopback port."""
 
 from __future__ import annotations
 
@@ -14,22 +14,18 @@ import httpx
 
 
 class Server:
-    """``unisub-hub serve ARGS --port 0`` in its own process; ``url`` once it answers ``/healthz``."""
+    """``unisub-hub COMMAND ARGS --port 0`` in its own process; ``url`` once it answers ``health``."""
 
-    def __init__(self, *args: object, home: Path, env: dict[str, str] | None = None) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "unisub_hub",
-            "--home",
-            str(home),
-            "serve",
-            *map(str, args),
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-        ]
+    def __init__(
+        self,
+        *args: object,
+        home: Path,
+        env: dict[str, str] | None = None,
+        command_name: str = "serve",
+        health: str = "/healthz",
+    ) -> None:
+        command = [sys.executable, "-m", "unisub_hub", "--home", str(home), command_name, *map(str, args)]
+        command += ["--port", "0"] + (["--device", "cpu"] if command_name == "serve" else [])
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
@@ -46,7 +42,7 @@ class Server:
                 self.url = found.group(1)
                 break
         assert self.url, "".join(self.output)
-        assert httpx.get(self.url + "/healthz", timeout=10).status_code == 200
+        assert httpx.get(self.url + health, timeout=10).status_code == 200
 
     def __enter__(self) -> Server:
         return self
