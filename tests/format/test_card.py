@@ -49,14 +49,17 @@ EVALUATIONS = [
 
 
 def test_card_metadata_parses_back_even_with_yaml_characters_in_names():
-    for card in (basis_card(_manifest("org/model")), coefficients_card(_manifest("org/model"))):
+    manifest = _manifest("org/model")
+    for kind, card in (("basis", basis_card(manifest)), ("task", coefficients_card(manifest))):
         data = ModelCard(card).data.to_dict()
         assert data["library_name"] == "unisub-hub" and data["tags"] == [
             "unisub-hub",
             "universal-subspace",
+            f"unisub-{kind}",
             "unisub-lora",
         ]
         assert data["base_model"] == "org/model" and data["base_model_relation"] == "adapter"
+        assert data["unisub_content_id"] == manifest["content_id"]
     assert ModelCard(coefficients_card(_manifest("org/model"))).data.to_dict()["basis_repo"] == "me/basis: v2"
 
 

@@ -21,6 +21,8 @@ from typing import Any
 __all__ = ["basis_card", "coefficients_card", "hub_model_id", "public_command"]
 
 TAGS = ["unisub-hub", "universal-subspace"]
+KIND_TAGS = {"basis": "unisub-basis", "task": "unisub-task"}
+"""The tag that says what a repo holds, so that a Hub listing can be narrowed to bases or tasks."""
 _TASK_TYPES = {
     "causal-lm": "text-generation",
     "messages": "text-generation",
@@ -63,6 +65,7 @@ def _public_word(word: str) -> str:
 def _front_matter(
     manifest: Mapping[str, Any],
     *,
+    kind: str,
     base_models: Sequence[str],
     relation: str | None,
     evaluations: Sequence[Mapping[str, Any]] = (),
@@ -81,14 +84,14 @@ def _front_matter(
         )
         for e in evaluations
     ]
-    fields: dict[str, Any] = {**(extra or {})}
+    fields: dict[str, Any] = {"unisub_content_id": manifest["content_id"], **(extra or {})}
     if base_models:
         fields["base_model"] = list(base_models) if len(base_models) > 1 else base_models[0]
         if relation:
             fields["base_model_relation"] = relation
     data = ModelCardData(
         library_name="unisub-hub",
-        tags=[*TAGS, f"unisub-{manifest.get('source_kind', 'lora')}"],
+        tags=[*TAGS, KIND_TAGS[kind], f"unisub-{manifest.get('source_kind', 'lora')}"],
         model_name=manifest["name"] if results else None,
         eval_results=results or None,
         **fields,
@@ -159,7 +162,9 @@ def basis_card(manifest: dict[str, Any], evaluations: Sequence[Mapping[str, Any]
         ),
     ]
     base = _base_model(manifest)
-    front = _front_matter(manifest, base_models=[base] if base else [], relation="adapter", evaluations=evaluations)
+    front = _front_matter(
+        manifest, kind="basis", base_models=[base] if base else [], relation="adapter", evaluations=evaluations
+    )
     return front + "\n".join(body) + "\n"
 
 
@@ -191,7 +196,9 @@ def coefficients_card(manifest: dict[str, Any], evaluations: Sequence[Mapping[st
     else:
         base = _base_model(manifest)
         bases, relation = ([base] if base else []), "adapter"
-    front = _front_matter(manifest, base_models=bases, relation=relation, evaluations=evaluations, extra=extra)
+    front = _front_matter(
+        manifest, kind="task", base_models=bases, relation=relation, evaluations=evaluations, extra=extra
+    )
     return front + "\n".join(body) + "\n"
 
 

@@ -333,6 +333,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(
                 200, {"type": "user", "name": "local-user", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
             )
+        if parts == ["api", "models"] and method == "GET":
+            return self._json(200, self._listing(self._query_lists()))
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
             return self._repo_route(method, self._repo(f"{parts[2]}/{parts[3]}"), parts[4:], query)
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
@@ -375,6 +377,56 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and rest[:1] == ["branch"]:
             return self._branch(repo, "/".join(rest[1:]))
         raise _HubError(404, f"no route for {method} /api/models/{repo.repo_id}/{'/'.join(rest)}")
+
+    def _query_lists(self) -> dict[str, list[str]]:
+        """The query string with repeated keys kept (``filter=a&filter=b``, ``expand=...``)."""
+        return parse_qs(urlsplit(self.path).query)
+
+    def _listing(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """``GET /api/models`` as the Hub answers it: every filter a tag the repo has (its card's
+        tags, library and ``base_model:[relation:]ID``), ``author`` its namespace, ``search`` a
+        case-insensitive part of its id; ``sort`` orders largest first and ``limit`` cuts;
+        ``expand`` picks the fields, ``cardData`` adds the card's."""
+        wanted = query.get("filter", [])
+        author, search = (query.get("author") or [""])[-1], (query.get("search") or [""])[-1].lower()
+        expand = set(query.get("expand", []))
+        rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for repo_id, repo in sorted(self.hub.repos.items()):
+            commit = repo.resolve("main")
+            if commit is None or (repo.private and not self._authorized()):
+                continue
+            card = _card_data(commit.files.get("README.md", b""))
+            tags = _hub_tags(card)
+            if not set(wanted) <= set(tags) or (author and not repo_id.startswith(author + "/")):
+                continue
+            if search and search not in repo_id.lower():
+                continue
+            full: dict[str, Any] = {
+                "_id": repo_id,
+                "id": repo_id,
+                "modelId": repo_id,
+                "private": repo.private,
+                "tags": tags,
+                "library_name": card.get("library_name"),
+                "downloads": sum(
+                    1 for r in self.hub.requests if r.method == "GET" and r.path.startswith(f"/{repo_id}/resolve/")
+                ),
+                "likes": 0,
+                "sha": commit.oid,
+                "usedStorage": sum(len(data) for data in commit.files.values()),
+                "cardData": card,
+                "createdAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created)),
+                "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.created)),
+            }
+            keep = expand or {"_id", "id", "modelId", "private", "tags", "library_name", "downloads", "likes"}
+            if (query.get("cardData") or ["false"])[-1].lower() in ("1", "true"):
+                keep = keep | {"cardData"}
+            rows.append((full, {key: value for key, value in full.items() if key in keep | {"_id", "id"}}))
+        order = (query.get("sort") or [""])[-1]
+        if order in ("downloads", "likes", "createdAt", "lastModified"):  # the Hub sorts these largest first
+            rows.sort(key=lambda pair: pair[0].get(order) or 0, reverse=True)
+        limit = (query.get("limit") or [""])[-1]
+        return [shown for _, shown in rows][: int(limit) if limit.isdigit() else None]
 
     def _create_repo(self) -> None:
         self._require_write()
@@ -528,6 +580,31 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
                 return self._send(206, data[start:stop], headers)
         self._send(200, data, headers, head=head)
+
+
+def _card_data(readme: bytes) -> dict[str, Any]:
+    """A README's YAML front matter, as the Hub reads it (empty when there is none or it is broken)."""
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard(readme.decode("utf-8", errors="replace")).data.to_dict()
+    except Exception:  # the Hub lists a repo with an unreadable card, without card data
+        return {}
+
+
+def _hub_tags(card: dict[str, Any]) -> list[str]:
+    """The tags the Hub gives a repo from its card: its own, its library, and the model tree's
+    ``base_model:ID`` and ``base_model:RELATION:ID``."""
+    tags = [str(tag) for tag in card.get("tags") or []]
+    if card.get("library_name"):
+        tags.append(str(card["library_name"]))
+    bases = card.get("base_model") or []
+    relation = card.get("base_model_relation")
+    for base in [bases] if isinstance(bases, str) else bases:
+        tags.append(f"base_model:{base}")
+        if relation:
+            tags.append(f"base_model:{relation}:{base}")
+    return list(dict.fromkeys(tags))
 
 
 def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
