@@ -130,3 +130,25 @@ def test_quick_command_benchmark_measures_the_answer_it_times(tmp_path):
             miss += float((update - left @ (left.T @ update @ right) @ right.T).square().sum())
             total += float(update.square().sum())
     assert ours["relative_error"] == pytest.approx((miss / total) ** 0.5, rel=1e-4)
+
+
+def test_quick_web_benchmark_times_every_page_it_names(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "web_bench.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [row["page"].split(" (")[0] for row in rows][:4] == [
+        "front page",
+        "basis page",
+        "task page",
+        "front page data",
+    ]
+    for row in rows[:4]:
+        assert 0 < row["median_ms"] <= row["max_ms"] and row["bytes"] > 2000
+    assert rows[0]["bytes"] > 50 * 100  # 50 task rows on the front page
