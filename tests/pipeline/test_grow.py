@@ -165,3 +165,60 @@ def test_a_held_out_source_may_join_and_is_then_listed_once_as_a_member(tmp_path
     run("build", zoo[4], "--update", tmp_path / "parent", "--out", tmp_path / "child", "--no-register")
     sources = load_basis(tmp_path / "child").manifest["sources"]
     assert [(s["id"], s["role"]) for s in sources] == [(str(p), "train") for p in zoo]
+
+
+def _edit_state(parent, change) -> None:
+    path = parent / "state" / "unisub_state.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _first(manifest):
+    return next(iter(manifest["layers"].values()))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [  # numbers that would grow a wrong basis (the mean 86 % off with count 1000), refused by the checksum
+        (
+            lambda m: _first(m).update(count=1000),
+            "the state's numbers (member counts, totals, sides or layers) changed",
+        ),
+        (lambda m: _first(m).update(total=_first(m)["total"] * 2), "the state's numbers"),
+        (lambda m: m["layers"].pop(next(iter(m["layers"]))), "the state's numbers"),
+        (lambda m: m.pop("numbers_sha256"), "written before its numbers were checksummed"),
+        # malformed ones, one line each (they were tracebacks)
+        (lambda m: _first(m).update(count="abc"), "count 'abc' is not a positive whole number"),
+        (lambda m: _first(m).update(count=0), "count 0 is not a positive whole number"),
+        (lambda m: _first(m).update(count=-3), "count -3 is not a positive whole number"),
+        (lambda m: _first(m).update(total="x"), "total 'x' is not a finite variance"),
+        (lambda m: _first(m).update(total=float("nan")), "total nan is not a finite variance"),
+        (lambda m: _first(m).pop("sides"), "no sides"),
+        (lambda m: _first(m)["sides"].update({"9": {"kind": "gram"}}), "side '9' is not a mode 2 or 3"),
+        (lambda m: _first(m).update(sides=[1]), "no sides"),
+        (lambda m: m.update(layers={"x": 1}), "layer x: not an object"),
+    ],
+)
+def test_an_altered_or_malformed_growth_state_is_refused_in_one_line(tmp_path, grown_parent, change, message):
+    zoo, parent = grown_parent
+    _edit_state(parent, change)
+    out = tmp_path / "child"
+    refused(["build", zoo[4], "--update", parent, "--out", out], message, out)
+
+
+def test_a_state_consistent_with_itself_but_missing_a_layer_of_the_basis_is_refused(tmp_path, grown_parent):
+    """Someone who also recomputes the checksum cannot drop a layer: the basis decides the layers."""
+    from unisub_hub.format.state import _numbers_digest
+
+    zoo, parent = grown_parent
+
+    def drop(manifest):
+        manifest["layers"].pop(next(iter(manifest["layers"])))
+        manifest["numbers_sha256"] = _numbers_digest(manifest["layers"])
+
+    _edit_state(parent, drop)
+    out = tmp_path / "child"
+    refused(
+        ["build", zoo[4], "--update", parent, "--out", out], "the growth state's layers do not match the basis", out
+    )

@@ -5,12 +5,16 @@ The state is what ``build --update`` needs to add members without reading the ol
 per side a Gram or a sketch with its test matrix. It lives in a subfolder of the basis, outside
 the basis's content id (the basis means the same with or without it) and outside what a push
 publishes (it is large, and only its builder grows the basis). It is bound to its basis by the
-basis's content id and checked by its own sha256.
+basis's content id and checked by two sha256: of its tensor file, and of its numbers (each
+layer's member count, total variance and sides), so an edited count or total is refused
+rather than grown from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -59,6 +63,7 @@ def save_state(basis_folder: Path, basis_id: str, states: dict[str, LayerState])
             "format_version": FORMAT_VERSION,
             "basis": basis_id,
             "sha256": content_id([tmp / _TENSORS]),
+            "numbers_sha256": _numbers_digest(layers),
             "bytes": size,
             "layers": layers,
         }
@@ -99,6 +104,18 @@ def load_state(basis_folder: Path, basis_id: str) -> dict[str, LayerState]:
         raise FormatError(
             f"the state belongs to basis {str(manifest.get('basis'))[:19]}..., not to {basis_id[:19]}...", path=folder
         )
+    _check_numbers(manifest["layers"], folder / _MANIFEST)
+    if "numbers_sha256" not in manifest:
+        raise FormatError(
+            "the state was written before its numbers were checksummed (unisub-hub < 0.3): rebuild the basis with "
+            f"{option('keep_state')} to grow it",
+            path=folder / _MANIFEST,
+        )
+    if manifest["numbers_sha256"] != _numbers_digest(manifest["layers"]):
+        raise FormatError(
+            "the state's numbers (member counts, totals, sides or layers) changed since they were written",
+            path=folder / _MANIFEST,
+        )
     if not (folder / _TENSORS).is_file() or content_id([folder / _TENSORS]) != manifest.get("sha256"):
         raise FormatError("the state's tensors are missing or changed since they were written", path=folder)
     names = [
@@ -117,3 +134,26 @@ def load_state(basis_folder: Path, basis_id: str) -> dict[str, LayerState]:
         }
         states[layer] = LayerState(count=int(entry["count"]), total=float(entry["total"]), sides=sides)
     return states
+
+
+def _numbers_digest(layers: dict[str, Any]) -> str:
+    """sha256 of the layers block as canonical JSON: every number an update reads."""
+    text = json.dumps(layers, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_numbers(layers: dict[str, Any], path: Path) -> None:
+    """Each layer has a positive integer count, a finite non-negative total and known sides."""
+    for name, entry in layers.items():
+        if not isinstance(entry, dict):
+            raise FormatError(f"layer {name}: not an object", path=path)
+        count, total, sides = entry.get("count"), entry.get("total"), entry.get("sides")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise FormatError(f"layer {name}: count {count!r} is not a positive whole number of members", path=path)
+        if isinstance(total, bool) or not isinstance(total, int | float) or not math.isfinite(total) or total < 0:
+            raise FormatError(f"layer {name}: total {total!r} is not a finite variance", path=path)
+        if not isinstance(sides, dict) or not sides:
+            raise FormatError(f"layer {name}: no sides", path=path)
+        for mode, side in sides.items():
+            if mode not in ("2", "3") or not isinstance(side, dict) or side.get("kind") not in ("gram", "sketch"):
+                raise FormatError(f"layer {name}: side {mode!r} is not a mode 2 or 3 Gram or sketch", path=path)

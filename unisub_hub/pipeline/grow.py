@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from packaging.version import InvalidVersion, Version
@@ -30,7 +31,7 @@ from ..engine import (
 )
 from ..engine.grow import grow_layers
 from ..engine.reader import SourceReader
-from ..errors import EngineError, IncompatibleSourcesError, option
+from ..errors import EngineError, FormatError, IncompatibleSourcesError, option
 from ..format import check_artifact_output, load_basis, save_basis
 from ..format.state import load_state, save_state
 from ..io.collection import Source, open_sources
@@ -72,6 +73,7 @@ def grow(
     parent = load_basis(parent_path)
     states = load_state(parent.path, parent.content_id)
     manifest = parent.manifest
+    _check_state_layers(states, manifest, parent.path)
     sources = open_sources(source_specs, allow_pickle=allow_pickle)
     check_duplicates(sources)
     # Held-out sources are not in the state: one may join as a member, and then is no longer held out.
@@ -179,3 +181,18 @@ def _recorded_before_per_file_identity(version: str) -> bool:
         return Version(version) < _PER_FILE_IDENTITY
     except InvalidVersion:
         return True
+
+
+def _check_state_layers(states: dict[str, Any], manifest: dict[str, Any], path: Path) -> None:
+    """The state holds every layer of the basis, each with the basis's sides, and nothing else."""
+    expected = {entry["name"]: {int(m) for m in entry["modes"]} for entry in manifest["layers"]}
+    if set(states) != set(expected):
+        missing, extra = sorted(set(expected) - set(states)), sorted(set(states) - set(expected))
+        raise FormatError(
+            f"the growth state's layers do not match the basis (missing: {', '.join(missing) or 'none'}; "
+            f"not in the basis: {', '.join(extra) or 'none'})",
+            path=path / "state",
+        )
+    for name, modes in expected.items():
+        if set(states[name].sides) != modes:
+            raise FormatError(f"the growth state of layer {name} has other sides than the basis", path=path / "state")
