@@ -8,6 +8,7 @@ from helpers import make_basis, make_task
 from unisub_hub.errors import (
     AmbiguousReferenceError,
     DependencyError,
+    FormatError,
     ReferenceNotFoundError,
     RegistryError,
 )
@@ -245,3 +246,34 @@ def test_a_version_number_is_never_given_twice_even_after_rm(tmp_path):
     with pytest.raises(ReferenceNotFoundError):
         registry.resolve("toy:2")
     registry.close()
+
+
+def _claim_huge_ranks(folder) -> None:
+    """Ranks of 10^30 in a manifest whose tensors are valid (the content id covers tensors only)."""
+    import json
+
+    path = folder / "unisub_basis.json"
+    manifest = json.loads(path.read_text())
+    for layer in manifest["layers"]:
+        layer["ranks"] = {mode: 10**30 for mode in layer["ranks"]}
+    path.write_text(json.dumps(manifest))
+
+
+def test_add_refuses_a_basis_its_tensors_cannot_back(tmp_path):
+    basis = make_basis(tmp_path / "b")
+    _claim_huge_ranks(basis.path)
+    registry = Registry(tmp_path / "home")
+    with pytest.raises(FormatError, match="U"):
+        registry.add(basis.path)
+    assert registry.list("bases") == [] and registry.store.folders() == []
+
+
+def test_verify_finds_a_stored_manifest_its_tensors_cannot_back(tmp_path):
+    basis = make_basis(tmp_path / "b")
+    registry = Registry(tmp_path / "home")
+    entry = registry.add(basis.path)
+    assert registry.verify()["ok"]
+    _claim_huge_ranks(entry.path)
+    report = registry.verify()
+    assert not report["ok"] and [p["ref"] for p in report["problems"]] == [entry.ref]
+    assert "shape" in report["problems"][0]["problem"] or "tensor" in report["problems"][0]["problem"]

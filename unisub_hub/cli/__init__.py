@@ -103,7 +103,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "pull_command",
         "Download a basis or coefficient set (and its basis) at a pinned commit, verify, register.",
     ),
-    "search": ("search", "search_command", "List unisub-hub bases and tasks on the Hub, most downloaded first."),
+    "search": (
+        "search",
+        "search_command",
+        "List unisub-hub bases and tasks on the Hub (HF_ENDPOINT), most downloaded first.",
+    ),
     "info": ("info", "info_command", "Show an artifact's manifest, layers, ranks, sizes and quality numbers."),
     "analyze": (
         "analyze",

@@ -61,6 +61,13 @@ def read_artifact(folder: Path, *, verify: bool, known: VerifiedIds | None = Non
     return read(folder, verify=verify, known=known)
 
 
+def check_tensor_table(artifact: Artifact) -> None:
+    """``validate``'s tensor-table check (loaded as :func:`read_artifact` is, when needed)."""
+    from ..format.checks import check_tensor_table as check
+
+    check(artifact)
+
+
 __all__ = ["KINDS", "Entry", "Registry"]
 
 KINDS = ("basis", "task")
@@ -150,6 +157,7 @@ class Registry:
             RegistryError: a coefficient set whose basis is not registered.
         """
         artifact = read_artifact(Path(folder), verify=verify, known=self.verified)
+        check_tensor_table(artifact)  # what validate checks: a manifest its tensors cannot back is not registered
         kind = "basis" if artifact.kind == BASIS_FORMAT else "task"
         with self.store.lease():  # gc waits until the folder has its rows
             known = self._find(kind, artifact.content_id)
@@ -748,6 +756,7 @@ class Registry:
                     raise ContentIdMismatchError(
                         f"manifest names {artifact.content_id}, registry row {row.content_id}", path=folder
                     )
+                check_tensor_table(artifact)
             except FormatError as error:
                 problems.append(
                     {
