@@ -167,6 +167,23 @@ def test_a_kohya_alpha_that_is_not_one_number_is_one_line(tmp_path):
     )
 
 
+def test_a_lycoris_tucker_core_is_refused_naming_the_module_not_read_as_up_times_down(tmp_path):
+    """``lora_mid`` makes the update up x mid x down: reading up x down alone was a wrong answer."""
+    from safetensors.torch import load_file
+
+    path = write_kohya(tmp_path / "locon.safetensors", planted_updates(KOHYA, 1)[0])
+    tensors = load_file(path)
+    stem = next(key.removesuffix(".lora_down.weight") for key in sorted(tensors) if key.endswith(".lora_down.weight"))
+    rank = tensors[f"{stem}.lora_down.weight"].shape[0]
+    tensors[f"{stem}.lora_mid.weight"] = torch.randn(rank, rank, 3, 3).half()
+    save_file(tensors, path)
+    other = write_kohya(tmp_path / "ok.safetensors", planted_updates(KOHYA, 2)[1])
+    result = run("build", path, other, "--out", tmp_path / "basis", ok=False)
+    line = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 1 and f"module {stem} has a lora_mid core" in line and "Traceback" not in result.output
+    assert not (tmp_path / "basis").exists()
+
+
 def test_an_adapter_without_a_module_the_basis_decomposes_is_refused_naming_the_module(tmp_path):
     members = planted_updates(KOHYA, 3)
     paths = [write_kohya(tmp_path / f"s{m}.safetensors", factors) for m, factors in enumerate(members[:2])]

@@ -229,6 +229,13 @@ class LoraSource:
         for key, info in self.header.items():
             if match := layout.key.match(key):
                 parts.setdefault(match["stem"], {})[layout.roles[match["part"]]] = (key, info)
+        tucker = sorted(stem for stem in parts if f"{stem}.lora_mid.weight" in self.header)
+        if tucker:  # LyCORIS LoCon with a Tucker core: the update is up x mid x down, not up x down
+            raise SourceError(
+                f"module {layout.module(tucker[0])} has a lora_mid core (LyCORIS Tucker LoCon, {len(tucker)} such "
+                "modules): unisub-hub reads two-factor LoRA only; convert or merge these modules first",
+                source=self.name,
+            )
         out: dict[str, LoraModule] = {}
         for stem, found in parts.items():
             module = layout.module(stem)
