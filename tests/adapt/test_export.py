@@ -59,6 +59,22 @@ def test_lora_basis_task_materializes_to_the_attached_logits(lora_zoo, tmp_path,
     _close(logits_of(loaded), expected)
 
 
+def test_a_task_without_its_own_head_exports_a_peft_adapter_peft_loads(lora_zoo, tmp_path):
+    """Trained with --no-train-head (or projected without a head): the base's classifier is the
+    task's, so the adapter must not make peft expect classifier weights it does not hold."""
+    base, adapters, basis = lora_zoo
+    model = transformers.BertForSequenceClassification.from_pretrained(base).eval()
+    adapter = attach(model, basis)  # no heads: the base's classifier stays frozen
+    adapter.add_task("headless", init=adapters[5])
+    _perturb(adapter, "headless", seed=2)
+    expected = logits_of(model)
+    saved = adapter.save_task(tmp_path / "task", task_type="SEQ_CLS")
+    out = materialize(saved, basis, tmp_path / "out", fmt="peft", device="cpu").path
+    fresh = transformers.BertForSequenceClassification.from_pretrained(base)
+    loaded = peft.PeftModel.from_pretrained(fresh, out).eval()
+    _close(logits_of(loaded), expected)
+
+
 def test_projection_start_is_the_projected_adapter(lora_zoo, tmp_path):
     from unisub_hub.pipeline.project import project
 

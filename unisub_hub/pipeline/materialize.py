@@ -297,6 +297,10 @@ def _write_lora_file(
     return _write_single_file(coefficients, folder, tensors, file_name)
 
 
+_HEADLESS = ("CAUSAL_LM", "SEQ_2_SEQ_LM", "FEATURE_EXTRACTION")
+"""peft task types that carry no head of their own (the language-model head is the base's)."""
+
+
 def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path, device: torch.device) -> list[str]:
     manifest = coefficients.manifest
     lora = manifest.get("lora") or {}
@@ -321,9 +325,13 @@ def _write_peft(coefficients: CoefficientSet, basis: BasisArtifact, folder: Path
     files = _write_single_file(coefficients, folder, tensors, ADAPTER_WEIGHTS)  # PEFT reads one file
     top = max(ranks.values())
     base = manifest["architecture"].get("base_model") or {}
+    # peft's task types with a head (SEQ_CLS, TOKEN_CLS, ...) expect that head's weights in the
+    # adapter; a task without a head of its own uses the base's, so it is written as a plain
+    # LoRA that leaves the head alone (PeftModel.from_pretrained then loads it on the base).
+    task_type = lora.get("task_type") if lora.get("modules_to_save") or lora.get("task_type") in _HEADLESS else None
     config = {
         "peft_type": "LORA",
-        "task_type": lora.get("task_type"),
+        "task_type": task_type,
         "base_model_name_or_path": base.get("id"),
         "r": top,
         "lora_alpha": top,
