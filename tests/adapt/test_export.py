@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from unisub_hub.adapt import attach
 from unisub_hub.engine import reconstruct_layer
+from unisub_hub.errors import AdaptError
 from unisub_hub.pipeline.build import BuildSettings, build
 from unisub_hub.pipeline.materialize import materialize
 
@@ -113,6 +114,12 @@ def test_checkpoint_basis_task_materializes_to_the_attached_logits(tmp_path, mod
         adapter.set_task(name)
         with torch.no_grad():
             torch.testing.assert_close(mixed[row], model(input_ids=ids[row : row + 1]).logits[0], rtol=1e-5, atol=1e-5)
+    with (
+        torch.no_grad(),
+        adapter.per_example(["u", "t"]),
+        pytest.raises(AdaptError, match="2 task names for a batch of 4"),
+    ):
+        model(input_ids=ids)  # fewer names than rows: said plainly, not a torch indexing error
 
 
 def test_gpt2_conv1d_orientation(tmp_path):

@@ -165,6 +165,8 @@ class SubspaceLayer(nn.Module):
         state = self.state
         if state.per_example is None and state.active is None:
             return out
+        if state.per_example is not None:  # shared position ids (one row) serve every example
+            _check_rows(state.per_example[1], x.shape[0], shared_ok=self.orientation == "embedding")
         if self.orientation == "conv2d":
             return out + self._conv_update(x, out.shape)
         if self.orientation == "embedding":
@@ -241,6 +243,7 @@ class TaskLinear(nn.Module):
         state = self.state
         if state.per_example is not None:
             keys, index = state.per_example
+            _check_rows(index, x.shape[0])
             index = index.to(x.device)
             weights = torch.stack([self.weights[key] for key in keys])[index]  # (B, out, in)
             rows = x.reshape(x.shape[0], -1, x.shape[-1])
@@ -252,3 +255,9 @@ class TaskLinear(nn.Module):
             return self.base(x)
         key = state.key(state.active)
         return F.linear(x, self.weights[key], self.biases[key] if key in self.biases else None)
+
+
+def _check_rows(index: torch.Tensor, batch: int, *, shared_ok: bool = False) -> None:
+    """A mixed batch names one task per row: a count that differs is the caller's mistake, said plainly."""
+    if index.shape[0] != batch and not (shared_ok and batch == 1):
+        raise AdaptError(f"per_example was given {index.shape[0]} task names for a batch of {batch} rows")
