@@ -151,6 +151,15 @@ def test_kohya_files_of_mixed_ranks_are_read_as_updates_not_as_dense_tensors(tmp
     assert torch.allclose(dense, update_of(down.half().double(), up.half().double(), alpha, 4), atol=1e-9)
 
 
+def test_a_kohya_alpha_of_zero_means_alpha_equals_rank_as_kohya_reads_it(tmp_path):
+    from unisub_hub.io.collection import open_source
+
+    members = planted_updates(KOHYA, 1)
+    zeroed = {stem: (down, up, 0.0) for stem, (down, up, _alpha) in members[0].items()}
+    source = open_source(str(write_kohya(tmp_path / "zero.safetensors", zeroed)))
+    assert all(scale == 1.0 for scale in source.scales.values())  # kohya-ss: alpha 0 -> alpha = rank
+
+
 def test_a_kohya_alpha_that_is_not_one_number_is_one_line(tmp_path):
     members = planted_updates(KOHYA, 1)
     path = write_kohya(tmp_path / "bad.safetensors", members[0])

@@ -307,6 +307,8 @@ class LoraSource:
         scales = {}
         for layer, m in self.modules.items():
             alpha = None if m.alpha_key is None else self._alpha(m.alpha_key, values[m.alpha_key])
+            if alpha == 0 and self.layout.name == "kohya":
+                alpha = None  # kohya-ss reads an alpha of 0 (or none) as alpha = rank: scale 1
             if alpha is not None and (not math.isfinite(alpha) or alpha == 0):
                 raise SourceError(
                     f"module {m.module}: alpha is {alpha}, not a finite non-zero number", source=self.name
