@@ -115,3 +115,17 @@ def test_tensor_table_mismatch(tmp_path):
 def test_validate_missing_folder(tmp_path):
     result = run("validate", tmp_path / "nothing", "--json", ok=False)
     assert json.loads(result.stdout)["checks"][0]["detail"] == f"{tmp_path / 'nothing'}: no such artifact folder"
+
+
+def test_a_passthrough_dtype_the_tensor_contradicts_fails_validation(tmp_path):
+    setup(tmp_path)
+    folder = tmp_path / "task"
+    path = folder / "unisub_coefficients.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["passthrough"], "the fixture's task carries passthrough tensors"
+    entry = manifest["passthrough"][0]
+    entry["dtype"] = "float16" if entry["dtype"] != "float16" else "float32"
+    path.write_text(json.dumps(manifest))
+    result = run("validate", folder, "--json", ok=False)
+    failed = {c["name"]: c["detail"] for c in json.loads(result.stdout)["checks"] if not c["ok"]}
+    assert f"tensor {entry['name']!r} is" in failed["tensor names, shapes and dtypes"]

@@ -55,7 +55,13 @@ def check_tensor_table(artifact: Artifact) -> str:
         expected = _expected_basis_tensors(artifact)
     else:
         expected = {e["tensor"]: (tuple(e["shape"]), "F32") for e in artifact.manifest["layers"]}
-        expected.update({e["name"]: (tuple(e["shape"]), None) for e in artifact.manifest["passthrough"]})
+        # A passthrough tensor keeps its own dtype, which the manifest records: the two must agree.
+        expected.update(
+            {
+                e["name"]: (tuple(e["shape"]), DTYPE_CODES.get(e.get("dtype", "")))
+                for e in artifact.manifest["passthrough"]
+            }
+        )
     stored = set(artifact.tensor_names())
     missing = sorted(set(expected) - stored)
     extra = sorted(stored - set(expected))
