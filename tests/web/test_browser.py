@@ -11,8 +11,8 @@ import io
 import shutil
 
 import pytest
-from conftest import HOSTILE
 from live_server import Server
+from web_registry import HOSTILE, make_site
 
 from unisub_hub.cli import cli
 
@@ -22,6 +22,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 if CHROMIUM is None or DRIVER is None:  # scripts/test.sh installs both; a bare developer machine may not have them
     pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    return make_site(tmp_path_factory.mktemp("web"))
 
 
 @pytest.fixture(scope="module")
@@ -58,25 +63,36 @@ def _distinct_colours(driver) -> int:
     return len(set(image.resize((160, 200)).getdata()))
 
 
+def _heading(driver, expected: str) -> None:
+    """Wait for the page whose heading is ``expected`` (a click's navigation may still be under way)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: d.find_element(By.TAG_NAME, "h1").text == expected
+    )
+
+
 def _walk(driver, start: str) -> None:
     """Front page -> a basis -> a task on it -> the merged task's sources, by clicking links."""
     from selenium.webdriver.common.by import By
 
     driver.get_log("browser")  # drained: what earlier pages logged (an intended 404) is not this walk's
     driver.get(start)
-    assert driver.find_element(By.TAG_NAME, "h1").text == "Registry"
+    _heading(driver, "Registry")
     assert _distinct_colours(driver) > 4  # text and tables, not a blank page
     driver.find_element(By.LINK_TEXT, "zb:1").click()
-    assert driver.find_element(By.TAG_NAME, "h1").text == "Basis zb:1"
+    _heading(driver, "Basis zb:1")
     plots = driver.find_elements(By.CSS_SELECTOR, "svg.spectrum")
     assert plots and all(plot.is_displayed() and plot.size["width"] > 100 for plot in plots)
     assert all(plot.find_element(By.CSS_SELECTOR, "polyline.curve").is_displayed() for plot in plots)
     driver.find_element(By.LINK_TEXT, "blend:1").click()
-    assert driver.find_element(By.TAG_NAME, "h1").text == "Task blend:1"
+    _heading(driver, "Task blend:1")
     lineage = driver.find_element(By.ID, "lineage").text
     assert "merged from (weight 0.5): alpha:1" in lineage and "beta:1" in lineage
     driver.find_element(By.ID, "lineage").find_element(By.LINK_TEXT, "alpha:1").click()
-    assert driver.find_element(By.TAG_NAME, "h1").text == "Task alpha:1"
+    _heading(driver, "Task alpha:1")
     assert "held-out.jsonl" in driver.find_element(By.ID, "evaluations").text
     assert _console_errors(driver) == []
 
@@ -96,19 +112,20 @@ def test_the_live_site_in_a_browser(browser, live):
     _walk(browser, live + "/")
     _hostile_is_text(browser, live + "/task/hostile:1")
     browser.get(live + "/task/nothing")
-    assert browser.find_element("tag name", "h1").text == "404"
+    _heading(browser, "404")
 
 
 def test_the_filter_form_works_without_javascript(browser, live):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     browser.get(live + "/")
     Select(browser.find_element(By.NAME, "lineage")).select_by_value("merged")
     browser.find_element(By.CSS_SELECTOR, "form button").click()
+    WebDriverWait(browser, 30).until(lambda driver: "lineage=merged" in driver.current_url)  # the new page, not the old
+    WebDriverWait(browser, 30).until(lambda driver: driver.execute_script("return document.readyState") == "complete")
     rows = browser.find_element(By.ID, "tasks").find_elements(By.TAG_NAME, "tr")[1:]
     assert [row.find_element(By.TAG_NAME, "a").text for row in rows] == ["blend:1"]
-    assert "lineage=merged" in browser.current_url
 
 
 def test_the_exported_site_in_a_browser(browser, site, tmp_path):

@@ -7,11 +7,16 @@ import json
 import re
 
 import pytest
-from conftest import HOSTILE
 from fastapi.testclient import TestClient
+from web_registry import HOSTILE, make_site
 
 from unisub_hub.registry import Registry
 from unisub_hub.web import create_app
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    return make_site(tmp_path_factory.mktemp("web"))
 
 
 @pytest.fixture(scope="module")

@@ -1,27 +1,24 @@
 """A registry with every kind of page: bases in two versions, projected, merged, rebased and
-trained-looking tasks, an evaluation, and a card that holds markup."""
+trained-looking tasks, an evaluation, and a card that holds markup.
+
+Not a ``conftest.py``: a second module of that name would shadow ``tests/conftest.py`` for
+every later ``from conftest import ...`` (and in Dask workers that unpickle test objects).
+Each test module makes its ``site`` fixture with :func:`make_site`."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from clitools import SHAPES, run, write_checkpoints
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from clitools import SHAPES, run, write_checkpoints  # noqa: E402
-
-from unisub_hub.registry import Registry  # noqa: E402
+from unisub_hub.registry import Registry
 
 HOSTILE = "<script>window.__pwned = 1</script>"
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """(home, facts) of a registry made through the commands users run."""
-    root = tmp_path_factory.mktemp("web")
+def make_site(root):
+    """(home, facts) of a registry made under ``root`` through the commands users run."""
     home = root / "home"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("UNISUB_HOME", str(home))
@@ -54,4 +51,4 @@ def site(tmp_path_factory):
             "manifest_b1": json.loads((root / "b1" / "unisub_basis.json").read_text()),
         }
         registry.close()
-        yield home, facts
+    return home, facts
