@@ -171,15 +171,21 @@ def test_newer_schema_is_refused(tmp_path):
         Registry(tmp_path / "home")
 
 
-def test_a_version_1_registry_is_migrated(tmp_path):
-    """A file made by schema 1 (no task.mean_rel_error) opens, keeps its rows and gains the column."""
-    import sqlite3
-
+def _registry_with_one_task(tmp_path):
+    """A registry holding one basis and a task ``old-task`` projected from a fine-tune; the basis."""
     reg = Registry(tmp_path / "home")
     basis = make_basis(tmp_path / "b")
     reg.add(basis.path)
     reg.add(make_task(tmp_path / "t", basis, name="old-task").path)
     reg.close()
+    return basis
+
+
+def test_a_version_1_registry_is_migrated(tmp_path):
+    """A file made by schema 1 (no task.mean_rel_error) opens, keeps its rows and gains the column."""
+    import sqlite3
+
+    _registry_with_one_task(tmp_path)
     with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
         db.execute("ALTER TABLE task DROP COLUMN mean_rel_error")
         db.execute("DROP INDEX ix_task_lineage")
@@ -195,22 +201,18 @@ def test_a_version_1_registry_is_migrated(tmp_path):
 
 
 def test_a_version_3_registry_gains_task_lineage(tmp_path):
-    """Schema 3 had no task.lineage: a task with a source becomes projected, one without unknown."""
+    """Schema 3 had no task.lineage: a task with a source becomes projected (one without: unknown)."""
     import sqlite3
 
-    reg = Registry(tmp_path / "home")
-    basis = make_basis(tmp_path / "b")
-    reg.add(basis.path)
-    reg.add(make_task(tmp_path / "t", basis, name="old-task").path)
-    reg.close()
+    basis = _registry_with_one_task(tmp_path)
     with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
-        had_source = db.execute("SELECT source_id IS NOT NULL FROM task").fetchone()[0]
+        assert db.execute("SELECT source_id IS NOT NULL FROM task").fetchone()[0]  # projected from a fine-tune
         db.execute("DROP INDEX ix_task_lineage")
         db.execute("ALTER TABLE task DROP COLUMN lineage")
         db.execute("PRAGMA user_version=3")
     migrated = Registry(tmp_path / "home")
     (task,) = migrated.list("tasks")
-    assert task["lineage"] == ("projected" if had_source else None)
+    assert task["lineage"] == "projected"
     migrated.add(make_task(tmp_path / "t2", basis, name="new-task", seed=1).path)
     assert {t["name"]: t["lineage"] for t in migrated.list("tasks")}["new-task"] == "projected"
     with sqlite3.connect(tmp_path / "home" / "registry.db") as db:
