@@ -10,8 +10,10 @@ import click
 
 __all__ = [
     "device_option",
+    "host_option",
     "json_option",
     "parse_bytes",
+    "port_option",
     "register_option",
     "settings_from",
     "settings_options",
@@ -26,6 +28,14 @@ json_option: Callable[[F], F] = click.option(
 
 register_option: Callable[[F], F] = click.option(
     "--register/--no-register", default=True, show_default=True, help="Record the result in the registry (see --home)."
+)
+
+host_option: Callable[[F], F] = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told)."
+)
+
+port_option: Callable[[F], F] = click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port."
 )
 
 device_option: Callable[[F], F] = click.option(

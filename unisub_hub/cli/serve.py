@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import device_option
+from .options import device_option, host_option, port_option
 from .output import stderr, stdout
 from .refs import open_registry
 
@@ -23,8 +23,8 @@ def _task(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -
 @click.argument("basis_ref", metavar="BASIS")
 @click.option("--base", required=True, help="The base model folder or Hub id (with its tokenizer).")
 @click.option("--task", "tasks", multiple=True, callback=_task, help="NAME=REF: a task loaded at start (repeatable).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@host_option
+@port_option
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=32, show_default=True, help="Rows per forward pass.")
 @click.option(
     "--max-wait-ms",

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
+from .options import host_option, port_option
 from .output import emit_json, progress_bar, stdout
 from .refs import open_registry
 
 
 @click.command("web")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@host_option
+@port_option
 @click.option(
     "--export",
     "out",
