@@ -235,3 +235,19 @@ def test_trained_task_materializes_as_a_peft_adapter_with_the_same_predictions(s
         fresh = transformers.BertForSequenceClassification.from_pretrained(setup["base"])
         loaded = peft.PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()(input_ids=ids).logits
     assert float((loaded - attached).norm() / attached.norm()) < 1e-5
+
+
+def test_a_config_without_labels_over_a_classifier_of_three_is_refused_with_both_counts(setup, tmp_path):
+    import shutil
+
+    base = shutil.copytree(setup["base"], tmp_path / "base")
+    config = json.loads((base / "config.json").read_text())
+    for key in ("id2label", "label2id", "num_labels"):
+        config.pop(key, None)
+    (base / "config.json").write_text(json.dumps(config))
+    result = run(
+        "train", setup["basis"], "--base", base, "--data", setup["train"], "--out", tmp_path / "task", ok=False
+    )
+    line = _error(result)
+    assert "2 labels" in line and "3" in line and "classifier" in line, line
+    assert not (tmp_path / "task").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ from typing import Any
 
 import torch
 
-from ..errors import TrainingDataError, option
+from ..errors import TrainingDataError, UnisubError, option
+from ..io.checkpoint import CheckpointSource
 from ..extras import require
 from .data import (
     Example,
@@ -49,6 +51,8 @@ _TOKENIZER_FILES = (
 )
 _HEAD_NAMES = ("classifier", "score")
 """Where transformers' sequence-classification models keep their head."""
+_HEAD_WEIGHT = re.compile(r"(?:^|\.)(?:classifier|score)(?:\.out_proj)?\.weight$")
+"""The head's output layer: its rows are the labels (``classifier.out_proj`` in RoBERTa-style heads)."""
 
 
 @dataclass
@@ -94,6 +98,9 @@ class Family:
     def metrics(self, loss_sum: float, units: int, right: int, examples: int) -> dict[str, Any]:
         raise NotImplementedError
 
+    def check_weights(self, base: BaseModel, tensors: dict[str, tuple[int, ...]]) -> None:
+        """Refuse weights the config does not describe (by their shapes), before transformers loads them."""
+
 
 class _Classification(Family):
     name = "classification"
@@ -108,6 +115,21 @@ class _Classification(Family):
     def heads(self, model: torch.nn.Module) -> list[str]:
         modules = dict(model.named_modules())
         return [head for head in _HEAD_NAMES if head in modules][:1]
+
+    def check_weights(self, base: BaseModel, tensors: dict[str, tuple[int, ...]]) -> None:
+        """A config whose label count differs from the stored classifier's rows is refused naming both.
+
+        A config without ``id2label`` means 2 labels to transformers, which then fails on a
+        3-row classifier with a size-mismatch report that names neither count.
+        """
+        labels = base.config.num_labels
+        for name, shape in tensors.items():
+            if _HEAD_WEIGHT.search(name) and len(shape) == 2 and shape[0] != labels:
+                raise TrainingDataError(
+                    f"its config declares {labels} labels but its weights' {name} has {shape[0]} rows: give the "
+                    "config the classifier's labels (id2label or num_labels)",
+                    path=base.path,
+                )
 
     def read(self, path: str | Path, base: BaseModel, columns: dict[str, str], max_length: int) -> Data:
         config = base.config
@@ -248,7 +270,18 @@ def load_base(base: str | Path, *, max_length: int = 128) -> BaseModel:
     if limit is not None and max_length > limit:
         notes.append(f"{option('max_length')} {max_length} is past the model's {limit} positions: using {limit}")
         max_length = limit
-    return BaseModel(str(base), config, tokenizer, family_of(config), max_length, notes)
+    opened = BaseModel(str(base), config, tokenizer, family_of(config), max_length, notes)
+    if Path(base).is_dir():
+        opened.family.check_weights(opened, _stored_shapes(Path(base)))
+    return opened
+
+
+def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Every stored tensor's shape, from the safetensors headers alone (nothing when none are readable)."""
+    try:
+        return {name: info.shape for name, info in CheckpointSource(folder).tensors.items()}
+    except UnisubError:
+        return {}
 
 
 def _positions(config: Any) -> int | None:
