@@ -251,3 +251,13 @@ def test_a_config_without_labels_over_a_classifier_of_three_is_refused_with_both
     line = _error(result)
     assert "2 labels" in line and "3" in line and "classifier" in line, line
     assert not (tmp_path / "task").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("file", ["config.json", "model.safetensors"])
+def test_a_file_of_the_base_instead_of_its_folder_is_named_as_such(setup, tmp_path, command, file):
+    first = ["train", setup["basis"]] if command == "train" else ["eval", "base"]
+    out = ["--out", tmp_path / "task"] if command == "train" else []
+    result = run(*first, "--base", setup["base"] / file, "--data", setup["train"], *out, ok=False)
+    assert "is a file: give the base model's folder" in _error(result)
+    assert not (tmp_path / "task").exists()

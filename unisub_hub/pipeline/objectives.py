@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from ..errors import TrainingDataError, UnisubError, option
-from ..io.checkpoint import CheckpointSource
 from ..extras import require
+from ..io.checkpoint import CheckpointSource
 from .data import (
     Example,
     TokenExample,
@@ -38,7 +38,16 @@ from .data import (
     tokenize_causal,
 )
 
-__all__ = ["CAUSAL_LM", "CLASSIFICATION", "BaseModel", "Family", "family_of", "load_base", "scores"]
+__all__ = [
+    "CAUSAL_LM",
+    "CLASSIFICATION",
+    "BaseModel",
+    "Family",
+    "check_base_folder",
+    "family_of",
+    "load_base",
+    "scores",
+]
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -240,6 +249,7 @@ def load_base(base: str | Path, *, max_length: int = 128) -> BaseModel:
     require("transformers", "training and scoring models")
     from transformers import AutoConfig, AutoTokenizer
 
+    check_base_folder(base)
     with _quiet():
         try:
             config = AutoConfig.from_pretrained(base)
@@ -282,6 +292,14 @@ def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
         return {name: info.shape for name, info in CheckpointSource(folder).tensors.items()}
     except UnisubError:
         return {}
+
+
+def check_base_folder(base: str | Path) -> None:
+    """A base model is a folder (or a Hub id): one of its files given instead is refused by name."""
+    if Path(base).is_file():
+        raise TrainingDataError(
+            "is a file: give the base model's folder (its config, weights and tokenizer files together)", path=base
+        )
 
 
 def _positions(config: Any) -> int | None:

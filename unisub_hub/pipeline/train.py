@@ -27,7 +27,7 @@ from ..format import BasisArtifact, CoefficientSet, check_artifact_output
 from ..format.common import safe_name
 from ..format.tensorfile import sha256_files
 from .data import Example, read_examples
-from .objectives import BaseModel, Data, load_base, scores
+from .objectives import BaseModel, Data, check_base_folder, load_base, scores
 from .settings import setting
 from .validate import check_base_model
 
@@ -139,6 +139,7 @@ def train(
     check_artifact_output(out, COEFFICIENTS_FORMAT)
     _check_options(options)
     progress = progress or _Silent()
+    check_base_folder(base)
     check_base_model(basis.manifest, str(base))
     opened = load_base(base, max_length=options.max_length)
     family = opened.family
