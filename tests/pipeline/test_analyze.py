@@ -100,3 +100,30 @@ def test_where_the_alpha_fit_cannot_speak_the_spectrum_against_its_null_decides(
     assert layer["reason"].startswith("no alpha could be fitted")
     assert layer["retained"] is shared  # a planted common subspace is kept, random updates are not
     assert ("kept by its spectrum" if shared else "not kept by its spectrum") in layer["reason"]
+
+
+def _checkpoints_around(root, base: torch.Tensor, count: int, seed: int = 1) -> list[str]:
+    """Full checkpoints ``base + U C_m V^T``: a planted rank-2 subspace shared by every member."""
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    left, right = torch.randn(base.shape[0], 2, generator=gen), torch.randn(base.shape[1], 2, generator=gen)
+    root.mkdir()
+    paths = []
+    for m in range(count):
+        weight = base + 0.01 * left @ torch.randn(2, 2, generator=gen) @ right.T
+        save_file({"layers.0.w": weight.contiguous()}, root / f"m{m}.safetensors")
+        paths.append(str(root / f"m{m}.safetensors"))
+    return paths
+
+
+def test_a_spectrum_far_from_its_null_keeps_a_layer_the_alpha_rules_reject(tmp_path):
+    # An orthogonal base (flat spectrum) fits alphas far outside [2, 6], yet every member differs
+    # only inside a shared rank-2 subspace: the spectrum's evidence wins, and the reason says both.
+    orthogonal, _ = torch.linalg.qr(torch.randn(128, 96, generator=torch.Generator().manual_seed(0)))
+    report = analyze(_checkpoints_around(tmp_path / "zoo", 3 * orthogonal, 10), device="cpu")
+    (layer,) = report.layers
+    assert layer["q"] < 0.2 and "outside [2, 6]" in layer["reason"]  # the alpha rules reject it ...
+    assert layer["retained"] and "kept by its spectrum" in layer["reason"]  # ... the spectrum keeps it
+    assert layer["modes"]["2"]["k_for"]["0.9"] == 2 and layer["modes"]["2"]["null_k_for"]["0.9"] > 50
+    assert report.retained == ["layers.0.w"]

@@ -59,7 +59,10 @@ def analyze_command(
     """Spectra of a collection without writing a basis: explained variance, null, layer quality.
 
     Layer quality follows the alpha metric: a power-law fit to each source's eigenvalue tail,
-    scored per layer (q) and retained when its alphas are consistently in [2, 6].
+    scored per layer (q) and retained when its alphas are consistently in [2, 6]. A layer the
+    alpha rules reject is still retained when its spectrum reaches 90 % with at most half the
+    directions of its Gaussian null: shared directions are what a basis stores, and the
+    spectrum measures them directly (each layer's reason says which evidence decided).
 
     Example:
 

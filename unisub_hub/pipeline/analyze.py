@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +94,7 @@ def analyze(
                 "singular_values": mode_report.singular_values[:CURVE_POINTS],
             }
         retained, reason = quality.retained, quality.reason
-        if not math.isfinite(quality.mean_alpha):  # the alpha fit cannot speak: the spectrum against its null can
+        if not retained:  # the alpha rules did not keep it: the spectrum against its null may
             retained, reason = _spectrum_verdict(entry["modes"], reason)
         entry.update(
             alphas=quality.alphas,
@@ -122,12 +121,19 @@ def analyze(
 
 
 SPECTRUM_MARGIN = 0.5
-"""The fallback keeps a layer whose spectrum reaches 90 % with at most this share of the
-directions its null needs: one direction fewer is what sampling noise gives unrelated members."""
+"""The spectrum keeps a layer that reaches 90 % with at most this share of the directions its
+null needs: one direction fewer is what sampling noise gives unrelated members."""
 
 
 def _spectrum_verdict(modes: dict[str, dict[str, Any]], why: str) -> tuple[bool, str]:
-    """Keep a layer whose spectrum reaches 90 % with clearly fewer directions than its null needs."""
+    """Keep a layer whose spectrum reaches 90 % with clearly fewer directions than its null needs.
+
+    This evidence wins over the alpha rules: a shared subspace is what a basis stores, and a
+    spectrum far from its null measures exactly that, while the alpha fit describes each
+    member's own weights (heavy tails) and says nothing about what members share. So a layer
+    the alpha rules reject (or cannot fit) is still kept when its spectrum is far from its null,
+    and the reason names both.
+    """
     verdicts = []
     for mode, data in modes.items():
         null = data.get("null_k_for")
