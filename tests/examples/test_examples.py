@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,13 @@ def test_quick_demo_end_to_end(tmp_path):
     # The pulled, materialized adapter scores what the in-memory reconstruction scored.
     assert abs(hub["materialized_accuracy"] - hub["local_accuracy"]) <= 1 / 240 + 1e-9
     assert "Through the Hub" in (tmp_path / "report" / "report.md").read_text()
+    # Margins come with their interval, the null says what it is, and the report ends where a user goes on.
+    universal, random = (lora["trained"][v]["accuracy"] for v in ("trained universal", "trained random"))
+    examples = lora["trained"]["trained universal"]["examples"]
+    half = 1.96 * ((universal * (1 - universal) + random * (1 - random)) / examples) ** 0.5
+    expected = "within noise" if abs(universal - random) <= half else ("ahead" if universal > random else "behind")
+    assert f"{(universal - random) * 100:+.1f} points (95 % interval" in report and expected in report
+    assert "random rank-8 updates" in report and "break-even" in report
+    places = out["places"]
+    assert report.rstrip().endswith("```") and f"`{places['basis']}`" in report
+    assert (Path(places["basis"]) / "unisub_basis.json").is_file() and (Path(places["base"]) / "config.json").is_file()

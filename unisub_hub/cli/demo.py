@@ -53,6 +53,7 @@ def demo_command(report_dir, quick, as_json):
                 "seconds": result.seconds,
                 "hub": result.hub,
                 "accuracy": {c.name: c.accuracy for c in result.collections},
+                "places": result.places,
             }
         )
         return
@@ -67,3 +68,4 @@ def demo_command(report_dir, quick, as_json):
         f"{result.hub['materialized_accuracy']:.3f}"
     )
     stdout.print(f"Report: {report_dir / 'report.md'} ({result.seconds['total']:.0f} s)")
+    stdout.print(f"Go on from the basis {result.places['basis']} on the base {result.places['base']}")

@@ -9,6 +9,7 @@ it and check that the pulled model scores what the local reconstruction scored.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -81,6 +82,11 @@ def _rebuilt(layers: dict[str, LayerBasis], matrices: dict[str, Any], start: int
     return out
 
 
+def _adapter_rank(folder: Path) -> int:
+    """A PEFT adapter's rank ``r``, from its config."""
+    return int(json.loads((folder / "adapter_config.json").read_text())["r"])
+
+
 def _sweep_ks(limit: int, main_k: int) -> list[int]:
     return sorted({k for k in (1, 2, 4, 8, 16, main_k) if k <= limit})
 
@@ -118,6 +124,7 @@ def _lora_collection(
             "lies outside the span of the others; its trained head (passthrough, kept whole) carries the mean-only "
             "score."
         ),
+        null_label=f"random rank-{_adapter_rank(held[0])} updates",
     )
     _summarise_build(result, outcome.report)
     # In memory, a wider basis of the same training set gives every k of the sweep and the secondary directions.
@@ -392,6 +399,7 @@ def run_demo(home: Path, report_dir: Path, *, quick: bool = False, log: Log = pr
     hub = _hub_trip(work, lora_tasks, base, log)
     hub["local_accuracy"] = lora.per_task[hub["task"]][f"universal k={lora.k}"]
     seconds["total"] = time.perf_counter() - start
-    result = DemoResult([lora, shared, random_init], hub, seconds, report_dir)
+    places = {"base": str(base), "basis": str(work / "minilm-basis"), "task": str(lora_tasks[0]), "home": str(home)}
+    result = DemoResult([lora, shared, random_init], hub, seconds, report_dir, places)
     write_report(result)
     return result

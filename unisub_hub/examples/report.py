@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from ..pipeline.plots import plot_accuracy_vs_k, plot_accuracy_vs_parameters, pl
 from .results import CollectionResult, DemoResult
 
 __all__ = ["collection_rows", "write_report"]
+
+Z95 = 1.96
+"""Two-sided 95 % normal quantile, for the intervals of accuracy differences."""
 
 
 def collection_rows(collection: CollectionResult) -> list[list[str]]:
@@ -27,6 +31,16 @@ def collection_rows(collection: CollectionResult) -> list[list[str]]:
             f"{sizes['ratio']:.1f}x (the shared basis, {sizes['basis_bytes'] / 1024:,.0f} KiB, is stored once)",
         ]
     )
+    saved = sizes["original_bytes"] - sizes["coefficients_bytes"]
+    if saved > 0:
+        even = sizes["basis_bytes"] / saved
+        rows.append(
+            [
+                "break-even",
+                f"the basis weighs as much as {even:,.1f} originals: from {math.floor(even) + 1} tasks on, basis + "
+                "coefficient files take less than the originals",
+            ]
+        )
     rows.append(
         [
             "held-out relative error (centred)",
@@ -38,7 +52,7 @@ def collection_rows(collection: CollectionResult) -> list[list[str]]:
         rows.append(
             [
                 f"explained variance at k, mode {mode}",
-                f"{value:.3f} (Gaussian null {null:.3f})" if null is not None else f"{value:.3f}",
+                f"{value:.3f} ({collection.null_label} {null:.3f})" if null is not None else f"{value:.3f}",
             ]
         )
     return rows
@@ -82,24 +96,57 @@ def _trained_section(collection: CollectionResult, out: Path) -> list[str]:
     ]
     lines += [f"| {variant} | {row['accuracy']:.3f} | {int(row['parameters']):,} |" for variant, row in trained.items()]
     universal, random, head = (trained[v]["accuracy"] for v in ("trained universal", "trained random", "head only"))
-    gain = universal - random
-    verdict = (
-        f"the universal directions beat random ones of the same shape by {gain * 100:.1f} points"
-        if gain > 0.01
-        else f"the universal directions do no better than random ones of the same shape ({gain * 100:+.1f} points)"
-    )
+    examples = int(trained["trained universal"].get("examples", 0))
     lines += [
         "",
-        f"**Reading.** Trained with the same steps and learning rate, {verdict}; against the head alone they add "
-        f"{(universal - head) * 100:+.1f} points, and against the original fine-tune they are "
-        f"{(universal - trained['original']['accuracy']) * 100:+.1f} "
-        f"points with {trained['original']['parameters'] / max(trained['trained universal']['parameters'], 1):.0f}x "
+        f"**Reading.** Trained with the same steps and learning rate (one training seed per task, {examples:,} test "
+        f"examples over the held-out tasks; each interval is 95 %), the universal directions against random ones "
+        f"of the same shape: {_margin(universal, random, examples)}; against the head alone: "
+        f"{_margin(universal, head, examples)}; against the original fine-tune: "
+        f"{_margin(universal, trained['original']['accuracy'], examples)}, "
+        f"with {trained['original']['parameters'] / max(trained['trained universal']['parameters'], 1):.0f}x "
         "fewer trainable parameters.",
         "",
         f"![trained]({plot.name})",
         "",
     ]
     return lines
+
+
+def _margin(first: float, second: float, examples: int) -> str:
+    """``first - second`` in points with its 95 % interval, and "within noise" when that holds 0.
+
+    The interval treats the two accuracies as independent proportions over ``examples`` each,
+    which is wider than a paired test would be: a margin called real here is real.
+    """
+    if examples <= 0:
+        return f"{(first - second) * 100:+.1f} points"
+    half = Z95 * math.sqrt((first * (1 - first) + second * (1 - second)) / examples)
+    difference = first - second
+    words = "within noise" if abs(difference) <= half else ("ahead" if difference > 0 else "behind")
+    low, high = (difference - half) * 100, (difference + half) * 100
+    return f"{difference * 100:+.1f} points (95 % interval {low:+.1f} to {high:+.1f}: {words})"
+
+
+def _go_on(places: dict[str, str]) -> list[str]:
+    """Where the demo's base model, basis and tasks are, and the commands that go on from them."""
+    if not places:
+        return []
+    return [
+        "## Go on from here",
+        "",
+        f"- base model: `{places['base']}`",
+        f"- LoRA basis: `{places['basis']}`",
+        f"- a held-out task (coefficients): `{places['task']}`",
+        "",
+        "```bash",
+        f"unisub-hub validate {places['basis']}",
+        f"unisub-hub eval {places['task']} {places['basis']} base --base {places['base']} --data YOUR.jsonl",
+        f"unisub-hub train {places['basis']} --base {places['base']} --data YOUR.jsonl --out my-task",
+        f"unisub-hub serve {places['basis']} --base {places['base']} --task demo={places['task']}",
+        "```",
+        "",
+    ]
 
 
 def write_report(result: DemoResult) -> Path:
@@ -115,7 +162,9 @@ def write_report(result: DemoResult) -> Path:
         scree = plot_scree(
             collection.scree,
             out / f"scree-{collection.name}.png",
-            title=f"{collection.name}: explained variance vs Gaussian null",
+            title=f"{collection.name}: explained variance vs {collection.null_label}",
+            k=collection.k,
+            null_label=collection.null_label,
         )
         refs = {"original": collection.accuracy["original"], "mean only": collection.accuracy["mean only"]}
         accuracy = plot_accuracy_vs_k(
@@ -136,7 +185,19 @@ def write_report(result: DemoResult) -> Path:
         lines += ["| k | " + " | ".join(map(str, ks)) + " |", "|---|" + "---|" * len(ks)]
         for label, points in sweep.items():
             lines.append(f"| {label} | " + " | ".join(f"{points[k]:.3f}" if k in points else "-" for k in ks) + " |")
-        lines += ["", _reading(collection), "", f"![scree]({scree.name})", f"![accuracy]({accuracy.name})", ""]
+        lines += [
+            "",
+            _reading(collection),
+            "",
+            f"![scree]({scree.name})",
+            "",
+            f"The dotted line marks k = {collection.k}, the directions the basis keeps; dashed lines are the "
+            f"{collection.null_label}. A curve ends where the collection has no more directions: a mode has at most "
+            "as many as its members hold (members x rank for LoRA updates, one fewer once centred).",
+            "",
+            f"![accuracy]({accuracy.name})",
+            "",
+        ]
         if collection.trained:
             lines += _trained_section(collection, out)
     hub = result.hub
@@ -151,6 +212,7 @@ def write_report(result: DemoResult) -> Path:
         f"(the local reconstruction of the same task scored {hub['local_accuracy']:.3f}).",
         "",
     ]
+    lines += _go_on(result.places)
     (out / "report.md").write_text("\n".join(lines))
     numbers = {"seconds": result.seconds, "hub": hub, "collections": [asdict(c) for c in result.collections]}
     (out / "numbers.json").write_text(json.dumps(numbers, indent=2, default=str) + "\n")

@@ -28,6 +28,9 @@ class CollectionResult:
     """Per variant (original, trained universal, trained random, head only, projected): mean
     held-out ``accuracy`` and ``parameters`` a task trains (or, for the originals and the
     projections, stores)."""
+    null_label: str = "Gaussian null"
+    """What the null curves are, in the report's words (for LoRA collections: random updates of
+    the adapters' rank, the null a low-rank collection must beat)."""
     heldout_error: float = float("nan")
     """Mean over layers of the held-out members' relative error, centred: the share of their
     own update (or of their difference from the mean) that the basis does not capture."""
@@ -39,3 +42,5 @@ class DemoResult:
     hub: dict[str, Any]
     seconds: dict[str, float]
     report_dir: Path
+    places: dict[str, str] = field(default_factory=dict)
+    """Where the demo left what a user can go on from: ``base``, ``basis``, ``task``, ``home``."""

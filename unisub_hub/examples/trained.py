@@ -28,12 +28,17 @@ TRAINED_VARIANTS = ("trained universal", "trained random", "head only")
 
 Log = Callable[[str], None]
 Scores = dict[str, dict[str, float]]
-"""Per variant: ``accuracy`` (mean over held-out members) and ``parameters`` (trainable per task)."""
+"""Per variant: ``accuracy`` (mean over held-out members), ``parameters`` (trainable per task)
+and ``examples`` (test examples scored, over all held-out members: what an interval rests on)."""
 
 
-def _summary(per_task: dict[str, list[float]], parameters: dict[str, int]) -> Scores:
+def _summary(per_task: dict[str, list[float]], parameters: dict[str, int], examples: int) -> Scores:
     return {
-        variant: {"accuracy": sum(values) / len(values), "parameters": float(parameters[variant])}
+        variant: {
+            "accuracy": sum(values) / len(values),
+            "parameters": float(parameters[variant]),
+            "examples": float(examples),
+        }
         for variant, values in per_task.items()
     }
 
@@ -60,8 +65,10 @@ def minilm_trained(
     tokenizer = AutoTokenizer.from_pretrained(base)
     scores: dict[str, list[float]] = {variant: [] for variant in TRAINED_VARIANTS}
     parameters: dict[str, int] = {}
+    examples = 0
     for number, folder in enumerate(held):
         task = make_task(folder.name.removeprefix("lora-"))
+        examples += len(task.test)
         for variant in TRAINED_VARIANTS:
             torch.manual_seed(number)
             model = load_task_model(base)
@@ -75,7 +82,7 @@ def minilm_trained(
             f"  learned {task.name} on the frozen basis: universal {scores['trained universal'][-1]:.3f}, "
             f"random directions {scores['trained random'][-1]:.3f}, head only {scores['head only'][-1]:.3f}"
         )
-    return _summary(scores, parameters)
+    return _summary(scores, parameters, examples)
 
 
 def digits_trained(
@@ -89,8 +96,10 @@ def digits_trained(
     mean_state = _mean_state(train_folders)
     scores: dict[str, list[float]] = {variant: [] for variant in TRAINED_VARIANTS}
     parameters: dict[str, int] = {}
+    examples = 0
     for number, folder in enumerate(held):
         x, y, x_test, y_test = digits_data(pair_of(folder))
+        examples += len(y_test)
         for variant in TRAINED_VARIANTS:
             torch.manual_seed(number)
             network = make_network()
@@ -113,7 +122,7 @@ def digits_trained(
                 optimizer.step()
             with torch.no_grad():
                 scores[variant].append(float((network(x_test).argmax(-1) == y_test).float().mean()))
-    return _summary(scores, parameters)
+    return _summary(scores, parameters, examples)
 
 
 def _mean_state(folders: list[Path]) -> dict[str, torch.Tensor]:

@@ -27,10 +27,20 @@ def _pyplot():
     return plt
 
 
-def plot_scree(layers: Sequence[Mapping[str, Any]], out: Path, *, title: str, max_layers: int = 12) -> Path:
-    """Explained variance against ``k`` per layer and mode, with the Gaussian null dashed.
+def plot_scree(
+    layers: Sequence[Mapping[str, Any]],
+    out: Path,
+    *,
+    title: str,
+    max_layers: int = 12,
+    k: int | None = None,
+    null_label: str = "null",
+) -> Path:
+    """Explained variance against ``k`` per layer and mode, with the null dashed and the chosen ``k`` marked.
 
     ``layers`` entries need ``name`` and ``modes: {mode: {explained_variance_curve, null_explained_variance_curve}}``.
+    A curve ends where its stored spectrum ends (a collection has at most as many directions
+    as its members hold).
     """
     plt = _pyplot()
     shown = list(layers)[:max_layers]
@@ -44,17 +54,26 @@ def plot_scree(layers: Sequence[Mapping[str, Any]], out: Path, *, title: str, ma
             null = data.get("null_explained_variance_curve")
             if null:
                 axis.plot(
-                    range(1, len(null) + 1), null, linestyle="--", color=line.get_color(), label=f"mode {mode} null"
+                    range(1, len(null) + 1),
+                    null,
+                    linestyle="--",
+                    color=line.get_color(),
+                    label=f"mode {mode} {null_label}",
                 )
+        if k is not None:
+            axis.axvline(k, color="grey", linewidth=0.8, linestyle=":", label=f"k = {k}")
         axis.set_title(_short(layer["name"]), fontsize=9)
         axis.set_xlabel("k (directions kept)")
         axis.set_ylabel("explained variance")
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.xaxis.get_major_locator().set_params(integer=True)
     for axis in list(axes.flat)[len(shown) :]:
         axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()  # one legend for the figure: none covers a curve
+    figure.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
     figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(plt, figure, out)
 
 
@@ -82,11 +101,11 @@ def plot_accuracy_vs_parameters(points: Mapping[str, tuple[int, float]], out: Pa
     """Accuracy against the number of trainable (or stored) parameters, one labelled point per variant."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
-    for label, (count, value) in points.items():
-        axis.scatter([max(count, 1)], [value], s=40)
-        axis.annotate(
-            f"{label} ({value:.3f})", (max(count, 1), value), textcoords="offset points", xytext=(5, 4), fontsize=8
-        )
+    markers = "osD^vP*X"
+    for number, (label, (count, value)) in enumerate(points.items()):  # a legend, not labels that overlap
+        marker = markers[number % len(markers)]
+        axis.scatter([max(count, 1)], [value], s=45, marker=marker, label=f"{label} ({value:.3f})")
+    axis.legend(fontsize=8, loc="best")
     axis.set_xscale("log")
     axis.set_xlabel("trainable parameters per task")
     axis.set_ylabel("held-out task accuracy")
@@ -96,7 +115,8 @@ def plot_accuracy_vs_parameters(points: Mapping[str, tuple[int, float]], out: Pa
 
 
 def _save(plt, figure, out: Path) -> Path:  # noqa: ANN001 (matplotlib is optional: no types at import)
-    figure.tight_layout()
+    if not figure.get_layout_engine():
+        figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=90)
     plt.close(figure)
