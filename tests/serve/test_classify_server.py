@@ -4,16 +4,12 @@ bounded; every error a JSON body with its status."""
 
 from __future__ import annotations
 
-import json
-import random
 import threading
 
 import httpx
 import pytest
-import torch
-from causal_models import WORDS
-from clitools import run
 from live_server import Server
+from serve_zoos import TEXTS, classify_zoo, close, reference_logits
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -24,63 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    from models import save_adapters, save_base
-    from transformers import BertTokenizer
-
-    root = tmp_path_factory.mktemp("serve-cls")
-    home = root / "home"
-    base = save_base(root / "base")
-    BertTokenizer(
-        vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
-    ).save_pretrained(base)
-    adapters = save_adapters(base, root, 5)
-    run("--home", home, "build", *adapters[:4], "--out", root / "basis", "--k", "3", "--name", "b", "--device", "cpu")
-    run("--home", home, "build", *adapters[1:5], "--out", root / "other", "--k", "2", "--name", "o", "--device", "cpu")
-    for number, name in enumerate(["task-a", "task-b", "task-c"]):
-        rng = random.Random(number)
-        rows = [{"text": " ".join(rng.choice(WORDS) for _ in range(4)), "label": rng.randrange(3)} for _ in range(32)]
-        data = root / f"{name}.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        run(
-            "--home",
-            home,
-            "train",
-            "b",
-            "--base",
-            base,
-            "--data",
-            data,
-            "--out",
-            root / name,
-            "--lr",
-            "0.1",
-            "--seed",
-            str(number),
-            "--device",
-            "cpu",
-        )
-        run("--home", home, "materialize", root / name, "--out", root / f"{name}-peft")
-    run("--home", home, "project", adapters[4], "--basis", "o", "--out", root / "foreign")
-    return {"root": root, "home": home, "base": base, "basis": root / "basis"}
-
-
-def reference_logits(zoo, task: str, texts: list[str]) -> torch.Tensor:
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(zoo["base"])
-    model = PeftModel.from_pretrained(model, zoo["root"] / f"{task}-peft").eval()
-    tokenizer = AutoTokenizer.from_pretrained(zoo["base"])
-    with torch.no_grad():
-        return torch.stack([model(**tokenizer(text, return_tensors="pt")).logits[0] for text in texts])
-
-
-def close(served, expected, rel=1e-4):
-    served = torch.tensor(served)
-    return float((served - expected).abs().max()) <= rel * max(1.0, float(expected.abs().max()))
-
-
-TEXTS = ["the cat sat", "a dog ran in the park", "big red", "one two three and"]
+    return classify_zoo(tmp_path_factory.mktemp("serve-cls"))
 
 
 def test_served_logits_equal_transformers_and_peft(zoo):

@@ -4,15 +4,13 @@ full; SIGTERM lets requests in flight finish."""
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 
 import httpx
 import pytest
-from causal_models import make_zoo, prompt_completion_rows
-from clitools import run
 from live_server import Server
+from serve_zoos import PROMPTS, generation_zoo, greedy
 
 transformers = pytest.importorskip("transformers")
 openai = pytest.importorskip("openai")
@@ -20,61 +18,10 @@ pytest.importorskip("fastapi")
 
 pytestmark = pytest.mark.slow
 
-PROMPTS = ["the cat sat", "a dog ran in", "big red", "one two three"]
-
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve-gen")
-    made = make_zoo(root)
-    home = root / "home"
-    run("--home", home, "registry", "add", made["gpt2_basis"])
-    for number, name in enumerate(["gen-a", "gen-b"]):
-        data = root / f"{name}.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in prompt_completion_rows(48, number + 10)))
-        run(
-            "--home",
-            home,
-            "train",
-            made["gpt2_basis"],
-            "--base",
-            made["gpt2"],
-            "--data",
-            data,
-            "--out",
-            root / name,
-            "--lr",
-            "0.5",
-            "--epochs",
-            "2",
-            "--seed",
-            str(number),
-            "--device",
-            "cpu",
-        )
-        run(
-            "--home",
-            home,
-            "materialize",
-            root / name,
-            "--format",
-            "merged",
-            "--base",
-            made["gpt2"],
-            "--out",
-            root / f"{name}-merged",
-        )
-    return {**made, "root": root, "home": home}
-
-
-def greedy(zoo, task: str, prompt: str, tokens: int) -> str:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(zoo["gpt2"])
-    model = AutoModelForCausalLM.from_pretrained(zoo["root"] / f"{task}-merged").eval()
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
-    out = model.generate(ids, max_new_tokens=tokens, do_sample=False, pad_token_id=0)
-    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    return generation_zoo(tmp_path_factory.mktemp("serve-gen"))
 
 
 def test_the_openai_client_works_unchanged_and_greedy_equals_generate(zoo):
