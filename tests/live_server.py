@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,7 +43,13 @@ class Server:
                 self.url = found.group(1)
                 break
         assert self.url, "".join(self.output)
+        # Keep reading what the server prints: a full pipe would block it mid-request.
+        threading.Thread(target=self._drain, daemon=True).start()
         assert httpx.get(self.url + health, timeout=10).status_code == 200
+
+    def _drain(self) -> None:
+        for line in self.process.stdout or ():
+            self.output.append(line)
 
     def __enter__(self) -> Server:
         return self

@@ -67,14 +67,25 @@ def _peft_model(root: Path, task: str) -> Any:
     return PeftModel.from_pretrained(model, root / f"{task}-peft").eval()
 
 
-def reference_logits(zoo: dict[str, Any], task: str, texts: list[str]) -> torch.Tensor:
-    """transformers + peft on the task's materialized adapter, one text at a time."""
+@cache
+def _tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def reference_logits(zoo: dict[str, Any], task: str, texts: list[str], pair: str | None = None) -> torch.Tensor:
+    """transformers + peft on the task's materialized adapter, one text (and ``pair``) at a time,
+    truncated to the model's positions."""
     model = _peft_model(zoo["root"], task)
-    tokenizer = AutoTokenizer.from_pretrained(zoo["base"])
+    tokenizer = _tokenizer(zoo["base"])
     with torch.no_grad():
-        return torch.stack([model(**tokenizer(text, return_tensors="pt")).logits[0] for text in texts])
+        return torch.stack(
+            [
+                model(**tokenizer(text, pair, truncation=True, max_length=32, return_tensors="pt")).logits[0]
+                for text in texts
+            ]
+        )
 
 
 def close(served: Any, expected: torch.Tensor, rel: float = 1e-4) -> bool:
@@ -132,11 +143,10 @@ def _merged(root: Path, task: str) -> Any:
     return AutoModelForCausalLM.from_pretrained(root / f"{task}-merged").eval()
 
 
-def greedy(zoo: dict[str, Any], task: str, prompt: str, tokens: int) -> str:
-    """The merged model's greedy ``generate`` of ``tokens`` new tokens after ``prompt``."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(zoo["gpt2"])
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
+def greedy(zoo: dict[str, Any], task: str, prompt: str, tokens: int, *, special: bool = True) -> str:
+    """The merged model's greedy ``generate`` of ``tokens`` new tokens after ``prompt`` (tokenized
+    with the tokenizer's special tokens unless ``special`` is false, as the server does for chats)."""
+    tokenizer = _tokenizer(zoo["gpt2"])
+    ids = tokenizer(prompt, add_special_tokens=special, return_tensors="pt").input_ids
     out = _merged(zoo["root"], task).generate(ids, max_new_tokens=tokens, do_sample=False, pad_token_id=0)
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -130,27 +130,17 @@ def create_app(state: ServerState) -> FastAPI:
     _install_error_handlers(app)
     _install_limits_and_metrics(app, state)
 
-    async def authorized(request: Request) -> None:
-        if state.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), state.api_key.encode()):
-            raise ServeError("missing or wrong API key (Authorization: Bearer <key>)", status=401)
-
-    guarded = [Depends(authorized)]
-
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "tasks": len(state.pool.resident)}
 
-    @app.get("/metrics", dependencies=guarded)
+    @app.get("/metrics")
     async def prometheus() -> Response:
         state.metrics.resident(len(state.pool.resident), state.pool.resident_bytes)
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
-    app.include_router(_task_routes(state), dependencies=guarded)
-    app.include_router(_inference_routes(state), dependencies=guarded)
+    app.include_router(_task_routes(state))
+    app.include_router(_inference_routes(state))
     return app
 
 
@@ -167,6 +157,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         if any(p.get("type") == "json_invalid" for p in problems):
             return _error(400, "the body is not valid JSON")
         if any(tuple(p.get("loc", ())) == ("body",) for p in problems):  # not a JSON object at all
+            kind = request.headers.get("content-type")
+            if not _is_json_type(kind):  # the body was never read as JSON (curl -d sends a form type)
+                return _error(400, f"send the body as JSON with Content-Type: application/json (got {kind or 'none'})")
             return _error(400, "the body is not a JSON object")
         first = problems[0] if problems else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
@@ -181,17 +174,41 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal error")
 
 
+_OPEN_PATHS = frozenset({"/healthz"})
+"""What answers without the API key: a health check must work for probes that hold no secret."""
+
+
+def _authorized(request: Request, key: str | None) -> bool:
+    """Whether the request carries ``Authorization: Bearer <key>`` (compared in constant time)."""
+    if key is None or request.url.path in _OPEN_PATHS:
+        return True
+    header = request.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else ""
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
+def _is_json_type(content_type: str | None) -> bool:
+    """Whether a Content-Type makes the framework read the body as JSON (``application/json`` or ``+json``)."""
+    if not content_type:
+        return False
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 def _install_limits_and_metrics(app: FastAPI, state: ServerState) -> None:
-    """Bodies over ``state.max_body_bytes`` are 413 before a route reads them; every answer is counted."""
+    """The key first, then bodies over ``state.max_body_bytes`` (413), both before a route reads
+    anything: an unauthorized request learns nothing, not even whether its body parses. Every
+    answer is counted."""
     metrics = state.metrics
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
-        route = request.url.path
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > state.max_body_bytes):
-            response: Response = _error(413, f"the body is over {state.max_body_bytes} bytes")
+        if not _authorized(request, state.api_key):
+            response: Response = _error(401, "missing or wrong API key (Authorization: Bearer <key>)")
+        elif declared is not None and (not declared.isdigit() or int(declared) > state.max_body_bytes):
+            response = _error(413, f"the body is over {state.max_body_bytes} bytes")
         elif declared is None and request.method in ("POST", "PUT", "PATCH"):
             body = b""
             async for chunk in request.stream():
@@ -205,10 +222,15 @@ def _install_limits_and_metrics(app: FastAPI, state: ServerState) -> None:
                 response = await call_next(request)
         else:
             response = await call_next(request)
-        metrics.request(
-            route if response.status_code != 404 else "unknown", response.status_code, time.perf_counter() - started
-        )
+        metrics.request(_route_label(request), response.status_code, time.perf_counter() - started)
         return response
+
+
+def _route_label(request: Request) -> str:
+    """The metrics label of a request: the route it matched, else ``unknown`` (a client's made-up
+    paths, and any request refused before routing, must not grow the metrics without bound)."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unknown"
 
 
 def _task_routes(state: ServerState) -> APIRouter:
@@ -316,6 +338,8 @@ async def _generate(state: ServerState, body: _Sampling, ids: list[int], *, chat
     if not body.stream:
         done: Completion = await _result(state.worker.submit("generate", item))
         return _completion_body(identifier, created, body.model, done, chat)
+    if body.model not in state.pool.resident:  # an unknown task is a 404, not an error inside a 200 stream
+        await _result(state.worker.control(lambda pool: pool.ensure([body.model])))
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..adapt import SubspaceAdapter
-from ..errors import ReferenceNotFoundError, ServeError
+from ..errors import HubConnectionError, HubNotFoundError, ReferenceNotFoundError, ServeError
 from ..format import BasisArtifact, CoefficientSet
 from ..registry import Registry
 
@@ -73,17 +73,20 @@ class TaskPool:
         """Make a task resident (again) under ``name`` (default: its own).
 
         Raises:
-            ServeError: not found (404), of another basis (409), or not loadable (422).
+            ServeError: not found (404; so is a Hub id while offline), of another basis (409), not
+                loadable (422), or on a Hub that cannot be reached now (503).
         """
         from ..hub.resolve import open_coefficients
 
         started = time.perf_counter()
         try:
             task = open_coefficients(reference, registry=self.registry)
-        except ReferenceNotFoundError:
+        except (ReferenceNotFoundError, HubNotFoundError):
             raise ServeError(
                 f"no task {reference!r}: not loaded, nor a registered task or Hub id", status=404
             ) from None
+        except HubConnectionError as error:  # offline by choice: it will never come; else: retry later
+            raise ServeError(f"task {reference!r}: {error}", status=404 if _offline() else 503) from None
         except (LookupError, ValueError, OSError) as error:
             raise ServeError(f"task {reference!r} cannot be loaded: {error}", status=422) from None
         return self._add(task, reference, name or task.manifest["name"], started, pinned)
@@ -157,3 +160,10 @@ class TaskPool:
             if victim is None:
                 return  # what one batch needs stays, even over the budget
             self.unload(victim)
+
+
+def _offline() -> bool:
+    """Whether this process may not reach the Hub (``HF_HUB_OFFLINE``), as huggingface_hub reads it."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)

@@ -123,13 +123,32 @@ class Worker:
                     break
                 batch.append(job)
                 rows += job.rows
-            self._settle(batch, self._classify if first.kind == "classify" else self._generate)
+            if batch := self._admit(batch):
+                self._settle(batch, self._classify if first.kind == "classify" else self._generate)
 
     def _next(self, timeout: float) -> _Job | None:
         try:
             return self.jobs.get(timeout=timeout) if timeout > 0 else self.jobs.get_nowait()
         except queue.Empty:
             return None
+
+    def _admit(self, batch: list[_Job]) -> list[_Job]:
+        """The jobs whose tasks load; a job with a task that does not (unknown, of another basis)
+        fails alone, never the requests that happened to share its batch."""
+        admitted = []
+        for job in batch:
+            tasks = [row.task for row in job.payload] if job.kind == "classify" else [job.payload.task]
+            try:
+                self.pool.ensure(tasks)
+            except ServeError as error:
+                job.future.set_exception(error)
+                continue
+            except Exception:
+                log.exception("loading a request's task failed")
+                job.future.set_exception(ServeError("internal error while loading the task", status=500))
+                continue
+            admitted.append(job)
+        return admitted
 
     def _settle(self, batch: list[_Job], run: Callable[[list[_Job]], list[Any]]) -> None:
         try:
@@ -156,13 +175,10 @@ class Worker:
         tasks = self.pool.ensure(row.task for row in rows)
         labels = {task.name: task.labels for task in tasks}
         self.observe(len(rows), len(tasks))
-        pairs = [row.pair or "" for row in rows] if any(row.pair for row in rows) else None
-        encoded = self.tokenizer(
-            [row.text for row in rows],
-            pairs,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
+        # Each row is encoded on its own (a text alone has no second segment, whatever its batch
+        # holds), then padded together: a row's answer never depends on the rows beside it.
+        encoded = self.tokenizer.pad(
+            [self.tokenizer(row.text, row.pair, truncation=True, max_length=self.max_length) for row in rows],
             return_tensors="pt",
         ).to(self.device)
         with torch.no_grad(), self.pool.adapter.per_example([row.task for row in rows]):
