@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import planted_collection
 from hypothesis import HealthCheck, given, settings
@@ -206,3 +207,40 @@ def test_cli_never_shows_a_traceback(pristine, tmp_path, data):
     if command[0] == "validate":
         against = command[2] if command[1] == "--against" else None
         assert (result.exit_code == 0) == validate(folder, deep=command[1] == "--deep", against=against).ok
+
+
+@pytest.fixture(scope="module")
+def with_state(tmp_path_factory):
+    from clitools import SHAPES as CLI_SHAPES
+    from clitools import run, write_checkpoints
+
+    root = tmp_path_factory.mktemp("fuzz-state")
+    zoo = write_checkpoints(root / "zoo", 4, CLI_SHAPES)
+    run("build", *zoo, "--out", root / "basis", "--k", "2", "--keep-state", "--no-register")
+    return root / "basis"
+
+
+@settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_mutated_growth_state_is_refused_or_reads_exactly_as_written(with_state, tmp_path, data):
+    """Whatever changes in the state's manifest, growing reads either the numbers that were
+    written or nothing: a catalogue error naming the state (1,000 generated mutations)."""
+    from unisub_hub.format.state import STATE_FOLDER, load_state
+
+    basis_id = load_basis(with_state).content_id
+    original = load_state(with_state, basis_id)
+    folder = fresh_copy(with_state.parent, with_state.name, tmp_path)
+    manifest = folder / STATE_FOLDER / "unisub_state.json"
+    manifest.write_text(json.dumps(mutate(json.loads(manifest.read_text()), data)))
+    try:
+        states = load_state(folder, basis_id)
+    except UnisubError as error:
+        assert str(folder) in str(error), f"the error does not name the state: {error}"
+        return
+    assert states.keys() == original.keys()
+    for name, state in states.items():
+        assert (state.count, state.total) == (original[name].count, original[name].total)
+        assert state.sides.keys() == original[name].sides.keys()
+        for mode, side in state.sides.items():
+            assert torch.equal(side.sums, original[name].sides[mode].sums)
+            assert (side.test is None) == (original[name].sides[mode].test is None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -110,6 +111,19 @@ def test_loss_tokens_do_not_count_the_first_token():
 
 
 @pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"text": 5, "label": 1}, "column 'text' holds 5, not text"),  # was read as the text "5"
+        ({"text": "a", "text_pair": ["b"], "label": 1}, "column 'text_pair' holds ['b'], not text"),
+    ],
+)
+def test_classification_text_that_is_not_a_string_is_refused(tmp_path, row, message):
+    path = write(tmp_path, "data.jsonl", json.dumps(row) + "\n")
+    with pytest.raises(TrainingDataError, match=re.escape(message)):
+        read_examples(path)
+
+
+@pytest.mark.parametrize(
     ("name", "content", "message"),
     [
         ("empty.jsonl", "", "holds no examples"),
@@ -140,6 +154,7 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, name, content, message
         ([{"messages": "hi"}], "'messages' is not a list of turns"),
         ([{"messages": [{"role": "user"}]}], "every turn of 'messages'"),
         ([{"messages": [{"role": "user", "content": "a"}]}], "the chat has no assistant turn"),
+        ([{"prompt": 5, "completion": "a"}], "example 1: column 'prompt' holds 5, not text"),
     ],
 )
 def test_rows_that_do_not_fit_their_objective_are_refused(tokenizer, rows, message):

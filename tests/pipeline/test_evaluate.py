@@ -9,7 +9,9 @@ import random
 import pytest
 import torch
 from causal_models import WORDS, make_zoo, prompt_completion_rows
+from click.testing import CliRunner
 from clitools import run
+from hypothesis import strategies as st
 
 from unisub_hub.format import load_basis
 
@@ -166,7 +168,7 @@ def test_classification_scores_equal_an_independent_computation(classifier, tmp_
     right, loss = 0, 0.0
     for row in classifier["rows"]:
         with torch.no_grad():
-            logits = model(**tokenizer(row["text"], return_tensors="pt")).logits[0]
+            logits = model(**tokenizer(row["text"], truncation=True, max_length=32, return_tensors="pt")).logits[0]
         right += int(logits.argmax()) == row["label"]
         loss += float(torch.nn.functional.cross_entropy(logits, torch.tensor(row["label"])))
     report = json.loads(
@@ -253,3 +255,110 @@ def test_bad_causal_data_and_models_are_one_line(causal, tmp_path):
         result = run(*args, ok=False)
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+
+
+BAD_ROWS = [  # each makes a classification data file wrong: the whole file is refused in one line
+    {"label": 1},
+    {"text": "the cat", "label": 3},
+    {"text": "the cat", "label": -1},
+    {"text": "the cat", "label": "zz"},
+    {"text": "the cat", "label": 1.5},
+    {"text": 5, "label": 1},
+    {"text": None, "label": 1},
+    {"text": "the cat", "label": None},
+    ["the cat", 1],
+]
+BAD_LINES = [b"not json", b"\xff\xfe\x00bad", b"[" * 100_000, b'{"text": "a", "label": 1', b"1e999999"]
+
+
+@st.composite
+def _eval_case(draw: st.DrawFn) -> tuple:
+    good = st.builds(
+        lambda words, label: {"text": " ".join(words), "label": label},
+        st.lists(st.sampled_from(WORDS), min_size=0, max_size=40),
+        st.integers(0, 2),
+    )
+    rows = draw(st.lists(good, min_size=0, max_size=30))
+    lines = [json.dumps(row).encode() for row in rows]
+    broken = draw(st.sampled_from([None, None, "row", "line", "extra-key", "blank-lines"]))
+    if broken == "row":
+        lines.insert(draw(st.integers(0, len(lines))), json.dumps(draw(st.sampled_from(BAD_ROWS))).encode())
+    elif broken == "line":
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(BAD_LINES)))
+    elif broken == "extra-key" and lines:
+        rows[0] = {**rows[0], "note": "kept aside"}
+        lines[0] = json.dumps(rows[0]).encode()
+    elif broken == "blank-lines":
+        lines = [line + b"\n" for line in lines]
+    models = draw(st.lists(st.sampled_from(["base", "task", "basis", "adapter", "missing"]), min_size=1, max_size=3))
+    limit = draw(st.none() | st.integers(-1, 40))
+    batch = draw(st.sampled_from([None, 0, 1, 7, 1000]))
+    return rows, b"\n".join(lines) + b"\n", broken, models, limit, batch
+
+
+def _accuracy(model, tokenizer, rows) -> float:  # noqa: ANN001
+    """transformers' own accuracy on ``rows``, truncated to the tiny model's 32 positions."""
+    with torch.no_grad():
+        right = sum(
+            int(model(**tokenizer(row["text"], truncation=True, max_length=32, return_tensors="pt")).logits.argmax())
+            == row["label"]
+            for row in rows
+        )
+    return right / len(rows)
+
+
+def test_generated_eval_inputs_score_right_or_are_one_line(classifier, tmp_path_factory):
+    """200 generated data files, model lists and limits: a result equal to transformers' own
+    accuracy on the rows read, or one line (exit 1; 2 for a bad option), never a traceback."""
+    from collections import Counter
+
+    from hypothesis import HealthCheck, given, settings
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from unisub_hub.cli import cli
+
+    model = AutoModelForSequenceClassification.from_pretrained(classifier["base"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(classifier["base"])
+    names = {
+        "base": "base",
+        "task": str(classifier["task"]),
+        "basis": str(classifier["basis"]),
+        "adapter": str(classifier["adapter"]),
+        "missing": "no-such-model",
+    }
+
+    exits: Counter[int] = Counter()
+
+    @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=_eval_case())
+    def battery(case) -> None:  # noqa: ANN001
+        rows, content, broken, models, limit, batch = case
+        data = tmp_path_factory.mktemp("eval-case") / "data.jsonl"
+        data.write_bytes(content)
+        args = ["eval", *(names[m] for m in models), "--base", str(classifier["base"]), "--data", str(data)]
+        args += ["--device", "cpu", "--json"]
+        args += ["--max-examples", str(limit)] if limit is not None else []
+        args += ["--batch-size", str(batch)] if batch is not None else []
+        result = CliRunner().invoke(cli, args)
+        exits[result.exit_code] += 1
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        if (limit is not None and limit < 1) or batch == 0:
+            assert result.exit_code == 2, result.output
+            return
+        unresolvable = "missing" in models or ("task" in models and "basis" not in models)  # its basis unknown
+        if broken in ("row", "line") or not rows or unresolvable:
+            assert result.exit_code == 1, result.output
+            lines = [line for line in result.output.splitlines() if line.strip()]
+            assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+            return
+        assert result.exit_code == 0, result.output
+        scored = rows[: limit or len(rows)]
+        report = json.loads(result.stdout)
+        assert [r["model"] for r in report["results"]] == [names[m] for m in models]
+        for entry in report["results"]:
+            assert entry["examples"] == len(scored) and 0 <= entry["accuracy"] <= 1
+            if entry["kind"] == "base":
+                assert entry["accuracy"] == pytest.approx(_accuracy(model, tokenizer, scored))
+
+    battery()
+    assert exits[0] >= 20 and exits[1] >= 20, exits  # both outcomes were exercised, not one

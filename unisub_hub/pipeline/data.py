@@ -187,8 +187,11 @@ def read_examples(
                 "model)",
                 path=path,
             )
-        pair = row.get(pair_column)
-        examples.append(Example(str(row[text_column]), None if pair in (None, "") else str(pair), label))
+        text, pair = row[text_column], row.get(pair_column)
+        for column, value in ((text_column, text), (pair_column, pair)):
+            if value is not None and not isinstance(value, str):
+                raise TrainingDataError(f"example {number}: column {column!r} holds {value!r}, not text", path=path)
+        examples.append(Example(text, pair or None, label))
     return examples
 
 
@@ -286,7 +289,9 @@ def _text(row: Mapping[str, Any], column: str, number: int, path: Path | str) ->
         other = {"prompt": "completion", "completion": "prompt"}.get(column)
         hint = f" (a {other} needs its {column})" if other and other in row else ""
         raise TrainingDataError(f"example {number} has no text in column {column!r}{hint}", path=path)
-    return str(value)
+    if not isinstance(value, str):
+        raise TrainingDataError(f"example {number}: column {column!r} holds {value!r}, not text", path=path)
+    return value
 
 
 def _messages(row: Mapping[str, Any], number: int, path: Path | str) -> list[dict[str, str]]:
