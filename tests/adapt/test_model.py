@@ -151,6 +151,22 @@ def test_save_load_and_continue_equals_uninterrupted_training(mlp_basis, tmp_pat
         assert torch.equal(a, b)
 
 
+def test_load_task_takes_a_registry_name_as_attach_takes_the_basis(mlp_basis, tmp_path, isolated_home):
+    from unisub_hub.registry import Registry
+
+    model = _mlp()
+    adapter = attach(model, mlp_basis, heads=["2"])
+    adapter.add_task("food-task")
+    _train(adapter, model, 3, seed=1)
+    saved = adapter.save_task(tmp_path / "saved")
+    registry = Registry()
+    registry.add(mlp_basis.path)
+    registry.add(saved.path)
+    again = attach(_mlp(), mlp_basis, heads=["2"])
+    assert again.load_task("food-task") == "food-task"  # the name the README shows
+    assert again.task_bytes("food-task") == adapter.task_bytes("food-task")
+
+
 def test_mixed_task_batch_equals_each_task_alone(mlp_basis):
     model = _mlp()
     adapter = attach(model, mlp_basis, heads=["2"])
