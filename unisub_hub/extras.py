@@ -17,6 +17,7 @@ __all__ = ["EXTRAS", "require"]
 EXTRAS: dict[str, str] = {
     "transformers": "train",
     "peft": "train",
+    "scipy": "train",
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from ..constants import COEFFICIENTS_FORMAT
+from ..format import check_artifact_output
 from .build import command_line
-from .options import json_option, register_option
+from .options import device_option, json_option, register_option
 from .output import emit_json, human_bytes, stdout
 from .refs import check_can_register, open_basis, open_coefficients, open_registry, register_written
 
@@ -46,24 +48,77 @@ def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> l
     "same, else none).",
 )
 @click.option("--basis", "basis_ref", default=None, help="The tasks' basis, when it is not registered.")
+@click.option(
+    "--tune-on",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Choose the weights on these labelled examples (JSONL/CSV, as train reads them), gradient-free: needs --base.",
+)
+@click.option("--base", default=None, help="With --tune-on: the base model folder the examples are scored on.")
+@click.option(
+    "--tune-budget", type=click.IntRange(min=1), default=40, show_default=True, help="With --tune-on: evaluations."
+)
+@device_option
 @register_option
 @json_option
-def merge_command(task_refs, out, name, method, weights, density, seed, heads, basis_ref, register, as_json):
+def merge_command(  # noqa: PLR0913 (a click command takes its options as parameters)
+    task_refs,
+    out,
+    name,
+    method,
+    weights,
+    density,
+    seed,
+    heads,
+    basis_ref,
+    tune_on,
+    base,
+    tune_budget,
+    device,
+    register,
+    as_json,
+):
     """Merge tasks of one basis in coefficient space (linear, TIES, DARE), without data.
 
     Tasks must share a basis (move others onto it with `rebase`). On a centred basis the
     tasks share its mean, so linear weights must sum to 1. The result is a coefficient set
     like any other: eval, materialize, push, train further and serve it.
 
+    With --tune-on, the weights are chosen on a few labelled examples of the target task
+    (LoraHub's recipe: a gradient-free search from equal weights, loss plus a small L1 penalty).
+
     Example:
 
         unisub-hub merge sst2-task imdb-task --method ties --density 0.5 --out sentiment-task
+        unisub-hub merge sst2-task imdb-task --tune-on few.jsonl --base my-model --out tuned-task
     """
     check_can_register(register)
-    from ..pipeline.merge import check_same_basis, merge
+    if tune_on is not None and base is None:
+        raise click.UsageError("--tune-on needs --base (the model the examples are scored on)")
+    if tune_on is not None and weights is not None:
+        raise click.UsageError("--tune-on chooses the weights: give it or --weights, not both")
+    from ..pipeline.merge import check_same_basis, head_rule, merge
 
     tasks = [open_coefficients(ref) for ref in task_refs]
     basis = open_basis(basis_ref or check_same_basis(tasks))
+    tuned = None
+    if tune_on is not None:
+        from ..pipeline.tune import tune_weights
+
+        check_artifact_output(out, COEFFICIENTS_FORMAT)  # before the search, not after it
+        tuned = tune_weights(
+            tasks,
+            basis,
+            base,
+            tune_on,
+            method=method,
+            density=density,
+            seed=seed,
+            heads=head_rule(tasks, heads),
+            budget=tune_budget,
+            device=device,
+        )
+        weights = tuned.weights
     registry = open_registry()
     locations = [registry.find("task", task.content_id) for task in tasks]
     outcome = merge(
@@ -77,6 +132,7 @@ def merge_command(task_refs, out, name, method, weights, density, seed, heads, b
         heads=heads,
         name=name,
         repo_ids=[entry.hub_repo if entry else None for entry in locations],
+        tuned=tuned.record() if tuned else None,
         command=command_line(),
     )
     entry = register_written(outcome.coefficients.path, basis=basis.path) if register else None
@@ -88,6 +144,9 @@ def merge_command(task_refs, out, name, method, weights, density, seed, heads, b
         "merge": outcome.method,
         "size_bytes": outcome.coefficients.artifact.size_bytes(),
         "registered": entry.to_dict() if entry else None,
+        "tuned": {"weights": tuned.weights, "metrics": tuned.metrics, "equal_weights": tuned.equal_metrics}
+        if tuned
+        else None,
     }
     if as_json:
         emit_json(result)
@@ -96,5 +155,12 @@ def merge_command(task_refs, out, name, method, weights, density, seed, heads, b
         f"Merged {len(tasks)} tasks ({method}, heads: {outcome.heads}) into {outcome.coefficients.path} "
         f"({outcome.coefficients.content_id[:19]}..., {human_bytes(result['size_bytes'])})"
     )
+    if tuned:
+        metric = "accuracy" if "accuracy" in tuned.metrics else "loss"
+        stdout.print(
+            f"Weights {', '.join(f'{w:.3f}' for w in tuned.weights)} chosen on {tuned.examples} examples "
+            f"({tuned.evaluations} evaluations): {metric} {tuned.metrics[metric]:.4f} "
+            f"(equal weights: {tuned.equal_metrics[metric]:.4f})"
+        )
     if entry:
         stdout.print(f"Registered as task {entry.ref}")

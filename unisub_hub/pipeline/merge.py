@@ -31,7 +31,7 @@ from ..format.common import safe_name
 from ..format.kinds import source_kind
 from ..merge import merge_coefficients, method_named
 
-__all__ = ["HEAD_RULES", "MergeOutcome", "merge"]
+__all__ = ["HEAD_RULES", "MergeOutcome", "head_rule", "merge"]
 
 HEAD_RULES = ("average", "first", "none")
 
@@ -71,6 +71,7 @@ def merge(
     heads: str | None = None,
     name: str | None = None,
     repo_ids: Sequence[str | None] | None = None,
+    tuned: dict[str, Any] | None = None,
     command: str | None = None,
 ) -> MergeOutcome:
     """Merge ``tasks`` (of ``basis``) into a coefficient set at ``out``.
@@ -80,6 +81,8 @@ def merge(
         density: kept share for ``ties`` and ``dare-*``; ``seed`` the draws of ``dare-*``.
         heads: ``average``, ``first`` or ``none`` (default: see the module docstring).
         repo_ids: where each task lives on the Hub, when known (the card's model tree).
+        tuned: how ``weights`` were learned (:func:`~unisub_hub.pipeline.tune.tune_weights`), recorded
+            with the method's parameters.
 
     Raises:
         MergeError: other bases, bad weights or parameters, or heads that cannot be merged as asked.
@@ -109,7 +112,7 @@ def merge(
     kinds = {entry["name"]: entry["lora_kind"] for entry in first["layers"] if "lora_kind" in entry}
     bases = {layer: basis.layer(layer, dtype=torch.float64) for layer in layers}
     fields, lora = source_kind(basis.manifest).computed_fields(bases, merged, lora_kinds=kinds, block=first.get("lora"))
-    parameters = {**merger.parameters(), "weights": weights, "heads": rule}
+    parameters = {**merger.parameters(), "weights": weights, "heads": rule, **({"tuned": tuned} if tuned else {})}
     sources = [
         {"content_id": task.content_id, "name": task.manifest["name"], "weight": weight, "repo_id": repo}
         for task, weight, repo in zip(tasks, weights, repo_ids or [None] * len(tasks), strict=True)
@@ -132,6 +135,30 @@ def merge(
     return MergeOutcome(saved, parameters, rule)
 
 
+def _same_passthrough(tasks: Sequence[CoefficientSet]) -> bool:
+    """Whether every task has the same passthrough tensor names and shapes."""
+    names = [task.passthrough_names for task in tasks]
+    return all(sorted(n) == sorted(names[0]) for n in names) and all(
+        tuple(task.artifact.tensor_info(key)["shape"]) == tuple(tasks[0].artifact.tensor_info(key)["shape"])
+        for task in tasks
+        for key in names[0]
+    )
+
+
+def head_rule(tasks: Sequence[CoefficientSet], heads: str | None) -> str:
+    """The passthrough rule a merge applies: ``heads`` when given, else ``first`` when every task's
+    passthrough tensors are equal and ``none`` when they differ (see the module docstring)."""
+    if heads is not None:
+        return heads
+    first = tasks[0]
+    identical = _same_passthrough(tasks) and all(
+        torch.equal(task.passthrough(key), first.passthrough(key))
+        for task in tasks[1:]
+        for key in first.passthrough_names
+    )
+    return "first" if identical else "none"
+
+
 def _passthrough(
     tasks: Sequence[CoefficientSet], weights: Sequence[float], heads: str | None
 ) -> tuple[str, dict[str, torch.Tensor], dict[str, str]]:
@@ -139,18 +166,10 @@ def _passthrough(
     if heads is not None and heads not in HEAD_RULES:
         raise MergeError(f"{option('heads')} {heads!r}: use one of {', '.join(HEAD_RULES)}")
     names = [task.passthrough_names for task in tasks]
-    same = all(sorted(n) == sorted(names[0]) for n in names) and all(
-        tuple(task.artifact.tensor_info(key)["shape"]) == tuple(tasks[0].artifact.tensor_info(key)["shape"])
-        for task in tasks
-        for key in names[0]
-    )
+    same = _same_passthrough(tasks)
     first = tasks[0]
     reasons = {entry["name"]: entry.get("reason", "") for entry in first.manifest["passthrough"]}
-    if heads is None:
-        identical = same and all(
-            torch.equal(task.passthrough(key), first.passthrough(key)) for task in tasks[1:] for key in names[0]
-        )
-        heads = "first" if identical else "none"
+    heads = head_rule(tasks, heads)
     if heads == "none":
         return heads, {}, {}
     if heads == "first":
