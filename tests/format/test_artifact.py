@@ -228,3 +228,36 @@ def test_a_trailing_newline_does_not_pass_an_anchored_pattern(tmp_path):
     edit_manifest(tmp_path / "basis", lambda m: m.update(name="evil\n"))
     with pytest.raises(SchemaError, match="manifest field name"):
         load_basis(tmp_path / "basis")
+
+
+def test_a_manifest_validated_before_is_not_validated_again_until_it_changes(tmp_path, monkeypatch):
+    """The schema check is remembered by the manifest file's identity, as content ids are: a
+    server's cold load of a registered task skips it; an edited manifest is checked again."""
+    import unisub_hub.format.artifact as artifact_module
+
+    result, _ = built()
+    basis = write_basis(tmp_path / "basis", result)
+    coefs = {"enc.0.weight": torch.randn(2, 2), "enc.1.weight": torch.randn(2, 2)}
+    save_coefficients(tmp_path / "task", coefs, {}, name="task-a", basis_manifest=basis.manifest)
+    memory: dict[str, str] = {}
+
+    class Known:
+        def get(self, key):
+            return memory.get(key)
+
+        def put(self, key, value):
+            memory[key] = value
+
+    calls = []
+    real = artifact_module.validate_manifest
+    monkeypatch.setattr(artifact_module, "validate_manifest", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = load_coefficients(tmp_path / "task", known=Known())
+    second = load_coefficients(tmp_path / "task", known=Known())
+    assert len(calls) == 1 and first.manifest == second.manifest
+    manifest = tmp_path / "task" / "unisub_coefficients.json"
+    document = json.loads(manifest.read_text())
+    document["layers"][0]["name"] = 5  # now invalid, and a different file
+    manifest.write_text(json.dumps(document))
+    with pytest.raises(SchemaError):
+        load_coefficients(tmp_path / "task", known=Known())
+    assert len(calls) == 2

@@ -302,13 +302,14 @@ class SubspaceAdapter:
         missing = set(self.layers) - set(coefficients.layer_names)
         if missing:
             raise AdaptError(f"{coefficients.path}: has no coefficients for layer {sorted(missing)[0]}")
+        values = coefficients.coefficients()  # one read of the file, not one per layer
         for layer in self.layers:  # a set written elsewhere may hold NaN under a valid content id
-            if not all_finite(coefficients.coefficient(layer)):
+            if not all_finite(values[layer]):
                 raise AdaptError(f"{coefficients.path}: coefficients of layer {layer} hold NaN or Inf")
         key = self.state.add(name)
         try:
             for layer, module in self.layers.items():
-                module.add_task(key, coefficients.coefficient(layer))
+                module.add_task(key, values[layer])
             stored = set(coefficients.passthrough_names)
             for head_name, head in self.heads.items():
                 values = {

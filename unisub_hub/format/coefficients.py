@@ -126,6 +126,12 @@ class CoefficientSet(ArtifactView):
                 return self.artifact.tensor(entry["tensor"], device)
         raise FormatError(f"layer {layer!r} has no coefficients in this set", path=self.path)
 
+    def coefficients(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """Every layer's coefficients, keyed by layer, read in one pass over the tensor files."""
+        stored = {entry["name"]: entry["tensor"] for entry in self.manifest["layers"]}
+        values = self.artifact.tensors(list(stored.values()), device)
+        return {layer: values[tensor] for layer, tensor in stored.items()}
+
     def passthrough(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
         return self.artifact.tensor(name, device)
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from .tensorfile import content_id
 
-__all__ = ["VerifiedIds", "cached_content_id", "file_key", "remember_content_id"]
+__all__ = ["VerifiedIds", "cached_content_id", "file_key", "remember", "remember_content_id", "remembered"]
 
 
 class VerifiedIds(Protocol):
@@ -49,20 +49,30 @@ def cached_content_id(files: Sequence[Path], known: VerifiedIds | None = None) -
     """The content id of ``files``: remembered (here, or in ``known``) when they have not changed
     since hashed, else hashed now and remembered."""
     key = file_key(files)
-    if key in _memory:
-        return _memory[key]
-    value = known.get(key) if known is not None else None
+    value = remembered(key, known)
     if value is None:
         value = content_id(files)
-        if known is not None:
-            known.put(key, value)
-    _memory[key] = value
+        remember(key, value, known)
     return value
 
 
 def remember_content_id(files: Sequence[Path], value: str, known: VerifiedIds | None = None) -> None:
     """Record ``value`` as the content id of ``files`` as they are now (after writing or hashing them)."""
-    key = file_key(files)
+    remember(file_key(files), value, known)
+
+
+def remembered(key: str, known: VerifiedIds | None = None) -> str | None:
+    """What was remembered under ``key`` (this process's memory first, then ``known``)."""
+    if key in _memory:
+        return _memory[key]
+    value = known.get(key) if known is not None else None
+    if value is not None:
+        _memory[key] = value
+    return value
+
+
+def remember(key: str, value: str, known: VerifiedIds | None = None) -> None:
+    """Remember ``value`` under ``key`` here and in ``known``."""
     _memory[key] = value
     if known is not None:
         known.put(key, value)
