@@ -368,10 +368,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="40 tasks and few requests")
     parser.add_argument("--work", type=Path, default=None, help="where models and tasks are cached")
     parser.add_argument("--families", default="minilm,gpt2")
+    parser.add_argument("--tasks", type=int, default=None, help="distinct tasks (default 1,000; --quick 40)")
     parser.add_argument("--out", type=Path, default=None, help="results stem (default bench/results/DATE-serve)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.gettempdir()) / "unisub-serve-bench"
-    count = 40 if args.quick else 1000
+    count = args.tasks or (40 if args.quick else 1000)
     results, lines = {}, []
     for family in args.families.split(","):
         requests = 64 if args.quick else (320 if family == "minilm" else 160)

@@ -40,6 +40,8 @@ FLAGS: dict[str, str] = {
     "shard_size": "--shard-size",
     "token": "--token",
     "train_head": "--no-train-head",
+    "tune_budget": "--tune-budget",
+    "tune_on": "--tune-on",
     "variance": "--variance",
     "workers": "--workers",
 }
