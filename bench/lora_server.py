@@ -17,6 +17,8 @@ import argparse
 import functools
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,6 @@ import torch
 from unisub_hub.errors import ServeError
 from unisub_hub.pipeline.objectives import load_base
 from unisub_hub.serve.app import ServerState, create_app
-from unisub_hub.serve.generation import decode
 from unisub_hub.serve.metrics import Metrics
 from unisub_hub.serve.server import run_app
 from unisub_hub.serve.worker import Worker
@@ -97,34 +98,9 @@ class LoraWorker(Worker):
 
     pool: LoraPool  # type: ignore[assignment]
 
-    def _classify(self, batch: list[Any]) -> list[list[dict[str, Any]]]:
-        rows = [row for job in batch for row in job.payload]
-        tasks = self.pool.ensure(row.task for row in rows)
-        self.observe(len(rows), len(tasks))
-        encoded = self.tokenizer.pad(
-            [self.tokenizer(row.text, row.pair, truncation=True, max_length=self.max_length) for row in rows],
-            return_tensors="pt",
-        ).to(self.device)
-        with torch.no_grad():
-            logits = self.pool.peft(**encoded, adapter_names=[row.task for row in rows]).logits.float().cpu()
-        results = [
-            {"task": row.task, "label_id": int(row_logits.argmax()), "logits": row_logits.tolist()}
-            for row, row_logits in zip(rows, logits, strict=True)
-        ]
-        out, start = [], 0
-        for job in batch:
-            out.append(results[start : start + len(job.payload)])
-            start += len(job.payload)
-        return out
-
-    def _generate(self, batch: list[Any]) -> list[Any]:
-        items = [job.payload for job in batch]
-        tasks = self.pool.ensure(item.task for item in items)
-        self.observe(len(items), len(tasks))
-        model = functools.partial(self.pool.peft, adapter_names=[item.task for item in items])
-        return decode(
-            model, self.tokenizer, items, device=self.device, pad_id=self.pad_id, max_positions=self.max_length
-        )
+    @contextmanager
+    def rows_compute(self, names: list[str]) -> Iterator[Callable[..., Any]]:
+        yield functools.partial(self.pool.peft, adapter_names=names)
 
 
 def main() -> None:

@@ -35,6 +35,17 @@ def save_base(folder: Path) -> Path:
     return folder
 
 
+def save_base_with_tokenizer(folder: Path, words: list[str]) -> Path:
+    """The tiny BERT of :func:`save_base` with a word-level tokenizer of ``words`` (what training,
+    eval and serving read text with)."""
+    from transformers import BertTokenizer
+
+    base = save_base(folder)
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocabulary)}).save_pretrained(base)
+    return base
+
+
 def save_finetunes(
     base: Path, folder: Path, count: int, *, rank: int = 2, noise: float = 1e-3, shard_first: bool = True
 ) -> list[Path]:

@@ -19,14 +19,10 @@ PROMPTS = ["the cat sat", "a dog ran in", "big red", "one two three"]
 def classify_zoo(root: Path) -> dict[str, Any]:
     """A tiny BERT with a tokenizer, a basis ``b`` (and ``o``), tasks task-a/b/c trained on ``b`` with
     their PEFT exports, and ``foreign``, a task of ``o``: registered in ``root/home``."""
-    from models import save_adapters, save_base
-    from transformers import BertTokenizer
+    from models import save_adapters, save_base_with_tokenizer
 
     home = root / "home"
-    base = save_base(root / "base")
-    BertTokenizer(
-        vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
-    ).save_pretrained(base)
+    base = save_base_with_tokenizer(root / "base", WORDS)
     adapters = save_adapters(base, root, 5)
     run("--home", home, "build", *adapters[:4], "--out", root / "basis", "--k", "3", "--name", "b", "--device", "cpu")
     run("--home", home, "build", *adapters[1:5], "--out", root / "other", "--k", "2", "--name", "o", "--device", "cpu")

@@ -56,15 +56,10 @@ def world(tmp_path_factory):
 def _text_world(root: Path, env: dict[str, str]) -> None:
     """A tiny BERT with a tokenizer, a LoRA basis ``lb`` of it, a task of ``lb`` on the local Hub
     (``me/lt``) and training data: what train and serve need."""
-    from models import save_adapters, save_base
+    from models import save_adapters, save_base_with_tokenizer
     from serve_zoos import TEXTS
-    from transformers import BertTokenizer
 
-    base = save_base(root / "bert")
-    words = sorted({word for text in TEXTS for word in text.split()})
-    BertTokenizer(
-        vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
-    ).save_pretrained(base)
+    base = save_base_with_tokenizer(root / "bert", sorted({word for text in TEXTS for word in text.split()}))
     adapters = save_adapters(base, root, 4)
     _command(["build", *adapters[:3], "--out", root / "lb", "--k", "2", "--name", "lb"], env)
     _command(["project", adapters[3], "--basis", "lb", "--out", root / "lt", "--name", "lt"], env)

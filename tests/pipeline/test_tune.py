@@ -40,14 +40,11 @@ def _write(path, rows):
 def teacher(tmp_path_factory):
     """Two tasks trained on one basis to different rules (the first word's class, the last
     word's), and a few examples of the first rule to tune on."""
-    from models import save_adapters, save_base
-    from transformers import BertTokenizer
+    from models import save_adapters, save_base_with_tokenizer
 
     root = tmp_path_factory.mktemp("tune")
     home = root / "home"
-    base = save_base(root / "base")
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    BertTokenizer(vocab={w: i for i, w in enumerate(vocabulary)}).save_pretrained(base)
+    base = save_base_with_tokenizer(root / "base", WORDS)
     adapters = save_adapters(base, root, 4)
     run("--home", home, "build", *adapters, "--out", root / "basis", "--k", "4", "--name", "b", "--device", "cpu")
     for name, rule, seed in (("a", _first_word, 1), ("b", _last_word, 2)):

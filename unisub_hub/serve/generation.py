@@ -90,7 +90,7 @@ class _Row:
 
 
 def decode(
-    model: torch.nn.Module,
+    model: Callable[..., Any],
     tokenizer: Any,
     items: Sequence[Sequence_],
     *,

@@ -14,8 +14,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,8 +182,9 @@ class Worker:
             [self.tokenizer(row.text, row.pair, truncation=True, max_length=self.max_length) for row in rows],
             return_tensors="pt",
         ).to(self.device)
-        with torch.no_grad(), self.pool.adapter.per_example([row.task for row in rows]):
-            logits = self.model(**encoded).logits.float().cpu()
+        names = [row.task for row in rows]
+        with torch.no_grad(), self.rows_compute(names) as model:
+            logits = model(**encoded).logits.float().cpu()
         scores = torch.softmax(logits, dim=-1)
         results = []
         for row, row_logits, row_scores in zip(rows, logits, scores, strict=True):
@@ -206,7 +208,14 @@ class Worker:
         items: list[Sequence_] = [job.payload for job in batch]
         tasks = self.pool.ensure(item.task for item in items)
         self.observe(len(items), len(tasks))
-        with self.pool.adapter.per_example([item.task for item in items]):
+        with self.rows_compute([item.task for item in items]) as model:
             return decode(
-                self.model, self.tokenizer, items, device=self.device, pad_id=self.pad_id, max_positions=self.max_length
+                model, self.tokenizer, items, device=self.device, pad_id=self.pad_id, max_positions=self.max_length
             )
+
+    @contextmanager
+    def rows_compute(self, names: list[str]) -> Iterator[Callable[..., Any]]:
+        """The model to call for a batch whose row ``b`` computes task ``names[b]``: the attached
+        model with per-example tasks. (The serving benchmark's LoRA peer overrides only this.)"""
+        with self.pool.adapter.per_example(names):
+            yield self.model
