@@ -264,7 +264,8 @@ def load_body(draw: st.DrawFn, zoo: dict[str, Any], loaded: set[str]) -> tuple[A
                 (str(zoo["root"] / "foreign"), 409),
                 ("zz-missing", 404),
                 ("zz/missing", 404),
-                ("../../etc/passwd", 422),  # a file, relative to the server's folder: not a task folder
+                (str(zoo["base"] / "config.json"), 422),  # a file, not a task folder
+                ("/etc/passwd", 422),  # a file outside any task: refused, not read as one
                 (str(zoo["base"]), 422),  # a folder, but not a coefficient set
             ]
         )
@@ -355,7 +356,7 @@ def test_a_thousand_generated_requests_per_classification_route(classifier, rout
     seen = _run_battery(server, calls, _classifier_still_right(zoo))
     assert _requests(seen) >= PER_ROUTE and seen["500"] == 0
     # a fair share of the answers were 200s whose content was checked (an unload's answer says only that it went)
-    assert seen["checked"] >= {"/v1/tasks/load": 100, "/v1/tasks/unload": 0}.get(route, 200)
+    assert seen["checked"] >= {"/v1/tasks/load": 80, "/v1/tasks/unload": 0}.get(route, 200)
 
 
 def test_unknown_routes_are_404_with_the_key_and_401_without(classifier):
