@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import pytest
 from helpers import make_basis, make_task
 
@@ -279,3 +281,35 @@ def test_verify_finds_a_stored_manifest_its_tensors_cannot_back(tmp_path):
     report = registry.verify()
     assert not report["ok"] and [p["ref"] for p in report["problems"]] == [entry.ref]
     assert "shape" in report["problems"][0]["problem"] or "tensor" in report["problems"][0]["problem"]
+
+
+def test_a_registered_task_opens_from_the_store_without_hashing_or_schema_check(tmp_path, monkeypatch):
+    from unisub_hub.format import artifact, verified
+    from unisub_hub.hub.resolve import open_coefficients
+
+    home = tmp_path / "home"
+    with closing(Registry(home)) as registry:
+        basis = make_basis(tmp_path / "b")
+        registry.add(basis.path)
+        registry.add(make_task(tmp_path / "t", basis, name="served").path)
+    monkeypatch.setattr(verified, "_memory", {})  # a new process: only the registry remembers
+    work = []
+    monkeypatch.setattr(verified, "content_id", lambda files: work.append("hash") or "sha256:" + "0" * 64)
+    real_validate = artifact.validate_manifest
+    monkeypatch.setattr(artifact, "validate_manifest", lambda *a, **k: work.append("schema") or real_validate(*a, **k))
+    with closing(Registry(home)) as registry:
+        task = open_coefficients("served", registry=registry)
+    assert task.manifest["name"] == "served" and work == []
+
+
+def test_the_verified_memory_is_pruned_to_its_bound_and_keeps_the_newest(tmp_path, monkeypatch):
+    from unisub_hub.registry import verified
+
+    monkeypatch.setattr(verified, "_MAX_ROWS", 5)
+    with closing(Registry(tmp_path / "home")) as registry:
+        for number in range(9):
+            registry.verified.put(f"key-{number}", f"sha256:{number:064x}")
+    with closing(Registry(tmp_path / "home")) as registry:  # a fresh memory reads the table
+        kept = [number for number in range(9) if registry.verified.get(f"key-{number}") is not None]
+        assert kept == [4, 5, 6, 7, 8]
+        assert registry.verified.get("key-8") == f"sha256:{8:064x}"

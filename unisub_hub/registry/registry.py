@@ -52,13 +52,15 @@ if TYPE_CHECKING:
     from ..format.verified import VerifiedIds
 
 
-def read_artifact(folder: Path, *, verify: bool, known: VerifiedIds | None = None) -> Artifact:
-    # Registering and ``registry verify`` always hash (cached=False); what they find is remembered in ``known``.
+def read_artifact(folder: Path, *, verify: bool, known: VerifiedIds | None = None, cached: bool = False) -> Artifact:
     """Open an artifact; the format module (and torch with it) loads only when one is read,
-    so listing and resolving (``registry list``, ``--help``) start without it."""
+    so listing and resolving (``registry list``, ``--help``) start without it.
+
+    Registering and ``registry verify`` always hash (``cached=False``); what they find is
+    remembered in ``known``."""
     from ..format.artifact import read_artifact as read
 
-    return read(folder, verify=verify, known=known)
+    return read(folder, verify=verify, cached=cached, known=known)
 
 
 def check_tensor_table(artifact: Artifact) -> None:
@@ -174,7 +176,11 @@ class Registry:
                 )
             if kind == "basis":
                 self._check_basis_name(folder, artifact.manifest)
-            self.store.put(Path(folder), artifact.content_id)
+            stored = self.store.put(Path(folder), artifact.content_id)
+            if kind == "task":
+                # Tasks are opened from the store (a server's cold load); checking the copy now, while
+                # it is a few KiB, lets the first load find it verified and its schema checked.
+                read_artifact(stored, verify=True, cached=True, known=self.verified)
             created = self._insert(kind, artifact, hub_repo, hub_revision)
         entry = self.resolve(artifact.content_id, kind)
         return Entry(**{**entry.__dict__, "created": created})
