@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from ..engine.basis import LayerBasis
 from ..engine.modes import Factors
 from ..errors import AdaptError
+from .store import TaskTensors
 
 __all__ = ["SubspaceLayer", "TaskLinear", "TaskState", "check_module", "layer_orientation"]
 
@@ -137,14 +138,14 @@ class SubspaceLayer(nn.Module):
         # Frozen directions: buffers, never parameters, never saved with a model's state.
         for role, tensor in (("left", factors.left), ("right", factors.right), ("components", factors.components)):
             self.register_buffer(role, None if tensor is None else tensor.detach().clone(), persistent=False)
-        self.coefficients = nn.ParameterDict()
+        self.coefficients = TaskTensors(self.coefficient_shape, weight_of(base))
 
     @property
     def factors(self) -> Factors:
         return Factors(self.left, self.right, self.components)
 
-    def add_task(self, key: str, value: torch.Tensor | None = None) -> nn.Parameter:
-        """A task's coefficients (zero unless given), trainable."""
+    def add_task(self, key: str, value: torch.Tensor | None = None, *, frozen: bool = False) -> nn.Parameter | None:
+        """A task's coefficients (zero unless given): its parameter, or ``None`` when ``frozen`` (see :mod:`.store`)."""
         if value is None:
             value = torch.zeros(self.coefficient_shape)
         if tuple(value.shape) != tuple(self.coefficient_shape):
@@ -152,9 +153,7 @@ class SubspaceLayer(nn.Module):
                 f"layer {self.layer_name}: coefficients are {tuple(value.shape)}, the basis expects "
                 f"{self.coefficient_shape}"
             )
-        weight = weight_of(self.base)
-        self.coefficients[key] = nn.Parameter(value.detach().to(device=weight.device, dtype=weight.dtype).clone())
-        return self.coefficients[key]
+        return self.coefficients.add(key, value, frozen=frozen)
 
     def coefficient(self, key: str) -> torch.Tensor:
         """A task's coefficients in the basis's orientation."""
@@ -178,7 +177,7 @@ class SubspaceLayer(nn.Module):
         orient = self.strategy.transpose_coefficients if self._transposed else (lambda c: c)
         if self.state.per_example is not None:
             keys, index = self.state.per_example
-            stacked = torch.stack([self.coefficients[key] for key in keys])
+            stacked = self.coefficients.stack(keys)
             return self.strategy.apply_per_example(self.factors, orient(stacked[index.to(x.device)]), x)
         return self.strategy.apply(self.factors, orient(self.coefficients[self.state.active_key()]), x)
 
@@ -216,14 +215,14 @@ class TaskLinear(nn.Module):
         for parameter in base.parameters():
             parameter.requires_grad_(False)
         self.state = state
-        self.weights = nn.ParameterDict()
-        self.biases = nn.ParameterDict()
+        self.weights = TaskTensors(base.weight.shape, base.weight)
+        self.biases = TaskTensors(() if base.bias is None else base.bias.shape, base.weight)
 
     def add_task(
-        self, key: str, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+        self, key: str, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, *, frozen: bool = False
     ) -> list[nn.Parameter]:
-        """A task's copy of the head, from the base head unless given."""
-        like = self.base.weight
+        """A task's copy of the head, from the base head unless given; its parameters (none when ``frozen``)."""
+        added = []
         for name, given, current in (("weight", weight, self.base.weight), ("bias", bias, self.base.bias)):
             if current is None:
                 if given is not None:
@@ -236,8 +235,10 @@ class TaskLinear(nn.Module):
                     "number of labels?)"
                 )
             store = self.weights if name == "weight" else self.biases
-            store[key] = nn.Parameter(value.detach().to(device=like.device, dtype=like.dtype).clone())
-        return [store[key] for store in (self.weights, self.biases) if key in store]
+            parameter = store.add(key, value, frozen=frozen)
+            if parameter is not None:
+                added.append(parameter)
+        return added
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state = self.state
@@ -245,11 +246,11 @@ class TaskLinear(nn.Module):
             keys, index = state.per_example
             _check_rows(index, x.shape[0])
             index = index.to(x.device)
-            weights = torch.stack([self.weights[key] for key in keys])[index]  # (B, out, in)
+            weights = self.weights.stack(keys)[index]  # (B, out, in)
             rows = x.reshape(x.shape[0], -1, x.shape[-1])
             out = torch.bmm(rows, weights.transpose(1, 2))
             if self.biases:
-                out = out + torch.stack([self.biases[key] for key in keys])[index][:, None, :]
+                out = out + self.biases.stack(keys)[index][:, None, :]
             return out.reshape(*x.shape[:-1], -1)
         if state.active is None:
             return self.base(x)

@@ -228,7 +228,7 @@ def _score_all(
                     _check_has_mean(target)
                     adapter.add_task(name, init="zero", train_head=False)
                 else:
-                    adapter.load_task(target.artifact, name, train_head=False)
+                    adapter.load_task(target.artifact, name, train_head=False, frozen=True)
             adapter.set_task(name)
         metrics = scores(model, base, data, batch_size=batch_size, device=device)
         yield target, metrics, time.perf_counter() - started

@@ -88,7 +88,7 @@ def tune_weights(
     examples = opened.family.read(data, opened, {}, opened.max_length)
     model = opened.load_model()
     adapter = attach(model, basis, heads=opened.family.heads(model))
-    names = [adapter.load_task(task, f"tune-{number}", train_head=False) for number, task in enumerate(tasks)]
+    names = [adapter.load_task(task, f"tune-{number}", frozen=True) for number, task in enumerate(tasks)]
     target = resolve_device(device)
     model.to(target)
     centered = bool(basis.manifest["centered"])

@@ -106,7 +106,7 @@ class TaskPool:
                 return self.resident[name]
             self.unload(name)
         try:
-            self.adapter.load_task(task, name, train_head=False)
+            self.adapter.load_task(task, name, train_head=False, frozen=True)
         except ValueError as error:
             raise ServeError(f"task {reference!r} does not fit this model: {error}", status=422) from None
         config = task.manifest.get("config") or {}
