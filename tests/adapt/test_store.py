@@ -71,7 +71,9 @@ def test_a_trainable_task_is_a_named_parameter_and_mixes_with_frozen_rows():
     store.add("task1", torch.tensor([3.0, 4.0]), frozen=True)
     assert dict(store.named_parameters()) == {"task0": parameter} and parameter.dtype == torch.float64
     assert store.parameter("task1") is None and store.parameter("task0") is parameter
-    torch.testing.assert_close(store.stack(["task1", "task0"]), torch.tensor([[3.0, 4.0], [1.0, 2.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        store.stack(["task1", "task0"]), torch.tensor([[3.0, 4.0], [1.0, 2.0]], dtype=torch.float64)
+    )
     store.to(torch.float32)
     assert store.slab.dtype == torch.float32 and store["task1"].dtype == torch.float32
     with pytest.raises(KeyError):

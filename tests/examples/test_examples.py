@@ -100,6 +100,12 @@ def test_quick_demo_end_to_end(tmp_path):
     # The pulled, materialized adapter scores what the in-memory reconstruction scored.
     assert abs(hub["materialized_accuracy"] - hub["local_accuracy"]) <= 1 / 240 + 1e-9
     assert "Through the Hub" in (tmp_path / "report" / "report.md").read_text()
+    # A real server process answered one request mixing the held-out tasks, as the library computes them.
+    served = numbers["served"]
+    assert [row["task"] for row in served["request"]["inputs"]] == [r["task"] for r in served["results"]]
+    assert len({row["task"] for row in served["request"]["inputs"]}) == 2
+    assert served["max_abs_logit_difference"] < 1e-4 and out["served"]["command"].startswith("unisub-hub serve")
+    assert "## Served" in report and served["results"][0]["label"] in report
     # Margins come with their interval, the null says what it is, and the report ends where a user goes on.
     universal, random = (lora["trained"][v]["accuracy"] for v in ("trained universal", "trained random"))
     examples = lora["trained"]["trained universal"]["examples"]

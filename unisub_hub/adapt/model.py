@@ -142,7 +142,9 @@ class SubspaceAdapter:
             coefficients, head_values = self._project_source(init)
         key = self.state.add(name)
         for layer, module in self.layers.items():
-            module.add_task(key, coefficients.get(layer)).requires_grad_(train_coefficients)
+            parameter = module.add_task(key, coefficients.get(layer))
+            if parameter is not None:  # always, for a task that is not frozen
+                parameter.requires_grad_(train_coefficients)
         for head_name, head in self.heads.items():
             params = head.add_task(key, head_values.get(f"{head_name}.weight"), head_values.get(f"{head_name}.bias"))
             for parameter in params:
@@ -213,7 +215,8 @@ class SubspaceAdapter:
                 elif heads == "first":
                     values.append(store[keys[0]].detach())
                 else:
-                    values.append(sum(w * store[k].detach() for w, k in zip(weights, keys, strict=True)) / sum(weights))
+                    total = torch.stack([w * store[k].detach() for w, k in zip(weights, keys, strict=True)]).sum(0)
+                    values.append(total / sum(weights))
             head.add_task(key, *values)
         self.state.active = name
         return name

@@ -30,7 +30,9 @@ class TaskTensors(nn.Module):
     def __init__(self, shape: Sequence[int], like: torch.Tensor) -> None:
         super().__init__()
         self.shape = tuple(shape)
-        self.register_buffer("slab", torch.empty(0, *self.shape, dtype=like.dtype, device=like.device), persistent=False)
+        self.register_buffer(
+            "slab", torch.empty(0, *self.shape, dtype=like.dtype, device=like.device), persistent=False
+        )
         self.rows: dict[str, int] = {}
         self._free: list[int] = []
 
@@ -56,7 +58,7 @@ class TaskTensors(nn.Module):
 
     def parameter(self, key: str) -> nn.Parameter | None:
         """The task's parameter, or ``None`` for a frozen task."""
-        return self._parameters.get(key)  # type: ignore[return-value]
+        return self._parameters.get(key)
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key in self.rows:

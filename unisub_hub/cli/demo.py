@@ -54,6 +54,7 @@ def demo_command(report_dir, quick, as_json):
                 "hub": result.hub,
                 "accuracy": {c.name: c.accuracy for c in result.collections},
                 "places": result.places,
+                "served": {k: result.served[k] for k in ("command", "max_abs_logit_difference", "request_ms")},
             }
         )
         return
@@ -66,6 +67,10 @@ def demo_command(report_dir, quick, as_json):
     stdout.print(
         f"Pulled {result.hub['task']} through the local Hub and materialized it: accuracy "
         f"{result.hub['materialized_accuracy']:.3f}"
+    )
+    stdout.print(
+        f"Served {len(result.served['results'])} rows of two tasks in one request: logits within "
+        f"{result.served['max_abs_logit_difference']:.1e} of the library's"
     )
     stdout.print(f"Report: {report_dir / 'report.md'} ({result.seconds['total']:.0f} s)")
     stdout.print(f"Go on from the basis {result.places['basis']} on the base {result.places['base']}")

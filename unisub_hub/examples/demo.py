@@ -42,11 +42,20 @@ from ..registry import Registry
 from ..testing import LocalHub
 from .report import write_report
 from .results import CollectionResult, DemoResult
+from .served import serve_round_trip
 from .trained import digits_trained, minilm_trained, parameter_count
 
 __all__ = ["DemoResult", "run_demo"]
 
 Log = Callable[[str], None]
+
+SERVED_TEXTS = (
+    "the concert was wonderful tonight",
+    "return the contents of the archive as a list of members.",
+    "i found the service dreadful",
+    "parse an xml document from a file and return its root element.",
+)
+"""Rows of the demo's served request (each row goes to the next held-out task in turn)."""
 
 
 _Kind = TypeVar("_Kind", LoraSource, CheckpointSource)
@@ -398,8 +407,11 @@ def run_demo(home: Path, report_dir: Path, *, quick: bool = False, log: Log = pr
     seconds["digits"] = time.perf_counter() - start - seconds["lora"]
     hub = _hub_trip(work, lora_tasks, base, log)
     hub["local_accuracy"] = lora.per_task[hub["task"]][f"universal k={lora.k}"]
+    served = serve_round_trip(
+        work, work / "minilm-basis", base, {t.name.removeprefix("task-lora-"): t for t in lora_tasks}, SERVED_TEXTS, log
+    )
     seconds["total"] = time.perf_counter() - start
     places = {"base": str(base), "basis": str(work / "minilm-basis"), "task": str(lora_tasks[0]), "home": str(home)}
-    result = DemoResult([lora, shared, random_init], hub, seconds, report_dir, places)
+    result = DemoResult([lora, shared, random_init], hub, seconds, report_dir, places, served)
     write_report(result)
     return result

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ..format.kinds import source_kind
 from ..pipeline.plots import plot_accuracy_vs_k, plot_accuracy_vs_parameters, plot_scree
@@ -128,6 +129,27 @@ def _margin(first: float, second: float, examples: int) -> str:
     return f"{difference * 100:+.1f} points (95 % interval {low:+.1f} to {high:+.1f}: {words})"
 
 
+def _served(served: dict[str, Any]) -> list[str]:
+    """The serving step: one request whose rows name different tasks, and what came back."""
+    if not served:
+        return []
+    lines = [
+        "## Served",
+        "",
+        f"`{served['command']}` started in {served['start_seconds']:.1f} s on a loopback port. One `POST "
+        f"/v1/classify` gave each row its own task ({len(served['results'])} rows, {served['request_ms']:.0f} ms); "
+        f"every row's logits are within {served['max_abs_logit_difference']:.1e} of the same task computed in "
+        "the library.",
+        "",
+        "| text | task | label | scores |",
+        "|---|---|---|---|",
+    ]
+    for row, result in zip(served["request"]["inputs"], served["results"], strict=True):
+        scores = ", ".join(f"{s:.3f}" for s in result["scores"])
+        lines.append(f"| {row['text']} | {result['task']} | {result['label']} | {scores} |")
+    return [*lines, ""]
+
+
 def _go_on(places: dict[str, str]) -> list[str]:
     """Where the demo's base model, basis and tasks are, and the commands that go on from them."""
     if not places:
@@ -212,8 +234,14 @@ def write_report(result: DemoResult) -> Path:
         f"(the local reconstruction of the same task scored {hub['local_accuracy']:.3f}).",
         "",
     ]
+    lines += _served(result.served)
     lines += _go_on(result.places)
     (out / "report.md").write_text("\n".join(lines))
-    numbers = {"seconds": result.seconds, "hub": hub, "collections": [asdict(c) for c in result.collections]}
+    numbers = {
+        "seconds": result.seconds,
+        "hub": hub,
+        "served": result.served,
+        "collections": [asdict(c) for c in result.collections],
+    }
     (out / "numbers.json").write_text(json.dumps(numbers, indent=2, default=str) + "\n")
     return out / "report.md"

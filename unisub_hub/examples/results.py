@@ -44,3 +44,6 @@ class DemoResult:
     report_dir: Path
     places: dict[str, str] = field(default_factory=dict)
     """Where the demo left what a user can go on from: ``base``, ``basis``, ``task``, ``home``."""
+    served: dict[str, Any] = field(default_factory=dict)
+    """The serving step: the command, the mixed request, the answers and how far their logits
+    are from the library's (:func:`~unisub_hub.examples.served.serve_round_trip`)."""
