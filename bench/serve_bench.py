@@ -178,13 +178,13 @@ class Process:
         self.process.wait(timeout=60)
 
 
-def start_servers(setup: dict[str, Any], home: Path) -> dict[str, Process]:
+def start_servers(setup: dict[str, Any], home: Path, *, peer: bool = True) -> dict[str, Process]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "UNISUB_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     common = ["--max-batch", "32", "--max-wait-ms", "5", "--port", "0"]
     ours = [sys.executable, "-m", "unisub_hub", "serve", str(setup["basis"]), "--base", str(setup["base"]), *common]
     ours += ["--device", "cpu", "--max-resident-mb", "100000", "--max-queue", "4096"]
-    peer = [sys.executable, str(REPO / "bench" / "lora_server.py"), "--base", str(setup["base"]), *common]
-    return {"unisub-hub": Process(ours, env), "peft LoRA": Process(peer, env)}
+    lora = [sys.executable, str(REPO / "bench" / "lora_server.py"), "--base", str(setup["base"]), *common]
+    return {"unisub-hub": Process(ours, env), **({"peft LoRA": Process(lora, env)} if peer else {})}
 
 
 # --- measuring --------------------------------------------------------------------------------------
@@ -256,6 +256,44 @@ def run_phase(server: Process, family: str, tasks: list[str], requests: int) -> 
     return phase
 
 
+def measure_loads(server: Process, names: list[str], references: list[str]) -> dict[str, Any]:
+    """Load every task (1, then up to 32, then the rest): RSS at each step, bytes per task, cold-load times."""
+    count = len(names)
+    entry: dict[str, Any] = {"rss_start": server.memory()}
+    cold = load_tasks(server, names[:1], references[:1])
+    entry["rss_1"] = server.memory()
+    cold += load_tasks(server, names[1:32], references[1:32])
+    entry["rss_32"] = server.memory()
+    cold += load_tasks(server, names[32:], references[32:])
+    entry[f"rss_{count}"] = server.memory()
+    listed = httpx.get(server.url + "/v1/tasks", timeout=60).json()["tasks"]
+    entry["bytes_per_task"] = statistics.median(task["bytes"] for task in listed if task.get("resident"))
+    ordered = sorted(cold)
+    entry["cold_load_ms"] = {
+        "p50": round(1000 * ordered[len(ordered) // 2], 3),
+        "p99": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
+    }
+    entry["rss_growth_1_to_all"] = entry[f"rss_{count}"] - entry["rss_1"]
+    return entry
+
+
+def memory_only(family: str, work: Path, count: int, peer_results: dict[str, Any]) -> dict[str, Any]:
+    """Our server alone: RSS growth and cold loads of ``count`` tasks, beside the LoRA server's
+    growth from an earlier full run (``peer_results``; memory, unlike time, barely varies between runs)."""
+    home = work / f"{family}-home"
+    setup = prepare(work, family, count, home)
+    server = start_servers(setup, home, peer=False)["unisub-hub"]
+    try:
+        entry = measure_loads(server, [f"t{i}" for i in range(count)], [f"{family}-t{i}" for i in range(count)])
+    finally:
+        server.stop()
+    earlier = peer_results[family]["servers"]
+    entry["peer_growth_earlier_run"] = earlier["peft LoRA"]["rss_growth_1_to_all"]
+    entry["ours_growth_earlier_run"] = earlier["unisub-hub"]["rss_growth_1_to_all"]
+    entry["growth_ratio"] = entry["rss_growth_1_to_all"] / entry["peer_growth_earlier_run"]
+    return entry
+
+
 def bench_family(family: str, work: Path, count: int, requests: int) -> dict[str, Any]:
     home = work / f"{family}-home"
     t0 = time.perf_counter()
@@ -271,21 +309,7 @@ def bench_family(family: str, work: Path, count: int, requests: int) -> dict[str
                 if label == "unisub-hub"
                 else [str(a) for a in setup["adapters"]]
             )
-            entry: dict[str, Any] = {"rss_start": server.memory()}
-            cold = load_tasks(server, names[:1], references[:1])
-            entry["rss_1"] = server.memory()
-            cold += load_tasks(server, names[1:32], references[1:32])
-            entry["rss_32"] = server.memory()
-            cold += load_tasks(server, names[32:], references[32:])
-            entry[f"rss_{count}"] = server.memory()
-            listed = httpx.get(server.url + "/v1/tasks", timeout=60).json()["tasks"]
-            entry["bytes_per_task"] = statistics.median(task["bytes"] for task in listed if task.get("resident"))
-            ordered = sorted(cold)
-            entry["cold_load_ms"] = {
-                "p50": round(1000 * ordered[len(ordered) // 2], 3),
-                "p99": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
-            }
-            entry["rss_growth_1_to_all"] = entry[f"rss_{count}"] - entry["rss_1"]
+            entry = measure_loads(server, names, references)
             result["servers"][label] = entry
             print(f"  {label}: loaded {count} tasks, RSS {entry[f'rss_{count}'] / 2**20:.0f} MiB", flush=True)
         for phase_name, tasks in (("1 task", names[:1]), ("32 tasks", names[:32]), (f"{count} tasks", names)):
@@ -370,9 +394,29 @@ def main() -> None:
     parser.add_argument("--families", default="minilm,gpt2")
     parser.add_argument("--tasks", type=int, default=None, help="distinct tasks (default 1,000; --quick 40)")
     parser.add_argument("--out", type=Path, default=None, help="results stem (default bench/results/DATE-serve)")
+    parser.add_argument(
+        "--memory-only",
+        type=Path,
+        metavar="PEER_JSON",
+        help="our server alone: RSS growth and cold loads, against the LoRA server's growth in PEER_JSON",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.gettempdir()) / "unisub-serve-bench"
     count = args.tasks or (40 if args.quick else 1000)
+    if args.memory_only:
+        peer_results = json.loads(args.memory_only.read_text())
+        found = {family: memory_only(family, work, count, peer_results) for family in args.families.split(",")}
+        stem = args.out or RESULTS / f"{datetime.date.today()}-serve-memory"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{stem}.json").write_text(json.dumps({"peer_results": str(args.memory_only), **found}, indent=1) + "\n")
+        for family, entry in found.items():
+            print(
+                f"{family}: RSS growth 1 -> {count} tasks {entry['rss_growth_1_to_all'] / 2**20:.1f} MiB "
+                f"(earlier run: {entry['ours_growth_earlier_run'] / 2**20:.1f} MiB), "
+                f"{entry['growth_ratio']:.3f} of the LoRA server's {entry['peer_growth_earlier_run'] / 2**20:.0f} MiB; "
+                f"cold load p50 / p99 {entry['cold_load_ms']['p50']:.2f} / {entry['cold_load_ms']['p99']:.2f} ms"
+            )
+        return
     results, lines = {}, []
     for family in args.families.split(","):
         requests = 64 if args.quick else (320 if family == "minilm" else 160)
