@@ -7,6 +7,7 @@ requests in flight finish, and then the worker thread is stopped. The socket is 
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -88,6 +89,11 @@ def open_server(
     )
     for name, reference in tasks:
         pool.load(reference, name)
+    # The model, tokenizer and libraries are hundreds of thousands of objects that live as long as
+    # the server: out of the collector's sight, a full collection no longer walks them in the
+    # middle of a request or a cold load (they were the cold loads' p99).
+    gc.collect()
+    gc.freeze()
     metrics = Metrics()
     worker = Worker(
         model,
