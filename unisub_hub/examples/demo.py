@@ -50,12 +50,13 @@ __all__ = ["DemoResult", "run_demo"]
 Log = Callable[[str], None]
 
 SERVED_TEXTS = (
-    "the concert was wonderful tonight",
     "return the contents of the archive as a list of members.",
-    "i found the service dreadful",
+    "compute the hmac digest of a message with a secret key.",
     "parse an xml document from a file and return its root element.",
+    "create a temporary file and return a file object for it.",
 )
-"""Rows of the demo's served request (each row goes to the next held-out task in turn)."""
+"""Rows of the demo's served request, each for the next held-out task in turn (in the full demo
+archive-vs-xml, then crypto-vs-files)."""
 
 
 _Kind = TypeVar("_Kind", LoraSource, CheckpointSource)
