@@ -20,12 +20,9 @@ import torch
 
 from ..engine import (
     BuildOptions,
-    LayerBasis,
     LayerSpec,
     RankRule,
     build_basis,
-    project_layer,
-    reconstruct_layer,
 )
 from ..format import load_basis, load_coefficients
 from ..format.kinds import PEFT_KEY_PREFIX
@@ -43,6 +40,7 @@ from ..testing import LocalHub
 from .report import write_report
 from .results import CollectionResult, DemoResult
 from .served import serve_round_trip
+from .subspace import rebuilt_updates
 from .trained import digits_trained, minilm_trained, parameter_count
 
 __all__ = ["DemoResult", "run_demo"]
@@ -69,27 +67,6 @@ def _open_all(paths: Sequence[str], kind: type[_Kind]) -> list[_Kind]:
     if len(typed) != len(sources):
         raise TypeError(f"expected {kind.__name__}s only among {paths[0]}, ...")
     return typed
-
-
-def _truncate(layer: LayerBasis, start: int, stop: int) -> LayerBasis:
-    """Directions ``start:stop`` of every mode (``0:k`` universal, ``k:2k`` secondary)."""
-    return LayerBasis(
-        layer.name,
-        layer.tensor_shape,
-        layer.modes,
-        mean=layer.mean,
-        left=None if layer.left is None else layer.left[:, start:stop],
-        right=None if layer.right is None else layer.right[:, start:stop],
-        components=None if layer.components is None else layer.components[start:stop],
-    )
-
-
-def _rebuilt(layers: dict[str, LayerBasis], matrices: dict[str, Any], start: int, stop: int) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, layer in layers.items():
-        part = _truncate(layer, start, stop)
-        out[name] = reconstruct_layer(part, project_layer(part, matrices[name])).reshape(layer.tensor_shape)
-    return out
 
 
 def _adapter_rank(folder: Path) -> int:
@@ -171,9 +148,9 @@ def _lora_collection(
         originals.append(score({name: m.dense() for name, m in matrices.items()}))
         means.append(score({}))
         for k in _sweep_ks(limit, main_k):
-            series["universal"].setdefault(k, []).append(score(_rebuilt(wide, matrices, 0, k)))
+            series["universal"].setdefault(k, []).append(score(rebuilt_updates(wide, matrices, 0, k)))
             if 2 * k <= limit:
-                series["secondary"].setdefault(k, []).append(score(_rebuilt(wide, matrices, k, 2 * k)))
+                series["secondary"].setdefault(k, []).append(score(rebuilt_updates(wide, matrices, k, 2 * k)))
         projected = project(
             source, outcome.basis, work / f"task-{folder.name}", name=folder.name.removeprefix("lora-"), device="cpu"
         )
@@ -270,10 +247,11 @@ def _digits_collection(
             )
         )
         for k in _sweep_ks(limit, main_k):
-            series["universal"].setdefault(k, []).append(accuracy({**own, **_rebuilt(wide, matrices, 0, k)}, pair))
+            rebuilt = rebuilt_updates(wide, matrices, 0, k)
+            series["universal"].setdefault(k, []).append(accuracy({**own, **rebuilt}, pair))
             if 2 * k <= limit:
                 series["secondary"].setdefault(k, []).append(
-                    accuracy({**own, **_rebuilt(wide, matrices, k, 2 * k)}, pair)
+                    accuracy({**own, **rebuilt_updates(wide, matrices, k, 2 * k)}, pair)
                 )
         projected = project(
             source, outcome.basis, work / f"task-{folder.name}-{label}", name=f"{label}-{folder.name}", device="cpu"

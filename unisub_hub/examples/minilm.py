@@ -148,9 +148,17 @@ def train_adapter(
 
 
 def ensure_lora_zoo(
-    root: Path, *, tasks: Sequence[str] = TASKS, steps: int = 150, on_adapter: Callable[[dict], None] | None = None
+    root: Path,
+    *,
+    tasks: Sequence[str] = TASKS,
+    steps: int = 150,
+    seed: int = 0,
+    on_adapter: Callable[[dict], None] | None = None,
 ) -> tuple[Path, list[Path]]:
-    """The base model and one adapter per task under ``root``, trained at first use only."""
+    """The base model and one adapter per task under ``root``, trained at first use only.
+
+    ``seed`` draws the tasks' examples and the adapters' initialisation (another seed, another
+    collection of the same tasks; seed 0 is the demo's)."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     root.mkdir(parents=True, exist_ok=True)
     base = ensure_base(root / "base")
@@ -158,7 +166,7 @@ def ensure_lora_zoo(
     for number, name in enumerate(tasks):
         out = root / f"lora-{name}"
         if not (out / _DONE).is_file():
-            result = train_adapter(base, make_task(name), out, seed=1000 + number, steps=steps)
+            result = train_adapter(base, make_task(name, seed=seed), out, seed=1000 * (seed + 1) + number, steps=steps)
             if on_adapter:
                 on_adapter(result)
         adapters.append(out)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["TASKS", "TextTask", "make_task"]
+__all__ = ["ALL_TASKS", "TASKS", "TextTask", "label_words", "make_task", "plain_text"]
 
 
 @dataclass(frozen=True)
@@ -67,23 +67,53 @@ _REVIEW = [
     "this book is {w}",
     "the concert was {w} tonight",
 ]
+_GROUPS = {
+    "network": ("http.client", "socket", "urllib.request", "email.message", "smtplib"),
+    "text": ("string", "textwrap", "re", "difflib"),
+    "data": ("json", "csv", "sqlite3", "decimal"),
+    "system": ("os", "shutil", "pathlib", "subprocess"),
+    "async": ("asyncio", "threading", "concurrent.futures", "queue"),
+    "math": ("math", "statistics", "fractions", "random"),
+    "testing": ("unittest", "doctest"),
+    "logging": ("logging", "logging.handlers"),
+    "time": ("datetime", "calendar", "time"),
+    "collections": ("collections", "itertools", "functools", "heapq"),
+    "archive": ("zipfile", "tarfile", "gzip", "bz2"),
+    "xml": ("xml.dom.minidom", "xml.etree.ElementTree", "html.parser"),
+    "crypto": ("hashlib", "hmac", "secrets", "ssl"),
+    "files": ("io", "tempfile", "glob", "fnmatch"),
+}
+"""Standard-library module families; a topic task tells two of them apart by their docstrings."""
+
 _TOPICS = {
-    "topic-net-vs-text": (
-        ("http.client", "socket", "urllib.request", "email.message", "smtplib"),
-        ("string", "textwrap", "re", "difflib"),
-    ),
-    "topic-data-vs-os": (("json", "csv", "sqlite3", "decimal"), ("os", "shutil", "pathlib", "subprocess")),
-    "topic-async-vs-math": (
-        ("asyncio", "threading", "concurrent.futures", "queue"),
-        ("math", "statistics", "fractions", "random"),
-    ),
-    "topic-test-vs-logging": (("unittest", "doctest"), ("logging", "logging.handlers")),
-    "topic-time-vs-collections": (("datetime", "calendar", "time"), ("collections", "itertools", "functools", "heapq")),
-    "topic-archive-vs-xml": (
-        ("zipfile", "tarfile", "gzip", "bz2"),
-        ("xml.dom.minidom", "xml.etree.ElementTree", "html.parser"),
-    ),
-    "topic-crypto-vs-files": (("hashlib", "hmac", "secrets", "ssl"), ("io", "tempfile", "glob", "fnmatch")),
+    "topic-net-vs-text": ("network", "text"),
+    "topic-data-vs-os": ("data", "system"),
+    "topic-async-vs-math": ("async", "math"),
+    "topic-test-vs-logging": ("testing", "logging"),
+    "topic-time-vs-collections": ("time", "collections"),
+    "topic-archive-vs-xml": ("archive", "xml"),
+    "topic-crypto-vs-files": ("crypto", "files"),
+    # The wider collection's pairs: each family meets new partners.
+    "topic-net-vs-data": ("network", "data"),
+    "topic-text-vs-os": ("text", "system"),
+    "topic-async-vs-test": ("async", "testing"),
+    "topic-math-vs-time": ("math", "time"),
+    "topic-collections-vs-archive": ("collections", "archive"),
+    "topic-xml-vs-crypto": ("xml", "crypto"),
+    "topic-files-vs-logging": ("files", "logging"),
+    "topic-net-vs-math": ("network", "math"),
+    "topic-data-vs-xml": ("data", "xml"),
+    "topic-os-vs-crypto": ("system", "crypto"),
+    "topic-text-vs-time": ("text", "time"),
+    "topic-async-vs-collections": ("async", "collections"),
+    "topic-test-vs-archive": ("testing", "archive"),
+    "topic-files-vs-net": ("files", "network"),
+}
+_SENTIMENT_KINDS = {"sentiment": "sentiment", "sentiment-negation": "negation", "sentiment-intensity": "intensity"}
+_SENTIMENT_LABELS = {
+    "sentiment": ("negative", "positive"),
+    "negation": ("negative", "positive"),
+    "intensity": ("mild", "strong"),
 }
 
 
@@ -110,22 +140,45 @@ def _sentiment(rng: random.Random, kind: str, count: int) -> list[tuple[str, int
 
 
 def _topic(rng: random.Random, name: str, count: int) -> list[tuple[str, int]]:
-    first, second = (_sentences(group) for group in _TOPICS[name])
+    first, second = (_sentences(_GROUPS[group]) for group in _TOPICS[name])
     return [(rng.choice(second if (label := rng.randrange(2)) else first), label) for _ in range(count)]
 
 
-TASKS = ("sentiment", "sentiment-negation", "sentiment-intensity", *_TOPICS)
-"""Ten binary tasks: three built on the VADER lexicon, seven on standard-library docstrings."""
+def plain_text() -> list[str]:
+    """Every family's docstring sentences and generated reviews, shuffled, without labels
+    (what the example causal LM is pretrained on)."""
+    sentences = [s for group in _GROUPS.values() for s in _sentences(group)]
+    rng = random.Random("pretraining")
+    for kind in ("sentiment", "negation", "intensity"):
+        sentences += [text for text, _ in _sentiment(rng, kind, 1500)]
+    rng.shuffle(sentences)
+    return sentences
+
+
+TASKS = ("sentiment", "sentiment-negation", "sentiment-intensity", *list(_TOPICS)[:7])
+"""The demo's ten binary tasks: three built on the VADER lexicon, seven on standard-library docstrings."""
+
+ALL_TASKS = (*TASKS, *list(_TOPICS)[7:])
+"""Twenty-four tasks: the demo's ten and fourteen more topic pairs (for collections that need
+enough members to hold each one out in turn)."""
+
+
+def label_words(name: str) -> tuple[str, str]:
+    """The words that name task ``name``'s labels 0 and 1 (a generation task answers with them)."""
+    if name in _SENTIMENT_KINDS:
+        return _SENTIMENT_LABELS[_SENTIMENT_KINDS[name]]
+    if name in _TOPICS:
+        return _TOPICS[name]
+    raise KeyError(f"unknown example task {name!r}; choose from {', '.join(ALL_TASKS)}")
 
 
 def make_task(name: str, *, train: int = 480, test: int = 240, seed: int = 0) -> TextTask:
     """Examples of task ``name``: lists of ``(text, label)`` with labels 0/1."""
     rng = random.Random(f"{name}-{seed}")
-    if name.startswith("sentiment"):
-        kind = {"sentiment": "sentiment", "sentiment-negation": "negation", "sentiment-intensity": "intensity"}[name]
-        examples = _sentiment(rng, kind, train + test)
+    if name in _SENTIMENT_KINDS:
+        examples = _sentiment(rng, _SENTIMENT_KINDS[name], train + test)
     elif name in _TOPICS:
         examples = _topic(rng, name, train + test)
     else:
-        raise KeyError(f"unknown example task {name!r}; choose from {', '.join(TASKS)}")
+        raise KeyError(f"unknown example task {name!r}; choose from {', '.join(ALL_TASKS)}")
     return TextTask(name, examples[:train], examples[train:])
