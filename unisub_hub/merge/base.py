@@ -14,9 +14,9 @@ __all__ = ["MergeMethod", "merge_coefficients"]
 
 
 class MergeMethod:
-    """Combines the coefficient tensors of several tasks of one basis, one layer at a time.
+    """Combines the coefficient tensors of several tasks of one basis, layer by layer.
 
-    Subclasses implement :meth:`merge_layer`; their parameters are constructor arguments
+    Subclasses implement :meth:`merge_stacked`; their parameters are constructor arguments
     (variants are arguments, not subclasses) and :data:`~.registry.METHODS` names them.
     """
 
@@ -29,8 +29,13 @@ class MergeMethod:
         """What the method was run with, for the merged set's manifest (method included)."""
         return {"method": self.name}
 
-    def merge_layer(self, layer: str, coefficients: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-        """The merged coefficients of one layer from each task's (same shape) and weight."""
+    def merge_stacked(self, stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The merged coefficients of layers of one shape, each merged on its own.
+
+        ``stacked`` is ``(layers, tasks, *shape)``, ``weights`` one per task; the result is
+        ``(layers, *shape)``. Layers of one shape come in one call because a layer's ``k x k``
+        core is a few hundred numbers: a merge costs its tensor calls, not its arithmetic.
+        """
         raise NotImplementedError
 
 
@@ -63,13 +68,16 @@ def merge_coefficients(
             f"{option('weights')} sum to {total:g}; the basis is centred, so every task includes its mean once and "
             f"a {method.name} merge keeps it at scale 1 only if the weights sum to 1 (divide them by {total:g})"
         )
-    layers = list(tasks[0])
-    merged = {}
-    for layer in layers:
-        parts = []
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for layer, value in tasks[0].items():
         for number, task in enumerate(tasks):
-            if layer not in task or tuple(task[layer].shape) != tuple(tasks[0][layer].shape):
+            if layer not in task or tuple(task[layer].shape) != tuple(value.shape):
                 raise MergeError(f"task {number + 1} has no coefficients of layer {layer} shaped like the first's")
-            parts.append(task[layer].double())
-        merged[layer] = method.merge_layer(layer, parts, weights)
-    return merged
+        groups.setdefault(tuple(value.shape), []).append(layer)
+    scale = torch.tensor(list(weights), dtype=torch.float64)
+    merged = {}
+    for names in groups.values():  # in the order of first appearance: DARE's draws depend on it
+        stacked = torch.stack([torch.stack([task[layer] for task in tasks]) for layer in names]).double()
+        for layer, value in zip(names, method.merge_stacked(stacked, scale), strict=True):
+            merged[layer] = value
+    return {layer: merged[layer] for layer in tasks[0]}

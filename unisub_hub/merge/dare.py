@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..errors import MergeError, option
 from .base import MergeMethod
+from .linear import weighted_sum
 from .ties import disjoint_mean
 
 __all__ = ["Dare"]
@@ -19,8 +19,9 @@ class Dare(MergeMethod):
     then the weighted sum (``dare-linear``) or, with ``sign_consensus``, TIES's sign election and
     disjoint mean (``dare-ties``).
 
-    ``seed`` fixes the draws: layers in the order given, tasks in the order given, so the same
-    tasks, weights and seed give the same merged coefficients (and content id). At density 1
+    ``seed`` fixes the draws: one draw per group of same-shaped layers, the groups in the order
+    their first layer is given, so the same tasks, weights and seed give the same merged
+    coefficients (and content id). At density 1
     nothing is dropped: ``dare-linear`` is then ``linear``.
     """
 
@@ -47,8 +48,8 @@ class Dare(MergeMethod):
         keep = torch.rand(values.shape, generator=self.generator, dtype=torch.float64) < self.density
         return values * keep / self.density
 
-    def merge_layer(self, layer: str, coefficients: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-        dropped = [self.drop(c) for c in coefficients]
+    def merge_stacked(self, stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        dropped = self.drop(stacked)
         if self.sign_consensus:
-            return disjoint_mean(dropped, weights)
-        return sum((w * c for w, c in zip(weights, dropped, strict=True)), torch.zeros_like(dropped[0]))
+            return disjoint_mean(dropped, weights, dim=1)
+        return weighted_sum(dropped, weights)

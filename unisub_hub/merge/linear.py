@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from .base import MergeMethod
 
-__all__ = ["Linear"]
+__all__ = ["Linear", "weighted_sum"]
 
 
 class Linear(MergeMethod):
@@ -20,5 +18,10 @@ class Linear(MergeMethod):
 
     name = "linear"
 
-    def merge_layer(self, layer: str, coefficients: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-        return sum((w * c for w, c in zip(weights, coefficients, strict=True)), torch.zeros_like(coefficients[0]))
+    def merge_stacked(self, stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return weighted_sum(stacked, weights)
+
+
+def weighted_sum(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_t w_t C_t`` over dimension 1 of ``(layers, tasks, *shape)``."""
+    return torch.tensordot(weights.to(stacked.dtype), stacked, dims=([0], [1]))

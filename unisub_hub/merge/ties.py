@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,10 +19,11 @@ def trim(values: torch.Tensor, density: float) -> torch.Tensor:
     return trim_each(values.unsqueeze(0), density)[0]
 
 
-def trim_each(stacked: torch.Tensor, density: float) -> torch.Tensor:
-    """:func:`trim` of every task of ``stacked`` (tasks along the first dimension) in one pass:
-    a merge of tiny ``k x k`` cores costs its Python calls, not its arithmetic."""
-    flat = stacked.reshape(len(stacked), -1)
+def trim_each(stacked: torch.Tensor, density: float, *, leading: int = 1) -> torch.Tensor:
+    """:func:`trim` of every tensor of ``stacked`` along its first ``leading`` dimensions (tasks,
+    or layers and tasks) in one pass: a merge of tiny ``k x k`` cores costs its Python calls, not
+    its arithmetic."""
+    flat = stacked.reshape(math.prod(stacked.shape[:leading]), -1)
     keep = max(1, round(density * flat.shape[1]))
     if keep >= flat.shape[1]:
         return stacked.clone()
@@ -29,18 +31,19 @@ def trim_each(stacked: torch.Tensor, density: float) -> torch.Tensor:
     return torch.zeros_like(flat).scatter_(1, top, flat.gather(1, top)).reshape(stacked.shape)
 
 
-def disjoint_mean(values: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+def disjoint_mean(stacked: torch.Tensor, weights: torch.Tensor | Sequence[float], *, dim: int = 0) -> torch.Tensor:
     """TIES's sign election and disjoint merge: per entry, the sign of the weighted sum wins, and the
     entries of that sign are averaged with their weights (entries of the other sign, and zeros, left out).
 
-    ``values`` is one tensor per task, or the tasks stacked along the first dimension."""
-    stacked = values if isinstance(values, torch.Tensor) else torch.stack(list(values))
-    scale = torch.tensor(list(weights), dtype=stacked.dtype).reshape(-1, *([1] * (stacked.ndim - 1)))
+    The tasks run along dimension ``dim`` of ``stacked``, which the result loses."""
+    shape = [1] * stacked.ndim
+    shape[dim] = -1
+    scale = torch.as_tensor(weights, dtype=stacked.dtype).reshape(shape)
     weighted = scale * stacked
-    sign = torch.sign(weighted.sum(0))
+    sign = torch.sign(weighted.sum(dim, keepdim=True))
     agrees = (torch.sign(stacked) == sign) & (sign != 0)
-    numerator = (weighted * agrees).sum(0)
-    denominator = (scale * agrees).sum(0)
+    numerator = (weighted * agrees).sum(dim)
+    denominator = (scale * agrees).sum(dim)
     return torch.where(
         denominator != 0,
         numerator / denominator.where(denominator != 0, torch.ones_like(denominator)),
@@ -66,5 +69,5 @@ class Ties(MergeMethod):
     def parameters(self) -> dict[str, Any]:
         return {"method": self.name, "density": self.density}
 
-    def merge_layer(self, layer: str, coefficients: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-        return disjoint_mean(trim_each(torch.stack(list(coefficients)), self.density), weights)
+    def merge_stacked(self, stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return disjoint_mean(trim_each(stacked, self.density, leading=2), weights, dim=1)
