@@ -313,9 +313,11 @@ class SubspaceAdapter:
         if missing:
             raise AdaptError(f"{coefficients.path}: has no coefficients for layer {sorted(missing)[0]}")
         values = coefficients.coefficients()  # one read of the file, not one per layer
-        for layer in self.layers:  # a set written elsewhere may hold NaN under a valid content id
-            if not all_finite(values[layer]):
-                raise AdaptError(f"{coefficients.path}: coefficients of layer {layer} hold NaN or Inf")
+        # A set written elsewhere may hold NaN under a valid content id: one check of all layers
+        # (a load costs its tensor calls), then the culprit's name when it fails.
+        if not all_finite(torch.cat([values[layer].reshape(-1).double() for layer in self.layers])):
+            bad = next(layer for layer in self.layers if not all_finite(values[layer]))
+            raise AdaptError(f"{coefficients.path}: coefficients of layer {bad} hold NaN or Inf")
         key = self.state.add(name)
         try:
             for layer, module in self.layers.items():
@@ -348,7 +350,7 @@ class SubspaceAdapter:
             *(m.coefficients for m in self.layers.values()),
             *(s for h in self.heads.values() for s in (h.weights, h.biases)),
         ]
-        return sum(store[key].numel() * store[key].element_size() for store in stores if key in store)
+        return sum(store.nbytes(key) for store in stores if key in store)
 
     def _drop(self, key: str, name: str) -> None:
         for store in [

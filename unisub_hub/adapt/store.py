@@ -10,6 +10,7 @@ by doubling and reused after removal, and a mixed batch gathers its rows in one 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import cast
 
@@ -55,6 +56,13 @@ class TaskTensors(nn.Module):
             self.slab[row] = value.detach().to(self.slab)
         self.rows[key] = row
         return None
+
+    def nbytes(self, key: str) -> int:
+        """Bytes ``key``'s tensor holds (a slab row's share of the slab for a frozen task)."""
+        if key in self.rows:
+            return math.prod(self.shape) * self.slab.element_size()
+        parameter = self._parameters[key]
+        return 0 if parameter is None else parameter.numel() * parameter.element_size()
 
     def parameter(self, key: str) -> nn.Parameter | None:
         """The task's parameter, or ``None`` for a frozen task."""

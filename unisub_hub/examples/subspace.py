@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
-from ..engine import LayerBasis, project_layer, reconstruct_layer
+from ..engine import LayerBasis, LayerMatrix, project_layer, reconstruct_layer
 
 __all__ = ["rebuilt_updates", "truncate_layer"]
 
@@ -23,7 +25,7 @@ def truncate_layer(layer: LayerBasis, start: int, stop: int) -> LayerBasis:
 
 
 def rebuilt_updates(
-    layers: dict[str, LayerBasis], matrices: dict[str, torch.Tensor], start: int, stop: int
+    layers: Mapping[str, LayerBasis], matrices: Mapping[str, LayerMatrix], start: int, stop: int
 ) -> dict[str, torch.Tensor]:
     """Each layer's update projected onto directions ``start:stop`` and rebuilt (mean included)."""
     out = {}

@@ -73,6 +73,8 @@ def check_tensor_table(artifact: Artifact) -> None:
 __all__ = ["KINDS", "Entry", "Registry"]
 
 KINDS = ("basis", "task")
+_ENTRY_COLUMNS = "content_id, name, version, path, hub_repo, hub_revision"
+"""What :class:`Entry` needs of a ``basis`` or ``task`` row, in its order."""
 _HEX_PREFIX = re.compile(r"^(sha256:[0-9a-f]{1,64}|[0-9a-f]{6,64})$")
 _NAME_VERSION = re.compile(r"^(?P<name>[^:@]+):(?P<version>\d+)$")
 _NAME_ALIAS = re.compile(r"^(?P<name>[^:@]+)@(?P<alias>[^:@]+)$")
@@ -334,6 +336,11 @@ class Registry:
     def _entry(self, kind: str, row: Basis | Task) -> Entry:
         return Entry(kind, row.content_id, row.name, row.version, self.home / row.path, row.hub_repo, row.hub_revision)
 
+    def _entry_of(self, kind: str, row: Any) -> Entry:
+        """An entry from a plain row of :data:`_ENTRY_COLUMNS`."""
+        content_id, name, version, path, hub_repo, hub_revision = row
+        return Entry(kind, content_id, name, version, self.home / path, hub_repo, hub_revision)
+
     def find(self, kind: str, content_id: str) -> Entry | None:
         """The registered ``kind`` (``basis`` or ``task``) with exactly this content id, if any."""
         return self._find(kind, content_id)
@@ -366,30 +373,24 @@ class Registry:
         """
         kinds = [kind] if kind else list(KINDS)
         matches: list[Entry] = []
-        with self.db.read() as session:
+        with self.db.rows() as query:
             for each in kinds:
-                model = Basis if each == "basis" else Task
-                if _HEX_PREFIX.match(
-                    ref
-                ):  # an id prefix, or a name that looks like one (build --out cafe01): both count
+                table = "basis" if each == "basis" else "task"
+                found = f"SELECT {_ENTRY_COLUMNS} FROM {table} WHERE "
+                if _HEX_PREFIX.match(ref):  # an id prefix, or a name that looks like one (build --out cafe01)
                     prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
-                    rows = session.exec(select(model).where(col(model.content_id).startswith(prefix))).all()
-                    matches += [self._entry(each, r) for r in rows]
-                name, version = ref, None
+                    matches += [self._entry_of(each, r) for r in query(found + "content_id LIKE ?", (prefix + "%",))]
                 if m := _NAME_VERSION.match(ref):
-                    name, version = m["name"], int(m["version"])
+                    rows = query(found + "name = ? AND version = ?", (m["name"], int(m["version"])))
                 elif m := _NAME_ALIAS.match(ref):
-                    alias = session.get(Alias, (each, m["name"], m["alias"]))
-                    if alias is None:
-                        continue
-                    name, version = m["name"], alias.version
-                query = select(model).where(model.name == name)
-                query = (
-                    query.where(model.version == version)
-                    if version is not None
-                    else query.order_by(col(model.version).desc()).limit(1)
-                )
-                matches += [self._entry(each, r) for r in session.exec(query).all()]
+                    rows = query(
+                        found + "name = ? AND version = (SELECT version FROM alias WHERE kind = ? AND name = ? "
+                        "AND alias = ?)",
+                        (m["name"], each, m["name"], m["alias"]),
+                    )
+                else:
+                    rows = query(found + "name = ? ORDER BY version DESC LIMIT 1", (ref,))
+                matches += [self._entry_of(each, r) for r in rows]
         matches = list({(e.kind, e.content_id): e for e in matches}.values())
         what = kind or "artifact"
         if not matches:

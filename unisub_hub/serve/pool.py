@@ -64,10 +64,8 @@ class TaskPool:
         self.resident: OrderedDict[str, ResidentTask] = OrderedDict()
         self.known: dict[str, str] = {}
         """Task name -> the reference it was loaded from: an unloaded task comes back on use."""
-
-    @property
-    def resident_bytes(self) -> int:
-        return sum(task.bytes for task in self.resident.values())
+        self.resident_bytes = 0
+        """The resident tasks' bytes (kept as they come and go: every request reports it)."""
 
     def load(self, reference: str, name: str | None = None, *, pinned: Iterable[str] = ()) -> ResidentTask:
         """Make a task resident (again) under ``name`` (default: its own).
@@ -115,6 +113,7 @@ class TaskPool:
             name, task.content_id, reference, self.adapter.task_bytes(name), labels, time.perf_counter() - started
         )
         self.resident[name] = entry
+        self.resident_bytes += entry.bytes
         self.known[name] = reference
         self._evict(keep={name, *pinned})
         return entry
@@ -127,7 +126,7 @@ class TaskPool:
         """
         if name not in self.resident:
             raise ServeError(f"no resident task {name!r}", status=404)
-        del self.resident[name]
+        self.resident_bytes -= self.resident.pop(name).bytes
         self.adapter.remove_task(name)
 
     def forget(self, name: str) -> None:
