@@ -8,6 +8,11 @@ four and of eight, drawn with a fixed seed. Following the merging literature's m
 protocol the merged *encoder* is scored on each task of its group with that task's own head;
 the score is normalized by the task's own original LoRA (merged accuracy / own accuracy).
 
+The ``generation`` section does the same on the demo's ten generation tasks of the example
+GPT-2 (pretrained here; LoRA r=4 on ``c_attn``), scoring two-way label accuracy: after a
+task's prompt the merged model must give its label's word a higher logit than the other
+label's word (no heads: the unmerged row is the base itself).
+
 Rows (``accuracy`` section, one process, every contender on the same groups):
 - ``head only``: the base encoder and the task's head: what no merge at all scores (on this
   uncentred LoRA basis it is also the basis mean; a merge that does not beat it adds nothing);
@@ -130,6 +135,66 @@ class Scorer:
         return accuracy(self.model, self.tokenizer, self.tasks[task].test)
 
 
+class GenerationScorer:
+    """Two-way label accuracy of the example GPT-2 plus weight updates on its generation tasks.
+
+    A row is right when, after its prompt (``<sentence> =>``), the model gives its label's word a
+    higher logit than the other label's word: a merged model is scored on what each task asks.
+    """
+
+    def __init__(self, base: Path, adapters: list[Path]) -> None:
+        from unisub_hub.examples.generation import generation_rows
+        from unisub_hub.examples.text_tasks import label_words
+        from unisub_hub.io.peft_adapter import LoraSource
+
+        self.model = self.load_model(base)
+        self.tokenizer = _tokenizer(base)
+        self.base_state = {n: v.clone() for n, v in self.model.state_dict().items()}
+        self.sources = [LoraSource(a) for a in adapters]
+        names = [a.name.removeprefix("lora-") for a in adapters]
+        self.tasks = names
+        self.heads: list[dict[str, torch.Tensor]] = [{} for _ in adapters]
+        self.rows = [generation_rows(name, split="test") for name in names]
+        self.words = [[self.tokenizer.convert_tokens_to_ids(w) for w in label_words(name)] for name in names]
+        self.calls = 0
+
+    @staticmethod
+    def load_model(base: Path):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(base).eval()
+
+    def __call__(self, deltas: dict[str, torch.Tensor], task: int) -> float:
+        own = self.model.state_dict()
+        with torch.no_grad():
+            for name, value in self.base_state.items():
+                own[name].copy_(value.double() + deltas[name].double() if name in deltas else value)
+            right = 0
+            rows = self.rows[task]
+            for start in range(0, len(rows), 64):
+                chunk = rows[start : start + 64]
+                encoded = self.tokenizer([r["prompt"] for r in chunk], padding=True, return_tensors="pt")
+                logits = self.model(**encoded).logits
+                last = encoded["attention_mask"].sum(1) - 1
+                answer = logits[torch.arange(len(chunk)), last][:, self.words[task]]
+                truth = torch.tensor([self.words[task].index(_word_id(self.tokenizer, r)) for r in chunk])
+                right += int((answer.argmax(-1) == truth).sum())
+        self.calls += 1
+        return right / len(rows)
+
+
+def _tokenizer(base: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _word_id(tokenizer, row: dict[str, str]) -> int:
+    return tokenizer.convert_tokens_to_ids(row["completion"].strip())
+
+
 def _ours(scorer: Scorer, k: int):
     """The basis of the ten adapters and each task's coefficients; a merge function over task indices."""
     from unisub_hub.engine import BuildOptions, RankRule, build_basis, project_layer, reconstruct_layer
@@ -187,14 +252,12 @@ def _encoder_only(adapters: list[Path], folder: Path) -> list[Path]:
     return out
 
 
-def _peft(base: Path, adapters: list[Path]):
+def _peft(base: Path, adapters: list[Path], load_model):
     """peft with the ten adapters loaded; a merge function returning the merged adapter's dense updates."""
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
-    from unisub_hub.examples.minilm import load_task_model
-
-    model = PeftModel.from_pretrained(load_task_model(base), str(adapters[0]), adapter_name="t0")
+    model = PeftModel.from_pretrained(load_model(base), str(adapters[0]), adapter_name="t0")
     for number, folder in enumerate(adapters[1:], start=1):
         model.load_adapter(str(folder), adapter_name=f"t{number}")
     lora_layers = {
@@ -211,11 +274,20 @@ def _peft(base: Path, adapters: list[Path]):
         )
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            deltas = {name: module.get_delta_weight("merged").double() for name, module in lora_layers.items()}
+            deltas = {
+                name: _as_weight(module, module.get_delta_weight("merged")) for name, module in lora_layers.items()
+            }
         model.delete_adapter("merged")
         return deltas, seconds
 
     return merge
+
+
+def _as_weight(module, delta: torch.Tensor) -> torch.Tensor:
+    """peft's delta in the layout of the module's weight (GPT-2's ``Conv1D`` stores it transposed)."""
+    weight = module.get_base_layer().weight
+    delta = delta.double()
+    return delta if tuple(delta.shape) == tuple(weight.shape) else delta.T
 
 
 def _materialize(scorer: Scorer, base: Path, dense: list[dict[str, torch.Tensor]], folder: Path) -> list[Path]:
@@ -280,12 +352,30 @@ def _mergekit_deltas(scorer: Scorer, folder: Path) -> dict[str, torch.Tensor]:
     }
 
 
-def accuracy_section(home: Path, work: Path, *, k: int, quick: bool, mergekit: bool, log) -> dict[str, Any]:
+def _generation_zoo(home: Path) -> tuple[Path, list[Path]]:
+    from unisub_hub.examples.generation import ensure_generation_zoo
+    from unisub_hub.examples.text_tasks import TASKS
+
+    return ensure_generation_zoo(home / "examples" / "generation", tasks=TASKS)  # the demo's collection
+
+
+def accuracy_section(
+    home: Path, work: Path, *, k: int, quick: bool, mergekit: bool, log, collection: str = "minilm"
+) -> dict[str, Any]:
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    base, adapters = _zoo(home)
-    scorer = Scorer(base, adapters)
+    if collection == "generation":
+        base, adapters = _generation_zoo(home)
+        scorer: Any = GenerationScorer(base, adapters)
+        peft_merge = _peft(base, adapters, GenerationScorer.load_model)
+        work = work / "generation"
+    else:
+        from unisub_hub.examples.minilm import load_task_model
+
+        base, adapters = _zoo(home)
+        scorer = Scorer(base, adapters)
+        peft_merge = _peft(base, _encoder_only(adapters, work / "encoder-only"), load_task_model)
     dense, projected, ours = _ours(scorer, k)
-    peft_merge = _peft(base, _encoder_only(adapters, work / "encoder-only"))
+    unmerged = "base" if collection == "generation" else "head only"  # what no merge at all scores
     count = len(adapters)
     sizes = {2: 5, 4: 3, 8: 2} if not quick else {2: 2, 4: 1}
     own = [scorer(dense[t], t) for t in range(count)]
@@ -306,7 +396,7 @@ def accuracy_section(home: Path, work: Path, *, k: int, quick: bool, mergekit: b
     for size, how_many in sizes.items():
         for group in _groups(count, size, how_many):
             normalized = lambda deltas, group=group: [scorer(deltas, t) / own[t] for t in group]  # noqa: E731
-            record("head only", size, [head_only[t] / own[t] for t in group], [])
+            record(unmerged, size, [head_only[t] / own[t] for t in group], [])
             record("projected (own)", size, [own_projected[t] / own[t] for t in group], [])
             for scale in SCALES:
                 weights = _weights(scale, size)
@@ -330,6 +420,7 @@ def accuracy_section(home: Path, work: Path, *, k: int, quick: bool, mergekit: b
         }
     return {
         "k": k,
+        "collection": collection,
         "tasks": [a.name.removeprefix("lora-") for a in adapters],
         "own_accuracy": own,
         "head_only_accuracy": head_only,
@@ -497,18 +588,37 @@ def speed_section(home: Path, work: Path, *, k: int, repeats: int, mergekit: boo
 
 
 def _table(result: dict[str, Any]) -> str:
-    acc = result["accuracy"]
+    lines = [f"# Merge benchmark ({result['date']})", ""]
+    if "accuracy" in result:
+        lines += _accuracy_table(
+            result["accuracy"],
+            f"{len(result['accuracy']['tasks'])} all-MiniLM-L6-v2 LoRA tasks (the demo's)",
+            "merged encoder with the task's own head / the task's own LoRA",
+            "head only",
+        )
+    if "generation" in result:
+        lines += _accuracy_table(
+            result["generation"],
+            f"{len(result['generation']['tasks'])} generation LoRA tasks of the example GPT-2 (the demo's)",
+            "two-way label accuracy of the merged model (the label's word over the other's, after the prompt) / the "
+            "task's own LoRA's",
+            "base",
+        )
+    lines += _speed_table(result)
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_table(acc: dict[str, Any], what: str, normalized: str, unmerged: str) -> list[str]:
     sizes = sorted({size for row in acc["rows"].values() for size in row["normalized"]}, key=int)
     lines = [
-        f"# Merge benchmark ({result['date']})",
+        f"## {what}",
         "",
-        f"{len(acc['tasks'])} all-MiniLM-L6-v2 LoRA tasks (the demo's); basis of rank k={acc['k']} from all of them. "
-        "Normalized accuracy = merged encoder with the task's own head / the task's own LoRA, mean over the tasks "
+        f"Basis of rank k={acc['k']} from all of them. Normalized accuracy = {normalized}, mean over the tasks "
         "of every group. Own accuracy "
-        f"{statistics.mean(acc['own_accuracy']):.3f}, head only {statistics.mean(acc['head_only_accuracy']):.3f}, "
+        f"{statistics.mean(acc['own_accuracy']):.3f}, {unmerged} {statistics.mean(acc['head_only_accuracy']):.3f}, "
         f"projected {statistics.mean(acc['projected_accuracy']):.3f}.",
         "",
-        "## Normalized accuracy, each method at its better weight scale (1/T or 1)",
+        "### Normalized accuracy, each method at its better weight scale (1/T or 1)",
         "",
         "| method | " + " | ".join(f"{s} tasks" for s in sizes) + " |",
         "|---|" + "---:|" * len(sizes),
@@ -517,7 +627,7 @@ def _table(result: dict[str, Any]) -> str:
         lines.append(f"| {method} | " + " | ".join(f"{values.get(s, float('nan')):.3f}" for s in sizes) + " |")
     lines += [
         "",
-        "## Every row",
+        "### Every row",
         "",
         "| row | " + " | ".join(f"{s} tasks" for s in sizes) + " | merge call ms |",
         "|---|" + "---:|" * (len(sizes) + 1),
@@ -529,6 +639,11 @@ def _table(result: dict[str, Any]) -> str:
             + " | ".join(f"{row['normalized'].get(s, float('nan')):.3f}" for s in sizes)
             + f" | {'' if ms is None else f'{ms:.2f}'} |"
         )
+    return [*lines, ""]
+
+
+def _speed_table(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     if "speed" in result:
         speed = result["speed"]
         lines += [
@@ -542,7 +657,7 @@ def _table(result: dict[str, Any]) -> str:
             call = row["merge_call_ms"]
             call_text = "" if call is None else f"{call:.2f}"
             lines.append(f"| {name} | {row['wall_s']:.2f} | {row['peak_rss_mib']:.0f} | {call_text} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -553,7 +668,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="pairs and one group of four; no speed section")
     parser.add_argument(
-        "--sections", default="accuracy,speed", help="accuracy, speed or both; each is saved as it ends"
+        "--sections",
+        default="accuracy,generation,speed",
+        help="accuracy (MiniLM), generation (causal LM), speed; each is saved as it ends",
     )
     parser.add_argument("--no-mergekit", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
@@ -576,12 +693,19 @@ def main() -> None:
         saved.write_text(json.dumps(result, indent=2) + "\n")
         if "accuracy" in result:
             result["best"] = _best(result["accuracy"]["rows"])
-            saved.write_text(json.dumps(result, indent=2) + "\n")
-            args.out.with_suffix(".md").write_text(_table(result))
+        if "generation" in result:
+            result["best-generation"] = _best(result["generation"]["rows"])
+        saved.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(_table(result))
 
     if "accuracy" in sections:
         result["accuracy"] = accuracy_section(
             args.home, args.work, k=args.k, quick=args.quick, mergekit=mergekit, log=log
+        )
+        save()
+    if "generation" in sections:
+        result["generation"] = accuracy_section(
+            args.home, args.work, k=args.k, quick=args.quick, mergekit=mergekit, log=log, collection="generation"
         )
         save()
     if "speed" in sections and not args.quick:
@@ -589,8 +713,7 @@ def main() -> None:
             args.home, args.work, k=args.k, repeats=args.repeats, mergekit=mergekit, log=log
         )
         save()
-    if "accuracy" in result:
-        print(_table(result))
+    print(_table(result))
 
 
 if __name__ == "__main__":

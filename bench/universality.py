@@ -153,7 +153,7 @@ class _Generation(_Collection):
         from unisub_hub.examples.generation import ensure_generation_zoo
 
         return ensure_generation_zoo(
-            self.cache / "generation", tasks=self.tasks, seed=seed, steps=40 if self.quick else 150, on_adapter=_said
+            self.cache / "generation", tasks=self.tasks, seed=seed, steps=40 if self.quick else 200, on_adapter=_said
         )
 
     def open(self, base: Path, task: str, seed: int) -> None:
@@ -196,7 +196,7 @@ class _Generation(_Collection):
         model = self.opened.load_model()
         adapter = attach(model, basis)
         adapter.add_task(self.task)
-        steps = 40 if self.quick else 150
+        steps = 40 if self.quick else 200
         fit_causal(model, adapter.parameters(), self.opened, self.train.examples, steps=steps, lr=2e-2, seed=seed)
         return self._loss(model)
 
@@ -385,10 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "unisub-hub" / "examples")
     parser.add_argument("--work", type=Path, default=Path("/tmp/unisub-universality"))
     parser.add_argument("--out", type=Path, default=Path(f"bench/results/{date.today().isoformat()}-universality"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="6 tasks, 1 seed, 2 held out, few steps (a smoke run)")
     args = parser.parse_args(argv)
     _quiet()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, args.threads))
     from unisub_hub.examples.text_tasks import ALL_TASKS
 
     if args.quick:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from unisub_hub.examples.text_tasks import TASKS, make_task
+from unisub_hub.examples.generation import PROMPT_END, generation_rows
+from unisub_hub.examples.text_tasks import ALL_TASKS, TASKS, label_words, make_task
 
 pytestmark = pytest.mark.slow  # example training
 
@@ -22,6 +23,21 @@ def test_text_tasks_are_deterministic_and_balanced():
         assert all(isinstance(text, str) and text for text, _ in task.test)
     with pytest.raises(KeyError, match="unknown example task"):
         make_task("nope")
+
+
+def test_the_wider_collection_has_24_tasks_and_asks_each_as_a_completion():
+    assert len(set(ALL_TASKS)) == len(ALL_TASKS) == 24 and ALL_TASKS[: len(TASKS)] == TASKS
+    for name in ALL_TASKS:
+        first, second = label_words(name)
+        assert first != second
+        task = make_task(name, train=60, test=20)
+        assert {label for _, label in task.train} == {0, 1}
+        assert make_task(name, train=60, test=20, seed=1) != task  # another seed, another collection
+        rows = generation_rows(name, split="test", count=5)
+        for row, (text, label) in zip(rows, make_task(name).test, strict=False):
+            assert row == {"prompt": f"{text} {PROMPT_END}", "completion": f" {label_words(name)[label]}"}
+    with pytest.raises(KeyError, match="unknown example task"):
+        label_words("nope")
 
 
 def test_digits_zoo_shared_init_gives_a_subspace_random_init_does_not(tmp_path):
@@ -106,6 +122,19 @@ def test_quick_demo_end_to_end(tmp_path):
     assert len({row["task"] for row in served["request"]["inputs"]}) == 2
     assert served["max_abs_logit_difference"] < 1e-4 and out["served"]["command"].startswith("unisub-hub serve")
     assert "## Served" in report and served["results"][0]["label"] in report
+    # The causal-LM journey: eval scored every kind of model on a held-out generation task, and a
+    # served completion came back through the openai client as the library computes it.
+    generation = numbers["generation"]
+    scores = generation["eval"]
+    assert list(scores) == ["base", "basis mean only", "projected", "learned as coefficients", "original LoRA"]
+    assert len({row["tokens"] for row in scores.values()}) == 1 and scores["base"]["tokens"] > 0
+    assert scores["original LoRA"]["loss"] < scores["base"]["loss"]  # the LoRA learned its answers
+    assert scores["learned as coefficients"]["loss"] < scores["base"]["loss"]  # so did the coefficients
+    assert 0 < generation["trainable_parameters"] < generation["lora_parameters"]
+    completions = generation["served"]
+    assert completions["models"] == generation["heldout"] and completions["same_as_library"]
+    assert out["generation"]["eval"] == scores
+    assert "## Generation tasks (causal LM)" in report and f"{scores['base']['loss']:.3f}" in report
     # Margins come with their interval, the null says what it is, and the report ends where a user goes on.
     universal, random = (lora["trained"][v]["accuracy"] for v in ("trained universal", "trained random"))
     examples = lora["trained"]["trained universal"]["examples"]

@@ -9,7 +9,8 @@ from unisub_hub.errors import MergeError
 from unisub_hub.merge import METHODS, merge_coefficients, method_named
 
 
-def tasks(count=3, shapes=((4, 4), (3, 5)), seed=0):
+def tasks(count=3, shapes=((4, 4), (3, 5), (4, 4), (3, 5), (4, 4)), seed=0):
+    """Layers of two shapes, repeated: methods merge the layers of one shape in one stacked call."""
     gen = torch.Generator().manual_seed(seed)
     return [
         {f"l{i}": torch.randn(shape, generator=gen, dtype=torch.float64) for i, shape in enumerate(shapes)}

@@ -77,12 +77,16 @@ def test_tasks_are_loaded_on_use_unloaded_and_bounded(zoo):
         assert first.status_code == 200
         loaded = httpx.post(url + "/v1/tasks/load", json={"task": "task-b", "name": "b"}, timeout=60).json()
         assert loaded["resident"] and loaded["bytes"] > 0 and loaded["basis"].startswith("sha256:")
-        tasks = {t["name"]: t for t in httpx.get(url + "/v1/tasks").json()["tasks"]}
+        listing = httpx.get(url + "/v1/tasks").json()
+        tasks = {t["name"]: t for t in listing["tasks"]}
         assert tasks["b"]["resident"] and not tasks["task-a"]["resident"]  # the budget holds one: LRU went
+        assert listing["resident_bytes"] == tasks["b"]["bytes"]  # the running total followed the eviction
         again = httpx.post(url + "/v1/classify", json={"task": "task-a", "inputs": TEXTS}, timeout=60).json()
         assert close([r["logits"] for r in again["results"]], reference_logits(zoo, "task-a", TEXTS))
         assert httpx.post(url + "/v1/tasks/unload", json={"name": "b"}).json() == {"name": "b", "resident": False}
-        assert "b" not in {t["name"] for t in httpx.get(url + "/v1/tasks").json()["tasks"]}
+        listing = httpx.get(url + "/v1/tasks").json()
+        assert "b" not in {t["name"] for t in listing["tasks"]}
+        assert listing["resident_bytes"] == sum(t["bytes"] for t in listing["tasks"] if t["resident"]) > 0
         foreign = httpx.post(url + "/v1/tasks/load", json={"task": str(zoo["root"] / "foreign")}, timeout=60)
         assert foreign.status_code == 409 and "rebase" in foreign.json()["error"]["message"]
 

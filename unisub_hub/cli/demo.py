@@ -55,6 +55,10 @@ def demo_command(report_dir, quick, as_json):
                 "accuracy": {c.name: c.accuracy for c in result.collections},
                 "places": result.places,
                 "served": {k: result.served[k] for k in ("command", "max_abs_logit_difference", "request_ms")},
+                "generation": {
+                    "eval": result.generation["eval"],
+                    "completions": result.generation["served"]["completions"],
+                },
             }
         )
         return
@@ -71,6 +75,11 @@ def demo_command(report_dir, quick, as_json):
     stdout.print(
         f"Served {len(result.served['results'])} rows of two tasks in one request: logits within "
         f"{result.served['max_abs_logit_difference']:.1e} of the library's"
+    )
+    generation = result.generation
+    stdout.print(
+        f"Generation task {generation['eval_task']} (completion loss): "
+        + ", ".join(f"{label} {scores['loss']:.3f}" for label, scores in generation["eval"].items())
     )
     stdout.print(f"Report: {report_dir / 'report.md'} ({result.seconds['total']:.0f} s)")
     stdout.print(f"Go on from the basis {result.places['basis']} on the base {result.places['base']}")

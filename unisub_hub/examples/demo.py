@@ -37,6 +37,7 @@ from ..pipeline.project import project
 from ..pipeline.selection import select_layers
 from ..registry import Registry
 from ..testing import LocalHub
+from .generation_demo import generation_journey
 from .report import write_report
 from .results import CollectionResult, DemoResult
 from .served import serve_round_trip
@@ -389,8 +390,11 @@ def run_demo(home: Path, report_dir: Path, *, quick: bool = False, log: Log = pr
     served = serve_round_trip(
         work, work / "minilm-basis", base, {t.name.removeprefix("task-lora-"): t for t in lora_tasks}, SERVED_TEXTS, log
     )
+    generation_start = time.perf_counter()
+    generation = generation_journey(root, work, log, quick=quick)
+    seconds["generation"] = time.perf_counter() - generation_start
     seconds["total"] = time.perf_counter() - start
     places = {"base": str(base), "basis": str(work / "minilm-basis"), "task": str(lora_tasks[0]), "home": str(home)}
-    result = DemoResult([lora, shared, random_init], hub, seconds, report_dir, places, served)
+    result = DemoResult([lora, shared, random_init], hub, seconds, report_dir, places, served, generation)
     write_report(result)
     return result

@@ -1,7 +1,8 @@
 """The causal-LM example collection: a small GPT-2 pretrained here, and LoRA generation tasks on it.
 
 No pretrained causal LM can be downloaded offline, so one is pretrained once on generated text
-(the example tasks' sentences: standard-library docstrings and lexicon reviews) and cached; it
+(the example tasks' sentences, tagged with the module they document or the way a review leans:
+:func:`~.text_tasks.pretraining_text`) and cached; it
 is saved as a checkpoint folder (``config.json``, ``model.safetensors``, a word-level tokenizer
 with an EOS and a chat template) that every downstream step opens exactly as it would a real
 one. Each generation task is one of :mod:`.text_tasks`' tasks asked as a completion: the prompt
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from .causal import word_tokenizer
-from .text_tasks import ALL_TASKS, label_words, make_task, plain_text
+from .text_tasks import ALL_TASKS, label_words, make_task, pretraining_text
 
 __all__ = [
     "LORA_RANK",
@@ -66,7 +67,7 @@ def _vocabulary(corpus: Sequence[str]) -> list[str]:
 def ensure_generation_base(
     folder: Path,
     *,
-    steps: int = 600,
+    steps: int = 800,
     width: int = 128,
     layers: int = 4,
     seed: int = 0,
@@ -78,7 +79,7 @@ def ensure_generation_base(
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     start = time.perf_counter()
-    corpus = plain_text()
+    corpus = pretraining_text()
     tmp = folder.with_name(folder.name + ".tmp")
     word_tokenizer(_vocabulary(corpus), tmp)
     tokenizer = AutoTokenizer.from_pretrained(tmp)
@@ -120,7 +121,7 @@ def ensure_generation_base(
 
 
 def train_generation_lora(
-    base: Path, name: str, out: Path, *, seed: int, data_seed: int = 0, steps: int = 120, lr: float = 2e-3
+    base: Path, name: str, out: Path, *, seed: int, data_seed: int = 0, steps: int = 200, lr: float = 1e-2
 ) -> dict[str, Any]:
     """One LoRA adapter of generation task ``name`` (loss on the completion only), saved to ``out``."""
     from peft import LoraConfig, get_peft_model
@@ -198,10 +199,12 @@ def ensure_generation_zoo(
     *,
     tasks: Sequence[str] = ALL_TASKS,
     seed: int = 0,
-    steps: int = 120,
+    steps: int = 200,
     on_adapter: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Path, list[Path]]:
-    """The pretrained base (under ``root/base``) and one LoRA per generation task (``root/seed-<seed>``)."""
+    """The pretrained base (under ``root/base``) and one LoRA per generation task (``root/seed-<seed>``).
+
+    ``seed`` draws the tasks' examples and the adapters' initialisation."""
     base = ensure_generation_base(root / "base")
     folder = root / f"seed-{seed}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -150,6 +150,45 @@ def _served(served: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _generation(generation: dict[str, Any]) -> list[str]:
+    """The causal-LM journey: ``eval``'s table for one held-out generation task, and ``openai``'s completions."""
+    if not generation:
+        return []
+    task = generation["eval_task"]
+    lines = [
+        "## Generation tasks (causal LM)",
+        "",
+        f"{generation['tasks']} LoRA generation tasks of the example GPT-2 (pretrained here on the tasks' plain "
+        f"text); held out: {', '.join(generation['heldout'])}. Each task answers `<sentence> =>` with the word of "
+        f"its label. `unisub-hub eval` on {task}'s test rows (loss per completion token, lower is better):",
+        "",
+        "| model | loss | perplexity | tokens |",
+        "|---|---|---|---|",
+    ]
+    for label, scores in generation["eval"].items():
+        lines.append(f"| {label} | {scores['loss']:.3f} | {scores['perplexity']:.2f} | {scores['tokens']} |")
+    lines += [
+        "",
+        f"Learned as coefficients: {generation['trainable_parameters']:,} trainable numbers against the LoRA's "
+        f"{generation['lora_parameters']:,}.",
+    ]
+    if generation.get("heldout_warning"):
+        lines += ["", f"Build warning: {generation['heldout_warning']}"]
+    served = generation["served"]
+    lines += [
+        "",
+        f"`{served['command']}`, then the `openai` client (`completions.create`, temperature 0, one token); "
+        f"models listed: {', '.join(served['models'])}. The served words are "
+        f"{'the same as' if served['same_as_library'] else 'NOT the same as'} the library's greedy next words.",
+        "",
+        "| task | prompt | expected | served |",
+        "|---|---|---|---|",
+    ]
+    for answer in served["completions"]:
+        lines.append(f"| {answer['task']} | {answer['prompt']} | {answer['expected']} | {answer['served']} |")
+    return [*lines, ""]
+
+
 def _go_on(places: dict[str, str]) -> list[str]:
     """Where the demo's base model, basis and tasks are, and the commands that go on from them."""
     if not places:
@@ -177,7 +216,7 @@ def write_report(result: DemoResult) -> Path:
     lines = ["# unisub-hub demo report", ""]
     lines += [
         f"Total time {result.seconds['total']:.0f} s (LoRA collection {result.seconds['lora']:.0f} s, digits zoos "
-        f"{result.seconds['digits']:.0f} s).",
+        f"{result.seconds['digits']:.0f} s, generation tasks {result.seconds.get('generation', 0):.0f} s).",
         "",
     ]
     for collection in result.collections:
@@ -235,12 +274,14 @@ def write_report(result: DemoResult) -> Path:
         "",
     ]
     lines += _served(result.served)
+    lines += _generation(result.generation)
     lines += _go_on(result.places)
     (out / "report.md").write_text("\n".join(lines))
     numbers = {
         "seconds": result.seconds,
         "hub": hub,
         "served": result.served,
+        "generation": result.generation,
         "collections": [asdict(c) for c in result.collections],
     }
     (out / "numbers.json").write_text(json.dumps(numbers, indent=2, default=str) + "\n")

@@ -47,3 +47,6 @@ class DemoResult:
     served: dict[str, Any] = field(default_factory=dict)
     """The serving step: the command, the mixed request, the answers and how far their logits
     are from the library's (:func:`~unisub_hub.examples.served.serve_round_trip`)."""
+    generation: dict[str, Any] = field(default_factory=dict)
+    """The causal-LM journey: ``eval``'s scores of a held-out generation task and the ``openai``
+    client's completions (:func:`~unisub_hub.examples.generation_demo.generation_journey`)."""

@@ -19,12 +19,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["serve_round_trip"]
+__all__ = ["serve_round_trip", "start_server"]
 
 _READY = re.compile(r"on (http://127\.0\.0\.1:\d+)")
 
 
-def _start(command: list[str], timeout: float = 180) -> tuple[subprocess.Popen[str], str, list[str]]:
+def start_server(command: list[str], timeout: float = 180) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Start ``unisub-hub serve`` (``command``) and wait until it prints its address: the process,
+    its URL and what it printed."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -73,7 +75,7 @@ def serve_round_trip(
     for name, folder in tasks.items():
         command += ["--task", f"{name}={folder}"]
     started = time.perf_counter()
-    process, url, _ = _start(command)
+    process, url, _ = start_server(command)
     names = list(tasks)
     rows = [{"task": names[number % len(names)], "text": text} for number, text in enumerate(texts)]
     try:

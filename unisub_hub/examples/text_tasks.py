@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["ALL_TASKS", "TASKS", "TextTask", "label_words", "make_task", "plain_text"]
+__all__ = ["ALL_TASKS", "TASKS", "TextTask", "label_words", "make_task", "pretraining_text"]
 
 
 @dataclass(frozen=True)
@@ -144,15 +144,21 @@ def _topic(rng: random.Random, name: str, count: int) -> list[tuple[str, int]]:
     return [(rng.choice(second if (label := rng.randrange(2)) else first), label) for _ in range(count)]
 
 
-def plain_text() -> list[str]:
-    """Every family's docstring sentences and generated reviews, shuffled, without labels
-    (what the example causal LM is pretrained on)."""
-    sentences = [s for group in _GROUPS.values() for s in _sentences(group)]
+def pretraining_text() -> list[str]:
+    """What the example causal LM is pretrained on, shuffled: every family's docstring sentences,
+    each followed by ``-- <module>``, and generated reviews followed by ``-- good`` or ``-- bad``.
+
+    A real LM learns what a sentence is about from its pretraining; here the tag teaches it which
+    module a sentence documents and which way a review leans, never the words a task answers with
+    (``network``, ``positive``...): a generation task's adapter maps that knowledge to its answer.
+    """
+    lines = [f"{s} -- {module}" for group in _GROUPS.values() for module in group for s in _sentences((module,))]
     rng = random.Random("pretraining")
-    for kind in ("sentiment", "negation", "intensity"):
-        sentences += [text for text, _ in _sentiment(rng, kind, 1500)]
-    rng.shuffle(sentences)
-    return sentences
+    for kind in ("sentiment", "negation"):
+        lines += [f"{text} -- {'good' if label else 'bad'}" for text, label in _sentiment(rng, kind, 1500)]
+    lines += [text for text, _ in _sentiment(rng, "intensity", 1500)]
+    rng.shuffle(lines)
+    return lines
 
 
 TASKS = ("sentiment", "sentiment-negation", "sentiment-intensity", *list(_TOPICS)[:7])
