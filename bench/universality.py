@@ -52,7 +52,6 @@ KS = (1, 4, 16)
 SEEDS_APART = 3
 """Held-out tasks of seed ``s``: numbers ``s, s+3, ...``; over three seeds every task once."""
 TRAINING_SCORED = 2
-T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13, 20: 2.09}
 
 
 def _quiet() -> None:
@@ -69,14 +68,12 @@ def _quiet() -> None:
 
 def interval(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of its 95 % t-interval (0 for a single value)."""
+    from scipy.stats import t
+
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, 0.0
-    df = len(values) - 1
-    t = T_975.get(df) or next((v for d, v in sorted(T_975.items(), reverse=True) if d <= df), 1.96)
-    if df > 30:
-        t = 1.96 + 2.4 / df
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
 
 
 class _Collection:
