@@ -382,7 +382,7 @@ def accuracy_section(
     head_only = [scorer({}, t) for t in range(count)]
     own_projected = [scorer(projected(t), t) for t in range(count)]
     log(
-        f"own accuracy {statistics.mean(own):.3f}, head only {statistics.mean(head_only):.3f}, "
+        f"own accuracy {statistics.mean(own):.3f}, {unmerged} {statistics.mean(head_only):.3f}, "
         f"projected k={k} {statistics.mean(own_projected):.3f}"
     )
     models = _materialize(scorer, base, dense, work / "models") if mergekit else []
@@ -408,8 +408,14 @@ def accuracy_section(
                     record(f"peft {combination} w={scale}", size, normalized(deltas), [seconds])
             if mergekit:
                 config = _mergekit_config(base, [models[t] for t in group], work / "mergekit.yml")
-                seconds = _run_mergekit(config, work / "mergekit-out")
-                record("mergekit ties", size, normalized(_mergekit_deltas(scorer, work / "mergekit-out")), [seconds])
+                try:
+                    seconds = _run_mergekit(config, work / "mergekit-out")
+                except subprocess.CalledProcessError as error:  # an architecture it does not know: say so, go on
+                    log(f"  mergekit failed on this collection ({error}); its row is left out")
+                    mergekit = False
+                else:
+                    deltas = _mergekit_deltas(scorer, work / "mergekit-out")
+                    record("mergekit ties", size, normalized(deltas), [seconds])
             log(f"  group {group} done ({scorer.calls} evaluations)")
     summary = {}
     for label, row in rows.items():
