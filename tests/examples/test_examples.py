@@ -132,7 +132,8 @@ def test_quick_demo_end_to_end(tmp_path):
     assert scores["learned as coefficients"]["loss"] < scores["base"]["loss"]  # so did the coefficients
     assert 0 < generation["trainable_parameters"] < generation["lora_parameters"]
     completions = generation["served"]
-    assert completions["models"] == generation["heldout"] and completions["same_as_library"]
+    assert completions["models"] == [*generation["heldout"], f"{generation['eval_task']}-learned"]
+    assert completions["same_as_library"]
     assert out["generation"]["eval"] == scores
     assert "## Generation tasks (causal LM)" in report and f"{scores['base']['loss']:.3f}" in report
     # Margins come with their interval, the null says what it is, and the report ends where a user goes on.

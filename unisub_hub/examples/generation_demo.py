@@ -5,8 +5,9 @@ centred basis with two members held out; each held-out task projected onto it, a
 one also *learned* from its training rows as coefficients (``train`` on causal-LM data); then
 ``eval`` scores, on that task's test rows, the base, the basis mean alone, the projection, the
 learned task and the original LoRA (completion loss, as ``eval`` counts it); last,
-``unisub-hub serve`` runs as a real process with the held-out tasks and the official ``openai``
-client asks each for a completion, checked against the library's greedy next word.
+``unisub-hub serve`` runs as a real process with the held-out tasks (projected) and the learned
+one, and the official ``openai`` client asks each for a completion, checked against the
+library's greedy next word.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def generation_journey(root: Path, work: Path, log: Log, *, quick: bool) -> dict
         "lora_parameters": _lora_parameters(held[0]),
         "eval_task": first,
         "eval": evaluation,
-        "served": _serve_completions(work, base, basis_folder, projected, log),
+        "served": _serve_completions(work, base, basis_folder, {**projected, f"{first}-learned": learned_folder}, log),
     }
 
 
@@ -129,7 +130,8 @@ def _lora_parameters(folder: Path) -> int:
 
 
 def _serve_completions(work: Path, base: Path, basis: Path, tasks: dict[str, Path], log: Log) -> dict[str, Any]:
-    """Serve the held-out tasks; ask each, with the ``openai`` client, for the next word of one of its test prompts."""
+    """Serve ``tasks`` (the projected held-out tasks and the learned one); ask each, with the ``openai``
+    client, for the next word of one of its task's test prompts."""
     from openai import OpenAI
 
     command = [sys.executable, "-m", "unisub_hub", "--home", str(work / "home-serve-generation"), "serve", str(basis)]
@@ -137,7 +139,7 @@ def _serve_completions(work: Path, base: Path, basis: Path, tasks: dict[str, Pat
     for name, folder in tasks.items():
         command += ["--task", f"{name}={folder}"]
     process, url, _ = start_server(command)
-    prompts = {name: generation_rows(name, split="test", count=1)[0] for name in tasks}
+    prompts = {name: generation_rows(name.removesuffix("-learned"), split="test", count=1)[0] for name in tasks}
     answers = []
     try:
         client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)

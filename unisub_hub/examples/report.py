@@ -158,9 +158,10 @@ def _generation(generation: dict[str, Any]) -> list[str]:
     lines = [
         "## Generation tasks (causal LM)",
         "",
-        f"{generation['tasks']} LoRA generation tasks of the example GPT-2 (pretrained here on the tasks' plain "
-        f"text); held out: {', '.join(generation['heldout'])}. Each task answers `<sentence> =>` with the word of "
-        f"its label. `unisub-hub eval` on {task}'s test rows (loss per completion token, lower is better):",
+        f"{generation['tasks']} LoRA generation tasks of the example GPT-2 (pretrained here on the example "
+        f"sentences, each tagged with what it is about); held out: {', '.join(generation['heldout'])}. Each task "
+        f"answers `<sentence> =>` with the word of its label. `unisub-hub eval` on {task}'s test rows (loss per "
+        "completion token, lower is better):",
         "",
         "| model | loss | perplexity | tokens |",
         "|---|---|---|---|",
@@ -177,7 +178,8 @@ def _generation(generation: dict[str, Any]) -> list[str]:
     served = generation["served"]
     lines += [
         "",
-        f"`{served['command']}`, then the `openai` client (`completions.create`, temperature 0, one token); "
+        f"`{served['command']}` (the held-out tasks projected, and the one learned as coefficients), then the "
+        "`openai` client (`completions.create`, temperature 0, one token); "
         f"models listed: {', '.join(served['models'])}. The served words are "
         f"{'the same as' if served['same_as_library'] else 'NOT the same as'} the library's greedy next words.",
         "",
