@@ -53,7 +53,7 @@ class TaskTensors(nn.Module):
             self.slab = slab
         row = self._free.pop()
         with torch.no_grad():
-            self.slab[row] = value.detach().to(self.slab)
+            self.slab[row].copy_(value)  # converts dtype and device in the one call
         self.rows[key] = row
         return None
 
