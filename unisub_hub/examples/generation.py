@@ -2,11 +2,11 @@
 
 No pretrained causal LM can be downloaded offline, so one is pretrained once on generated text
 (the example tasks' sentences, tagged with the module they document or the way a review leans:
-:func:`~.text_tasks.pretraining_text`) and cached; it
-is saved as a checkpoint folder (``config.json``, ``model.safetensors``, a word-level tokenizer
-with an EOS and a chat template) that every downstream step opens exactly as it would a real
-one. Each generation task is one of :mod:`.text_tasks`' tasks asked as a completion: the prompt
-is the sentence followed by ``=>``, the completion the word that names its label (``network``,
+:func:`~.text_tasks.pretraining_text`) and cached; it is saved as a checkpoint folder
+(``config.json``, ``model.safetensors``, a word-level tokenizer with an EOS and a chat
+template) that every downstream step opens exactly as it would a real one. Each generation
+task is one of :mod:`.text_tasks`' tasks asked as a completion: the prompt is the sentence
+followed by ``=>``, the completion the word that names its label (``network``,
 ``positive``...), then EOS; the loss is on the completion only, as ``unisub-hub train`` and
 ``eval`` count it. A task's LoRA (peft, ``r`` 4 on the fused attention ``c_attn``) is trained
 on its rows once and cached.
@@ -29,9 +29,12 @@ from .text_tasks import ALL_TASKS, label_words, make_task, pretraining_text
 __all__ = [
     "LORA_RANK",
     "PROMPT_END",
+    "SEQUENCE_LENGTH",
     "ensure_generation_base",
     "ensure_generation_zoo",
+    "fit_causal",
     "generation_rows",
+    "train_generation_lora",
     "write_rows",
 ]
 
