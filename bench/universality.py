@@ -248,6 +248,7 @@ def run_collection(collection: _Collection, seeds: int, work: Path, rows_path: P
         started = time.perf_counter()
         base, adapters = collection.adapters(seed)
         print(f"{collection.name} seed {seed}: {len(adapters)} adapters ready ({time.perf_counter() - started:.0f}s)")
+        sources = {s.path.name: s for s in open_sources([str(a) for a in adapters])}  # once per collection
         held_numbers = range(seed % SEEDS_APART, len(tasks), SEEDS_APART)
         if quick:
             held_numbers = list(held_numbers)[:2]
@@ -264,7 +265,6 @@ def run_collection(collection: _Collection, seeds: int, work: Path, rows_path: P
                 build(others, basis_folder, BuildSettings(k=max(KS), center=True, name=f"without-{task}", device="cpu"))
             basis = load_basis(basis_folder)
             layers = {name: basis.layer(name, dtype=torch.float64) for name in basis.layer_names}
-            sources = {s.path.name: s for s in open_sources([str(a) for a in adapters])}
             for role, member in [("heldout", task), *[("training", t) for t in training]]:
                 if (collection.name, seed, member, role, None if role == "heldout" else task) in done:
                     continue

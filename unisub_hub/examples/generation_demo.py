@@ -12,9 +12,6 @@ library's greedy next word.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +27,7 @@ from ..pipeline.project import project
 from ..pipeline.train import TrainOptions, train
 from ..registry import Registry
 from .generation import SEQUENCE_LENGTH, ensure_generation_base, ensure_generation_zoo, generation_rows, write_rows
-from .served import start_server
+from .served import running_server
 from .text_tasks import TASKS
 
 __all__ = ["generation_journey"]
@@ -134,14 +131,9 @@ def _serve_completions(work: Path, base: Path, basis: Path, tasks: dict[str, Pat
     client, for the next word of one of its task's test prompts."""
     from openai import OpenAI
 
-    command = [sys.executable, "-m", "unisub_hub", "--home", str(work / "home-serve-generation"), "serve", str(basis)]
-    command += ["--base", str(base), "--port", "0", "--device", "cpu"]
-    for name, folder in tasks.items():
-        command += ["--task", f"{name}={folder}"]
-    process, url, _ = start_server(command)
     prompts = {name: generation_rows(name.removesuffix("-learned"), split="test", count=1)[0] for name in tasks}
     answers = []
-    try:
+    with running_server(work / "home-serve-generation", basis, base, tasks) as (url, command):
         client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
         listed = [model.id for model in client.models.list().data]
         for name, row in prompts.items():
@@ -154,12 +146,6 @@ def _serve_completions(work: Path, base: Path, basis: Path, tasks: dict[str, Pat
                     "served": completion.choices[0].text.strip(),
                 }
             )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
     local = _local_next_words(base, basis, tasks, prompts)
     for answer in answers:
         answer["library"] = local[answer["task"]]
@@ -170,7 +156,7 @@ def _serve_completions(work: Path, base: Path, basis: Path, tasks: dict[str, Pat
         + f" ({'the same as' if same else 'NOT the same as'} the library's greedy next words)"
     )
     return {
-        "command": "unisub-hub serve " + " ".join(command[command.index("serve") + 1 :]),
+        "command": command,
         "models": listed,
         "completions": answers,
         "same_as_library": same,

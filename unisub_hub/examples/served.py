@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["serve_round_trip", "start_server"]
+__all__ = ["running_server", "serve_round_trip", "start_server"]
 
 _READY = re.compile(r"on (http://127\.0\.0\.1:\d+)")
 
@@ -64,33 +65,41 @@ def _local_logits(base: Path, basis: Path, tasks: dict[str, Path], rows: list[di
     return out
 
 
-def serve_round_trip(
-    work: Path, basis: Path, base: Path, tasks: dict[str, Path], texts: Sequence[str], log: Callable[[str], None]
-) -> dict[str, Any]:
-    """Serve ``tasks``, send one request whose rows alternate between them, compare with the library."""
-    import httpx
-
-    command = [sys.executable, "-m", "unisub_hub", "--home", str(work / "home-serve"), "serve", str(basis)]
+@contextmanager
+def running_server(home: Path, basis: Path, base: Path, tasks: dict[str, Path]) -> Iterator[tuple[str, str]]:
+    """``unisub-hub serve`` on ``tasks`` as a real process on a loopback port: its URL and the
+    command as a user would type it; SIGTERM when the block ends."""
+    command = [sys.executable, "-m", "unisub_hub", "--home", str(home), "serve", str(basis)]
     command += ["--base", str(base), "--port", "0", "--device", "cpu"]
     for name, folder in tasks.items():
         command += ["--task", f"{name}={folder}"]
-    started = time.perf_counter()
     process, url, _ = start_server(command)
-    names = list(tasks)
-    rows = [{"task": names[number % len(names)], "text": text} for number, text in enumerate(texts)]
     try:
-        ready = time.perf_counter() - started
-        request_start = time.perf_counter()
-        response = httpx.post(url + "/v1/classify", json={"inputs": rows}, timeout=120)
-        request_ms = 1000 * (time.perf_counter() - request_start)
-        response.raise_for_status()
-        answer = response.json()
+        yield url, "unisub-hub serve " + " ".join(command[command.index("serve") + 1 :])
     finally:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def serve_round_trip(
+    work: Path, basis: Path, base: Path, tasks: dict[str, Path], texts: Sequence[str], log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Serve ``tasks``, send one request whose rows alternate between them, compare with the library."""
+    import httpx
+
+    names = list(tasks)
+    rows = [{"task": names[number % len(names)], "text": text} for number, text in enumerate(texts)]
+    started = time.perf_counter()
+    with running_server(work / "home-serve", basis, base, tasks) as (url, command):
+        ready = time.perf_counter() - started
+        request_start = time.perf_counter()
+        response = httpx.post(url + "/v1/classify", json={"inputs": rows}, timeout=120)
+        request_ms = 1000 * (time.perf_counter() - request_start)
+        response.raise_for_status()
+        answer = response.json()
     local = _local_logits(base, basis, tasks, rows)
     served = [result["logits"] for result in answer["results"]]
     difference = max(
@@ -101,7 +110,7 @@ def serve_round_trip(
         f"{len(rows)} rows in {request_ms:.0f} ms, logits within {difference:.1e} of the library's"
     )
     return {
-        "command": "unisub-hub serve " + " ".join(command[command.index("serve") + 1 :]),
+        "command": command,
         "request": {"inputs": rows},
         "results": [{k: r[k] for k in ("task", "label", "scores")} for r in answer["results"]],
         "max_abs_logit_difference": difference,
