@@ -86,7 +86,11 @@ def test_sharded_basis_round_trips_with_hf_index(tmp_path):
     assert written.content_id == content_id((tmp_path / "basis" / f) for f in files)
 
 
-def test_coefficients_round_trip_with_passthrough(tmp_path):
+@pytest.mark.parametrize("small_file_bytes", [1 << 20, 0], ids=["read-whole", "read-per-tensor"])
+def test_coefficients_round_trip_with_passthrough(tmp_path, monkeypatch, small_file_bytes):
+    import unisub_hub.format.artifact as artifact
+
+    monkeypatch.setattr(artifact, "SMALL_FILE_BYTES", small_file_bytes)
     result, sources = built()
     basis = write_basis(tmp_path / "basis", result)
     coefs = {"enc.0.weight": torch.randn(2, 2), "enc.1.weight": torch.randn(2, 2)}
@@ -171,13 +175,30 @@ def test_newer_minor_version_may_add_fields_inside_layer_entries_too(tmp_path):
         load_basis(tmp_path / "basis")
 
 
-def test_truncated_tensor_file_is_refused(tmp_path):
+@pytest.mark.parametrize("small_file_bytes", [1 << 20, 0], ids=["read-whole", "read-per-tensor"])
+def test_truncated_tensor_file_is_refused(tmp_path, monkeypatch, small_file_bytes):
+    import unisub_hub.format.artifact as artifact
+
+    monkeypatch.setattr(artifact, "SMALL_FILE_BYTES", small_file_bytes)
     result, _ = built()
     write_basis(tmp_path / "basis", result)
     path = tmp_path / "basis" / "basis.safetensors"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(FormatError, match="truncated"):
         load_basis(tmp_path / "basis")
+
+
+def test_a_small_tensor_file_is_read_once_at_opening_and_each_read_gives_new_tensors(tmp_path):
+    result, _ = built()
+    basis = write_basis(tmp_path / "basis", result)
+    coefs = {"enc.0.weight": torch.randn(2, 2), "enc.1.weight": torch.randn(2, 2)}
+    save_coefficients(tmp_path / "task", coefs, {}, name="task-a", basis_manifest=basis.manifest)
+    loaded = load_coefficients(tmp_path / "task")
+    (tmp_path / "task" / "coefficients.safetensors").unlink()  # what was opened is what is read
+    first = loaded.coefficients()
+    first["enc.0.weight"].zero_()
+    assert torch.equal(loaded.coefficient("enc.0.weight"), coefs["enc.0.weight"])
+    assert torch.equal(loaded.coefficients()["enc.1.weight"], coefs["enc.1.weight"])
 
 
 def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from .atomic import atomic_folder, check_output
 from .common import MEANING_KEY, meaning_table
 from .schema import check_version, validate_manifest
 from .shards import ShardWriter
-from .tensorfile import content_id, open_tensor_file, read_header
+from .tensorfile import SMALL_FILE_BYTES, content_id, header_of_bytes, load_bytes, open_tensor_file, read_header
 from .verified import VerifiedIds, cached_content_id, file_key, remember, remember_content_id, remembered
 
 __all__ = ["MANIFEST_NAMES", "Artifact", "check_artifact_output", "holds_artifact", "read_artifact", "write_artifact"]
@@ -109,6 +109,8 @@ class Artifact:
     kind: str
     _locations: dict[str, str] = field(default_factory=dict, repr=False)
     _headers: dict[str, dict] = field(default_factory=dict, repr=False)
+    _small_files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """The bytes of the small tensor files (:data:`~.tensorfile.SMALL_FILE_BYTES`), read at opening."""
 
     @property
     def content_id(self) -> str:
@@ -122,13 +124,8 @@ class Artifact:
         return sorted(self._locations)
 
     def tensor(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Load one tensor (only its bytes are read)."""
-        try:
-            file_name = self._locations[name]
-        except KeyError:
-            raise FormatError(f"tensor {name!r} is not in the artifact", path=self.path) from None
-        with open_tensor_file(self.path / file_name, str(device)) as handle:
-            return handle.get_tensor(name)
+        """Load one tensor (only its bytes are read from a large file)."""
+        return self.tensors([name], device)[name]
 
     def tensors(self, names: Sequence[str], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """Load several tensors, opening each file once (a task's every layer, for a fast load)."""
@@ -139,6 +136,10 @@ class Artifact:
             by_file.setdefault(self._locations[name], []).append(name)
         out: dict[str, torch.Tensor] = {}
         for file_name, wanted in by_file.items():
+            if file_name in self._small_files:
+                every = load_bytes(self._small_files[file_name], self.path / file_name)
+                out.update((name, every[name].to(device)) for name in wanted)
+                continue
             with open_tensor_file(self.path / file_name, str(device)) as handle:
                 out.update((name, handle.get_tensor(name)) for name in wanted)
         return out
@@ -257,7 +258,12 @@ def read_artifact(
         file_path = path / file_name
         if not file_path.is_file():
             raise FormatError(f"tensor file {file_name} listed in the manifest is missing", path=path)
-        header = read_header(file_path)
+        if file_path.stat().st_size <= SMALL_FILE_BYTES:
+            raw = _read_bytes(file_path)
+            artifact._small_files[file_name] = raw
+            header = header_of_bytes(raw, file_path)
+        else:
+            header = read_header(file_path)
         meta = header.pop("__metadata__", None) or {}
         if meta.get("format") != kind:
             raise FormatError(
@@ -276,3 +282,10 @@ def read_artifact(
     if verify:
         artifact.verify(cached=cached, known=known)
     return artifact
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise FormatError(f"cannot read the file ({error.strerror or error})", path=path) from None

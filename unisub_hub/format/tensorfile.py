@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
+from safetensors import SafetensorError, deserialize, safe_open
+from safetensors.torch import load, save
 
 from ..errors import FormatError
 
 __all__ = [
     "canonical_bytes",
+    "SMALL_FILE_BYTES",
     "content_id",
+    "header_of_bytes",
+    "load_bytes",
     "open_tensor_file",
     "read_header",
     "read_tensors",
@@ -33,6 +36,11 @@ __all__ = [
 ]
 
 _HASH_CHUNK = 1 << 22
+
+SMALL_FILE_BYTES = 1 << 20
+"""Tensor files up to this size (a task's coefficients: a few KiB) are read whole, once, when
+their artifact is opened: one read and one parse instead of a file opening per tensor read,
+which is most of a server's cold load of a task."""
 
 
 def canonical_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
@@ -72,6 +80,32 @@ def read_header(path: Path) -> dict:
     return header
 
 
+def header_of_bytes(raw: bytes, path: Path) -> dict:
+    """:func:`read_header` of a file already read into ``raw`` (checked by ``safetensors`` the same way).
+
+    Raises:
+        FormatError: naming ``path`` and the problem.
+    """
+    with _readable(path):
+        described = deserialize(raw)
+    header: dict[str, Any] = {name: {"dtype": spec["dtype"], "shape": list(spec["shape"])} for name, spec in described}
+    (length,) = struct.unpack("<Q", raw[:8])  # safetensors has checked the length and the JSON
+    metadata = json.loads(raw[8 : 8 + length]).get("__metadata__")
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    return header
+
+
+def load_bytes(raw: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a file already read into ``raw`` (new tensors on the CPU at each call).
+
+    Raises:
+        FormatError: naming ``path`` and the problem.
+    """
+    with _readable(path):
+        return load(raw)
+
+
 def read_tensors(path: Path, keys: Iterable[str]) -> dict[str, torch.Tensor]:
     """Tensors ``keys`` of a safetensors file, read on the CPU.
 
@@ -91,9 +125,15 @@ def read_tensors(path: Path, keys: Iterable[str]) -> dict[str, torch.Tensor]:
 @contextmanager
 def open_tensor_file(path: Path, device: str = "cpu") -> Iterator[Any]:
     """``safe_open`` whose errors (corrupt data, bad header) become :class:`FormatError` naming the file."""
+    with _readable(path), safe_open(path, framework="pt", device=device) as handle:
+        yield handle
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """safetensors' and the file system's errors as one :class:`FormatError` naming ``path``."""
     try:
-        with safe_open(path, framework="pt", device=device) as handle:
-            yield handle
+        yield
     except SafetensorError as error:
         raise FormatError(
             "not a readable safetensors file: truncated, padded or corrupt "
