@@ -17,8 +17,10 @@ Rows (``accuracy`` section, one process, every contender on the same groups):
 - ``head only``: the base encoder and the task's head: what no merge at all scores (on this
   uncentred LoRA basis it is also the basis mean; a merge that does not beat it adds nothing);
 - ``projected (own)``: the task alone on the basis: the ceiling a coefficient-space merge starts from;
-- ours: ``linear``, ``ties``, ``dare-linear``, ``dare-ties`` on the coefficient tensors of a basis
-  of rank ``k`` built from the ten adapters;
+- ours: ``linear``, ``ties``, ``dare-linear``, ``dare-ties``, ``iso`` on the coefficient tensors
+  of each basis of ``--bases`` built from the ten adapters: rank 16 (a kilobyte basis) and the
+  exact one (the smallest k that holds every adapter: the largest summed LoRA rank of a layer,
+  80 for MiniLM, 40 for the GPT-2), where our linear merge is peft's ``cat`` (the exact sum);
 - peft ``add_weighted_adapter`` on the original LoRAs: ``linear``, ``cat``, ``svd``, ``ties``,
   ``dare_ties``;
 - mergekit ``ties`` on the materialized full models (base + update + head), base model given.
@@ -52,7 +54,7 @@ from typing import Any
 
 import torch
 
-OURS = ("linear", "ties", "dare-linear", "dare-ties")
+OURS = ("linear", "ties", "dare-linear", "dare-ties", "iso")
 PEFT = ("linear", "cat", "svd", "ties", "dare_ties")
 DENSITY, SEED = 0.5, 0
 SCALES = ("1/T", "1")
@@ -90,7 +92,9 @@ def _merger(method: str):
     from unisub_hub.merge import method_named
 
     return method_named(
-        method, density=None if method == "linear" else DENSITY, seed=SEED if method.startswith("dare") else None
+        method,
+        density=DENSITY if method == "ties" or method.startswith("dare") else None,
+        seed=SEED if method.startswith("dare") else None,
     )
 
 
@@ -359,8 +363,20 @@ def _generation_zoo(home: Path) -> tuple[Path, list[Path]]:
     return ensure_generation_zoo(home / "examples" / "generation", tasks=TASKS)  # the demo's collection
 
 
+def _exact_rank(dense: list[dict[str, torch.Tensor]]) -> int:
+    """The smallest k whose basis holds every update exactly: the largest summed rank of a layer's updates."""
+    return max(sum(int(torch.linalg.matrix_rank(task[layer])) for task in dense) for layer in dense[0])
+
+
 def accuracy_section(
-    home: Path, work: Path, *, k: int, quick: bool, mergekit: bool, log, collection: str = "minilm"
+    home: Path,
+    work: Path,
+    *,
+    bases: list[str],
+    quick: bool,
+    mergekit: bool,
+    log,
+    collection: str = "minilm",
 ) -> dict[str, Any]:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if collection == "generation":
@@ -374,17 +390,21 @@ def accuracy_section(
         base, adapters = _zoo(home)
         scorer = Scorer(base, adapters)
         peft_merge = _peft(base, _encoder_only(adapters, work / "encoder-only"), load_task_model)
-    dense, projected, ours = _ours(scorer, k)
+    dense, _, _ = _ours(scorer, 1)
     unmerged = "base" if collection == "generation" else "head only"  # what no merge at all scores
     count = len(adapters)
     sizes = {2: 5, 4: 3, 8: 2} if not quick else {2: 2, 4: 1}
     own = [scorer(dense[t], t) for t in range(count)]
     head_only = [scorer({}, t) for t in range(count)]
-    own_projected = [scorer(projected(t), t) for t in range(count)]
-    log(
-        f"own accuracy {statistics.mean(own):.3f}, {unmerged} {statistics.mean(head_only):.3f}, "
-        f"projected k={k} {statistics.mean(own_projected):.3f}"
-    )
+    variants = {}  # one basis per entry of ``bases``: its k, its projections' scores, its merge function
+    for wanted in bases:
+        k = _exact_rank(dense) if wanted == "exact" else int(wanted)
+        tag = f"k={k}" + (", exact" if wanted == "exact" else "")
+        _, projected, ours = _ours(scorer, k)
+        scores = [scorer(projected(t), t) for t in range(count)]
+        variants[tag] = {"k": k, "projected": scores, "merge": ours}
+        log(f"basis {tag}: projected {statistics.mean(scores):.3f}")
+    log(f"own accuracy {statistics.mean(own):.3f}, {unmerged} {statistics.mean(head_only):.3f}")
     models = _materialize(scorer, base, dense, work / "models") if mergekit else []
     rows: dict[str, dict[str, Any]] = {}
 
@@ -397,12 +417,14 @@ def accuracy_section(
         for group in _groups(count, size, how_many):
             normalized = lambda deltas, group=group: [scorer(deltas, t) / own[t] for t in group]  # noqa: E731
             record(unmerged, size, [head_only[t] / own[t] for t in group], [])
-            record("projected (own)", size, [own_projected[t] / own[t] for t in group], [])
+            for tag, variant in variants.items():
+                record(f"projected (own, {tag})", size, [variant["projected"][t] / own[t] for t in group], [])
             for scale in SCALES:
                 weights = _weights(scale, size)
-                for method in OURS:
-                    deltas, seconds = ours(group, method, weights)
-                    record(f"ours {method} w={scale}", size, normalized(deltas), [seconds])
+                for tag, variant in variants.items():
+                    for method in OURS:
+                        deltas, seconds = variant["merge"](group, method, weights)
+                        record(f"ours {method} ({tag}) w={scale}", size, normalized(deltas), [seconds])
                 for combination in PEFT:
                     deltas, seconds = peft_merge(group, combination, weights)
                     record(f"peft {combination} w={scale}", size, normalized(deltas), [seconds])
@@ -425,12 +447,11 @@ def accuracy_section(
             "merge_ms_median": statistics.median(row["merge_seconds"]) * 1000 if row["merge_seconds"] else None,
         }
     return {
-        "k": k,
+        "bases": {tag: {"k": v["k"], "projected_accuracy": v["projected"]} for tag, v in variants.items()},
         "collection": collection,
         "tasks": [a.name.removeprefix("lora-") for a in adapters],
         "own_accuracy": own,
         "head_only_accuracy": head_only,
-        "projected_accuracy": own_projected,
         "groups": {size: _groups(count, size, n) for size, n in sizes.items()},
         "rows": summary,
     }
@@ -619,10 +640,12 @@ def _accuracy_table(acc: dict[str, Any], what: str, normalized: str, unmerged: s
     lines = [
         f"## {what}",
         "",
-        f"Basis of rank k={acc['k']} from all of them. Normalized accuracy = {normalized}, mean over the tasks "
-        "of every group. Own accuracy "
-        f"{statistics.mean(acc['own_accuracy']):.3f}, {unmerged} {statistics.mean(acc['head_only_accuracy']):.3f}, "
-        f"projected {statistics.mean(acc['projected_accuracy']):.3f}.",
+        "Bases built from all of them: "
+        + "; ".join(
+            f"{tag} (projected alone {statistics.mean(b['projected_accuracy']):.3f})" for tag, b in acc["bases"].items()
+        )
+        + f". Normalized accuracy = {normalized}, mean over the tasks of every group. Own accuracy "
+        f"{statistics.mean(acc['own_accuracy']):.3f}, {unmerged} {statistics.mean(acc['head_only_accuracy']):.3f}.",
         "",
         "### Normalized accuracy, each method at its better weight scale (1/T or 1)",
         "",
@@ -671,7 +694,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(f"bench/results/{date.today()}-merge"))
     parser.add_argument("--home", type=Path, default=Path.home() / ".cache" / "unisub-hub")
     parser.add_argument("--work", type=Path, default=Path("/tmp/unisub-merge-bench"))
-    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--k", type=int, default=16, help="the speed section's basis rank")
+    parser.add_argument(
+        "--bases",
+        default="16,exact",
+        help="the accuracy sections' bases: ranks, and 'exact' (the smallest k that holds every adapter exactly)",
+    )
     parser.add_argument("--quick", action="store_true", help="pairs and one group of four; no speed section")
     parser.add_argument(
         "--sections",
@@ -706,12 +734,18 @@ def main() -> None:
 
     if "accuracy" in sections:
         result["accuracy"] = accuracy_section(
-            args.home, args.work, k=args.k, quick=args.quick, mergekit=mergekit, log=log
+            args.home, args.work, bases=args.bases.split(","), quick=args.quick, mergekit=mergekit, log=log
         )
         save()
     if "generation" in sections:
         result["generation"] = accuracy_section(
-            args.home, args.work, k=args.k, quick=args.quick, mergekit=mergekit, log=log, collection="generation"
+            args.home,
+            args.work,
+            bases=args.bases.split(","),
+            quick=args.quick,
+            mergekit=mergekit,
+            log=log,
+            collection="generation",
         )
         save()
     if "speed" in sections and not args.quick:

@@ -41,7 +41,7 @@ def reference_ties(values, weights, density):
 
 
 def test_the_registry_names_every_method():
-    assert set(METHODS) == {"linear", "ties", "dare-linear", "dare-ties"}
+    assert set(METHODS) == {"linear", "ties", "dare-linear", "dare-ties", "iso"}
     with pytest.raises(MergeError, match="unknown method 'slerp'"):
         method_named("slerp")
     with pytest.raises(MergeError, match="linear does not take density"):
@@ -64,6 +64,45 @@ def test_ties_equals_an_entry_by_entry_implementation(density, weights):
     for layer in given[0]:
         expected = reference_ties([t[layer] for t in given], weights, density)
         assert torch.allclose(merged[layer], expected, atol=1e-12)
+
+
+def reference_iso(updates, weights):
+    """Iso-C in weight space, written out: the SVD of the summed ``p x q`` update, each nonzero
+    singular value replaced by their mean."""
+    total = sum(w * u for w, u in zip(weights, updates, strict=True))
+    left, values, right = torch.linalg.svd(total, full_matrices=False)
+    rank = int((values > 1e-9 * values[0]).sum())
+    return values[:rank].mean() * left[:, :rank] @ right[:rank]
+
+
+@pytest.mark.parametrize("weights", [[1.0, 1.0, 1.0], [0.5, 0.3, 0.2]])
+def test_iso_equals_weight_space_iso_c_of_the_update_the_basis_holds(weights):
+    gen = torch.Generator().manual_seed(5)
+    k, p, q = 9, 20, 14
+    left = torch.linalg.qr(torch.randn(p, k, generator=gen, dtype=torch.float64)).Q
+    right = torch.linalg.qr(torch.randn(q, k, generator=gen, dtype=torch.float64)).Q
+    # rank-2 cores: the sum of three has rank 6 < k, so the zero singular values must stay zero
+    cores = [
+        torch.randn(k, 2, generator=gen, dtype=torch.float64) @ torch.randn(2, k, generator=gen, dtype=torch.float64)
+        for _ in weights
+    ]
+    merged = merge_coefficients([{"l": c} for c in cores], weights, method_named("iso"), centered=False)["l"]
+    expected = reference_iso([left @ c @ right.T for c in cores], weights)
+    assert torch.allclose(left @ merged @ right.T, expected, atol=1e-10)
+    values = torch.linalg.svdvals(merged)
+    assert torch.allclose(values[:6], values[:6].mean().expand(6), atol=1e-10) and float(values[6:].max()) < 1e-10
+
+
+def test_iso_scales_with_the_weights_and_refuses_flat_coefficients():
+    given = tasks(count=2)
+    once = merge_coefficients(given, [0.5, 0.5], method_named("iso"), centered=True)
+    twice = merge_coefficients(given, [1.0, 1.0], method_named("iso"), centered=False)
+    assert all(torch.allclose(2 * once[layer], twice[layer], atol=1e-12) for layer in once)
+    flat = [{"l": torch.randn(5, dtype=torch.float64)} for _ in range(2)]
+    with pytest.raises(MergeError, match=r"iso .* needs a matrix of coefficients per layer; .*shape \(5,\)"):
+        merge_coefficients(flat, [0.5, 0.5], method_named("iso"), centered=True)
+    with pytest.raises(MergeError, match="iso does not take density"):
+        method_named("iso", density=0.5)
 
 
 def test_dare_is_seeded_and_at_density_one_is_linear():

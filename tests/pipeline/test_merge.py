@@ -107,6 +107,22 @@ def test_ties_and_dare_merges_are_reproducible(zoo, tmp_path):
     assert first["merge"] == {"method": "dare-ties", "density": 0.5, "seed": 7, "weights": [0.5, 0.5], "heads": "none"}
 
 
+def test_an_iso_merge_flattens_the_spectrum_of_the_weighted_sum(zoo, tmp_path):
+    run("merge", "t4", "t5", "t6", "--method", "iso", "--weights", "0.5,0.3,0.2", "--out", tmp_path / "m")
+    merged = load_coefficients(tmp_path / "m")
+    parts = [load_coefficients(tmp_path / f"t{n}") for n in (4, 5, 6)]
+    for layer in merged.layer_names:
+        total = sum(w * p.coefficient(layer).double() for w, p in zip((0.5, 0.3, 0.2), parts, strict=True))
+        left, values, right = torch.linalg.svd(total)
+        expected = values.mean() * left @ right  # the sum of three random tasks has full rank k
+        assert torch.allclose(merged.coefficient(layer).double(), expected, atol=1e-6)
+    assert merged.manifest["merge"]["method"] == "iso" and merged.manifest["lineage"] == "merged"
+    out = tmp_path / "bad"
+    refused(
+        ["merge", "t4", "t5", "--method", "iso", "--density", "0.5", "--out", out], "iso does not take --density", out
+    )
+
+
 def test_passthrough_heads_follow_the_rules(zoo, tmp_path):
     t4, t5 = load_coefficients(tmp_path / "t4"), load_coefficients(tmp_path / "t5")
     assert not torch.equal(t4.passthrough("norm.weight"), t5.passthrough("norm.weight"))  # they differ

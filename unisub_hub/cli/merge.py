@@ -8,12 +8,11 @@ import click
 
 from ..constants import COEFFICIENTS_FORMAT
 from ..format import check_artifact_output
+from ..merge import METHODS
 from .build import command_line
 from .options import device_option, json_option, register_option
 from .output import emit_json, human_bytes, stdout
 from .refs import check_can_register, open_basis, open_coefficients, open_registry, register_written
-
-_METHODS = ["linear", "ties", "dare-linear", "dare-ties"]
 
 
 def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
@@ -29,7 +28,7 @@ def _weights(ctx: click.Context, param: click.Parameter, value: str | None) -> l
 @click.argument("task_refs", nargs=-1, required=True, metavar="TASK TASK...")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the merged task into.")
 @click.option("--name", default=None, help="Task name (default: the --out folder name).")
-@click.option("--method", type=click.Choice(_METHODS), default="linear", show_default=True, help="How to merge.")
+@click.option("--method", type=click.Choice(list(METHODS)), default="linear", show_default=True, help="How to merge.")
 @click.option(
     "--weights", callback=_weights, default=None, help="One weight per task, comma-separated (default equal)."
 )

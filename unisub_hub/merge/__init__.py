@@ -11,8 +11,9 @@ methods: a new method is one class. See ``docs/merge.md`` for the math.
 
 from .base import MergeMethod, merge_coefficients
 from .dare import Dare
+from .iso import Iso
 from .linear import Linear
 from .registry import METHODS, method_named
 from .ties import Ties
 
-__all__ = ["METHODS", "Dare", "Linear", "MergeMethod", "Ties", "merge_coefficients", "method_named"]
+__all__ = ["METHODS", "Dare", "Iso", "Linear", "MergeMethod", "Ties", "merge_coefficients", "method_named"]

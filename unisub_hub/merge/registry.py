@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import MergeError, option
 from .base import MergeMethod
 from .dare import Dare
+from .iso import Iso
 from .linear import Linear
 from .ties import Ties
 
@@ -19,6 +20,7 @@ METHODS: dict[str, Callable[..., MergeMethod]] = {
     "ties": Ties,
     "dare-linear": partial(Dare, sign_consensus=False),
     "dare-ties": partial(Dare, sign_consensus=True),
+    "iso": Iso,
 }
 """Method name -> what makes it from its parameters (``density``, ``seed``)."""
 
@@ -27,6 +29,7 @@ TAKES: dict[str, tuple[str, ...]] = {
     "ties": ("density",),
     "dare-linear": ("density", "seed"),
     "dare-ties": ("density", "seed"),
+    "iso": (),
 }
 """The parameters each method takes (the rest are not its business)."""
 
