@@ -543,9 +543,8 @@ def speed_section(home: Path, work: Path, *, k: int, repeats: int, mergekit: boo
     cli = [sys.executable, "-m", "unisub_hub", "--home", str(work / "home")]
     contenders: dict[str, list[str]] = {}
     for method in OURS:
-        extra = (
-            [] if method == "linear" else ["--density", str(DENSITY), *(["--seed", "0"] if "dare" in method else [])]
-        )
+        merger = _merger(method)  # the parameters it takes, as the accuracy sections run it
+        extra = [f"--{key}={value}" for key, value in merger.parameters().items() if key != "method"]
         contenders[f"unisub-hub merge {method}"] = [
             *cli,
             "merge",

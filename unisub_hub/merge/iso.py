@@ -3,8 +3,7 @@
 A sum of task updates is dominated by the few directions the tasks share; the directions one
 task alone needs get small singular values and are drowned out. Iso-C keeps the sum's singular
 directions and gives each of them the mean of its singular values, so every direction the
-tasks span counts the same. With 4 and 8 of the demo's MiniLM tasks it scores above weight-space
-TIES and the exact sum (the README's merge tables).
+tasks span counts the same (where that helps, and where it does not: the README's merge tables).
 
 On a basis with orthonormal ``U`` and ``V``, the singular directions of the core ``S`` are
 those of the update ``U S V^T``, rotated: flattening the ``k x k`` core's spectrum is Iso-C
