@@ -35,3 +35,17 @@ def test_a_home_whose_path_holds_url_characters_works(tmp_path):
     registry.add(make_basis(tmp_path / "basis").path)
     assert (home / "registry.db").is_file() and len(registry.list("bases")) == 1
     registry.close()
+
+
+def test_a_database_damaged_while_open_is_a_registry_error_on_the_plain_row_path(tmp_path):
+    """``resolve`` (a server's cold load) reads through sqlite3's own cursor, not SQLAlchemy's."""
+    home = tmp_path / "home"
+    registry = Registry(home)
+    registry.add(make_basis(tmp_path / "basis").path)
+    registry.resolve(registry.list("bases")[0]["name"])  # the pooled connection exists
+    registry.db.close()
+    for suffix in ("", "-wal", "-shm"):
+        (home / f"registry.db{suffix}").unlink(missing_ok=True)
+    (home / "registry.db").write_bytes(b"\x13\x37 not sqlite at all " * 100)
+    with pytest.raises(RegistryError, match="registry.db: the registry database is damaged"):
+        registry.resolve("anything")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,9 +117,8 @@ class Database:
 
                 yield query
             finally:
-                cursor.execute("ROLLBACK")
                 cursor.close()
-                connection.close()  # back to the pool
+                connection.close()  # back to the pool, which rolls the read transaction back
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -147,8 +147,8 @@ def _database_errors(path: Path) -> Iterator[None]:
     """A damaged, unreadable or full database becomes one :class:`RegistryError` naming the file and the way out."""
     try:
         yield
-    except OperationalError as error:
-        reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]
+    except (OperationalError, sqlite3.OperationalError) as error:  # SQLAlchemy's, or sqlite3's own (``rows``)
+        reason = _reason(error)
         if "locked" in reason:
             raise
         if "readonly" in reason:
@@ -156,10 +156,16 @@ def _database_errors(path: Path) -> Iterator[None]:
                 f"{path}: the registry is read-only here ({reason}); it can be listed and read, not changed"
             ) from None
         raise RegistryError(f"{path}: the registry database cannot be used ({reason})") from None
-    except DatabaseError as error:
-        reason = str(error.orig) if error.orig is not None else str(error).splitlines()[0]
+    except (DatabaseError, sqlite3.DatabaseError) as error:
+        reason = _reason(error)
         raise RegistryError(
             f"{path}: the registry database is damaged ({reason}); move it aside, then register the stored artifacts "
             "again "
             f"with `unisub-hub registry add {path.parent / 'store'}/*` (bases first)"
         ) from None
+
+
+def _reason(error: Exception) -> str:
+    """What SQLite said: a SQLAlchemy error's original, or sqlite3's own message."""
+    original = getattr(error, "orig", None)
+    return str(original) if original is not None else (str(error).splitlines() or [""])[0]
