@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from unisub_hub.cli import cli
 from unisub_hub.errors import UnisubError
 from unisub_hub.format import load_basis, load_coefficients
-from unisub_hub.merge.registry import METHODS
+from unisub_hub.merge.registry import METHODS, TAKES
 from unisub_hub.pipeline.merge import merge
 from unisub_hub.pipeline.validate import validate
 
@@ -61,7 +61,7 @@ def sane(draw: st.DrawFn) -> dict:
     method = draw(st.sampled_from(list(METHODS)))
     raw = draw(st.lists(st.floats(0.05, 5), min_size=len(tasks), max_size=len(tasks)))
     weights = None if draw(st.booleans()) else [w / sum(raw) for w in raw]
-    takes = {"linear": (), "ties": ("density",)}.get(method, ("density", "seed"))
+    takes = TAKES[method]
     return {
         "tasks": tasks,
         "method": method,

@@ -103,6 +103,9 @@ def test_iso_scales_with_the_weights_and_refuses_flat_coefficients():
         merge_coefficients(flat, [0.5, 0.5], method_named("iso"), centered=True)
     with pytest.raises(MergeError, match="iso does not take density"):
         method_named("iso", density=0.5)
+    broken = [given[0], {layer: torch.full_like(value, float("nan")) for layer, value in given[1].items()}]
+    merged = merge_coefficients(broken, [0.5, 0.5], method_named("iso"), centered=True)  # no SVD error
+    assert all(torch.isnan(value).all() for value in merged.values())  # left for the merge's finiteness check
 
 
 def test_dare_is_seeded_and_at_density_one_is_linear():

@@ -123,6 +123,21 @@ def test_an_iso_merge_flattens_the_spectrum_of_the_weighted_sum(zoo, tmp_path):
     )
 
 
+@pytest.mark.parametrize("method", ["linear", "iso"])
+def test_a_task_holding_nan_is_refused_with_nothing_written(zoo, tmp_path, method):
+    from unisub_hub.errors import MergeError
+    from unisub_hub.format import save_coefficients
+    from unisub_hub.pipeline.merge import merge
+
+    basis = load_basis(tmp_path / "basis")
+    good = load_coefficients(tmp_path / "t4")
+    nan = {layer: torch.full_like(good.coefficient(layer), float("nan")) for layer in good.layer_names}
+    broken = save_coefficients(tmp_path / "nan", nan, {}, name="nan", basis_manifest=basis.manifest)
+    with pytest.raises(MergeError, match="hold NaN or Inf; nothing written"):
+        merge([good, broken], basis, tmp_path / "m", method=method)
+    assert not (tmp_path / "m").exists()
+
+
 def test_passthrough_heads_follow_the_rules(zoo, tmp_path):
     t4, t5 = load_coefficients(tmp_path / "t4"), load_coefficients(tmp_path / "t5")
     assert not torch.equal(t4.passthrough("norm.weight"), t5.passthrough("norm.weight"))  # they differ

@@ -27,7 +27,7 @@ from .atomic import atomic_folder, check_output
 from .common import MEANING_KEY, meaning_table
 from .schema import check_version, validate_manifest
 from .shards import ShardWriter
-from .tensorfile import SMALL_FILE_BYTES, content_id, header_of_bytes, load_bytes, open_tensor_file, read_header
+from .tensorfile import SMALL_FILE_BYTES, content_id, open_tensor_file, parse_bytes, read_header
 from .verified import VerifiedIds, cached_content_id, file_key, remember, remember_content_id, remembered
 
 __all__ = ["MANIFEST_NAMES", "Artifact", "check_artifact_output", "holds_artifact", "read_artifact", "write_artifact"]
@@ -109,8 +109,9 @@ class Artifact:
     kind: str
     _locations: dict[str, str] = field(default_factory=dict, repr=False)
     _headers: dict[str, dict] = field(default_factory=dict, repr=False)
-    _small_files: dict[str, bytes] = field(default_factory=dict, repr=False)
-    """The bytes of the small tensor files (:data:`~.tensorfile.SMALL_FILE_BYTES`), read at opening."""
+    _small_files: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    """The tensors of the small files (:data:`~.tensorfile.SMALL_FILE_BYTES`), parsed at opening;
+    each read hands out copies, so a caller that changes one changes nothing here."""
 
     @property
     def content_id(self) -> str:
@@ -137,8 +138,8 @@ class Artifact:
         out: dict[str, torch.Tensor] = {}
         for file_name, wanted in by_file.items():
             if file_name in self._small_files:
-                every = load_bytes(self._small_files[file_name], self.path / file_name)
-                out.update((name, every[name].to(device)) for name in wanted)
+                parsed = self._small_files[file_name]
+                out.update((name, parsed[name].clone().to(device)) for name in wanted)
                 continue
             with open_tensor_file(self.path / file_name, str(device)) as handle:
                 out.update((name, handle.get_tensor(name)) for name in wanted)
@@ -259,9 +260,7 @@ def read_artifact(
         if not file_path.is_file():
             raise FormatError(f"tensor file {file_name} listed in the manifest is missing", path=path)
         if file_path.stat().st_size <= SMALL_FILE_BYTES:
-            raw = _read_bytes(file_path)
-            artifact._small_files[file_name] = raw
-            header = header_of_bytes(raw, file_path)
+            header, artifact._small_files[file_name] = parse_bytes(_read_bytes(file_path), file_path)
         else:
             header = read_header(file_path)
         meta = header.pop("__metadata__", None) or {}

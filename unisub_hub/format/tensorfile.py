@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, deserialize, safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 
 from ..errors import FormatError
@@ -26,9 +26,8 @@ __all__ = [
     "canonical_bytes",
     "SMALL_FILE_BYTES",
     "content_id",
-    "header_of_bytes",
-    "load_bytes",
     "open_tensor_file",
+    "parse_bytes",
     "read_header",
     "read_tensors",
     "sha256_files",
@@ -38,9 +37,9 @@ __all__ = [
 _HASH_CHUNK = 1 << 22
 
 SMALL_FILE_BYTES = 1 << 20
-"""Tensor files up to this size (a task's coefficients: a few KiB) are read whole, once, when
-their artifact is opened: one read and one parse instead of a file opening per tensor read,
-which is most of a server's cold load of a task."""
+"""Tensor files up to this size (a task's coefficients: a few KiB) are read and parsed whole,
+once, when their artifact is opened: one read and one parse instead of a file opening per
+tensor read, which was most of a server's cold load of a task."""
 
 
 def canonical_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
@@ -80,30 +79,27 @@ def read_header(path: Path) -> dict:
     return header
 
 
-def header_of_bytes(raw: bytes, path: Path) -> dict:
-    """:func:`read_header` of a file already read into ``raw`` (checked by ``safetensors`` the same way).
+def parse_bytes(raw: bytes, path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The header (as :func:`read_header` gives it) and every tensor of a file already read into ``raw``.
+
+    ``safetensors`` checks the bytes as it checks a file it opens (header size, dtypes, offsets
+    that tile the data); the header's JSON is read only after that.
 
     Raises:
         FormatError: naming ``path`` and the problem.
     """
     with _readable(path):
-        described = deserialize(raw)
-    header: dict[str, Any] = {name: {"dtype": spec["dtype"], "shape": list(spec["shape"])} for name, spec in described}
-    (length,) = struct.unpack("<Q", raw[:8])  # safetensors has checked the length and the JSON
-    metadata = json.loads(raw[8 : 8 + length]).get("__metadata__")
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    return header
-
-
-def load_bytes(raw: bytes, path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a file already read into ``raw`` (new tensors on the CPU at each call).
-
-    Raises:
-        FormatError: naming ``path`` and the problem.
-    """
-    with _readable(path):
-        return load(raw)
+        tensors = load(raw)
+    (length,) = struct.unpack("<Q", raw[:8])
+    described = json.loads(raw[8 : 8 + length])
+    header: dict[str, Any] = {
+        name: {"dtype": entry["dtype"], "shape": list(entry["shape"])}
+        for name, entry in described.items()
+        if name != "__metadata__"
+    }
+    if described.get("__metadata__") is not None:
+        header["__metadata__"] = described["__metadata__"]
+    return header, tensors
 
 
 def read_tensors(path: Path, keys: Iterable[str]) -> dict[str, torch.Tensor]:

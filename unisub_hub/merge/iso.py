@@ -51,4 +51,7 @@ class Iso(MergeMethod):
                 f"iso flattens each layer's singular values and needs a matrix of coefficients per layer; "
                 f"this basis has layers of shape {tuple(stacked.shape[2:])} (use linear, ties or dare-*)"
             )
-        return flatten_spectrum(weighted_sum(stacked, weights))
+        total = weighted_sum(stacked, weights)
+        if not bool(torch.isfinite(total).all()):
+            return total  # an SVD cannot take it; the merge refuses non-finite results, naming the layer
+        return flatten_spectrum(total)
